@@ -1,0 +1,236 @@
+"""Reads tracemalloc's trace table and groups it in the target, the way `Snapshot.statistics()`
+and `Snapshot.compare_to()` do, without the per-trace allocations that make the stdlib slow.
+
+Every temporary object created while tracing is on is itself traced (about 1 µs each), so the
+per-trace loop must allocate nothing: it appends the existing size objects to one list per
+traceback and sums each list once at the end. Tracebacks with identical frames are one shared
+tuple in `_get_traces()`'s result, so dict lookups hit by identity.
+
+Raw tracebacks are tuples of (filename, lineno), most recent frame first, as `_get_traces()`
+returns them; rows sent to the viewer list frames oldest first, like `tracemalloc.Traceback`.
+"""
+
+import fnmatch
+import os
+import time
+import tracemalloc
+
+GROUP_KEYS = ("lineno", "filename", "traceback")
+SORT_KEYS = ("size", "size_diff", "count", "count_diff")
+
+_AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
+# The launcher hands control to the user's program: its frames belong to the program.
+_PROGRAM_FILES = frozenset([os.path.join(_AGENT_DIR, "launch.py")])
+
+
+def _raw_traces_fast():
+    import _tracemalloc
+
+    traces = _tracemalloc._get_traces()
+    if traces:
+        first = traces[0]
+        # Shape (domain, size, traceback, total_nframe) on CPython 3.9 through 3.15.
+        if not (
+            isinstance(first, tuple)
+            and len(first) == 4
+            and isinstance(first[1], int)
+            and isinstance(first[2], tuple)
+        ):
+            raise LookupError("unexpected _get_traces() shape")
+    return traces
+
+
+def _raw_traces_public():
+    # Public API only: Trace.traceback is oldest first, so reverse it to the raw order.
+    snapshot = tracemalloc.take_snapshot()
+    return [
+        (
+            trace.domain,
+            trace.size,
+            tuple((f.filename, f.lineno) for f in reversed(trace.traceback)),
+            0,
+        )
+        for trace in snapshot.traces
+    ]
+
+
+def read_raw_traces():
+    """The live traces in `_get_traces()` form; public Snapshot API when that is missing."""
+    try:
+        return _raw_traces_fast()
+    except (ImportError, AttributeError, LookupError):
+        return _raw_traces_public()
+
+
+_agent_file_memo = {}
+
+
+def is_agent_file(filename):
+    """True for the agent's own source files (their allocations are never shown)."""
+    known = _agent_file_memo.get(filename)
+    if known is None:
+        known = filename.startswith(_AGENT_DIR + os.sep) and filename not in _PROGRAM_FILES
+        if len(_agent_file_memo) < 4096:
+            _agent_file_memo[filename] = known
+    return known
+
+
+class Sample:
+    """One read of the trace table, reduced to totals per distinct traceback."""
+
+    __slots__ = ("by_traceback", "cost", "count", "id", "own_count", "own_size", "size", "time")
+
+    def __init__(self, sample_id, when, by_traceback, own_size, own_count):
+        self.id = sample_id
+        self.time = when
+        self.cost = 0.0
+        self.by_traceback = by_traceback
+        self.size = sum(entry[0] for entry in by_traceback.values())
+        self.count = sum(entry[1] for entry in by_traceback.values())
+        self.own_size = own_size
+        self.own_count = own_count
+
+
+def take_sample(sample_id, read=read_raw_traces):
+    """Read all traces and total them per traceback; `cost` is the wall time spent."""
+    started = time.perf_counter()
+    when = time.time()
+    sizes_by_tb = _sizes_by_traceback(read())
+    by_traceback = {}
+    own_size = own_count = 0
+    for tb, sizes in sizes_by_tb.items():
+        size = sum(sizes)
+        if any(is_agent_file(frame[0]) for frame in tb):
+            own_size += size
+            own_count += len(sizes)
+        else:
+            by_traceback[tb] = (size, len(sizes))
+    del sizes_by_tb
+    sample = Sample(sample_id, when, by_traceback, own_size, own_count)
+    sample.cost = time.perf_counter() - started
+    return sample
+
+
+def _sizes_by_traceback(traces):
+    # The hot loop: no object is created per trace, only list growth per distinct traceback.
+    groups = {}
+    get = groups.get
+    for _, size, tb, _ in traces:
+        sizes = get(tb)
+        if sizes is None:
+            groups[tb] = [size]
+        else:
+            sizes.append(size)
+    return groups
+
+
+def filename_filter(include, exclude):
+    """Predicate on the allocating frame's filename, as `tracemalloc.Filter(all_frames=False)`."""
+    if not include and not exclude:
+        return None
+    memo = {}
+
+    def keep(filename):
+        verdict = memo.get(filename)
+        if verdict is None:
+            verdict = (
+                not include or any(fnmatch.fnmatch(filename, p) for p in include)
+            ) and not any(fnmatch.fnmatch(filename, p) for p in exclude)
+            memo[filename] = verdict
+        return verdict
+
+    return keep
+
+
+def group(by_traceback, group_by, cumulative, keep=None):
+    """Totals per key: {key: [size, count, heaviest_traceback, its_size]}.
+
+    Keys: (filename, lineno) for lineno, filename for filename, the raw traceback for
+    traceback. Cumulative counts a trace once for every frame of its traceback, as the
+    stdlib does (a recursive frame counts each time it appears).
+    """
+    out = {}
+    get = out.get
+    for tb, (size, count) in by_traceback.items():
+        if keep is not None and not keep(tb[0][0]):
+            continue
+        if group_by == "traceback":
+            keys = (tb,)
+        elif group_by == "lineno":
+            keys = tb if cumulative else tb[:1]
+        elif cumulative:
+            keys = [frame[0] for frame in tb]
+        else:
+            keys = (tb[0][0],)
+        for key in keys:
+            entry = get(key)
+            if entry is None:
+                out[key] = [size, count, tb, size]
+            else:
+                entry[0] += size
+                entry[1] += count
+                if size > entry[3]:
+                    entry[2] = tb
+                    entry[3] = size
+    return out
+
+
+def _order_frames(key, group_by):
+    # tracemalloc.Traceback compares its frames oldest first: mirror that for tie-breaks.
+    if group_by == "traceback":
+        return tuple(reversed(key))
+    if group_by == "lineno":
+        return (key,)
+    return ((key, 0),)
+
+
+_SORTS = {
+    # Snapshot.statistics() order.
+    "size": lambda r, f: (r[0], r[2], f),
+    # Snapshot.compare_to() order.
+    "size_diff": lambda r, f: (abs(r[1]), r[0], abs(r[3]), r[2], f),
+    "count": lambda r, f: (r[2], r[0], f),
+    "count_diff": lambda r, f: (abs(r[3]), r[2], abs(r[1]), r[0], f),
+}
+
+
+def rank(current, previous, group_by, sort="size", limit=50):
+    """Top `limit` keys with diffs against `previous` (compare_to semantics: keys that
+    vanished appear with size 0). Returns (rows, total_keys); a row is
+    (key, size, size_diff, count, count_diff, heaviest_traceback)."""
+    entries = []
+    for key, entry in current.items():
+        old = previous.get(key) if previous is not None else None
+        if old is None:
+            diff_size, diff_count = (entry[0], entry[1]) if previous is not None else (0, 0)
+        else:
+            diff_size, diff_count = entry[0] - old[0], entry[1] - old[1]
+        entries.append((key, (entry[0], diff_size, entry[1], diff_count), entry[2]))
+    if previous is not None:
+        for key, old in previous.items():
+            if key not in current:
+                entries.append((key, (0, -old[0], 0, -old[1]), old[2]))
+    sort_key = _SORTS[sort]
+    entries.sort(key=lambda e: sort_key(e[1], _order_frames(e[0], group_by)), reverse=True)
+    rows = [(key, n[0], n[1], n[2], n[3], tb) for key, n, tb in entries[:limit]]
+    return rows, len(entries)
+
+
+def tracebacks_of(by_traceback, group_by, cumulative, key, keep=None, limit=10):
+    """The heaviest distinct tracebacks counted in one row, as (traceback, size, count)."""
+    found = []
+    for tb, (size, count) in by_traceback.items():
+        if keep is not None and not keep(tb[0][0]):
+            continue
+        if group_by == "traceback":
+            hit = tb == key
+        elif group_by == "lineno":
+            hit = key in tb if cumulative else tb[0] == key
+        elif cumulative:
+            hit = any(frame[0] == key for frame in tb)
+        else:
+            hit = tb[0][0] == key
+        if hit:
+            found.append((size, count, tb))
+    found.sort(key=lambda item: (item[0], item[1], tuple(reversed(item[2]))), reverse=True)
+    return [(tb, size, count) for size, count, tb in found[:limit]]

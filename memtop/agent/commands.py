@@ -1,0 +1,289 @@
+"""The fixed, read-only command set. Arguments are validated here; nothing from a request
+is ever evaluated, imported, unpickled or used as a path."""
+
+import os
+import sys
+import time
+import tracemalloc
+
+from . import collector
+
+MAX_ROWS = 500
+MAX_TRACEBACKS = 50
+MAX_PATTERNS = 32
+MAX_PATTERN_CHARS = 1024
+COMPARE_MODES = ("previous", "baseline")
+MAX_CONFIGS_PER_CLIENT = 8
+
+
+class BadArgs(Exception):
+    """An argument of the wrong type or value: replied as `bad_args`."""
+
+
+class ClientState:
+    """What the agent remembers for one viewer: its previous groupings and its baseline."""
+
+    def __init__(self):
+        # config -> (sample_id, grouping, grouping it was compared against)
+        self.previous = {}
+        self.baseline = None
+
+    def clear(self):
+        self.previous = {}
+        self.baseline = None
+
+
+def _get(args, name, kind, default):
+    value = args.get(name, default)
+    if kind is int and isinstance(value, bool):
+        raise BadArgs("%s must be an integer" % name)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise BadArgs("%s must be of type %s" % (name, kind.__name__))
+    return value
+
+
+def _choice(args, name, choices, default):
+    value = _get(args, name, str, default)
+    if value not in choices:
+        raise BadArgs("%s must be one of %s" % (name, ", ".join(choices)))
+    return value
+
+
+def _patterns(args, name):
+    value = args.get(name, [])
+    if not isinstance(value, list) or len(value) > MAX_PATTERNS:
+        raise BadArgs("%s must be a list of at most %d patterns" % (name, MAX_PATTERNS))
+    for item in value:
+        if not isinstance(item, str) or len(item) > MAX_PATTERN_CHARS:
+            raise BadArgs("%s must hold strings of at most %d chars" % (name, MAX_PATTERN_CHARS))
+    return tuple(value)
+
+
+def _limit(args, default, cap):
+    value = _get(args, "limit", int, default)
+    if value < 1:
+        raise BadArgs("limit must be at least 1")
+    return min(value, cap)
+
+
+def grouping_config(args):
+    """(group_by, cumulative, include, exclude) from request arguments."""
+    group_by = _choice(args, "group_by", collector.GROUP_KEYS, "lineno")
+    cumulative = _get(args, "cumulative", bool, False)
+    if cumulative and group_by == "traceback":
+        raise BadArgs("cumulative applies to lineno and filename grouping only")
+    return (group_by, cumulative, _patterns(args, "include"), _patterns(args, "exclude"))
+
+
+def _frames_out(tb, sources):
+    # Oldest frame first, like tracemalloc.Traceback.
+    return [
+        {"filename": f, "lineno": n, "source": sources.get((f, n), "")} for f, n in reversed(tb)
+    ]
+
+
+class Commands:
+    """Dispatches requests to handlers; one instance per running agent."""
+
+    def __init__(self, agent):
+        self.agent = agent
+        self.sampler = agent.sampler
+        self.sources = agent.sources
+
+    def handle(self, cmd, args, client):
+        """Run one command; returns its result or raises BadArgs / KeyError (unknown)."""
+        handler = getattr(self, "cmd_" + cmd, None) if cmd in COMMANDS else None
+        if handler is None:
+            raise KeyError(cmd)
+        return handler(args, client)
+
+    def cmd_ping(self, args, client):
+        agent = self.agent
+        return {
+            "agent_version": agent.version,
+            "uptime": time.time() - agent.started,
+            "clients": agent.client_count(),
+            "allocated_blocks": sys.getallocatedblocks(),
+            "threads": _count_entries("/proc/self/task"),
+            "fds": _count_entries("/proc/self/fd"),
+            "errors": list(agent.errors),
+            "samples": self.sampler.samples_taken,
+            "tracing_owner": agent.tracing_owner,
+            "idle_timeout": agent.idle_timeout,
+        }
+
+    def cmd_stats(self, args, client):
+        return self.sampler.totals()
+
+    def cmd_top(self, args, client):
+        config = grouping_config(args)
+        group_by, cumulative = config[0], config[1]
+        limit = _limit(args, 50, MAX_ROWS)
+        sort = _choice(args, "sort", collector.SORT_KEYS, "size")
+        compare = _choice(args, "compare", COMPARE_MODES, "previous")
+        max_age = _get(args, "max_age", float, 1.0)
+        want_sources = _get(args, "sources", bool, True)
+
+        # Totals first: read after the agent's own work they would include its temporaries.
+        totals = self.sampler.totals()
+        sample, cost = self.sampler.sample(max(0.0, max_age))
+        started = time.perf_counter()
+        current = self.sampler.grouped(sample, config)
+        if compare == "baseline":
+            base = client.baseline
+            against = self.sampler.grouped(base, config) if base is not None else None
+        else:
+            against = self._previous(client, config, sample, current)
+        rows, total = collector.rank(current, against, group_by, sort, limit)
+        lookup = {}
+        if want_sources:
+            frames = set()
+            for row in rows:
+                frames.update(row[5])
+            lookup = self.sources.lookup(frames)
+        out_rows = []
+        for key, size, size_diff, count, count_diff, tb in rows:
+            filename, lineno = tb[0]
+            if group_by == "lineno":
+                filename, lineno = key
+            elif group_by == "filename":
+                filename, lineno = key, None
+            out_rows.append(
+                {
+                    "filename": filename,
+                    "lineno": lineno,
+                    "size": size,
+                    "count": count,
+                    "size_diff": size_diff,
+                    "count_diff": count_diff,
+                    "source": lookup.get((filename, lineno), "") if lineno is not None else "",
+                    "traceback": _frames_out(tb, lookup),
+                }
+            )
+        self.sampler.charge(time.perf_counter() - started)
+        described = self.sampler.describe(sample, cost)
+        described["work_ms"] = round((cost + time.perf_counter() - started) * 1000.0, 3)
+        return {
+            "group_by": group_by,
+            "cumulative": cumulative,
+            "sort": sort,
+            "compare": compare if (compare == "previous" or client.baseline) else "none",
+            "baseline_time": client.baseline.time if client.baseline is not None else None,
+            "sample": described,
+            "totals": totals,
+            "total_rows": total,
+            "rows": out_rows,
+        }
+
+    def _previous(self, client, config, sample, current):
+        """The grouping this client saw before the current sample (None the first time)."""
+        seen = client.previous.get(config)
+        if seen is None:
+            if len(client.previous) >= MAX_CONFIGS_PER_CLIENT:
+                # Each remembered grouping holds memory in the target: forget the oldest.
+                del client.previous[next(iter(client.previous))]
+            client.previous[config] = (sample.id, current, None)
+            return None
+        seen_id, seen_grouping, seen_against = seen
+        if seen_id == sample.id:
+            # Same sample as the last request: repeat its diff rather than showing zeros.
+            return seen_against
+        client.previous[config] = (sample.id, current, seen_grouping)
+        return seen_grouping
+
+    def cmd_tracebacks(self, args, client):
+        config = grouping_config(args)
+        group_by, cumulative = config[0], config[1]
+        limit = _limit(args, 10, MAX_TRACEBACKS)
+        key = _row_key(args.get("key"), group_by)
+        sample = self.sampler.latest
+        if sample is None:
+            sample, _ = self.sampler.sample(0.0)
+        keep = collector.filename_filter(config[2], config[3])
+        started = time.perf_counter()
+        found = collector.tracebacks_of(sample.by_traceback, group_by, cumulative, key, keep, limit)
+        frames = set()
+        for tb, _, _ in found:
+            frames.update(tb)
+        lookup = self.sources.lookup(frames)
+        self.sampler.charge(time.perf_counter() - started)
+        return {
+            "sample": self.sampler.describe(sample, 0.0),
+            "nframe": tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() else 0,
+            "tracebacks": [
+                {"size": size, "count": count, "frames": _frames_out(tb, lookup)}
+                for tb, size, count in found
+            ],
+        }
+
+    def cmd_baseline(self, args, client):
+        action = _choice(args, "action", ("set", "clear"), "set")
+        if action == "clear":
+            client.baseline = None
+            return {"baseline_time": None}
+        sample, _ = self.sampler.sample(_get(args, "max_age", float, 0.0))
+        client.baseline = sample
+        return {"baseline_time": sample.time, "sample": self.sampler.describe(sample, 0.0)}
+
+    def cmd_reset_peak(self, args, client):
+        if not tracemalloc.is_tracing():
+            raise BadArgs("tracemalloc is not tracing")
+        self.sampler.reset_peak()
+        return self.sampler.totals()
+
+    def cmd_configure(self, args, client):
+        if "idle_timeout" in args:
+            value = args["idle_timeout"]
+            if value is not None:
+                value = _get(args, "idle_timeout", float, 0.0)
+                if value <= 0:
+                    raise BadArgs("idle_timeout must be positive or null")
+            self.agent.idle_timeout = value
+        return {"idle_timeout": self.agent.idle_timeout}
+
+    def cmd_detach(self, args, client):
+        self.agent.request_stop("detach requested by a viewer")
+        return {"detaching": True, "tracing_owner": self.agent.tracing_owner}
+
+
+COMMANDS = ("ping", "stats", "top", "tracebacks", "baseline", "reset_peak", "configure", "detach")
+
+
+def _row_key(value, group_by):
+    """A row key sent back by the viewer, checked for shape (it is only compared, never used)."""
+    if not isinstance(value, dict):
+        raise BadArgs("key must be an object")
+    if group_by == "traceback":
+        frames = value.get("frames")
+        if not isinstance(frames, list) or not frames or len(frames) > 1024:
+            raise BadArgs("key.frames must be a non-empty list")
+        out = []
+        for frame in frames:
+            if (
+                not isinstance(frame, list)
+                or len(frame) != 2
+                or not isinstance(frame[0], str)
+                or not isinstance(frame[1], int)
+            ):
+                raise BadArgs("key.frames items must be [filename, lineno]")
+            out.append((frame[0], frame[1]))
+        # Frames arrive oldest first; raw tracebacks are most recent first.
+        return tuple(reversed(out))
+    filename = value.get("filename")
+    if not isinstance(filename, str):
+        raise BadArgs("key.filename must be a string")
+    if group_by == "filename":
+        return filename
+    lineno = value.get("lineno")
+    if not isinstance(lineno, int) or isinstance(lineno, bool):
+        raise BadArgs("key.lineno must be an integer")
+    return (filename, lineno)
+
+
+def _count_entries(path):
+    try:
+        return len(os.listdir(path))
+    except OSError:
+        return None

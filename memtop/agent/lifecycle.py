@@ -1,0 +1,388 @@
+"""Starting and stopping the agent inside the target, and keeping it harmless there.
+
+`start()` and `stop()` are idempotent; the module stays loaded between attaches, so a second
+attach only calls `start()` again (re-executing the source on every attach grows the
+target). The agent starts tracemalloc only if it is off and stops it on the way out only in
+that case. One `os.register_at_fork` hook per process: a forked child has no agent thread,
+no inherited listening socket and no tracing that the agent started.
+"""
+
+import _thread
+import atexit
+import binascii
+import collections
+import hmac
+import os
+import socket
+import sys
+import time
+import tracemalloc
+
+from . import protocol, rundir
+from .commands import Commands
+from .sampler import Sampler
+from .server import Server
+from .sources import SourceLines
+
+AGENT_VERSION = "0.1.0"
+DEFAULT_NFRAME = 4
+DEFAULT_IDLE_TIMEOUT = 600.0
+MAX_TOKENS = 8
+
+_lock = _thread.allocate_lock()
+_agent = None
+_fork_hook_installed = False
+
+
+class AgentStartError(Exception):
+    """The agent could not start; the message names the cause."""
+
+
+class Agent:
+    """A running agent: its socket, tokens, sampler and serving thread."""
+
+    def __init__(self, config):
+        self.version = AGENT_VERSION
+        self.uid = os.geteuid()
+        self.pid = os.getpid()
+        self.start_time = rundir.process_start_time(self.pid)
+        self.run_dir = config.get("rundir") or rundir.default_run_dir(self.uid, os.environ)
+        self.socket_path = os.path.join(self.run_dir, rundir.socket_name(self.pid, self.start_time))
+        self.token_path = None
+        self.tokens = []
+        self.idle_timeout = config.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
+        self.started = time.time()
+        self.last_viewer = time.monotonic()
+        self.errors = collections.deque(maxlen=20)
+        self.stopping = False
+        self.stop_reason = None
+        self.cleaned = False
+        self.thread_id = None
+        self.done = _thread.allocate_lock()
+        self.listener = None
+        self.socket_inode = None
+        self.tracing_owner = "none"
+        self.sampler = None
+        self.sources = SourceLines()
+        self.commands = None
+        self.server = None
+        self.python = sys.version.split()[0]
+        self.free_threaded = _is_free_threaded()
+
+    # Called from the serving thread -------------------------------------------------
+    def greeting(self):
+        return {
+            "agent": "memtop",
+            "proto": [protocol.PROTO_MAJOR, protocol.PROTO_MINOR],
+            "version": self.version,
+            "pid": self.pid,
+            "start": self.start_time,
+            "py": self.python,
+            "ft": self.free_threaded,
+            "tracing_owner": self.tracing_owner,
+            "nframe": tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() else 0,
+            "status": "ok",
+        }
+
+    def token_ok(self, token):
+        given = token.encode("utf-8", "surrogatepass")
+        ok = False
+        for known in self.tokens:
+            # compare_digest on every token: no early exit that could leak timing.
+            ok = hmac.compare_digest(given, known) or ok
+        return ok
+
+    def client_count(self):
+        return self.server.client_count() if self.server is not None else 0
+
+    def record_error(self, text):
+        self.errors.append({"time": time.time(), "error": text[:500]})
+
+    def note_viewer(self):
+        self.last_viewer = time.monotonic()
+
+    def check_idle(self, has_viewer):
+        now = time.monotonic()
+        if has_viewer:
+            self.last_viewer = now
+        elif self.idle_timeout is not None and now - self.last_viewer > self.idle_timeout:
+            self.request_stop("no viewer for %.0f s" % self.idle_timeout)
+
+    def request_stop(self, reason):
+        if not self.stopping:
+            self.stop_reason = reason
+            self.stopping = True
+
+    def add_token(self, token):
+        if token is None:
+            token = binascii.hexlify(os.urandom(32)).decode("ascii")
+        if not isinstance(token, str) or not 16 <= len(token) <= 256:
+            raise AgentStartError("session token must be a string of 16 to 256 characters")
+        encoded = token.encode("utf-8", "surrogatepass")
+        if encoded not in self.tokens:
+            self.tokens.append(encoded)
+            del self.tokens[:-MAX_TOKENS]
+        return token
+
+    def wake(self):
+        """Make the serving thread's poll() return now."""
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(0.5)
+            probe.connect(self.socket_path)
+        except OSError:
+            pass
+        finally:
+            probe.close()
+
+
+def start(config=None):
+    """Start serving (or, if already serving, accept one more session token).
+
+    config keys, all optional: token (str), write_token_file (bool), rundir (str),
+    nframe (int), idle_timeout (seconds or None), budget (0..1), trace (bool).
+    Returns status() of the running agent. Raises AgentStartError."""
+    global _agent
+    config = dict(config or {})
+    with _lock:
+        agent = _agent
+        if agent is not None and not agent.stopping:
+            token = agent.add_token(config.get("token"))
+            if "idle_timeout" in config:
+                agent.idle_timeout = config["idle_timeout"]
+            if config.get("write_token_file"):
+                _write_token_file(agent, token)
+            return _status(agent)
+    if agent is not None:
+        stop()
+    with _lock:
+        if _agent is not None:
+            return _status(_agent)
+        agent = Agent(config)
+        try:
+            _start(agent, config)
+        except AgentStartError:
+            _cleanup(agent)
+            raise
+        except Exception as exc:
+            _cleanup(agent)
+            message = "agent failed to start: %s: %s" % (type(exc).__name__, exc)
+            raise AgentStartError(message) from None
+        _agent = agent
+        return _status(agent)
+
+
+def _start(agent, config):
+    global _fork_hook_installed
+    nframe = config.get("nframe", DEFAULT_NFRAME)
+    budget = config.get("budget", 0.05)
+    if not isinstance(nframe, int) or not 1 <= nframe <= 1000:
+        raise AgentStartError("nframe must be an integer from 1 to 1000")
+    if not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+        raise AgentStartError("budget must be a fraction in (0, 1]")
+    token = agent.add_token(config.get("token"))
+    try:
+        rundir.ensure_private_dir(agent.run_dir, agent.uid)
+    except (rundir.RunDirError, OSError) as exc:
+        raise AgentStartError(str(exc)) from None
+    if len(agent.socket_path) > rundir.MAX_SOCKET_PATH:
+        raise AgentStartError("socket path %s is too long" % agent.socket_path)
+    _clear_stale_socket(agent.socket_path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    agent.listener = listener
+    # The directory is 0700, so the moment between bind and chmod exposes nothing.
+    # (Changing the umask instead would race with the target's own threads.)
+    listener.bind(agent.socket_path)
+    os.chmod(agent.socket_path, 0o600)
+    agent.socket_inode = os.lstat(agent.socket_path).st_ino
+    listener.listen(protocol.MAX_CLIENTS + 4)
+    listener.setblocking(False)
+    if tracemalloc.is_tracing():
+        agent.tracing_owner = "target"
+    elif config.get("trace", True):
+        tracemalloc.start(nframe)
+        agent.tracing_owner = "agent"
+    agent.sampler = Sampler(budget=float(budget), owns_tracing=agent.tracing_owner == "agent")
+    agent.commands = Commands(agent)
+    agent.server = Server(agent, listener)
+    if config.get("write_token_file"):
+        _write_token_file(agent, token)
+    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+        # Registered once per process: hooks cannot be removed, so it checks the state.
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook_installed = True
+    atexit.register(_at_exit)
+    agent.done.acquire()
+    try:
+        agent.thread_id = _thread.start_new_thread(_serve, (agent,))
+    except BaseException:
+        agent.done.release()
+        raise
+
+
+def _serve(agent):
+    global _agent
+    try:
+        agent.server.run()
+    except BaseException as exc:  # never raise into the target, not even SystemExit
+        agent.record_error("serving loop: %r" % (exc,))
+    finally:
+        with _lock:
+            _cleanup(agent)
+            if _agent is agent:
+                _agent = None
+        agent.done.release()
+
+
+def stop(timeout=5.0):
+    """Stop serving: thread gone, socket and token file removed, tracing stopped if the
+    agent started it, caches dropped. Returns True if an agent was running."""
+    agent = _agent
+    if agent is None:
+        return False
+    agent.request_stop("stop()")
+    if _thread.get_ident() == agent.thread_id:
+        return True  # called from a command: the loop ends after this reply
+    agent.wake()
+    if agent.done.acquire(True, timeout):
+        agent.done.release()
+    else:
+        _force_cleanup(agent)
+    return True
+
+
+def _force_cleanup(agent):
+    """Clean up an agent whose thread did not stop in time."""
+    global _agent
+    with _lock:
+        _cleanup(agent)
+        if _agent is agent:
+            _agent = None
+
+
+def _cleanup(agent):
+    if agent.cleaned:
+        return
+    agent.cleaned = True
+    agent.stopping = True
+    if agent.listener is not None:
+        try:
+            agent.listener.close()
+        except OSError:
+            pass
+    if agent.socket_inode is not None:
+        _unlink_if_same(agent.socket_path, agent.socket_inode)
+    if agent.token_path is not None:
+        _unlink_if_same(agent.token_path, None)
+    if agent.tracing_owner == "agent" and tracemalloc.is_tracing():
+        tracemalloc.stop()
+    if agent.sampler is not None:
+        agent.sampler.clear()
+    agent.sources.clear()
+    try:
+        atexit.unregister(_at_exit)
+    except Exception:
+        pass
+
+
+def status():
+    """A dict describing the running agent, or None when stopped."""
+    agent = _agent
+    return _status(agent) if agent is not None else None
+
+
+def _status(agent):
+    return {
+        "socket": agent.socket_path,
+        "pid": agent.pid,
+        "start": agent.start_time,
+        "tracing_owner": agent.tracing_owner,
+        "token_file": agent.token_path,
+        "idle_timeout": agent.idle_timeout,
+        "version": agent.version,
+    }
+
+
+def _at_exit():
+    try:
+        stop(timeout=1.0)
+    except Exception:
+        pass
+
+
+def _after_fork_in_child():
+    # The serving thread does not exist here and the parent still owns the socket path:
+    # close our copies of the fds, stop tracing we started, forget the agent.
+    global _agent, _lock
+    _lock = _thread.allocate_lock()
+    agent = _agent
+    _agent = None
+    if agent is None:
+        return
+    try:
+        agent.cleaned = True
+        agent.stopping = True
+        server = agent.server
+        if server is not None:
+            for conn in list(server.conns.values()):
+                conn.sock.close()
+            server.conns.clear()
+        if agent.listener is not None:
+            agent.listener.close()
+        if agent.tracing_owner == "agent" and tracemalloc.is_tracing():
+            tracemalloc.stop()
+        if agent.sampler is not None:
+            agent.sampler.clear()
+        atexit.unregister(_at_exit)
+    except Exception:
+        pass
+
+
+def _clear_stale_socket(path):
+    """Remove a socket file at our own name that nobody serves; refuse a live one."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise AgentStartError("another memtop agent already serves this process at %s" % path)
+
+
+def _write_token_file(agent, token):
+    path = os.path.join(agent.run_dir, rundir.token_name(agent.pid, agent.start_time))
+    tmp = path + ".%d.tmp" % os.getpid()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.write(fd, token.encode("ascii"))
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    agent.token_path = path
+
+
+def _unlink_if_same(path, inode):
+    try:
+        if inode is None or os.lstat(path).st_ino == inode:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _is_free_threaded():
+    check = getattr(sys, "_is_gil_enabled", None)
+    if check is None:
+        return False
+    try:
+        import sysconfig
+
+        return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    except Exception:
+        return False

@@ -1,0 +1,102 @@
+"""Wire format shared by the agent and the viewer: u32 big-endian length + UTF-8 JSON object.
+
+Stdlib only, Python 3.9 syntax: this module is loaded inside target processes.
+"""
+
+import json
+import struct
+
+PROTO_MAJOR = 1
+PROTO_MINOR = 0
+
+HEADER = struct.Struct(">I")
+MAX_REQUEST = 64 * 1024
+MAX_RESPONSE = 16 * 1024 * 1024
+FRAME_TIMEOUT = 5.0
+MAX_CLIENTS = 4
+
+ERROR_CODES = (
+    "bad_frame",
+    "frame_too_large",
+    "bad_json",
+    "bad_request",
+    "unknown_command",
+    "bad_args",
+    "unauthorized",
+    "busy",
+    "rate_limited",
+    "proto_mismatch",
+    "internal",
+)
+
+
+class ProtocolError(Exception):
+    """A frame or message that breaks the protocol; `code` is one of ERROR_CODES."""
+
+    def __init__(self, code, message):
+        Exception.__init__(self, message)
+        self.code = code
+        self.message = message
+
+
+def encode(obj, limit=MAX_RESPONSE):
+    """Serialise one message into a frame; ASCII JSON so undecodable filenames survive."""
+    body = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode(
+        "ascii"
+    )
+    if len(body) > limit:
+        raise ProtocolError(
+            "frame_too_large", "message of %d bytes exceeds %d" % (len(body), limit)
+        )
+    return HEADER.pack(len(body)) + body
+
+
+def decode(body):
+    """Parse a frame body into a dict, mapping every failure to a protocol error code."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("bad_json", "frame is not valid UTF-8") from None
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        # RecursionError: deeply nested arrays must be an error reply, not a dropped connection.
+        raise ProtocolError("bad_json", "frame is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_request", "message must be a JSON object")
+    return obj
+
+
+class FrameReader:
+    """Incremental frame parser: feed bytes, collect complete message bodies."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.buffer = bytearray()
+
+    def in_frame(self):
+        """True while a frame has started but not completed."""
+        return len(self.buffer) > 0
+
+    def feed(self, data):
+        """Add received bytes; return the list of complete frame bodies now available."""
+        self.buffer += data
+        bodies = []
+        while len(self.buffer) >= HEADER.size:
+            (length,) = HEADER.unpack_from(self.buffer)
+            if length > self.limit:
+                # Refuse before buffering anything of the body: no allocation for 4 GiB claims.
+                raise ProtocolError(
+                    "frame_too_large", "frame of %d bytes exceeds %d" % (length, self.limit)
+                )
+            end = HEADER.size + length
+            if len(self.buffer) < end:
+                break
+            bodies.append(bytes(self.buffer[HEADER.size : end]))
+            del self.buffer[:end]
+        return bodies
+
+
+def error_reply(request_id, code, message):
+    """The reply object for a failed request."""
+    return {"id": request_id, "ok": False, "error": {"code": code, "message": message}}

@@ -1,0 +1,135 @@
+"""When to read the trace table, and what it costs the target.
+
+Reading every trace holds the GIL for a time that grows with the heap (about 0.5 s at a
+million blocks). The sampler keeps that work under a duty-cycle budget: a new sample is
+taken only once `cost / budget` seconds have passed since the previous one started, so
+snapshot work stays at or below `budget` of wall time at any heap size. Totals
+(`get_traced_memory`) are cheap and always fresh.
+"""
+
+import sys
+import time
+import tracemalloc
+
+from . import collector
+
+
+class Sampler:
+    """The latest sample, groupings derived from it, and the duty-cycle accounting."""
+
+    def __init__(self, budget=0.05, min_interval=0.2, owns_tracing=False):
+        self.budget = budget
+        self.min_interval = min_interval
+        self.owns_tracing = owns_tracing
+        self.latest = None
+        self.samples_taken = 0
+        self._started_at = 0.0
+        self._derived = {}
+        # Highest traced peak seen outside the agent's own work (see correct_peak).
+        self._peak = 0
+
+    def clear(self):
+        """Drop every cached sample and grouping."""
+        self.latest = None
+        self._derived = {}
+
+    def next_allowed_in(self):
+        """Seconds until the budget allows a new sample (0 when it does now)."""
+        if self.latest is None:
+            return 0.0
+        spent = max(self.latest.cost / self.budget, self.min_interval)
+        return max(0.0, self._started_at + spent - time.perf_counter())
+
+    def sample(self, max_age):
+        """The latest sample, refreshed when older than `max_age` and the budget allows.
+
+        Returns (sample, cost of this call in seconds)."""
+        latest = self.latest
+        if latest is not None and (
+            time.time() - latest.time < max_age or self.next_allowed_in() > 0
+        ):
+            return latest, 0.0
+        self._started_at = time.perf_counter()
+        self.samples_taken += 1
+        fresh = collector.take_sample(self.samples_taken)
+        self.latest = fresh
+        self._derived = {}
+        return fresh, fresh.cost
+
+    def charge(self, seconds):
+        """Count derived work on the latest sample against the budget."""
+        if self.latest is not None:
+            self.latest.cost += seconds
+
+    def grouped(self, sample, config):
+        """Grouping of `sample` for config (group_by, cumulative, include, exclude), cached
+        while `sample` is the latest."""
+        if sample is not self.latest:
+            return _group(sample, config)
+        found = self._derived.get(config)
+        if found is None:
+            started = time.perf_counter()
+            found = _group(sample, config)
+            self._derived[config] = found
+            self.charge(time.perf_counter() - started)
+        return found
+
+    def note_peak(self):
+        """Remember the traced peak before the agent allocates for its own work."""
+        if tracemalloc.is_tracing():
+            peak = tracemalloc.get_traced_memory()[1]
+            if peak > self._peak:
+                self._peak = peak
+
+    def correct_peak(self):
+        """Undo the agent's own contribution to the traced peak.
+
+        The agent's temporary lists are traced; when the agent started tracing it may reset
+        the peak after its work and report the peak it saw before. A target that traces on
+        its own keeps its peak untouched."""
+        if self.owns_tracing and tracemalloc.is_tracing():
+            tracemalloc.reset_peak()
+
+    def reset_peak(self):
+        """The user asked to restart peak tracking from now."""
+        tracemalloc.reset_peak()
+        self._peak = 0
+
+    def totals(self):
+        """Cheap figures, fresh on every call."""
+        tracing = tracemalloc.is_tracing()
+        current, peak = tracemalloc.get_traced_memory() if tracing else (0, 0)
+        if self.owns_tracing:
+            peak = max(peak, self._peak)
+        latest = self.latest
+        return {
+            "tracing": tracing,
+            "traced_current": current,
+            "traced_peak": peak,
+            "tracemalloc_memory": tracemalloc.get_tracemalloc_memory() if tracing else 0,
+            "nframe": tracemalloc.get_traceback_limit() if tracing else 0,
+            "allocated_blocks": sys.getallocatedblocks(),
+            "traced_blocks": latest.count if latest is not None else None,
+            "agent_traced": latest.own_size if latest is not None else 0,
+        }
+
+    def describe(self, sample, cost):
+        """What a reply says about the sample behind its rows."""
+        now = time.time()
+        return {
+            "id": sample.id,
+            "time": sample.time,
+            "age": max(0.0, now - sample.time),
+            "fresh": cost > 0,
+            "pause_ms": round(sample.cost * 1000.0, 3),
+            "next_in": round(self.next_allowed_in(), 3),
+            "budget": self.budget,
+            "traced_blocks": sample.count,
+            "traced_size": sample.size,
+        }
+
+
+def _group(sample, config):
+    group_by, cumulative, include, exclude = config
+    keep = collector.filename_filter(include, exclude)
+    return collector.group(sample.by_traceback, group_by, cumulative, keep)

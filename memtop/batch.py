@@ -1,0 +1,107 @@
+"""Headless views: `--batch` text refreshes like `top -b`, and `--json` lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TextIO
+
+from memtop import __version__
+from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
+from memtop.formatting import fit, format_count, format_size, location
+from memtop.model import History, Query, Sample, Verdict, sample_json
+from memtop.source import Source, wait_for_exit
+
+_COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
+
+
+def render_text(
+    sample: Sample, verdict: Verdict, source_info: str, width: int, cwd: str | None = None
+) -> str:
+    """One `--batch` refresh: a header of vital numbers, then the table."""
+    stamp = datetime.fromtimestamp(sample.time).strftime("%H:%M:%S")
+    table = sample.table
+    untraced = sample.untraced
+    share = f" ({untraced / sample.rss:.0%} of RSS)" if untraced is not None and sample.rss else ""
+    uss = f"  USS {format_size(sample.uss)}" if sample.uss is not None else ""
+    table_note = f"table sampled {table.age:.1f} s ago, agent pause {table.pause_ms:.1f} ms" + (
+        f", next table in {table.next_in:.1f} s ({table.budget:.0%} budget)"
+        if table.next_in > 0
+        else ""
+    )
+    mode = f"{sample.query.group_by}{' cumulative' if sample.query.cumulative else ''}"
+    lines = [
+        f"memtop {__version__} - {stamp} - {source_info} - group {mode}, nframe {sample.nframe}",
+        f"RSS {format_size(sample.rss)}{uss}  traced {format_size(sample.traced_current)}"
+        f"  peak {format_size(sample.traced_peak)}  tracer {format_size(sample.tracemalloc_memory)}"
+        f"  untraced {format_size(untraced)}{share}",
+        f"{table_note}; {sample.total_rows} rows; verdict: {verdict.text}",
+        "",
+        _COLUMNS + "LOCATION / SOURCE",
+    ]
+    room = max(20, width - len(_COLUMNS))
+    for rank, row in enumerate(sample.rows, 1):
+        where = location(row.filename, row.lineno, min(room, 48), cwd)
+        rest = f"{where}  {row.source}" if row.source else where
+        lines.append(
+            f"{rank:5d} {format_size(row.size):>10} {format_size(row.size_diff, True):>10}"
+            f" {format_count(row.count):>8} {format_count(row.count_diff, True):>8}"
+            f" {format_size(row.average):>8}  {fit(rest, room)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_json(sample: Sample, verdict: Verdict) -> str:
+    """One `--json` line."""
+    data = sample_json(sample)
+    data["verdict"] = verdict.text
+    return json.dumps(data, separators=(",", ":"))
+
+
+def run_batch(
+    source: Source,
+    query: Query,
+    *,
+    interval: float,
+    iterations: int | None,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO,
+    width: int = 120,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Print refreshes until `iterations`, the target's exit or Ctrl-C; returns the exit code."""
+    history = History()
+    shown = 0
+    info = source.info
+    label = f"pid {info.pid} - python {info.python} - {info.how}"
+    cwd = os.getcwd()
+    try:
+        while iterations is None or shown < iterations:
+            started = time.monotonic()
+            try:
+                sample = source.refresh(query, max_age=interval * 0.9)
+            except ConnectionLost:
+                status = wait_for_exit(source, 2.0)
+                if status is None:
+                    raise
+                err.write(f"memtop: target {info.pid} {status}\n")
+                return EXIT_OK if shown else EXIT_TARGET_GONE
+            history.add(sample)
+            verdict = history.verdict()
+            out.write(
+                render_json(sample, verdict) + "\n"
+                if as_json
+                else render_text(sample, verdict, label, width, cwd) + "\n"
+            )
+            out.flush()
+            shown += 1
+            if iterations is not None and shown >= iterations:
+                break
+            sleep(max(0.0, started + interval - time.monotonic()))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return EXIT_OK

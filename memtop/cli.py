@@ -1,0 +1,215 @@
+"""Command line: parse, dispatch, map typed errors to exit codes. Thin by design."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from memtop import __version__
+from memtop.batch import run_batch
+from memtop.client import AgentClient
+from memtop.errors import EXIT_INTERRUPTED, MemtopError, UsageError
+from memtop.model import GROUP_KEYS, Query
+from memtop.runner import Program, log_tail, start_program
+from memtop.source import LiveSource
+
+DEMO_PROGRAM = str(Path(__file__).resolve().parent / "demo.py")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors exit with code 1 and say how to get help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message}\n(see `{self.prog} --help`)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.05 <= value <= 3600:
+        raise argparse.ArgumentTypeError("must be between 0.05 and 3600 seconds")
+    return value
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _add_view_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-i",
+        "--interval",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="refresh period (default 1.0)",
+    )
+    parser.add_argument(
+        "-g",
+        "--group",
+        choices=GROUP_KEYS,
+        default="lineno",
+        help="group rows by source line (default), file, or whole traceback",
+    )
+    parser.add_argument(
+        "--cumulative",
+        action="store_true",
+        help="count every frame of a traceback, not only the allocating one",
+    )
+    parser.add_argument(
+        "-l",
+        "--limit",
+        type=_bounded_int(1, 500),
+        default=50,
+        metavar="N",
+        help="rows kept per refresh (default 50)",
+    )
+    parser.add_argument(
+        "--nframe",
+        type=_bounded_int(1, 1000),
+        default=4,
+        metavar="N",
+        help="traceback depth when memtop starts tracemalloc (default 4)",
+    )
+    parser.add_argument(
+        "-b", "--batch", action="store_true", help="plain text refreshes like `top -b`, no TUI"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per refresh")
+    parser.add_argument(
+        "-n",
+        "--iterations",
+        type=_bounded_int(1, 10**9),
+        metavar="N",
+        help="with --batch/--json: stop after N refreshes",
+    )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--python",
+        metavar="PATH",
+        help="interpreter to run the program with (default: memtop's own)",
+    )
+    parser.add_argument(
+        "--log",
+        metavar="FILE",
+        help="where the program's stdout/stderr go (default: in the run dir)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="memtop", description="top for the Python heap.")
+    parser.add_argument("--version", action="version", version=f"memtop {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="start a program with the agent and view it",
+        description="Start a program with the agent inside it and view "
+        "it. Options go before the script.",
+    )
+    _add_view_options(run)
+    _add_run_options(run)
+    run.add_argument("-m", dest="module", metavar="MODULE", help="run a library module")
+    run.add_argument(
+        "program",
+        nargs=argparse.REMAINDER,
+        metavar="script.py [ARGS...]",
+        help="the script and its arguments (or, with -m, the module's arguments)",
+    )
+
+    demo = commands.add_parser("demo", help="run the bundled leaky demo program and view it")
+    _add_view_options(demo)
+    _add_run_options(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `memtop` command; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(args_list)
+        if args.command is None:
+            raise UsageError("no command given (see `memtop --help`)")
+        return _dispatch(args)
+    except MemtopError as exc:
+        sys.stderr.write(f"memtop: {exc.message}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        if args.module:
+            return _run_program(args, args.module, args.program, module=True)
+        if not args.program:
+            raise UsageError("memtop run needs a script (or -m MODULE)")
+        return _run_program(args, args.program[0], args.program[1:], module=False)
+    if args.command == "demo":
+        return _run_program(args, DEMO_PROGRAM, [], module=False)
+    raise UsageError(f"unknown command {args.command}")
+
+
+def _query(args: argparse.Namespace) -> Query:
+    if args.cumulative and args.group == "traceback":
+        raise UsageError("--cumulative applies to lineno and filename grouping only")
+    return Query(group_by=args.group, cumulative=args.cumulative, limit=args.limit)
+
+
+def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, module: bool) -> int:
+    query = _query(args)
+    if args.iterations is not None and not (args.batch or args.json):
+        args.batch = True
+    program = start_program(
+        target, rest, module=module, python=args.python, nframe=args.nframe, log_path=args.log
+    )
+    sys.stderr.write(f"memtop: program pid {program.pid}, output in {program.log_path}\n")
+    try:
+        client = AgentClient.connect(program.socket_path, program.token, expected_pid=program.pid)
+    except MemtopError:
+        _stop_and_report(program)
+        raise
+    source = LiveSource(client, program.pid, "run", program)
+    code = 1
+    try:
+        code = run_batch(
+            source,
+            query,
+            interval=args.interval,
+            iterations=args.iterations,
+            as_json=args.json,
+            out=sys.stdout,
+            err=sys.stderr,
+            width=shutil.get_terminal_size((120, 24)).columns,
+        )
+    finally:
+        status = program.exit_status()
+        stopped = source.close()
+        if status is None:
+            status = stopped
+        sys.stderr.write(f"memtop: program {status}; its output is in {program.log_path}\n")
+        if code and program.exit_status() is not None and code != EXIT_INTERRUPTED:
+            tail = log_tail(program.log_path)
+            if tail:
+                sys.stderr.write(f"memtop: last lines of its output:\n{tail}\n")
+    return code
+
+
+def _stop_and_report(program: Program) -> None:
+    status = program.stop()
+    sys.stderr.write(f"memtop: program {status}; its output is in {program.log_path}\n")

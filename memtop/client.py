@@ -1,0 +1,135 @@
+"""Viewer side of the socket: connect, authenticate, send requests, read replies."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from memtop import __version__
+from memtop.agent import protocol
+from memtop.errors import AgentError, AttachError, ConnectionLost
+
+_CRED = struct.Struct("3i")
+DEFAULT_TIMEOUT = 60.0
+
+
+def peer_pid(sock: socket.socket) -> int:
+    """The pid at the other end of a Unix socket (SO_PEERCRED)."""
+    pid, _uid, _gid = _CRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+    )
+    return int(pid)
+
+
+class AgentClient:
+    """A connection to one agent; `request()` is synchronous and not thread-safe."""
+
+    def __init__(self, sock: socket.socket, greeting: dict[str, Any], path: str) -> None:
+        self.sock = sock
+        self.greeting = greeting
+        self.path = path
+        self._next_id = 1
+
+    @classmethod
+    def connect(
+        cls,
+        path: str,
+        token: str,
+        expected_pid: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> AgentClient:
+        """Connect, check who serves the socket, read the greeting, authenticate."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5.0)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            sock.close()
+            raise AttachError(
+                f"cannot connect to the agent at {path}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            if expected_pid is not None:
+                served_by = peer_pid(sock)
+                if served_by != expected_pid:
+                    # A socket planted at the expected path by someone else.
+                    raise AttachError(
+                        f"the socket {path} is served by pid {served_by}, not by the target "
+                        f"{expected_pid}; remove it and retry"
+                    )
+            client = cls(sock, {}, path)
+            greeting = client._read()
+            if greeting.get("status") != "ok":
+                error = greeting.get("error") or {}
+                code = error.get("code", greeting.get("status"))
+                raise AttachError(
+                    f"the agent refused the connection ({code}): {error.get('message', '')}"
+                )
+            client.greeting = greeting
+            client._send(
+                {"proto": protocol.PROTO_MAJOR, "token": token, "client": f"memtop {__version__}"}
+            )
+            reply = client._read()
+            if not reply.get("ok"):
+                error = reply.get("error") or {}
+                raise AttachError(
+                    f"the agent refused the session ({error.get('code')}): {error.get('message')}"
+                )
+            sock.settimeout(timeout)
+            return client
+        except BaseException:
+            sock.close()
+            raise
+
+    def request(self, cmd: str, **args: Any) -> Any:
+        """Send one command and return its result; raises AgentError or ConnectionLost."""
+        request_id = self._next_id
+        self._next_id += 1
+        self._send({"id": request_id, "cmd": cmd, "args": args})
+        reply = self._read()
+        if reply.get("id") != request_id:
+            raise ConnectionLost(f"reply {reply.get('id')!r} does not answer request {request_id}")
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise AgentError(str(error.get("code")), str(error.get("message")))
+        return reply.get("result")
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            self.sock.sendall(protocol.encode(message, limit=protocol.MAX_REQUEST))
+        except OSError as exc:
+            raise ConnectionLost(f"agent connection lost: {exc}") from exc
+
+    def _read(self) -> dict[str, Any]:
+        header = self._read_exact(protocol.HEADER.size)
+        (length,) = protocol.HEADER.unpack(header)
+        if length > protocol.MAX_RESPONSE:
+            raise ConnectionLost(
+                f"agent sent a frame of {length} bytes (limit {protocol.MAX_RESPONSE})"
+            )
+        try:
+            return protocol.decode(self._read_exact(length))
+        except protocol.ProtocolError as exc:
+            raise ConnectionLost(f"agent sent a malformed frame: {exc.message}") from exc
+
+    def _read_exact(self, n: int) -> bytes:
+        chunks = []
+        while n:
+            try:
+                chunk = self.sock.recv(min(n, 1 << 20))
+            except TimeoutError as exc:
+                raise ConnectionLost("the agent did not answer in time") from exc
+            except OSError as exc:
+                raise ConnectionLost(f"agent connection lost: {exc}") from exc
+            if not chunk:
+                raise ConnectionLost("the agent closed the connection")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)

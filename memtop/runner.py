@@ -1,0 +1,223 @@
+"""`memtop run`: start a program with the agent inside it, before its first line.
+
+The program runs in its own session (terminal signals such as Ctrl-C reach memtop only),
+with stdin from /dev/null and stdout/stderr in a log file. The session config (with the
+token) goes to it through a pipe; it answers on a second pipe once the agent serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from memtop.agent import rundir
+from memtop.errors import AttachError, TargetExited, UsageError
+
+AGENT_DIR = str(Path(__file__).resolve().parent / "agent")
+
+# Runs as `python -c`; loads the agent package by path under a private name, so nothing
+# needs to be installed in the program's environment.
+BOOTSTRAP = (
+    "import sys,importlib.util as u\n"
+    "m=sys.modules.get('_memtop_agent')\n"
+    "if m is None:\n"
+    " p=%r\n"
+    " s=u.spec_from_file_location('_memtop_agent',p+'/__init__.py',\n"
+    "  submodule_search_locations=[p])\n"
+    " m=u.module_from_spec(s);sys.modules['_memtop_agent']=m;s.loader.exec_module(m)\n"
+    "import _memtop_agent.launch as l\n"
+    "l.main(sys.argv[1:])\n"
+)
+
+
+@dataclass
+class Program:
+    """A program started by memtop, with the agent serving inside it."""
+
+    process: subprocess.Popen[bytes]
+    log_path: str
+    socket_path: str
+    token: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def exit_status(self) -> str | None:
+        """'exited with code N' / 'killed by SIGX' once it has ended, else None."""
+        code = self.process.poll()
+        return None if code is None else describe_exit(code)
+
+    def stop(self, grace: float = 3.0) -> str:
+        """End the program (SIGINT, then SIGTERM, then SIGKILL) and its process group."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            if self.process.poll() is not None:
+                break
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                continue
+        code = self.process.wait()
+        remove_stale_files(os.path.dirname(self.socket_path), self.process.pid)
+        return describe_exit(code)
+
+
+def describe_exit(code: int) -> str:
+    """Human wording of a Popen return code."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exited with code {code}"
+
+
+def remove_stale_files(directory: str, pid: int) -> None:
+    """Remove socket and token files a dead process left behind (it had no chance to)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        parsed = rundir.parse_socket_name(name.replace(".token", ".sock"))
+        if parsed is None or parsed[0] != pid:
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+def default_log_path(run_dir: str, target: str) -> str:
+    stem = Path(target).stem or "program"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join(run_dir, f"{stem}-{stamp}-{os.getpid()}.log")
+
+
+def start_program(
+    target: str,
+    args: list[str],
+    *,
+    module: bool = False,
+    python: str | None = None,
+    nframe: int = 4,
+    log_path: str | None = None,
+    startup_timeout: float = 30.0,
+) -> Program:
+    """Start `target` (a script path, or a module name when `module`) with the agent."""
+    python = python or sys.executable
+    if not module and not os.path.isfile(target):
+        raise UsageError(f"no such script: {target}")
+    uid = os.geteuid()
+    run_dir = rundir.default_run_dir(uid, os.environ)
+    try:
+        rundir.ensure_private_dir(run_dir, uid)
+    except (rundir.RunDirError, OSError) as exc:
+        raise AttachError(f"cannot use the run directory: {exc}") from exc
+    log_path = log_path or default_log_path(run_dir, target)
+    token = secrets.token_hex(32)
+    config = {
+        "token": token,
+        "rundir": run_dir,
+        "nframe": nframe,
+        # A later `memtop PID` (after `Q`, or a dropped SSH session) reads the token here.
+        "write_token_file": True,
+    }
+    config_r, config_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    except OSError as exc:
+        raise UsageError(f"cannot write the log file {log_path}: {exc.strerror}") from exc
+    kind = "module" if module else "script"
+    try:
+        process = subprocess.Popen(
+            [
+                python,
+                "-c",
+                BOOTSTRAP % AGENT_DIR,
+                str(config_r),
+                str(status_w),
+                kind,
+                target,
+                *args,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(config_r, status_w),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot start {python}: {exc.strerror}") from exc
+    finally:
+        log.close()
+        os.close(config_r)
+        os.close(status_w)
+    with os.fdopen(config_w, "wb") as pipe:
+        pipe.write(json.dumps(config).encode())
+    report = _read_report(status_r, process, startup_timeout)
+    program = Program(process, log_path, report.get("socket", ""), token)
+    if not report.get("ok"):
+        status = program.stop()
+        raise AttachError(
+            f"the agent did not start in the program ({status}): {report.get('error')}"
+        )
+    return program
+
+
+def _read_report(fd: int, process: subprocess.Popen[bytes], timeout: float) -> dict:
+    """The launcher's one-line JSON report, or TargetExited if the program ended first."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while not data.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                process.kill()
+                raise AttachError(
+                    f"the program did not start the agent within {timeout:.0f} s; "
+                    "check that the interpreter is CPython 3.9 or newer"
+                )
+            ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+            if not ready:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if not data:
+        code = process.wait()
+        raise TargetExited(f"the program {describe_exit(code)} before the agent started")
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        process.kill()
+        raise AttachError(f"unexpected report from the program: {data[:200]!r}") from exc
+
+
+def log_tail(path: str, lines: int = 8) -> str:
+    """The last lines of a log file, for messages about a program that failed."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,158 @@
+"""The data source the views poll: one agent connection plus what procinfo sees.
+
+Views (batch, TUI) never open sockets; they are handed a source. Tests hand them fakes
+with the same methods.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from memtop.client import AgentClient
+from memtop.errors import ConnectionLost, MemtopError
+from memtop.model import Frame, Query, Row, Sample, sample_from_reply
+from memtop.procinfo import ProcInfo
+from memtop.runner import Program
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """Who is being watched and how."""
+
+    pid: int
+    python: str
+    cmdline: str
+    how: str  # run | remote-exec | gdb | gdb-parked | opt-in | reuse
+    tracing_owner: str
+    nframe: int
+    log_path: str | None = None
+
+
+@dataclass(frozen=True)
+class TracebackEntry:
+    """One distinct traceback counted in a row."""
+
+    size: int
+    count: int
+    frames: tuple[Frame, ...]
+
+
+class Source(Protocol):
+    """What a view needs from a data source."""
+
+    info: TargetInfo
+
+    def refresh(self, query: Query, max_age: float) -> Sample: ...
+
+    def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]: ...
+
+    def set_baseline(self) -> None: ...
+
+    def clear_baseline(self) -> None: ...
+
+    def reset_peak(self) -> None: ...
+
+    def exit_status(self) -> str | None: ...
+
+    def close(self, keep_agent: bool = False) -> str | None: ...
+
+
+class LiveSource:
+    """A real agent connection (and, under `memtop run`, the program memtop started)."""
+
+    def __init__(
+        self, client: AgentClient, pid: int, how: str, program: Program | None = None
+    ) -> None:
+        self.client = client
+        self.pid = pid
+        self.program = program
+        self.proc = ProcInfo(pid)
+        greeting = client.greeting
+        self.info = TargetInfo(
+            pid=pid,
+            python=str(greeting.get("py", "?")),
+            cmdline=self.proc.cmdline(),
+            how=how,
+            tracing_owner=str(greeting.get("tracing_owner", "?")),
+            nframe=int(greeting.get("nframe", 0)),
+            log_path=program.log_path if program is not None else None,
+        )
+
+    def refresh(self, query: Query, max_age: float) -> Sample:
+        """One refresh: the agent's rows and totals, RSS/USS read from outside."""
+        reply = self.client.request("top", **query.top_args(max_age))
+        memory = self.proc.memory()
+        return sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
+
+    def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
+        """The heaviest tracebacks counted in `row`."""
+        if query.group_by == "traceback":
+            key: dict[str, object] = {"frames": [[f.filename, f.lineno] for f in row.traceback]}
+        else:
+            key = {"filename": row.filename, "lineno": row.lineno}
+        reply = self.client.request("tracebacks", **query.grouping_args(), key=key, limit=limit)
+        return [
+            TracebackEntry(
+                size=int(entry["size"]),
+                count=int(entry["count"]),
+                frames=tuple(
+                    Frame(str(f["filename"]), int(f["lineno"]), str(f.get("source", "")))
+                    for f in entry["frames"]
+                ),
+            )
+            for entry in reply["tracebacks"]
+        ]
+
+    def set_baseline(self) -> None:
+        self.client.request("baseline", action="set")
+
+    def clear_baseline(self) -> None:
+        self.client.request("baseline", action="clear")
+
+    def reset_peak(self) -> None:
+        self.client.request("reset_peak")
+
+    def exit_status(self) -> str | None:
+        """How the target ended, or None while it runs."""
+        if self.program is not None:
+            return self.program.exit_status()
+        return None if self.proc.alive() else "exited"
+
+    def close(self, keep_agent: bool = False) -> str | None:
+        """Leave: stop the program memtop started, or detach the agent unless `keep_agent`.
+        Returns the program's exit status when memtop stopped it."""
+        status = None
+        try:
+            if keep_agent:
+                self.client.request("configure", idle_timeout=None)
+            elif self.program is None:
+                self.client.request("detach")
+        except MemtopError:
+            pass
+        finally:
+            self.client.close()
+        if self.program is not None and not keep_agent:
+            status = self.program.stop()
+        return status
+
+
+def wait_for_exit(source: Source, timeout: float) -> str | None:
+    """After the connection dropped: how the target ended, if it did within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = source.exit_status()
+        if status is not None or time.monotonic() >= deadline:
+            return status
+        time.sleep(0.05)
+
+
+__all__ = [
+    "ConnectionLost",
+    "LiveSource",
+    "Source",
+    "TargetInfo",
+    "TracebackEntry",
+    "wait_for_exit",
+]
