@@ -116,8 +116,11 @@ def start_program(
     nframe: int = 4,
     log_path: str | None = None,
     startup_timeout: float = 30.0,
+    agent_config: dict | None = None,
 ) -> Program:
-    """Start `target` (a script path, or a module name when `module`) with the agent."""
+    """Start `target` (a script path, or a module name when `module`) with the agent.
+
+    `agent_config` adds agent settings (idle_timeout, budget, trace) to the session."""
     python = python or sys.executable
     if not module and not os.path.isfile(target):
         raise UsageError(f"no such script: {target}")
@@ -135,6 +138,7 @@ def start_program(
         "nframe": nframe,
         # A later `memtop PID` (after `Q`, or a dropped SSH session) reads the token here.
         "write_token_file": True,
+        **(agent_config or {}),
     }
     config_r, config_w = os.pipe()
     status_r, status_w = os.pipe()

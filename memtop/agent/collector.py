@@ -24,9 +24,13 @@ _PROGRAM_FILES = frozenset([os.path.join(_AGENT_DIR, "launch.py")])
 
 
 def _raw_traces_fast():
-    import _tracemalloc
+    """`_get_traces()` when it exists and has the known shape, else None."""
+    try:
+        import _tracemalloc
 
-    traces = _tracemalloc._get_traces()
+        traces = _tracemalloc._get_traces()
+    except (ImportError, AttributeError):
+        return None
     if traces:
         first = traces[0]
         # Shape (domain, size, traceback, total_nframe) on CPython 3.9 through 3.15.
@@ -36,7 +40,7 @@ def _raw_traces_fast():
             and isinstance(first[1], int)
             and isinstance(first[2], tuple)
         ):
-            raise LookupError("unexpected _get_traces() shape")
+            return None
     return traces
 
 
@@ -56,10 +60,8 @@ def _raw_traces_public():
 
 def read_raw_traces():
     """The live traces in `_get_traces()` form; public Snapshot API when that is missing."""
-    try:
-        return _raw_traces_fast()
-    except (ImportError, AttributeError, LookupError):
-        return _raw_traces_public()
+    traces = _raw_traces_fast()
+    return traces if traces is not None else _raw_traces_public()
 
 
 _agent_file_memo = {}

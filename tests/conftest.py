@@ -1,0 +1,160 @@
+"""Shared fixtures: real target programs started under the agent, and handshakes with them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memtop.client import AgentClient
+from memtop.runner import Program, start_program
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ROOT / "tests" / "targets"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The JSON state a target reports, or None before its first report."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def wait_state(
+    path: Path, check: Callable[[dict[str, Any]], bool] = lambda s: True, timeout: float = 10.0
+) -> dict[str, Any]:
+    """The target's next state that satisfies `check`."""
+
+    def probe() -> dict[str, Any] | None:
+        state = read_state(path)
+        return state if state is not None and check(state) else None
+
+    return wait_for(probe, timeout, f"target state in {path}")
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temp dir with a short path (Unix socket paths must stay under 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="mt-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Targets:
+    """Starts programs from tests/targets under the agent and stops them at teardown."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.programs: list[Program] = []
+        self.clients: list[AgentClient] = []
+
+    def start(
+        self,
+        script: str,
+        *args: str,
+        python: str | None = None,
+        nframe: int = 4,
+        env: dict[str, str] | None = None,
+        **agent_config: Any,
+    ) -> tuple[Program, Path]:
+        """Start a target; returns it and the path of its state file (written when ready)."""
+        state = self.tmp / f"{Path(script).stem}-{len(self.programs)}.json"
+        old_env = dict(os.environ)
+        try:
+            os.environ.update(env or {})
+            program = start_program(
+                str(TARGETS / script),
+                [str(state), *args],
+                python=python,
+                nframe=nframe,
+                log_path=str(self.tmp / f"{Path(script).stem}-{len(self.programs)}.log"),
+                agent_config=agent_config,
+            )
+        finally:
+            os.environ.clear()
+            os.environ.update(old_env)
+        self.programs.append(program)
+        return program, state
+
+    def connect(self, program: Program) -> AgentClient:
+        client = AgentClient.connect(program.socket_path, program.token, expected_pid=program.pid)
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        for program in self.programs:
+            program.stop(grace=2.0)
+
+
+@pytest.fixture
+def targets(short_tmp: Path) -> Iterator[Targets]:
+    """Start real target programs with the agent inside; all are stopped afterwards."""
+    manager = Targets(short_tmp)
+    try:
+        yield manager
+    finally:
+        manager.close()
+
+
+def marked_lines(path: Path) -> dict[str, int]:
+    """Line numbers of `# LINE: name` markers in a target's source."""
+    found = {}
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        if "# LINE: " in text:
+            found[text.split("# LINE: ", 1)[1].strip()] = number
+    return found
+
+
+def memtop_cli(
+    *args: str, timeout: float = 60.0, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `memtop` command line (python -m memtop) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "memtop", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        **kwargs,
+    )
+
+
+def interpreters() -> dict[str, str]:
+    """CPython interpreters found on this machine, by major.minor (3.9 and newer)."""
+    found: dict[str, str] = {}
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    for candidate in sorted(pyenv_root.glob("3.*/bin/python")):
+        minor = ".".join(candidate.parent.parent.name.split(".")[:2])
+        if tuple(int(x) for x in minor.split(".")) >= (3, 9):
+            found.setdefault(minor, str(candidate))
+    for minor in ("3.14", "3.15"):
+        path = Path(f"/opt/memtop-python{minor}/usr/bin/python{minor}")
+        if path.exists():
+            found.setdefault(minor, str(path))
+    return found
