@@ -195,7 +195,8 @@ def _start(agent, config):
     listener.bind(agent.socket_path)
     os.chmod(agent.socket_path, 0o600)
     agent.socket_inode = os.lstat(agent.socket_path).st_ino
-    listener.listen(protocol.MAX_CLIENTS + 4)
+    # A generous backlog: clients beyond MAX_CLIENTS must still connect to read "busy".
+    listener.listen(64)
     listener.setblocking(False)
     if tracemalloc.is_tracing():
         agent.tracing_owner = "target"

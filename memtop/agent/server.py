@@ -144,8 +144,9 @@ class Server:
         try:
             bodies = conn.reader.feed(data)
         except protocol.ProtocolError as exc:
-            self._queue(conn, protocol.error_reply(None, exc.code, exc.message), now)
+            # The stream cannot be resynchronised: reply, then close once flushed.
             conn.close_after_flush = True
+            self._queue(conn, protocol.error_reply(None, exc.code, exc.message), now)
             return
         conn.frame_started = (conn.frame_started or now) if conn.reader.in_frame() else None
         for body in bodies:
