@@ -1,9 +1,11 @@
 """Allocation-heavy loop, timed from inside the process it runs in.
 
-argv: RESULT ITERATIONS RESIDENT NFRAME
+argv: RESULT ITERATIONS RESIDENT NFRAME DEPTH
 
 Holds RESIDENT small objects for the whole run (so a memtop refresh has a heap to read),
-then builds and drops small dicts, lists, tuples and strings ITERATIONS times. NFRAME > 0
+then builds and drops small dicts, lists, tuples and strings ITERATIONS times, DEPTH
+frames deep (real programs allocate under deep stacks, and tracemalloc's cost grows with
+the frames it records, up to NFRAME). NFRAME > 0
 starts tracemalloc here with that depth; 0 leaves tracing as the launcher set it (off,
 memtop's agent, or memray). Writes {"seconds", "loop_start", "loop_end", ...} as JSON to
 RESULT: only the loop is timed, never interpreter start-up or the resident heap.
@@ -35,9 +37,16 @@ def churn(iterations):
     return len(window)
 
 
+def at_depth(depth, work, *args):
+    """Call `work(*args)` with about `depth` Python frames on the stack."""
+    if depth <= 1:
+        return work(*args)
+    return at_depth(depth - 1, work, *args)
+
+
 def write_result(path, result):
     """Write atomically: the benchmark never reads half a file."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
+    tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(result, f)
     os.replace(tmp, path)
@@ -45,13 +54,14 @@ def write_result(path, result):
 
 def main(argv):
     """Run the loop once and report its wall time."""
-    result_path, iterations, resident, nframe = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
+    result_path = argv[0]
+    iterations, resident, nframe, depth = (int(arg) for arg in argv[1:5])
     if nframe > 0:
         tracemalloc.start(nframe)
     held = build_resident(resident)
     loop_start = time.time()
     started = time.perf_counter()
-    churn(iterations)
+    at_depth(depth, churn, iterations)
     seconds = time.perf_counter() - started
     loop_end = time.time()
     write_result(
@@ -63,6 +73,7 @@ def main(argv):
             "tracing": tracemalloc.is_tracing(),
             "nframe": tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() else 0,
             "resident": len(held),
+            "depth": depth,
         },
     )
 
