@@ -42,14 +42,16 @@ def render_text(
         "",
         _COLUMNS + "LOCATION / SOURCE",
     ]
-    room = max(20, width - len(_COLUMNS))
+    room = max(24, width - len(_COLUMNS))
     for rank, row in enumerate(sample.rows, 1):
+        # The location keeps its line number; the source line gives way first.
         where = location(row.filename, row.lineno, min(room, 48), cwd)
-        rest = f"{where}  {row.source}" if row.source else where
+        left = room - len(where) - 2
+        rest = f"{where}  {fit(row.source, left)}" if row.source and left >= 8 else where
         lines.append(
             f"{rank:5d} {format_size(row.size):>10} {format_size(row.size_diff, True):>10}"
             f" {format_count(row.count):>8} {format_count(row.count_diff, True):>8}"
-            f" {format_size(row.average):>8}  {fit(rest, room)}"
+            f" {format_size(row.average):>8}  {rest}"
         )
     return "\n".join(lines) + "\n"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ from pathlib import Path
 from memtop import __version__
 from memtop.batch import run_batch
 from memtop.client import AgentClient
-from memtop.errors import EXIT_INTERRUPTED, MemtopError, UsageError
+from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.model import GROUP_KEYS, Query
 from memtop.runner import Program, log_tail, start_program
 from memtop.source import LiveSource
@@ -181,13 +182,17 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
     sys.stderr.write(f"memtop: program pid {program.pid}, output in {program.log_path}\n")
     try:
         client = AgentClient.connect(program.socket_path, program.token, expected_pid=program.pid)
-    except MemtopError:
-        _stop_and_report(program)
+    except MemtopError as exc:
+        ended = program.wait_for_exit(2.0)
+        status = ended or program.stop()
+        _report_program_end(program, ended, status)
+        if ended is not None:
+            raise TargetExited(f"the program {ended} before the first refresh") from exc
         raise
     source = LiveSource(client, program.pid, "run", program)
-    code = 1
+    ended = None
     try:
-        code = run_batch(
+        return run_batch(
             source,
             query,
             interval=args.interval,
@@ -195,21 +200,28 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
             as_json=args.json,
             out=sys.stdout,
             err=sys.stderr,
-            width=shutil.get_terminal_size((120, 24)).columns,
+            width=_batch_width(),
         )
     finally:
-        status = program.exit_status()
-        stopped = source.close()
-        if status is None:
-            status = stopped
-        sys.stderr.write(f"memtop: program {status}; its output is in {program.log_path}\n")
-        if code and program.exit_status() is not None and code != EXIT_INTERRUPTED:
-            tail = log_tail(program.log_path)
-            if tail:
-                sys.stderr.write(f"memtop: last lines of its output:\n{tail}\n")
-    return code
+        ended = program.exit_status()
+        status = source.close()
+        _report_program_end(program, ended, status)
 
 
-def _stop_and_report(program: Program) -> None:
-    status = program.stop()
-    sys.stderr.write(f"memtop: program {status}; its output is in {program.log_path}\n")
+def _report_program_end(program: Program, ended: str | None, status: str | None) -> None:
+    """Say where the output went; show its last lines when the program failed by itself."""
+    if ended is None:
+        sys.stderr.write(f"memtop: stopped the program ({status}); output in {program.log_path}\n")
+        return
+    sys.stderr.write(f"memtop: the program's output is in {program.log_path}\n")
+    if ended != "exited with code 0":
+        tail = log_tail(program.log_path)
+        if tail:
+            sys.stderr.write(f"memtop: last lines of its output:\n{tail}\n")
+
+
+def _batch_width() -> int:
+    """Terminal width on a terminal; wide when piped (like `top -b`), unless COLUMNS says."""
+    if sys.stdout.isatty() or "COLUMNS" in os.environ:
+        return shutil.get_terminal_size((120, 24)).columns
+    return 200

@@ -56,6 +56,13 @@ class Program:
         code = self.process.poll()
         return None if code is None else describe_exit(code)
 
+    def wait_for_exit(self, timeout: float) -> str | None:
+        """How it ended if it ends within `timeout` seconds, else None."""
+        try:
+            return describe_exit(self.process.wait(timeout))
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, grace: float = 3.0) -> str:
         """End the program (SIGINT, then SIGTERM, then SIGKILL) and its process group."""
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):

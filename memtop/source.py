@@ -145,7 +145,7 @@ def wait_for_exit(source: Source, timeout: float) -> str | None:
         status = source.exit_status()
         if status is not None or time.monotonic() >= deadline:
             return status
-        time.sleep(0.05)
+        time.sleep(0.05)  # no child to wait() on when attached: poll the pid
 
 
 __all__ = [

@@ -151,6 +151,12 @@ def test_launcher_frames_belong_to_the_program() -> None:
     assert collector.is_agent_file(collector._AGENT_DIR + "/server.py")
 
 
+def own_lines(by_traceback: dict) -> dict:
+    """Only this file's live allocations: memory parked in CPython's free lists keeps the
+    trace of its first owner, so other lines can drift between two reads."""
+    return {tb: v for tb, v in by_traceback.items() if tb[0][0] == __file__}
+
+
 def test_public_api_fallback_gives_the_same_sample(
     tracing: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,7 +170,8 @@ def test_public_api_fallback_gives_the_same_sample(
         fast = collector.take_sample(1, read=real)
     finally:
         gc.enable()
-    assert slow.by_traceback == fast.by_traceback
+    assert own_lines(slow.by_traceback) == own_lines(fast.by_traceback)
+    assert len(own_lines(fast.by_traceback)) >= 4
     del keep
 
 
@@ -178,7 +185,8 @@ def test_unexpected_trace_shape_falls_back(tracing: int, monkeypatch: pytest.Mon
         fast = collector.take_sample(1, read=real)
     finally:
         gc.enable()
-    assert slow.by_traceback == fast.by_traceback
+    assert own_lines(slow.by_traceback) == own_lines(fast.by_traceback)
+    assert len(own_lines(fast.by_traceback)) >= 4
     assert (("x", 1),) not in slow.by_traceback
     del keep
 

@@ -11,9 +11,11 @@ returns them; rows sent to the viewer list frames oldest first, like `tracemallo
 """
 
 import fnmatch
+import heapq
 import os
 import time
 import tracemalloc
+from operator import itemgetter
 
 GROUP_KEYS = ("lineno", "filename", "traceback")
 SORT_KEYS = ("size", "size_diff", "count", "count_diff")
@@ -82,34 +84,40 @@ class Sample:
 
     __slots__ = ("by_traceback", "cost", "count", "id", "own_count", "own_size", "size", "time")
 
-    def __init__(self, sample_id, when, by_traceback, own_size, own_count):
+    def __init__(self, sample_id, when):
         self.id = sample_id
         self.time = when
         self.cost = 0.0
-        self.by_traceback = by_traceback
-        self.size = sum(entry[0] for entry in by_traceback.values())
-        self.count = sum(entry[1] for entry in by_traceback.values())
-        self.own_size = own_size
-        self.own_count = own_count
+        self.by_traceback = {}
+        self.size = self.count = 0
+        self.own_size = self.own_count = 0
 
 
 def take_sample(sample_id, read=read_raw_traces):
-    """Read all traces and total them per traceback; `cost` is the wall time spent."""
-    started = time.perf_counter()
-    when = time.time()
+    """Read all traces and total them per traceback; `cost` is the CPU time the agent's
+    thread spent (it holds the GIL while it runs)."""
+    started = time.thread_time()
+    sample = Sample(sample_id, time.time())
     sizes_by_tb = _sizes_by_traceback(read())
-    by_traceback = {}
-    own_size = own_count = 0
+    by_traceback = sample.by_traceback
+    size_total = count_total = own_size = own_count = 0
     for tb, sizes in sizes_by_tb.items():
         size = sum(sizes)
-        if any(is_agent_file(frame[0]) for frame in tb):
-            own_size += size
-            own_count += len(sizes)
+        count = len(sizes)
+        # A plain loop, not any(genexpr): this runs once per distinct traceback.
+        for frame in tb:
+            if is_agent_file(frame[0]):
+                own_size += size
+                own_count += count
+                break
         else:
-            by_traceback[tb] = (size, len(sizes))
+            by_traceback[tb] = (size, count)
+            size_total += size
+            count_total += count
     del sizes_by_tb
-    sample = Sample(sample_id, when, by_traceback, own_size, own_count)
-    sample.cost = time.perf_counter() - started
+    sample.size, sample.count = size_total, count_total
+    sample.own_size, sample.own_count = own_size, own_count
+    sample.cost = time.thread_time() - started
     return sample
 
 
@@ -152,29 +160,34 @@ def group(by_traceback, group_by, cumulative, keep=None):
     stdlib does (a recursive frame counts each time it appears).
     """
     out = {}
-    get = out.get
     for tb, (size, count) in by_traceback.items():
         if keep is not None and not keep(tb[0][0]):
             continue
-        if group_by == "traceback":
-            keys = (tb,)
-        elif group_by == "lineno":
-            keys = tb if cumulative else tb[:1]
-        elif cumulative:
-            keys = [frame[0] for frame in tb]
+        if cumulative:
+            for key in tb if group_by == "lineno" else [frame[0] for frame in tb]:
+                _add(out, key, size, count, tb)
+            continue
+        # One existing object as the key (no tuple per traceback: each is traced).
+        if group_by == "lineno":
+            key = tb[0]
+        elif group_by == "filename":
+            key = tb[0][0]
         else:
-            keys = (tb[0][0],)
-        for key in keys:
-            entry = get(key)
-            if entry is None:
-                out[key] = [size, count, tb, size]
-            else:
-                entry[0] += size
-                entry[1] += count
-                if size > entry[3]:
-                    entry[2] = tb
-                    entry[3] = size
+            key = tb
+        _add(out, key, size, count, tb)
     return out
+
+
+def _add(out, key, size, count, tb):
+    entry = out.get(key)
+    if entry is None:
+        out[key] = [size, count, tb, size]
+    else:
+        entry[0] += size
+        entry[1] += count
+        if size > entry[3]:
+            entry[2] = tb
+            entry[3] = size
 
 
 def _order_frames(key, group_by):
@@ -186,13 +199,23 @@ def _order_frames(key, group_by):
     return ((key, 0),)
 
 
-_SORTS = {
-    # Snapshot.statistics() order.
-    "size": lambda r, f: (r[0], r[2], f),
-    # Snapshot.compare_to() order.
-    "size_diff": lambda r, f: (abs(r[1]), r[0], abs(r[3]), r[2], f),
-    "count": lambda r, f: (r[2], r[0], f),
-    "count_diff": lambda r, f: (abs(r[3]), r[2], abs(r[1]), r[0], f),
+_SORT_FIELDS = {
+    # Snapshot.statistics() order (then the traceback).
+    "size": lambda size, size_diff, count, count_diff: (size, count),
+    # Snapshot.compare_to() order (then the traceback).
+    "size_diff": lambda size, size_diff, count, count_diff: (
+        abs(size_diff),
+        size,
+        abs(count_diff),
+        count,
+    ),
+    "count": lambda size, size_diff, count, count_diff: (count, size),
+    "count_diff": lambda size, size_diff, count, count_diff: (
+        abs(count_diff),
+        count,
+        abs(size_diff),
+        size,
+    ),
 }
 
 
@@ -200,21 +223,33 @@ def rank(current, previous, group_by, sort="size", limit=50):
     """Top `limit` keys with diffs against `previous` (compare_to semantics: keys that
     vanished appear with size 0). Returns (rows, total_keys); a row is
     (key, size, size_diff, count, count_diff, heaviest_traceback)."""
+    fields = _SORT_FIELDS[sort]
     entries = []
     for key, entry in current.items():
+        size, count = entry[0], entry[1]
         old = previous.get(key) if previous is not None else None
-        if old is None:
-            diff_size, diff_count = (entry[0], entry[1]) if previous is not None else (0, 0)
+        if old is not None:
+            size_diff, count_diff = size - old[0], count - old[1]
+        elif previous is not None:
+            size_diff, count_diff = size, count
         else:
-            diff_size, diff_count = entry[0] - old[0], entry[1] - old[1]
-        entries.append((key, (entry[0], diff_size, entry[1], diff_count), entry[2]))
+            size_diff = count_diff = 0
+        numbers = (size, size_diff, count, count_diff)
+        entries.append((fields(*numbers), key, numbers, entry[2]))
     if previous is not None:
         for key, old in previous.items():
             if key not in current:
-                entries.append((key, (0, -old[0], 0, -old[1]), old[2]))
-    sort_key = _SORTS[sort]
-    entries.sort(key=lambda e: sort_key(e[1], _order_frames(e[0], group_by)), reverse=True)
-    rows = [(key, n[0], n[1], n[2], n[3], tb) for key, n, tb in entries[:limit]]
+                numbers = (0, -old[0], 0, -old[1])
+                entries.append((fields(*numbers), key, numbers, old[2]))
+    # Select on the numbers alone (C comparisons), then settle ties at the cut and the
+    # final order with the frames, as tracemalloc does.
+    best = heapq.nlargest(limit, entries, key=itemgetter(0))
+    if len(best) == limit < len(entries):
+        edge = best[-1][0]
+        chosen = {e[1] for e in best}
+        best.extend(e for e in entries if e[0] == edge and e[1] not in chosen)
+    best.sort(key=lambda e: (e[0], _order_frames(e[1], group_by)), reverse=True)
+    rows = [(e[1],) + e[2] + (e[3],) for e in best[:limit]]
     return rows, len(entries)
 
 

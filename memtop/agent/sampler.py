@@ -1,10 +1,14 @@
 """When to read the trace table, and what it costs the target.
 
 Reading every trace holds the GIL for a time that grows with the heap (about 0.5 s at a
-million blocks). The sampler keeps that work under a duty-cycle budget: a new sample is
-taken only once `cost / budget` seconds have passed since the previous one started, so
-snapshot work stays at or below `budget` of wall time at any heap size. Totals
-(`get_traced_memory`) are cheap and always fresh.
+million blocks). Costs are the agent thread's CPU time (`time.thread_time`): while the
+agent runs Python it holds the GIL, and wall time would also count the moments the
+target's own threads took the GIL back.
+
+The sampler keeps that work under a duty-cycle budget: a new sample is taken only once
+`cost / budget` seconds have passed since the previous one started, so snapshot work
+stays at or below `budget` of wall time at any heap size. Totals (`get_traced_memory`)
+are cheap and always fresh.
 """
 
 import sys
@@ -38,7 +42,7 @@ class Sampler:
         if self.latest is None:
             return 0.0
         spent = max(self.latest.cost / self.budget, self.min_interval)
-        return max(0.0, self._started_at + spent - time.perf_counter())
+        return max(0.0, self._started_at + spent - time.monotonic())
 
     def sample(self, max_age):
         """The latest sample, refreshed when older than `max_age` and the budget allows.
@@ -49,7 +53,7 @@ class Sampler:
             time.time() - latest.time < max_age or self.next_allowed_in() > 0
         ):
             return latest, 0.0
-        self._started_at = time.perf_counter()
+        self._started_at = time.monotonic()
         self.samples_taken += 1
         fresh = collector.take_sample(self.samples_taken)
         self.latest = fresh
@@ -63,15 +67,13 @@ class Sampler:
 
     def grouped(self, sample, config):
         """Grouping of `sample` for config (group_by, cumulative, include, exclude), cached
-        while `sample` is the latest."""
+        while `sample` is the latest. The caller charges the time it took."""
         if sample is not self.latest:
             return _group(sample, config)
         found = self._derived.get(config)
         if found is None:
-            started = time.perf_counter()
             found = _group(sample, config)
             self._derived[config] = found
-            self.charge(time.perf_counter() - started)
         return found
 
     def note_peak(self):

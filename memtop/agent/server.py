@@ -149,9 +149,16 @@ class Server:
             self._queue(conn, protocol.error_reply(None, exc.code, exc.message), now)
             return
         conn.frame_started = (conn.frame_started or now) if conn.reader.in_frame() else None
+        sampler = self.agent.sampler
         for body in bodies:
             conn.last_request = now
-            self._queue(conn, self._answer(conn, body), now)
+            # The agent's own temporaries (grouping lists, the encoded reply) must not
+            # show up as the target's traced peak.
+            sampler.note_peak()
+            try:
+                self._queue(conn, self._answer(conn, body), now)
+            finally:
+                sampler.correct_peak()
             if conn.close_after_flush:
                 break
 
@@ -176,7 +183,6 @@ class Server:
                 request_id, "bad_request", "a request needs a string cmd and an object args"
             )
         agent = self.agent
-        agent.sampler.note_peak()
         try:
             result = agent.commands.handle(cmd, args, conn.state)
         except KeyError:
@@ -188,8 +194,6 @@ class Server:
             return protocol.error_reply(
                 request_id, "internal", "%s failed: %s" % (cmd[:64], type(exc).__name__)
             )
-        finally:
-            agent.sampler.correct_peak()
         return {"id": request_id, "ok": True, "result": result}
 
     def _authenticate(self, conn, message):

@@ -1,0 +1,210 @@
+"""The agent's life inside a real target: tracing ownership, detach, fork, the target's
+exit, idle auto-detach and the duty-cycle budget (attach-and-safety.md §6 cases 6, 8, 9)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Targets, memtop_cli, read_state, wait_for, wait_state
+from wire import Raw
+
+from memtop.agent import rundir
+from memtop.agent.sampler import Sampler
+from memtop.errors import ConnectionLost
+
+
+def connect(program) -> Raw:
+    client = Raw(program.socket_path)
+    assert client.hello(program.token)["ok"]
+    return client
+
+
+# --- case 6: tracemalloc already on ----------------------------------------------------
+
+
+def test_target_that_traces_keeps_its_settings(targets: Targets) -> None:
+    program, state = targets.start("idle.py", env={"PYTHONTRACEMALLOC": "7"})
+    wait_state(state)
+    client = Raw(program.socket_path)
+    greeting = client.read()
+    assert greeting["tracing_owner"] == "target"
+    assert greeting["nframe"] == 7
+    client.send({"proto": 1, "token": program.token})
+    client.read()
+    assert client.call("top", max_age=0.0)["ok"]
+    assert client.call("detach")["ok"]
+    after = wait_state(state, lambda s: s["threads"] == 1 and s["socket_fds"] == 0)
+    assert after["tracing"] is True
+    assert after["nframe"] == 7
+
+
+def test_detach_stops_the_tracing_it_started_and_leaves_nothing(targets: Targets) -> None:
+    program, state = targets.start("idle.py")
+    before = wait_state(state)
+    assert before["tracing"] and before["threads"] == 2
+    token_file = Path(program.socket_path).with_suffix(".token")
+    assert token_file.exists()
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    client = connect(program)
+    assert client.call("detach")["result"]["tracing_owner"] == "agent"
+    after = wait_state(state, lambda s: s["threads"] == 1 and s["socket_fds"] == 0)
+    assert after["tracing"] is False
+    assert not Path(program.socket_path).exists()
+    assert not token_file.exists()
+    assert program.exit_status() is None
+
+
+def test_viewer_peak_is_not_inflated_by_the_agents_own_work(targets: Targets) -> None:
+    program, state = targets.start("heap.py", "100000", budget=1.0)
+    wait_state(state)
+    client = connect(program)
+    first = client.call("stats")["result"]
+    for _ in range(3):
+        assert client.call("top", group_by="traceback", limit=500, max_age=0.0)["ok"]
+    after = client.call("stats")["result"]
+    # Grouping 100k traces allocates megabytes of temporary lists in the target; the peak
+    # shown to the user must not carry them (the agent's cached tables count in current).
+    gap_before = first["traced_peak"] - first["traced_current"]
+    assert after["traced_peak"] - after["traced_current"] <= gap_before + 64 * 1024
+
+
+# --- case 8: fork ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["fork", "multiprocessing"])
+def test_forked_child_has_no_agent_and_no_tracing(targets: Targets, short_tmp: Path, how) -> None:
+    trigger, child_state = short_tmp / "trigger", short_tmp / "child.json"
+    extra = ["multiprocessing"] if how == "multiprocessing" else []
+    program, state = targets.start("forker.py", str(trigger), str(child_state), "30", *extra)
+    wait_state(state)
+    viewer = connect(program)  # a connected viewer: one more inherited fd to get rid of
+    trigger.touch()
+    child = wait_state(child_state)
+    assert child["pid"] != program.pid
+    assert child["tracing"] is False
+    assert child["threads"] == 1
+    assert child["socket_fds"] == 0
+    assert viewer.call("ping")["ok"]
+    # With the parent gone, the path must refuse connections rather than hang in a backlog
+    # that an orphaned listener in the child would keep.
+    os.kill(program.pid, signal.SIGKILL)
+    program.process.wait()
+    probe = socket.socket(socket.AF_UNIX)
+    probe.settimeout(5)
+    with pytest.raises(ConnectionRefusedError):
+        probe.connect(program.socket_path)
+    probe.close()
+    os.kill(child["pid"], signal.SIGKILL)
+
+
+# --- case 9: the target exits while a viewer watches ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "wording"),
+    [
+        ("code", "exited with code 3"),
+        ("sigterm", "killed by SIGTERM"),
+        ("sigkill", "killed by SIGKILL"),
+        ("os_exit", "exited with code 4"),
+    ],
+)
+def test_viewer_reports_how_the_target_ended(short_tmp: Path, mode: str, wording: str) -> None:
+    state = short_tmp / "exiter.json"
+    result = memtop_cli(
+        "run", "--json", "-i", "0.2", "tests/targets/exiter.py", str(state), mode, "1.0"
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"target {read_state(state)['pid']} {wording}" in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines and all(line["pid"] == read_state(state)["pid"] for line in lines)
+    # Whether or not the agent could clean up, no socket or token file is left behind.
+    run_dir = Path(rundir.default_run_dir(os.geteuid(), os.environ))
+    leftovers = [p for p in run_dir.iterdir() if p.name.startswith(f"{lines[0]['pid']}-")]
+    assert leftovers == []
+
+
+def test_client_sees_the_connection_drop_when_the_target_is_killed(targets: Targets) -> None:
+    program, state = targets.start("idle.py")
+    wait_state(state)
+    client = targets.connect(program)
+    os.kill(program.pid, signal.SIGKILL)
+    program.process.wait()
+    with pytest.raises(ConnectionLost):
+        client.request("ping")
+
+
+# --- idle auto-detach --------------------------------------------------------------------
+
+
+def test_agent_detaches_by_itself_when_no_viewer_comes_back(targets: Targets) -> None:
+    program, state = targets.start("idle.py", idle_timeout=1.0)
+    wait_state(state)
+    client = connect(program)
+    time.sleep(1.5)  # a connected viewer keeps it alive past the idle timeout
+    assert client.call("ping")["ok"]
+    client.close()
+    wait_state(state, lambda s: not s["tracing"] and s["threads"] == 1, timeout=10)
+    assert not Path(program.socket_path).exists()
+
+
+def test_configure_without_idle_timeout_keeps_the_agent(targets: Targets) -> None:
+    program, state = targets.start("idle.py", idle_timeout=1.0)
+    wait_state(state)
+    client = connect(program)
+    assert client.call("configure", idle_timeout=None)["result"]["idle_timeout"] is None
+    client.close()
+    counter = read_state(state)["counter"]
+    wait_state(state, lambda s: s["counter"] > counter + 40)  # ≥ 2 s of target time
+    assert read_state(state)["tracing"] is True
+    assert connect(program).call("ping")["ok"]
+
+
+# --- duty-cycle budget ------------------------------------------------------------------
+
+
+def test_snapshot_work_stays_within_the_budget(targets: Targets) -> None:
+    program, state = targets.start("heap.py", "300000")
+    wait_state(state)
+    client = connect(program)
+    started = time.monotonic()
+    fresh_pause_ms = []
+    replies = 0
+    while time.monotonic() - started < 6.0:
+        result = client.call("top", max_age=0.0)["result"]
+        replies += 1
+        if result["sample"]["fresh"]:
+            fresh_pause_ms.append(result["sample"]["pause_ms"])
+    elapsed = time.monotonic() - started
+    assert replies > 3 * len(fresh_pause_ms)  # most refreshes were served from the cache
+    # The work of every fresh table, over the wall time, stays near the 5 % budget (the
+    # first sample is free: nothing was spent before it).
+    assert sum(fresh_pause_ms[1:]) / 1000 / elapsed <= 0.05 * 1.25
+    assert result["sample"]["budget"] == 0.05
+
+
+def test_sampler_waits_cost_over_budget_between_samples() -> None:
+    import tracemalloc
+
+    tracemalloc.start(1)
+    try:
+        keep = [str(i) for i in range(50_000)]
+        sampler = Sampler(budget=0.05, min_interval=0.0, owns_tracing=True)
+        first, cost = sampler.sample(max_age=0.0)
+        assert cost > 0
+        again, cost_again = sampler.sample(max_age=0.0)
+        assert again is first and cost_again == 0.0
+        wait = sampler.next_allowed_in()
+        assert 0 < wait <= first.cost / 0.05
+        wait_for(lambda: sampler.next_allowed_in() == 0, wait + 2, "budget to allow a sample")
+        fresh, _ = sampler.sample(max_age=0.0)
+        assert fresh is not first
+        del keep
+    finally:
+        tracemalloc.stop()
