@@ -190,7 +190,6 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
             raise TargetExited(f"the program {ended} before the first refresh") from exc
         raise
     source = LiveSource(client, program.pid, "run", program)
-    ended = None
     try:
         return run_batch(
             source,
@@ -203,9 +202,8 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
             width=_batch_width(),
         )
     finally:
-        ended = program.exit_status()
-        status = source.close()
-        _report_program_end(program, ended, status)
+        ended_itself = program.exit_status()
+        _report_program_end(program, ended_itself, source.close())
 
 
 def _report_program_end(program: Program, ended: str | None, status: str | None) -> None:
