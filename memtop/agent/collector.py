@@ -21,8 +21,13 @@ GROUP_KEYS = ("lineno", "filename", "traceback")
 SORT_KEYS = ("size", "size_diff", "count", "count_diff")
 
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
-# The launcher hands control to the user's program: its frames belong to the program.
-_PROGRAM_FILES = frozenset([os.path.join(_AGENT_DIR, "launch.py")])
+# The agent's modules, as their code objects name them. The launcher hands control to
+# the user's program: its frames belong to the program.
+_AGENT_FILES = frozenset(
+    os.path.join(_AGENT_DIR, name)
+    for name in os.listdir(_AGENT_DIR)
+    if name.endswith(".py") and name != "launch.py"
+)
 
 
 def _raw_traces_fast():
@@ -66,17 +71,9 @@ def read_raw_traces():
     return traces if traces is not None else _raw_traces_public()
 
 
-_agent_file_memo = {}
-
-
 def is_agent_file(filename):
     """True for the agent's own source files (their allocations are never shown)."""
-    known = _agent_file_memo.get(filename)
-    if known is None:
-        known = filename.startswith(_AGENT_DIR + os.sep) and filename not in _PROGRAM_FILES
-        if len(_agent_file_memo) < 4096:
-            _agent_file_memo[filename] = known
-    return known
+    return filename in _AGENT_FILES
 
 
 class Sample:
@@ -104,9 +101,9 @@ def take_sample(sample_id, read=read_raw_traces):
     for tb, sizes in sizes_by_tb.items():
         size = sum(sizes)
         count = len(sizes)
-        # A plain loop, not any(genexpr): this runs once per distinct traceback.
+        # A plain loop with a set lookup: this runs once per distinct traceback.
         for frame in tb:
-            if is_agent_file(frame[0]):
+            if frame[0] in _AGENT_FILES:
                 own_size += size
                 own_count += count
                 break

@@ -1,0 +1,136 @@
+"""The pure model: rows from replies, JSON lines, history, trends and verdicts."""
+
+from __future__ import annotations
+
+from memtop.model import (
+    MIB,
+    Frame,
+    History,
+    MemoryPoint,
+    Query,
+    judge,
+    row_key,
+    sample_from_reply,
+    sample_json,
+    slope,
+)
+
+
+def reply(rows: list[dict], sample_id: int = 1, traced: int = 1000) -> dict:
+    return {
+        "totals": {"traced_current": traced, "traced_peak": traced * 2,
+                   "tracemalloc_memory": 50, "nframe": 4, "agent_traced": 7},
+        "sample": {"id": sample_id, "time": 100.0, "age": 0.5, "fresh": True, "pause_ms": 3.0,
+                   "next_in": 0.0, "budget": 0.05, "traced_blocks": 12, "work_ms": 3.5},
+        "rows": rows,
+        "total_rows": len(rows),
+        "baseline_time": None,
+    }
+
+
+ROW = {"filename": "/app/cache.py", "lineno": 42, "size": 1000, "count": 10, "size_diff": 100,
+       "count_diff": 1, "source": "self._items.append(item)",
+       "traceback": [{"filename": "/app/main.py", "lineno": 10, "source": "main()"},
+                     {"filename": "/app/cache.py", "lineno": 42, "source": "x"}]}
+
+
+def test_row_keys_are_stable_and_distinct_per_grouping() -> None:
+    frames = (Frame("/a.py", 1), Frame("/b.py", 2))
+    assert row_key("lineno", "/b.py", 2, frames) == "/b.py:2"
+    assert row_key("filename", "/b.py", None, frames) == "/b.py"
+    assert row_key("traceback", "/b.py", 2, frames) == "/b.py:2 <- /a.py:1"
+
+
+def test_sample_from_reply_combines_agent_and_procinfo() -> None:
+    sample = sample_from_reply(7, 123.0, Query(), reply([ROW]), rss=5000, uss=4000)
+    assert sample.pid == 7 and sample.rss == 5000 and sample.uss == 4000
+    assert sample.untraced == 4000
+    assert sample.traced_blocks == 12 and sample.pause_ms == 3.5
+    row = sample.rows[0]
+    assert row.key == "/app/cache.py:42" and row.average == 100.0
+    assert row.traceback[0] == Frame("/app/main.py", 10, "main()")
+
+
+def test_untraced_is_unknown_without_rss_and_never_negative() -> None:
+    assert sample_from_reply(1, 0.0, Query(), reply([]), rss=None, uss=None).untraced is None
+    assert sample_from_reply(1, 0.0, Query(), reply([], traced=9000), rss=10, uss=None).untraced == 0
+
+
+def test_json_line_has_exactly_the_documented_row_fields() -> None:
+    data = sample_json(sample_from_reply(7, 123.0, Query(), reply([ROW]), rss=5000, uss=None))
+    for name in ("pid", "time", "group_by", "cumulative", "rss", "uss", "traced_current",
+                 "traced_peak", "tracemalloc_memory", "traced_blocks", "nframe", "pause_ms",
+                 "rows"):
+        assert name in data
+    assert data["uss"] is None
+    row = data["rows"][0]
+    assert set(row) == {"key", "filename", "lineno", "size", "count", "size_diff",
+                        "count_diff", "source", "traceback"}
+    assert row["traceback"] == [{"filename": "/app/main.py", "lineno": 10},
+                                {"filename": "/app/cache.py", "lineno": 42}]
+
+
+def test_slope_of_a_line() -> None:
+    assert slope([(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)]) == 2.0
+    assert slope([(0.0, 1.0)]) == 0.0
+    assert slope([(1.0, 1.0), (1.0, 5.0)]) == 0.0
+
+
+def points(traced, rss, step: float = 5.0) -> list[MemoryPoint]:
+    return [MemoryPoint(i * step, r, t) for i, (t, r) in enumerate(zip(traced, rss, strict=True))]
+
+
+def test_verdict_waits_for_enough_history() -> None:
+    assert judge([]).kind == "collecting"
+    assert judge(points([1, 2], [10, 10])).kind == "collecting"
+
+
+def test_verdict_growing_traced_memory() -> None:
+    traced = [50 * MIB + i * MIB for i in range(12)]  # +1 MiB every 5 s = 12 MiB/min
+    verdict = judge(points(traced, [t + 30 * MIB for t in traced]))
+    assert verdict.kind == "growing"
+    assert verdict.text == "traced +12.0 MiB/min: Python objects accumulating"
+    assert abs(verdict.traced_rate - 12 * MIB) < 1
+
+
+def test_verdict_rss_growing_while_traced_is_flat() -> None:
+    verdict = judge(points([50 * MIB] * 12, [100 * MIB + i * 2 * MIB for i in range(12)]))
+    assert verdict.kind == "rss-growing"
+    assert "native memory or fragmentation" in verdict.text
+
+
+def test_verdict_fragmentation_after_a_big_free() -> None:
+    traced = [80 * MIB] * 6 + [20 * MIB] * 6
+    verdict = judge(points(traced, [120 * MIB] * 12))
+    assert verdict.kind == "fragmentation"
+    assert "25%" in verdict.text
+
+
+def test_verdict_mostly_untraced() -> None:
+    verdict = judge(points([10 * MIB] * 12, [400 * MIB] * 12))
+    assert verdict.kind == "untraced"
+    assert verdict.text.startswith("98% of RSS is untraced")
+
+
+def test_verdict_steady() -> None:
+    assert judge(points([50 * MIB] * 12, [90 * MIB] * 12)).kind == "steady"
+
+
+def test_history_records_trend_points_only_for_new_tables() -> None:
+    history = History()
+    row = dict(ROW)
+    for sample_id, size in [(1, 100), (1, 100), (2, 150), (3, 90)]:
+        row["size"] = size
+        sample = sample_from_reply(1, float(sample_id), Query(), reply([row], sample_id), 10, None)
+        history.add(sample)
+    assert history.trend("/app/cache.py:42") == (100, 150, 90)
+    assert len(history.points) == 4
+
+
+def test_history_trends_restart_when_the_grouping_changes() -> None:
+    history = History()
+    history.add(sample_from_reply(1, 1.0, Query(), reply([ROW], 1), 10, None))
+    other = Query(group_by="filename")
+    history.add(sample_from_reply(1, 2.0, other, reply([dict(ROW, lineno=None)], 2), 10, None))
+    assert history.trend("/app/cache.py:42") == ()
+    assert history.trend("/app/cache.py") == (1000,)
