@@ -11,9 +11,17 @@ from memtop.model import Query, Verdict, sample_from_reply
 
 @pytest.mark.parametrize(
     ("value", "signed", "text"),
-    [(0, False, "0 B"), (1023, False, "1023 B"), (1024, False, "1.0 KiB"),
-     (12_345_678, False, "11.8 MiB"), (123_456, True, "+120.6 KiB"), (-2048, True, "-2.0 KiB"),
-     (0, True, "0 B"), (None, False, "n/a"), (5 * 1024**5, False, "5120.0 TiB")],
+    [
+        (0, False, "0 B"),
+        (1023, False, "1023 B"),
+        (1024, False, "1.0 KiB"),
+        (12_345_678, False, "11.8 MiB"),
+        (123_456, True, "+120.6 KiB"),
+        (-2048, True, "-2.0 KiB"),
+        (0, True, "0 B"),
+        (None, False, "n/a"),
+        (5 * 1024**5, False, "5120.0 TiB"),
+    ],
 )
 def test_format_size(value, signed, text) -> None:
     assert format_size(value, signed) == text
@@ -27,8 +35,17 @@ def test_format_count() -> None:
 
 @pytest.mark.parametrize(
     "hostile",
-    ["\x1b[2J\x1b[31mred", "a\x07bell", "\x9b31mcsi", "bad\udcffbytes", "osc\x1b]0;title\x07",
-     "rtl\u202eevil", "nul\x00byte", "line\u2028sep", "del\x7f"],
+    [
+        "\x1b[2J\x1b[31mred",
+        "a\x07bell",
+        "\x9b31mcsi",
+        "bad\udcffbytes",
+        "osc\x1b]0;title\x07",
+        "rtl\u202eevil",
+        "nul\x00byte",
+        "line\u2028sep",
+        "del\x7f",
+    ],
 )
 def test_clean_text_leaves_no_control_characters(hostile: str) -> None:
     cleaned = clean_text(hostile)
@@ -37,8 +54,10 @@ def test_clean_text_leaves_no_control_characters(hostile: str) -> None:
 
 
 def test_clean_text_keeps_ordinary_text() -> None:
-    assert clean_text("self._items.append(item)  # ünïcode ✓") == \
-        "self._items.append(item)  # ünïcode ✓"
+    assert (
+        clean_text("self._items.append(item)  # ünïcode ✓")
+        == "self._items.append(item)  # ünïcode ✓"
+    )
 
 
 def test_short_path_is_relative_to_cwd_or_site_packages() -> None:
@@ -60,14 +79,31 @@ def test_fit_cuts_with_an_ellipsis() -> None:
 
 
 def test_batch_render_escapes_hostile_rows() -> None:
-    row = {"filename": "/tmp/\x1b[31mevil.py", "lineno": 1, "size": 10, "count": 1,
-           "size_diff": 0, "count_diff": 0, "source": "x = '\x1b]0;pwned\x07'",
-           "traceback": []}
-    reply = {"totals": {"traced_current": 10, "traced_peak": 10, "tracemalloc_memory": 1,
-                        "nframe": 1},
-             "sample": {"id": 1, "time": 0.0, "age": 0.0, "fresh": True, "pause_ms": 1.0,
-                        "next_in": 0.0, "budget": 0.05, "traced_blocks": 1},
-             "rows": [row], "total_rows": 1}
+    row = {
+        "filename": "/tmp/\x1b[31mevil.py",
+        "lineno": 1,
+        "size": 10,
+        "count": 1,
+        "size_diff": 0,
+        "count_diff": 0,
+        "source": "x = '\x1b]0;pwned\x07'",
+        "traceback": [],
+    }
+    reply = {
+        "totals": {"traced_current": 10, "traced_peak": 10, "tracemalloc_memory": 1, "nframe": 1},
+        "sample": {
+            "id": 1,
+            "time": 0.0,
+            "age": 0.0,
+            "fresh": True,
+            "pause_ms": 1.0,
+            "next_in": 0.0,
+            "budget": 0.05,
+            "traced_blocks": 1,
+        },
+        "rows": [row],
+        "total_rows": 1,
+    }
     sample = sample_from_reply(1, 0.0, Query(), reply, 100, None)
     text = render_text(sample, Verdict("steady", "steady"), "pid 1", 120)
     assert "\x1b" not in text and "\x07" not in text

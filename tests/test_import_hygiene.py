@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, interpreters
@@ -22,19 +21,29 @@ print(','.join(bad))
 
 def imported(modules: list[str], forbidden: set[str]) -> list[str]:
     code = CHECK.format(modules=", ".join(modules), forbidden=forbidden)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     return [m for m in out.stdout.strip().split(",") if m]
 
 
 def test_agent_and_model_import_no_ui_and_no_psutil() -> None:
-    assert imported(["memtop.agent", "memtop.agent.launch", "memtop.model", "memtop.formatting"],
-                    {"textual", "rich", "psutil"}) == []
+    assert (
+        imported(
+            ["memtop.agent", "memtop.agent.launch", "memtop.model", "memtop.formatting"],
+            {"textual", "rich", "psutil"},
+        )
+        == []
+    )
 
 
 def test_headless_views_import_no_textual() -> None:
-    assert imported(["memtop.batch", "memtop.client", "memtop.runner", "memtop.source"],
-                    {"textual", "rich"}) == []
+    assert (
+        imported(
+            ["memtop.batch", "memtop.client", "memtop.runner", "memtop.source"], {"textual", "rich"}
+        )
+        == []
+    )
 
 
 def test_agent_imports_only_stdlib_and_itself() -> None:
@@ -42,12 +51,14 @@ def test_agent_imports_only_stdlib_and_itself() -> None:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
-                assert node.level > 0 or node.module.split(".")[0] in sys.stdlib_module_names, \
+                assert node.level > 0 or node.module.split(".")[0] in sys.stdlib_module_names, (
                     f"{path.name}: from {node.module}"
+                )
             elif isinstance(node, ast.Import):
                 for alias in node.names:
-                    assert alias.name.split(".")[0] in sys.stdlib_module_names, \
+                    assert alias.name.split(".")[0] in sys.stdlib_module_names, (
                         f"{path.name}: import {alias.name}"
+                    )
 
 
 def test_agent_compiles_under_python_3_9() -> None:
@@ -65,12 +76,15 @@ def test_agent_version_matches_the_package() -> None:
     from memtop import __version__
     from memtop.agent import AGENT_VERSION
 
-    assert AGENT_VERSION == __version__
+    assert __version__ == AGENT_VERSION
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    command = next(line.strip() for line in ci.splitlines() if "pytest" in line
-                   and not line.lstrip().startswith("#"))
+    command = next(
+        line.strip()
+        for line in ci.splitlines()
+        if "pytest" in line and not line.lstrip().startswith("#")
+    )
     assert command in readme

@@ -18,20 +18,43 @@ from memtop.model import (
 
 def reply(rows: list[dict], sample_id: int = 1, traced: int = 1000) -> dict:
     return {
-        "totals": {"traced_current": traced, "traced_peak": traced * 2,
-                   "tracemalloc_memory": 50, "nframe": 4, "agent_traced": 7},
-        "sample": {"id": sample_id, "time": 100.0, "age": 0.5, "fresh": True, "pause_ms": 3.0,
-                   "next_in": 0.0, "budget": 0.05, "traced_blocks": 12, "work_ms": 3.5},
+        "totals": {
+            "traced_current": traced,
+            "traced_peak": traced * 2,
+            "tracemalloc_memory": 50,
+            "nframe": 4,
+            "agent_traced": 7,
+        },
+        "sample": {
+            "id": sample_id,
+            "time": 100.0,
+            "age": 0.5,
+            "fresh": True,
+            "pause_ms": 3.0,
+            "next_in": 0.0,
+            "budget": 0.05,
+            "traced_blocks": 12,
+            "work_ms": 3.5,
+        },
         "rows": rows,
         "total_rows": len(rows),
         "baseline_time": None,
     }
 
 
-ROW = {"filename": "/app/cache.py", "lineno": 42, "size": 1000, "count": 10, "size_diff": 100,
-       "count_diff": 1, "source": "self._items.append(item)",
-       "traceback": [{"filename": "/app/main.py", "lineno": 10, "source": "main()"},
-                     {"filename": "/app/cache.py", "lineno": 42, "source": "x"}]}
+ROW = {
+    "filename": "/app/cache.py",
+    "lineno": 42,
+    "size": 1000,
+    "count": 10,
+    "size_diff": 100,
+    "count_diff": 1,
+    "source": "self._items.append(item)",
+    "traceback": [
+        {"filename": "/app/main.py", "lineno": 10, "source": "main()"},
+        {"filename": "/app/cache.py", "lineno": 42, "source": "x"},
+    ],
+}
 
 
 def test_row_keys_are_stable_and_distinct_per_grouping() -> None:
@@ -53,21 +76,45 @@ def test_sample_from_reply_combines_agent_and_procinfo() -> None:
 
 def test_untraced_is_unknown_without_rss_and_never_negative() -> None:
     assert sample_from_reply(1, 0.0, Query(), reply([]), rss=None, uss=None).untraced is None
-    assert sample_from_reply(1, 0.0, Query(), reply([], traced=9000), rss=10, uss=None).untraced == 0
+    over = sample_from_reply(1, 0.0, Query(), reply([], traced=9000), rss=10, uss=None)
+    assert over.untraced == 0
 
 
 def test_json_line_has_exactly_the_documented_row_fields() -> None:
     data = sample_json(sample_from_reply(7, 123.0, Query(), reply([ROW]), rss=5000, uss=None))
-    for name in ("pid", "time", "group_by", "cumulative", "rss", "uss", "traced_current",
-                 "traced_peak", "tracemalloc_memory", "traced_blocks", "nframe", "pause_ms",
-                 "rows"):
+    for name in (
+        "pid",
+        "time",
+        "group_by",
+        "cumulative",
+        "rss",
+        "uss",
+        "traced_current",
+        "traced_peak",
+        "tracemalloc_memory",
+        "traced_blocks",
+        "nframe",
+        "pause_ms",
+        "rows",
+    ):
         assert name in data
     assert data["uss"] is None
     row = data["rows"][0]
-    assert set(row) == {"key", "filename", "lineno", "size", "count", "size_diff",
-                        "count_diff", "source", "traceback"}
-    assert row["traceback"] == [{"filename": "/app/main.py", "lineno": 10},
-                                {"filename": "/app/cache.py", "lineno": 42}]
+    assert set(row) == {
+        "key",
+        "filename",
+        "lineno",
+        "size",
+        "count",
+        "size_diff",
+        "count_diff",
+        "source",
+        "traceback",
+    }
+    assert row["traceback"] == [
+        {"filename": "/app/main.py", "lineno": 10},
+        {"filename": "/app/cache.py", "lineno": 42},
+    ]
 
 
 def test_slope_of_a_line() -> None:
