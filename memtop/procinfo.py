@@ -52,6 +52,15 @@ class ProcInfo:
         except psutil.Error:
             return ""
 
+    def create_time(self) -> float | None:
+        """When the process started (epoch seconds), or None."""
+        if self._proc is None:
+            return None
+        try:
+            return float(self._proc.create_time())
+        except psutil.Error:
+            return None
+
     def alive(self) -> bool:
         """True while the process exists and is not a zombie."""
         if self._proc is None:

@@ -6,9 +6,10 @@ with the same methods.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from memtop.client import AgentClient
 from memtop.errors import ConnectionLost, MemtopError
@@ -28,6 +29,7 @@ class TargetInfo:
     tracing_owner: str
     nframe: int
     log_path: str | None = None
+    started: float | None = None  # the process's start time (epoch seconds)
 
 
 @dataclass(frozen=True)
@@ -56,19 +58,30 @@ class Source(Protocol):
 
     def exit_status(self) -> str | None: ...
 
+    def reconnect(self) -> None: ...
+
     def close(self, keep_agent: bool = False) -> str | None: ...
 
 
 class LiveSource:
-    """A real agent connection (and, under `memtop run`, the program memtop started)."""
+    """A real agent connection (and, under `memtop run`, the program memtop started).
+
+    Thread-safe: requests from several worker threads are serialised on one connection."""
 
     def __init__(
-        self, client: AgentClient, pid: int, how: str, program: Program | None = None
+        self,
+        client: AgentClient,
+        pid: int,
+        how: str,
+        program: Program | None = None,
+        token: str | None = None,
     ) -> None:
         self.client = client
         self.pid = pid
         self.program = program
+        self.token = token if token is not None else (program.token if program else None)
         self.proc = ProcInfo(pid)
+        self._lock = threading.Lock()
         greeting = client.greeting
         self.info = TargetInfo(
             pid=pid,
@@ -78,11 +91,12 @@ class LiveSource:
             tracing_owner=str(greeting.get("tracing_owner", "?")),
             nframe=int(greeting.get("nframe", 0)),
             log_path=program.log_path if program is not None else None,
+            started=self.proc.create_time(),
         )
 
     def refresh(self, query: Query, max_age: float) -> Sample:
         """One refresh: the agent's rows and totals, RSS/USS read from outside."""
-        reply = self.client.request("top", **query.top_args(max_age))
+        reply = self._request("top", **query.top_args(max_age))
         memory = self.proc.memory()
         return sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
 
@@ -92,7 +106,7 @@ class LiveSource:
             key: dict[str, object] = {"frames": [[f.filename, f.lineno] for f in row.traceback]}
         else:
             key = {"filename": row.filename, "lineno": row.lineno}
-        reply = self.client.request("tracebacks", **query.grouping_args(), key=key, limit=limit)
+        reply = self._request("tracebacks", **query.grouping_args(), key=key, limit=limit)
         return [
             TracebackEntry(
                 size=int(entry["size"]),
@@ -106,13 +120,28 @@ class LiveSource:
         ]
 
     def set_baseline(self) -> None:
-        self.client.request("baseline", action="set")
+        self._request("baseline", action="set")
 
     def clear_baseline(self) -> None:
-        self.client.request("baseline", action="clear")
+        self._request("baseline", action="clear")
 
     def reset_peak(self) -> None:
-        self.client.request("reset_peak")
+        self._request("reset_peak")
+
+    def reconnect(self) -> None:
+        """Open a new connection to the same agent (after ConnectionLost).
+
+        The agent forgets a viewer's previous table and baseline with its connection, so
+        the first refresh after this shows no diffs. Raises AttachError or ConnectionLost."""
+        if self.token is None:
+            raise ConnectionLost("no session token to reconnect with")
+        with self._lock:
+            self.client.close()
+            self.client = AgentClient.connect(self.client.path, self.token, expected_pid=self.pid)
+
+    def _request(self, cmd: str, **args: object) -> Any:
+        with self._lock:
+            return self.client.request(cmd, **args)
 
     def exit_status(self) -> str | None:
         """How the target ended, or None while it runs."""
@@ -126,9 +155,9 @@ class LiveSource:
         status = None
         try:
             if keep_agent:
-                self.client.request("configure", idle_timeout=None)
+                self._request("configure", idle_timeout=None)
             elif self.program is None:
-                self.client.request("detach")
+                self._request("detach")
         except MemtopError:
             pass
         finally:

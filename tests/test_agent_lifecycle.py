@@ -208,3 +208,20 @@ def test_sampler_waits_cost_over_budget_between_samples() -> None:
         del keep
     finally:
         tracemalloc.stop()
+
+
+def test_live_source_reconnects_to_the_same_agent(targets: Targets) -> None:
+    from memtop.model import Query
+    from memtop.source import LiveSource
+
+    program, state = targets.start("heap.py", "1000")
+    wait_state(state)
+    source = LiveSource(targets.connect(program), program.pid, "run", program)
+    first = source.refresh(Query(), max_age=0.0)
+    source.client.sock.close()  # the connection drops (an SSH session dies, say)
+    with pytest.raises(ConnectionLost):
+        source.refresh(Query(), max_age=0.0)
+    source.reconnect()
+    again = source.refresh(Query(), max_age=0.0)
+    assert again.table.sample_id >= first.table.sample_id  # same agent, same history
+    assert source.info.started is not None and source.info.pid == program.pid
