@@ -191,19 +191,24 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
         raise
     source = LiveSource(client, program.pid, "run", program)
     try:
-        return run_batch(
-            source,
-            query,
-            interval=args.interval,
-            iterations=args.iterations,
-            as_json=args.json,
-            out=sys.stdout,
-            err=sys.stderr,
-            width=_batch_width(),
-        )
+        return _view(source, query, args)
     finally:
         ended_itself = program.exit_status()
         _report_program_end(program, ended_itself, source.close())
+
+
+def _view(source: LiveSource, query: Query, args: argparse.Namespace) -> int:
+    """Show a connected source with the view the options ask for; returns the exit code."""
+    return run_batch(
+        source,
+        query,
+        interval=args.interval,
+        iterations=args.iterations,
+        as_json=args.json,
+        out=sys.stdout,
+        err=sys.stderr,
+        width=_batch_width(),
+    )
 
 
 def _report_program_end(program: Program, ended: str | None, status: str | None) -> None:
