@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -10,9 +11,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from memtop import __version__
+from memtop.attach.chain import METHODS, attach, detach
+from memtop.attach.discovery import python_processes
 from memtop.batch import run_batch
 from memtop.client import AgentClient
 from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
+from memtop.formatting import fit, format_size
 from memtop.model import GROUP_KEYS, Query
 from memtop.runner import Program, log_tail, start_program
 from memtop.source import LiveSource
@@ -136,12 +140,50 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the bundled leaky demo program and view it")
     _add_view_options(demo)
     _add_run_options(demo)
+
+    attach = commands.add_parser(
+        "attach", help="attach to a running CPython process and view it (also: memtop PID)"
+    )
+    attach.add_argument("pid", type=_bounded_int(1, 2**22), metavar="PID")
+    _add_view_options(attach)
+    _add_attach_options(attach)
+
+    ps = commands.add_parser("ps", help="list Python processes and whether an agent serves")
+    ps.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    ps.add_argument("-a", "--all", action="store_true", help="every user's processes (root)")
+
+    detach = commands.add_parser("detach", help="stop the agent in a process")
+    detach.add_argument("pid", type=_bounded_int(1, 2**22), metavar="PID")
+    _add_attach_options(detach)
     return parser
+
+
+def _add_attach_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="how to get the agent in (default: auto, the safest that works)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for the agent to answer (default 5)",
+    )
+    parser.add_argument(
+        "--force-gdb",
+        action="store_true",
+        help="use gdb even on a target that opted out of remote debugging",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `memtop` command; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0].isdigit():
+        args_list.insert(0, "attach")  # `memtop PID` is `memtop attach PID`
     try:
         args = build_parser().parse_args(args_list)
         if args.command is None:
@@ -163,6 +205,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_program(args, args.program[0], args.program[1:], module=False)
     if args.command == "demo":
         return _run_program(args, DEMO_PROGRAM, [], module=False)
+    if args.command == "attach":
+        return _attach(args)
+    if args.command == "ps":
+        return _ps(args)
+    if args.command == "detach":
+        sys.stderr.write(f"memtop: {detach(args.pid, args.method, args.force_gdb, args.timeout)}\n")
+        return 0
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -228,3 +277,40 @@ def _batch_width() -> int:
     if sys.stdout.isatty() or "COLUMNS" in os.environ:
         return shutil.get_terminal_size((120, 24)).columns
     return 200
+
+
+def _attach(args: argparse.Namespace) -> int:
+    query = _query(args)
+    if args.iterations is not None and not (args.batch or args.json):
+        args.batch = True
+    attached = attach(args.pid, args.method, args.nframe, args.timeout, args.force_gdb)
+    target = attached.target
+    sys.stderr.write(
+        f"memtop: attached to pid {target.pid} (CPython {target.python.label}, "
+        f"{target.user}) via {attached.how} in {attached.seconds:.2f} s\n"
+    )
+    source = LiveSource(attached.client, target.pid, attached.how, token=attached.token)
+    try:
+        return _view(source, query, args)
+    finally:
+        ended = source.exit_status()
+        source.close()
+        if ended is None:
+            sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
+
+
+def _ps(args: argparse.Namespace) -> int:
+    rows = python_processes(all_users=args.all)
+    if args.json:
+        json.dump([row.as_json() for row in rows], sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    sys.stdout.write(f"{'PID':>7} {'PYTHON':<8} {'RSS':>10} {'AGENT':<6} {'USER':<10} COMMAND\n")
+    width = _batch_width()
+    for row in rows:
+        line = (
+            f"{row.pid:>7} {row.python:<8} {format_size(row.rss):>10} "
+            f"{'yes' if row.agent else '-':<6} {fit(row.user, 10):<10} "
+        )
+        sys.stdout.write(line + fit(row.command, max(10, width - len(line))) + "\n")
+    return 0

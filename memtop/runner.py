@@ -145,6 +145,7 @@ def start_program(
         "nframe": nframe,
         # A later `memtop PID` (after `Q`, or a dropped SSH session) reads the token here.
         "write_token_file": True,
+        "origin": "run",
         **(agent_config or {}),
     }
     config_r, config_w = os.pipe()

@@ -11,6 +11,7 @@ Opt-in use (no ptrace needed to attach later)::
     memtop.agent.start({"write_token_file": True})
 """
 
+from .bootstrap import boot
 from .lifecycle import AGENT_VERSION, AgentStartError, start, status, stop
 
-__all__ = ["AGENT_VERSION", "AgentStartError", "start", "status", "stop"]
+__all__ = ["AGENT_VERSION", "AgentStartError", "boot", "start", "status", "stop"]

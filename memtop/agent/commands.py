@@ -267,8 +267,9 @@ class Commands:
         return {"idle_timeout": self.agent.idle_timeout}
 
     def cmd_detach(self, args, client):
-        self.agent.request_stop("detach requested by a viewer")
-        return {"detaching": True, "tracing_owner": self.agent.tracing_owner}
+        owner = self.agent.tracing_owner
+        self.agent.detach("detach requested by a viewer")
+        return {"detaching": True, "tracing_owner": owner, "stays": not self.agent.stopping}
 
 
 COMMANDS = ("ping", "stats", "top", "tracebacks", "baseline", "reset_peak", "configure", "detach")

@@ -50,7 +50,15 @@ class Agent:
         self.socket_path = os.path.join(self.run_dir, rundir.socket_name(self.pid, self.start_time))
         self.token_path = None
         self.tokens = []
-        self.idle_timeout = config.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)
+        # run: started by `memtop run`; attach: injected by a viewer; opt-in: the program
+        # called start() itself (it stays attachable: no idle timeout by default).
+        self.origin = config.get("origin", "opt-in")
+        default_idle = None if self.origin == "opt-in" else DEFAULT_IDLE_TIMEOUT
+        self.idle_timeout = config.get("idle_timeout", default_idle)
+        # True: trace from now on. "on-connect": trace only while viewers come (opt-in
+        # programs pay nothing until someone looks). False: use the program's own tracing.
+        self.trace_mode = config.get("trace", True)
+        self.nframe = config.get("nframe", DEFAULT_NFRAME)
         self.started = time.time()
         self.last_viewer = time.monotonic()
         self.errors = collections.deque(maxlen=20)
@@ -81,6 +89,7 @@ class Agent:
             "ft": self.free_threaded,
             "tracing_owner": self.tracing_owner,
             "nframe": tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() else 0,
+            "origin": self.origin,
             "status": "ok",
         }
 
@@ -98,15 +107,46 @@ class Agent:
     def record_error(self, text):
         self.errors.append({"time": time.time(), "error": text[:500]})
 
-    def note_viewer(self):
+    def note_viewer(self, authenticated=False):
         self.last_viewer = time.monotonic()
+        if authenticated and self.trace_mode == "on-connect":
+            self.start_tracing()
 
     def check_idle(self, has_viewer):
         now = time.monotonic()
         if has_viewer:
             self.last_viewer = now
         elif self.idle_timeout is not None and now - self.last_viewer > self.idle_timeout:
-            self.request_stop("no viewer for %.0f s" % self.idle_timeout)
+            self.detach("no viewer for %.0f s" % self.idle_timeout)
+
+    def detach(self, reason):
+        """What a viewer's detach (or the idle timeout) means: stop, or, for an agent that
+        traces on connect, stop tracing and stay attachable."""
+        if self.trace_mode == "on-connect":
+            self.stop_tracing()
+        else:
+            self.request_stop(reason)
+
+    def start_tracing(self):
+        """Start tracemalloc unless something already traces; remember who owns it."""
+        if tracemalloc.is_tracing():
+            if self.tracing_owner != "agent":
+                self.tracing_owner = "target"
+        else:
+            tracemalloc.start(self.nframe)
+            self.tracing_owner = "agent"
+        if self.sampler is not None:
+            self.sampler.owns_tracing = self.tracing_owner == "agent"
+
+    def stop_tracing(self):
+        """Stop the tracing the agent started (a program's own tracing is left alone)."""
+        if self.tracing_owner == "agent" and tracemalloc.is_tracing():
+            tracemalloc.stop()
+        if self.tracing_owner == "agent":
+            self.tracing_owner = "none"
+        if self.sampler is not None:
+            self.sampler.clear()
+            self.sampler.owns_tracing = False
 
     def request_stop(self, reason):
         if not self.stopping:
@@ -139,9 +179,10 @@ class Agent:
 def start(config=None):
     """Start serving (or, if already serving, accept one more session token).
 
-    config keys, all optional: token (str), write_token_file (bool), rundir (str),
-    nframe (int), idle_timeout (seconds or None), budget (0..1), trace (bool).
-    Returns status() of the running agent. Raises AgentStartError."""
+    config keys, all optional: token (str; generated when missing), write_token_file
+    (bool; default True for opt-in), rundir (str), nframe (int), idle_timeout (seconds or
+    None), budget (0..1), trace (True, False or "on-connect"), origin (run, attach,
+    opt-in). Returns status() of the running agent. Raises AgentStartError."""
     global _agent
     config = dict(config or {})
     with _lock:
@@ -174,8 +215,12 @@ def start(config=None):
 
 def _start(agent, config):
     global _fork_hook_installed
-    nframe = config.get("nframe", DEFAULT_NFRAME)
+    nframe = agent.nframe
     budget = config.get("budget", 0.05)
+    if agent.origin not in ("run", "attach", "opt-in"):
+        raise AgentStartError("origin must be run, attach or opt-in")
+    if agent.trace_mode not in (True, False, "on-connect"):
+        raise AgentStartError('trace must be true, false or "on-connect"')
     if not isinstance(nframe, int) or not 1 <= nframe <= 1000:
         raise AgentStartError("nframe must be an integer from 1 to 1000")
     if not isinstance(budget, (int, float)) or not 0 < budget <= 1:
@@ -198,15 +243,12 @@ def _start(agent, config):
     # A generous backlog: clients beyond MAX_CLIENTS must still connect to read "busy".
     listener.listen(64)
     listener.setblocking(False)
-    if tracemalloc.is_tracing():
-        agent.tracing_owner = "target"
-    elif config.get("trace", True):
-        tracemalloc.start(nframe)
-        agent.tracing_owner = "agent"
-    agent.sampler = Sampler(budget=float(budget), owns_tracing=agent.tracing_owner == "agent")
+    agent.sampler = Sampler(budget=float(budget))
+    if agent.trace_mode is True or tracemalloc.is_tracing():
+        agent.start_tracing()
     agent.commands = Commands(agent)
     agent.server = Server(agent, listener)
-    if config.get("write_token_file"):
+    if config.get("write_token_file", agent.origin == "opt-in"):
         _write_token_file(agent, token)
     if not _fork_hook_installed and hasattr(os, "register_at_fork"):
         # Registered once per process: hooks cannot be removed, so it checks the state.
@@ -275,10 +317,7 @@ def _cleanup(agent):
         _unlink_if_same(agent.socket_path, agent.socket_inode)
     if agent.token_path is not None:
         _unlink_if_same(agent.token_path, None)
-    if agent.tracing_owner == "agent" and tracemalloc.is_tracing():
-        tracemalloc.stop()
-    if agent.sampler is not None:
-        agent.sampler.clear()
+    agent.stop_tracing()
     agent.sources.clear()
     try:
         atexit.unregister(_at_exit)
@@ -298,6 +337,7 @@ def _status(agent):
         "pid": agent.pid,
         "start": agent.start_time,
         "tracing_owner": agent.tracing_owner,
+        "origin": agent.origin,
         "token_file": agent.token_path,
         "idle_timeout": agent.idle_timeout,
         "version": agent.version,
@@ -330,10 +370,7 @@ def _after_fork_in_child():
             server.conns.clear()
         if agent.listener is not None:
             agent.listener.close()
-        if agent.tracing_owner == "agent" and tracemalloc.is_tracing():
-            tracemalloc.stop()
-        if agent.sampler is not None:
-            agent.sampler.clear()
+        agent.stop_tracing()
         atexit.unregister(_at_exit)
     except Exception:
         pass

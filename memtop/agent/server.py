@@ -211,7 +211,7 @@ class Server:
             conn.close_after_flush = True
             return protocol.error_reply(None, "unauthorized", "missing or wrong session token")
         conn.authed = True
-        self.agent.note_viewer()
+        self.agent.note_viewer(authenticated=True)
         return {"id": None, "ok": True, "result": {"authenticated": True}}
 
     def _queue(self, conn, message, now):

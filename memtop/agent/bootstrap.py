@@ -1,0 +1,51 @@
+"""The agent's side of an attach: one request, handed over in a one-shot session file.
+
+The viewer writes `<rundir>/<pid>-<start>-<nonce>.session` (0600, the target's uid) with
+the session token and settings, then gets the target to run a tiny bootstrap that loads
+this package by path (once) and calls `boot(path)`. A bootstrap that runs late, after
+the viewer gave up and deleted the file, finds nothing and does nothing. The outcome is
+written next to it as `.result`, so the viewer learns a failure at once.
+"""
+
+import json
+import os
+import time
+
+from . import lifecycle
+
+
+def boot(session_path):
+    """Carry out the attach request in `session_path`; never raises, never prints."""
+    try:
+        with open(session_path) as f:
+            request = json.load(f)
+    except (OSError, ValueError):
+        return
+    try:
+        os.unlink(session_path)
+    except OSError:
+        pass
+    if not isinstance(request, dict) or request.get("expires", 0) < time.time():
+        return
+    try:
+        if request.get("action") == "stop":
+            result = {"ok": True, "stopped": lifecycle.stop()}
+        else:
+            config = request.get("config")
+            result = dict(lifecycle.start(config if isinstance(config, dict) else {}), ok=True)
+    except Exception as exc:
+        result = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
+    _write_result(session_path + ".result", result)
+
+
+def _write_result(path, result):
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600
+        )
+        try:
+            os.write(fd, json.dumps(result).encode("utf-8"))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass

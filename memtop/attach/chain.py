@@ -1,0 +1,234 @@
+"""The attach chain (DESIGN.md §3): reuse a serving agent → `sys.remote_exec` (3.14+) →
+gdb pending call → gdb parked thread (only when the main thread sits in a system call) →
+a diagnosis that names the fix. One attach at a time per target (a lock in its run dir).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from memtop.agent import rundir
+from memtop.attach import gdb, remote_exec
+from memtop.attach.diagnose import no_answer
+from memtop.attach.preflight import Target, preflight
+from memtop.attach.session import (
+    AttachLock,
+    Session,
+    new_session,
+    prepare_run_dir,
+    remove_stale,
+    stage_agent,
+    target_run_dir,
+    write_private,
+)
+from memtop.client import AgentClient
+from memtop.errors import AttachError, MemtopError, UsageError
+
+METHODS = ("auto", "remote-exec", "gdb", "gdb-parked")
+POLL = 0.05
+
+
+@dataclass
+class Attached:
+    """A connected agent in a target, and how memtop got there."""
+
+    target: Target
+    client: AgentClient
+    token: str
+    how: str  # reuse | opt-in | remote-exec | gdb | gdb-parked
+    seconds: float
+
+
+class _NoAnswer(Exception):
+    def __init__(self, message: str, blocked: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.blocked = blocked
+
+
+def plan(target: Target, method: str, force_gdb: bool = False) -> list[str]:
+    """The routes to try, in order; the parked route only follows a blocked main thread."""
+    modern = target.python.version >= (3, 14)
+    if method == "remote-exec" and not modern:
+        raise UsageError(
+            f"--method remote-exec needs CPython 3.14 or newer; pid {target.pid} runs "
+            f"{target.python.label} (use --method gdb)"
+        )
+    opt_out = remote_exec.opted_out(target) if modern else None
+    if opt_out and not (force_gdb and method != "remote-exec"):
+        raise remote_exec.RemoteDebugDisabled(remote_exec.OPT_OUT_ADVICE.format(how=opt_out))
+    if method != "auto":
+        return [method]
+    if modern and not opt_out:
+        return ["remote-exec", "gdb-parked"]
+    return ["gdb", "gdb-parked"]
+
+
+def attach(
+    pid: int, method: str = "auto", nframe: int = 4, timeout: float = 5.0, force_gdb: bool = False
+) -> Attached:
+    """Attach to `pid` and return a connected, authenticated client."""
+    started = time.monotonic()
+    target = preflight(pid)
+    run_dir = target_run_dir(pid, target.uid)
+    prepare_run_dir(run_dir, target.uid)
+    with AttachLock(run_dir, pid, target.start, target.uid, target.gid):
+        remove_stale(run_dir)
+        socket_path = os.path.join(run_dir, rundir.socket_name(pid, target.start))
+        reused = _reuse(target, run_dir, socket_path)
+        if reused is not None:
+            client, token, how = reused
+            return Attached(target, client, token, how, time.monotonic() - started)
+        routes = plan(target, method, force_gdb)
+        agent_dir = stage_agent(run_dir, target.uid, target.gid)
+        request = {"config": {"nframe": nframe}}
+        for index, route in enumerate(routes):
+            session = new_session(
+                run_dir, pid, target.start, target.uid, target.gid, agent_dir, request
+            )
+            try:
+                _inject(route, target, session)
+                client = _await_agent(target, session, route, timeout)
+            except _NoAnswer as exc:
+                session.withdraw()
+                fallback = index + 1 < len(routes) and routes[index + 1] == "gdb-parked"
+                if not (fallback and exc.blocked):
+                    raise AttachError(exc.message) from None
+                continue
+            except BaseException:
+                session.withdraw()
+                raise
+            return Attached(target, client, session.token, route, time.monotonic() - started)
+    raise AttachError(f"could not attach to pid {pid}")  # unreachable: plan() is never empty
+
+
+def detach(pid: int, method: str = "auto", force_gdb: bool = False, timeout: float = 5.0) -> str:
+    """Stop the agent in `pid`; returns what happened, in words."""
+    target = preflight(pid)
+    run_dir = target_run_dir(pid, target.uid)
+    socket_path = os.path.join(run_dir, rundir.socket_name(pid, target.start))
+    if not os.path.exists(socket_path):
+        return f"no memtop agent serves pid {pid}"
+    with AttachLock(run_dir, pid, target.start, target.uid, target.gid):
+        token = _token_file(run_dir, target)
+        if token is not None:
+            try:
+                client = AgentClient.connect(socket_path, token, expected_pid=pid)
+            except MemtopError:
+                client = None
+            if client is not None:
+                reply = client.request("detach")
+                client.close()
+                _wait_gone(socket_path, timeout)
+                return _detached_words(pid, reply)
+        agent_dir = stage_agent(run_dir, target.uid, target.gid)
+        route = plan(target, method, force_gdb)[0]
+        session = new_session(
+            run_dir, pid, target.start, target.uid, target.gid, agent_dir, {"action": "stop"}
+        )
+        try:
+            _inject(route, target, session)
+            _await_result(target, session, route, timeout)
+        except _NoAnswer as exc:
+            raise AttachError(exc.message) from None
+        finally:
+            session.withdraw()
+        _wait_gone(socket_path, timeout)
+        return f"agent stopped in pid {pid} ({route})"
+
+
+def _detached_words(pid: int, reply: dict) -> str:
+    if reply.get("stays"):
+        return f"tracing stopped in pid {pid}; its opt-in agent stays attachable"
+    owner = reply.get("tracing_owner")
+    tracing = "tracing stopped" if owner == "agent" else "the program's own tracing left on"
+    return f"agent stopped in pid {pid}; {tracing}"
+
+
+def _reuse(target: Target, run_dir: str, socket_path: str) -> tuple[AgentClient, str, str] | None:
+    """An agent already serving, if memtop can authenticate to it without injecting."""
+    if not os.path.exists(socket_path):
+        return None
+    token = _token_file(run_dir, target)
+    if token is None:
+        return None  # serving, but only an injected session can hand it a new token
+    try:
+        client = AgentClient.connect(socket_path, token, expected_pid=target.pid)
+    except AttachError:
+        return None
+    how = "opt-in" if client.greeting.get("origin") == "opt-in" else "reuse"
+    return client, token, how
+
+
+def _token_file(run_dir: str, target: Target) -> str | None:
+    path = os.path.join(run_dir, rundir.token_name(target.pid, target.start))
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _inject(route: str, target: Target, session: Session) -> None:
+    if route == "remote-exec":
+        script = session.path.removesuffix(".session") + ".boot.py"
+        # Kept after use: a request that runs late must still find its script (a missing
+        # one makes CPython print an error on the target's stderr).
+        write_private(script, session.bootstrap().encode(), target.uid, target.gid)
+        remote_exec.inject(target, script)
+        return
+    result = gdb.run(
+        target,
+        "pending" if route == "gdb" else "parked",
+        session.bootstrap(gdb_page=route == "gdb"),
+    )
+    if result.get("ok"):
+        return
+    reason = result.get("reason")
+    if reason == "no parked thread":
+        threads = "; ".join(
+            f"thread {t['lwp']} in {t['frame0']}: {t.get('skip', '?')}"
+            for t in result.get("threads", [])
+        )
+        raise AttachError(
+            f"no thread of pid {target.pid} is safely parked in a system call without the "
+            f"GIL ({threads}); retry when the program is idle, or use `memtop run`"
+        )
+    if reason == "busy":
+        raise AttachError(
+            f"the main thread of pid {target.pid} is inside CPython's pending-call code right "
+            "now; retry in a moment"
+        )
+    detail = result.get("error") or reason or "unknown"
+    raise AttachError(f"gdb could not inject into pid {target.pid}: {detail}")
+
+
+def _await_result(target: Target, session: Session, route: str, timeout: float) -> dict:
+    """The agent's answer to the session, waiting at most `timeout` seconds for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = session.result()
+        if result is not None:
+            if not result.get("ok"):
+                raise AttachError(
+                    f"the agent could not start in pid {target.pid}: {result.get('error')}"
+                )
+            return result
+        if not os.path.exists(f"/proc/{target.pid}"):
+            raise AttachError(f"process {target.pid} exited while memtop attached")
+        if time.monotonic() > deadline:
+            raise _NoAnswer(*no_answer(target, route, timeout))
+        time.sleep(POLL)
+
+
+def _await_agent(target: Target, session: Session, route: str, timeout: float) -> AgentClient:
+    result = _await_result(target, session, route, timeout)
+    return AgentClient.connect(result["socket"], session.token, expected_pid=target.pid)
+
+
+def _wait_gone(path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(POLL)

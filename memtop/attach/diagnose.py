@@ -1,0 +1,73 @@
+"""Why an attach failed, worded with the fix (table §4.4 of the attach research)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from memtop.attach import procfs
+from memtop.attach.preflight import Target, user_name
+
+
+def ptrace_advice(scope: int | None, root: bool, has_cap: bool, pid: int) -> str:
+    """What to do when the kernel refused ptrace (for remote_exec as for gdb)."""
+    if root and not has_cap:
+        return (
+            "memtop runs as root but without CAP_SYS_PTRACE (a container?): run the container "
+            "with `--cap-add=SYS_PTRACE` (Kubernetes: securityContext.capabilities.add: "
+            '["SYS_PTRACE"]; older Docker also needs a seccomp profile that allows ptrace), '
+            "or start the program with `memtop run`"
+        )
+    if scope == 1 and not root:
+        return (
+            "kernel.yama.ptrace_scope is 1: only a parent may attach to its children. Use "
+            f"`sudo memtop attach {pid}`, start the program with `memtop run`, opt in with "
+            "`memtop.agent.start()`, or (development machines only) "
+            "`sudo sysctl kernel.yama.ptrace_scope=0`"
+        )
+    if scope == 2 and not root:
+        return (
+            "kernel.yama.ptrace_scope is 2: attaching needs CAP_SYS_PTRACE; run memtop as "
+            "root, or start the program with `memtop run`"
+        )
+    if scope == 3:
+        return (
+            "kernel.yama.ptrace_scope is 3: ptrace is disabled until reboot; start the program "
+            "with `memtop run`, or opt in with `memtop.agent.start()`"
+        )
+    return (
+        "the kernel refused ptrace (an LSM such as SELinux or AppArmor?); start the program "
+        "with `memtop run`, or opt in with `memtop.agent.start()`"
+    )
+
+
+def ptrace_refused(target: Target) -> str:
+    root = os.geteuid() == 0
+    reason = ptrace_advice(procfs.yama_scope(), root, procfs.have_cap_sys_ptrace(), target.pid)
+    return f"cannot attach to pid {target.pid} ({user_name(target.uid)}): {reason}"
+
+
+def no_answer(target: Target, route: str, waited: float) -> tuple[str, bool]:
+    """Why the injected request did not run within `waited` seconds, and whether the
+    main thread is blocked in a system call (then a parked-thread attach may work)."""
+    first = procfs.thread_wait(target.pid)
+    time.sleep(0.3)  # two looks: a thread that stays in one syscall using no CPU is parked
+    second = procfs.thread_wait(target.pid)
+    if first is None or second is None:
+        return f"pid {target.pid} did not answer within {waited:.0f} s", False
+    if second.syscall is not None and first.cpu_ns == second.cpu_ns:
+        return (
+            f"the main thread of pid {target.pid} is blocked in {second.describe()}: the "
+            f"{route} request runs only when it returns to Python. Use `--method gdb-parked` "
+            "to attach through a thread that waits in a system call"
+        ), True
+    if route == "remote-exec":
+        return (
+            f"pid {target.pid} did not run memtop's bootstrap within {waited:.0f} s although "
+            "its main thread is running: an audit hook may refuse "
+            "`cpython.remote_debugger_script` (see the program's stderr)"
+        ), False
+    return (
+        f"pid {target.pid} did not run the pending call within {waited:.0f} s: its main "
+        "thread is busy in C code that does not return to the interpreter"
+    ), False

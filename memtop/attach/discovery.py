@@ -1,0 +1,81 @@
+"""`memtop ps`: the Python processes memtop could attach to, and which have an agent."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+
+from memtop.agent import rundir
+from memtop.attach.procfs import read_environ
+from memtop.attach.pyversion import detect_python
+
+
+@dataclass(frozen=True)
+class PythonProcess:
+    """One row of `memtop ps`."""
+
+    pid: int
+    python: str
+    rss: int
+    user: str
+    agent: bool  # a memtop agent serves in it
+    command: str
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def python_processes(all_users: bool = False) -> list[PythonProcess]:
+    """CPython processes of this user (every user's when `all_users`), biggest RSS first."""
+    me = os.geteuid()
+    found = []
+    for proc in psutil.process_iter(["pid", "uids", "username", "cmdline", "memory_info"]):
+        info = proc.info
+        if info["pid"] == os.getpid() or info["uids"] is None:
+            continue
+        if not all_users and info["uids"].effective != me:
+            continue
+        try:
+            python = detect_python(info["pid"])
+        except (OSError, ValueError):
+            continue
+        if python is None:
+            continue
+        rss = info["memory_info"].rss if info["memory_info"] else 0
+        found.append(
+            PythonProcess(
+                pid=info["pid"],
+                python=python.label,
+                rss=rss,
+                user=info["username"] or "",
+                agent=agent_serving(info["pid"], info["uids"].effective),
+                command=" ".join(info["cmdline"] or []),
+            )
+        )
+    return sorted(found, key=lambda p: p.rss, reverse=True)
+
+
+def agent_serving(pid: int, uid: int) -> bool:
+    """True when the process's agent socket exists and accepts connections."""
+    try:
+        start = rundir.process_start_time(pid)
+    except (OSError, ValueError):
+        return False
+    path = os.path.join(
+        rundir.default_run_dir(uid, read_environ(pid)), rundir.socket_name(pid, start)
+    )
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()

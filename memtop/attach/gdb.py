@@ -1,0 +1,125 @@
+"""Routes 3 and 4 (CPython 3.9-3.13, or when asked): gdb, pending call or parked thread.
+
+gdb runs with no user init files, no auto-loading (a root viewer must not run scripts a
+user planted next to a library), no debuginfod, symbols for libc and libpython only, and
+never from the target's working directory. The work inside gdb is memtop's own script
+(gdb_inject.py) running in gdb's Python.
+
+On x86-64, gdb is given a target description with only the core and SSE registers: gdb
+13 cannot write back the full XSAVE area on CPUs with AMX ("Couldn't write extended state
+status"), so with the default description every inferior call fails there. With SSE only,
+gdb saves and restores registers through the FP register set. That is enough here: the
+pending route calls only mmap and Py_AddPendingCall (no AVX code), and the parked route
+runs code in a thread parked inside a libc system-call wrapper, where the ABI treats
+every vector register as clobbered anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from memtop.attach.diagnose import ptrace_refused
+from memtop.attach.preflight import Target
+from memtop.attach.session import PAGE_PLACEHOLDER
+from memtop.errors import AttachError
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "gdb_inject.py"
+TDESC = HERE / "amd64-sse.xml"
+GDB_TIMEOUT = 60.0
+
+GDB_MISSING = (
+    "gdb is not installed; memtop needs it to attach to CPython {version}. Install it "
+    "(`apt-get install gdb`, `dnf install gdb`), or start the program with `memtop run`, "
+    "or have it call `memtop.agent.start()` (opt-in)"
+)
+
+
+def gdb_command(target: Target) -> list[str]:
+    """The gdb invocation for a target (script and parameters come on top)."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        raise AttachError(GDB_MISSING.format(version=target.python.label))
+    command = [gdb, "-batch", "-nx", "-nh", "-q"]
+    for setting in (
+        "set debuginfod enabled off",
+        "set auto-load off",
+        "set auto-solib-add off",
+        "set pagination off",
+        "set confirm off",
+        "set exec-file-mismatch off",
+    ):
+        command += ["-iex", setting]
+    if platform.machine() == "x86_64":
+        command += ["-iex", f"set tdesc filename {TDESC}"]
+    # The real interpreter binary, not /proc/PID/exe: that may be an explicit ld.so.
+    command += [
+        target.python.executable,
+        "-p",
+        str(target.pid),
+        "-ex",
+        r"sharedlibrary libc\.so",
+        "-ex",
+        r"sharedlibrary libpthread",
+    ]
+    if "libpython" in os.path.basename(target.python.binary):
+        command += ["-ex", "sharedlibrary " + re.escape(os.path.basename(target.python.binary))]
+    return [*command, "-x", str(SCRIPT)]
+
+
+def run(target: Target, mode: str, text: str) -> dict:
+    """Run the injection script in gdb; returns its result (ok, reason, threads ...)."""
+    with tempfile.TemporaryDirectory(prefix="memtop-gdb-") as private:
+        params = os.path.join(private, "params.json")
+        with open(params, "w") as f:
+            json.dump({"mode": mode, "text": text, "placeholder": PAGE_PLACEHOLDER}, f)
+        env = {
+            "MEMTOP_GDB_PARAMS": params,
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": private,
+        }
+        try:
+            done = subprocess.run(
+                gdb_command(target),
+                capture_output=True,
+                text=True,
+                timeout=GDB_TIMEOUT,
+                env=env,
+                cwd=private,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AttachError(
+                f"gdb did not finish within {GDB_TIMEOUT:.0f} s; pid {target.pid} may be "
+                "stuck in a state gdb cannot handle"
+            ) from exc
+    output = done.stdout + done.stderr
+    for line in output.splitlines():
+        if line.startswith("MEMTOP-RESULT "):
+            return json.loads(line[len("MEMTOP-RESULT ") :])
+    raise AttachError(_failure(output, target))
+
+
+def _failure(output: str, target: Target) -> str:
+    if "ptrace: Operation not permitted" in output:
+        return ptrace_refused(target)
+    if "No such process" in output:
+        return f"process {target.pid} exited"
+    symbol = re.search(r'No symbol "(\w+)" in current context', output)
+    if symbol:
+        return (
+            f"gdb cannot find {symbol.group(1)} in pid {target.pid} (a stripped or unusual "
+            "build?); start the program with `memtop run` instead"
+        )
+    if "Python scripting is not supported" in output:
+        return "this gdb has no Python support; memtop needs a gdb built with Python"
+    lines = [line for line in output.splitlines() if line.strip()]
+    return "gdb failed: " + (lines[-1] if lines else "no output")
