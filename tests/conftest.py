@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -158,3 +159,120 @@ def interpreters() -> dict[str, str]:
         if path.exists():
             found.setdefault(minor, str(path))
     return found
+
+
+def stream_json(
+    args: list[str],
+    until: Callable[[dict[str, Any]], bool],
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Run `memtop ... --json` until a refresh satisfies `until`, then interrupt memtop
+    (as Ctrl-C would). Returns (that refresh, memtop's stderr); memtop must exit 130."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memtop", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    found = None
+    try:
+        for text in proc.stdout:
+            line = json.loads(text)
+            if until(line):
+                found = line
+                break
+            if time.monotonic() > deadline:
+                break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert found is not None, f"no matching refresh within {timeout} s:\n{err}"
+    assert proc.returncode == 130, err
+    return found, err
+
+
+class Plain:
+    """Programs from tests/targets started without memtop (to be attached to)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self,
+        python: str,
+        script: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        user: int | None = None,
+        prefix: list[str] | None = None,
+        python_args: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start a target; returns it and its state file (which appears when it is ready)."""
+        state_dir = self.tmp
+        if user is not None:
+            state_dir = self.tmp / f"uid{user}"  # a dir the target's user may write to
+            state_dir.mkdir(exist_ok=True)
+            os.chown(state_dir, user, user)
+        state = state_dir / f"{Path(script).stem}-{len(self.procs)}.json"
+        log = open(self.tmp / f"{Path(script).stem}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        command = [
+            *(prefix or []),
+            python,
+            *(python_args or []),
+            str(TARGETS / script),
+            str(state),
+            *args,
+        ]
+        if user is not None:
+            command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd or self.tmp,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc, state
+
+    def log(self, index: int, script: str) -> str:
+        return (self.tmp / f"{Path(script).stem}-{index}.log").read_text()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def plain(short_tmp: Path) -> Iterator[Plain]:
+    """Start target programs without memtop; all are killed afterwards."""
+    os.chmod(short_tmp, 0o755)  # targets may run as another user
+    manager = Plain(short_tmp)
+    try:
+        yield manager
+    finally:
+        manager.close()
+
+
+def need_interpreter(minor: str) -> str:
+    """The path of CPython `minor`, or skip the test saying why."""
+    python = interpreters().get(minor)
+    if python is None:
+        pytest.skip(f"CPython {minor} is not installed here (CI installs it)")
+    return python
+
+
+def need_gdb() -> None:
+    if shutil.which("gdb") is None:
+        pytest.skip("gdb is not installed here (CI installs it)")

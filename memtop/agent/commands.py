@@ -268,8 +268,22 @@ class Commands:
 
     def cmd_detach(self, args, client):
         owner = self.agent.tracing_owner
+        others = self.agent.client_count() - 1
+        if others > 0:
+            # Another viewer is still watching: leaving must not pull the agent from it.
+            return {
+                "detaching": False,
+                "tracing_owner": owner,
+                "stays": True,
+                "other_viewers": others,
+            }
         self.agent.detach("detach requested by a viewer")
-        return {"detaching": True, "tracing_owner": owner, "stays": not self.agent.stopping}
+        return {
+            "detaching": True,
+            "tracing_owner": owner,
+            "stays": not self.agent.stopping,
+            "other_viewers": 0,
+        }
 
 
 COMMANDS = ("ping", "stats", "top", "tracebacks", "baseline", "reset_peak", "configure", "detach")

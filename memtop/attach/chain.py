@@ -6,6 +6,7 @@ a diagnosis that names the fix. One attach at a time per target (a lock in its r
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -140,6 +141,8 @@ def detach(pid: int, method: str = "auto", force_gdb: bool = False, timeout: flo
 
 
 def _detached_words(pid: int, reply: dict) -> str:
+    if reply.get("other_viewers"):
+        return f"the agent in pid {pid} stays: {reply['other_viewers']} other viewer(s) use it"
     if reply.get("stays"):
         return f"tracing stopped in pid {pid}; its opt-in agent stays attachable"
     owner = reply.get("tracing_owner")
@@ -148,18 +151,35 @@ def _detached_words(pid: int, reply: dict) -> str:
 
 
 def _reuse(target: Target, run_dir: str, socket_path: str) -> tuple[AgentClient, str, str] | None:
-    """An agent already serving, if memtop can authenticate to it without injecting."""
+    """An agent already serving, if memtop can authenticate to it without injecting.
+
+    A socket nobody serves is stale and removed; one served by another process than the
+    target is an impostor, and the attach stops (AgentClient checks SO_PEERCRED)."""
     if not os.path.exists(socket_path):
+        return None
+    if not _listening(socket_path):
+        os.unlink(socket_path)
         return None
     token = _token_file(run_dir, target)
     if token is None:
         return None  # serving, but only an injected session can hand it a new token
-    try:
-        client = AgentClient.connect(socket_path, token, expected_pid=target.pid)
-    except AttachError:
-        return None
+    client = AgentClient.connect(socket_path, token, expected_pid=target.pid)
     how = "opt-in" if client.greeting.get("origin") == "opt-in" else "reuse"
     return client, token, how
+
+
+def _listening(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        return True  # exists and answers oddly: let the real connect report it
+    finally:
+        probe.close()
 
 
 def _token_file(run_dir: str, target: Target) -> str | None:

@@ -33,16 +33,33 @@ PENDING_BUSY = re.compile(
 
 
 def frame_names(thread, depth=64):
+    """Function names of a thread's stack, newest first ("??" where unknown)."""
+    return [name for name, _ in frames(thread, depth)]
+
+
+def frames(thread, depth=64):
+    """(name, shared object) of each frame of a thread's stack, newest first."""
     thread.switch()
-    names = []
+    found = []
     try:
         frame = gdb.newest_frame()
-        while frame is not None and len(names) < depth:
-            names.append(frame.name() or "??")
+        while frame is not None and len(found) < depth:
+            found.append((frame.name() or "??", gdb.solib_name(frame.pc()) or ""))
             frame = frame.older()
     except gdb.error:
         pass
-    return names
+    return found
+
+
+def blocking_call(stack):
+    """The blocking libc call the thread waits in, or None. Newer glibc enters system calls
+    through unnamed internal helpers (__syscall_cancel_arch), so unnamed libc frames on
+    top are skipped."""
+    for name, solib in stack[:4]:
+        if (name == "??" or "syscall_cancel" in name) and "libc" in solib:
+            continue
+        return name if BLOCKING.search(name) else None
+    return None
 
 
 def value(expression):
@@ -91,12 +108,15 @@ def parked(params):
     chosen = None
     threads = sorted(inferior.threads(), key=lambda t: t.ptid[1] != inferior.pid)
     for thread in threads:
-        names = frame_names(thread)
+        stack = frames(thread)
+        names = [name for name, _ in stack]
         entry = {"lwp": thread.ptid[1], "frame0": names[0] if names else "??"}
         seen.append(entry)
-        if not names or not BLOCKING.search(names[0]):
+        waiting = blocking_call(stack)
+        if waiting is None:
             entry["skip"] = "not in a blocking call"
             continue
+        entry["frame0"] = waiting
         bad = [n for n in names if DANGEROUS.search(n)]
         if bad:
             entry["skip"] = "unsafe frame " + bad[0]
