@@ -91,7 +91,7 @@ def test_blocked_main_thread_falls_back_to_a_parked_thread(
     need_gdb()
     proc, state = plain.start(python, "attachable.py", kind)
     before = settled(state)
-    line, err = stream_json(
+    _, err = stream_json(
         ["attach", str(proc.pid), "--json", "-i", "0.3", "--timeout", "1"], has_grow_row
     )
     assert "via gdb-parked in" in err
@@ -122,7 +122,7 @@ def test_forced_parked_method_on_an_idle_target(plain: Plain) -> None:
     need_gdb()
     proc, state = plain.start(python, "attachable.py", "multithread")
     wait_state(state)
-    line, err = stream_json(
+    _, err = stream_json(
         ["attach", str(proc.pid), "--method", "gdb-parked", "--json"], has_grow_row
     )
     assert "via gdb-parked" in err
@@ -214,11 +214,11 @@ def test_opt_in_agent_is_attached_without_ptrace(plain: Plain, short_tmp: Path) 
     proc, state = plain.start(sys.executable, "attachable.py", "sleeping", env=env)
     first = wait_state(state)
     assert first["tracing"] is False  # on-connect: nothing is paid before a viewer comes
-    line, err = stream_json([str(proc.pid), "--json", "-i", "0.3"], has_grow_row)
+    _, err = stream_json([str(proc.pid), "--json", "-i", "0.3"], has_grow_row)
     assert "via opt-in" in err
     # Detaching stops tracing; the agent stays, ready for the next viewer.
     wait_state(state, lambda s: not s["tracing"] and s["socket_fds"] == 1)
-    line, err = stream_json([str(proc.pid), "--json", "-i", "0.3"], has_grow_row)
+    _, err = stream_json([str(proc.pid), "--json", "-i", "0.3"], has_grow_row)
     assert "via opt-in" in err
 
 
