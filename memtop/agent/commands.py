@@ -94,13 +94,22 @@ class Commands:
         self.agent = agent
         self.sampler = agent.sampler
         self.sources = agent.sources
+        self.handlers = {
+            "ping": self.cmd_ping,
+            "stats": self.cmd_stats,
+            "top": self.cmd_top,
+            "tracebacks": self.cmd_tracebacks,
+            "baseline": self.cmd_baseline,
+            "reset_peak": self.cmd_reset_peak,
+            "configure": self.cmd_configure,
+            "detach": self.cmd_detach,
+        }
 
     def handle(self, cmd, args, client):
         """Run one command; returns its result or raises BadArgs / KeyError (unknown)."""
-        handler = getattr(self, "cmd_" + cmd, None) if cmd in COMMANDS else None
-        if handler is None:
-            raise KeyError(cmd)
-        return handler(args, client)
+        # A fixed table, not getattr(self, "cmd_" + cmd): since 3.12 getattr interns the
+        # name it is given, and interned strings are immortal there: a leak per request.
+        return self.handlers[cmd](args, client)
 
     def cmd_ping(self, args, client):
         agent = self.agent
@@ -284,9 +293,6 @@ class Commands:
             "stays": not self.agent.stopping,
             "other_viewers": 0,
         }
-
-
-COMMANDS = ("ping", "stats", "top", "tracebacks", "baseline", "reset_peak", "configure", "detach")
 
 
 def _row_key(value, group_by):

@@ -193,9 +193,11 @@ def _token_file(run_dir: str, target: Target) -> str | None:
 
 def _inject(route: str, target: Target, session: Session) -> None:
     if route == "remote-exec":
-        script = session.path.removesuffix(".session") + ".boot.py"
-        # Kept after use: a request that runs late must still find its script (a missing
-        # one makes CPython print an error on the target's stderr).
+        # One script path per target, kept after use: a request that runs late must still
+        # find a script (a missing one makes CPython print an error on the target's
+        # stderr), and CPython keeps a little memory per distinct script path it runs.
+        # A late request running a newer script just serves the newer session.
+        script = os.path.join(os.path.dirname(session.path), f"{target.pid}-{target.start}.boot.py")
         write_private(script, session.bootstrap().encode(), target.uid, target.gid)
         remote_exec.inject(target, script)
         return

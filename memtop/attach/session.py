@@ -27,7 +27,9 @@ SESSION_LIFETIME = 60.0
 PAGE_PLACEHOLDER = "0x0000000000000000"
 
 # Runs in a fresh namespace inside the target (sys.remote_exec, or exec() of a gdb pending
-# call); kept under 1 KB. It frees the gdb page it was written into, does nothing if the
+# call); kept under 1 KB. It frees the gdb page it was written into (through
+# ctypes.pythonapi, a handle on the whole process that ctypes keeps: a new CDLL per attach
+# would leave objects behind), does nothing if the
 # viewer withdrew its session (a late run), loads the agent by path at most once per
 # process (a second attach reuses it), and never lets an exception out.
 _BOOTSTRAP = """import sys,os
@@ -35,7 +37,7 @@ def _memtop(s,a,p):
  try:
   if p:
    import ctypes
-   ctypes.CDLL(None).munmap(ctypes.c_void_p(p),4096)
+   ctypes.pythonapi.munmap(ctypes.c_void_p(p),4096)
   if not os.path.exists(s):return
   m=sys.modules.get('_memtop_agent') or sys.modules.get('memtop.agent')
   if m is None:

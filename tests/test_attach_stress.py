@@ -1,0 +1,83 @@
+"""Repeated attaches (attach-and-safety.md §6 cases 4 and 5): no hang, no crash, and a
+target that does not grow from being attached to and detached from again and again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import Plain, need_gdb, need_interpreter, read_state, wait_state
+
+from memtop.attach.chain import attach
+
+
+def route(minor: str) -> str:
+    return "remote-exec" if minor in ("3.14", "3.15") else "gdb"
+
+
+def prepare(minor: str) -> str:
+    python = need_interpreter(minor)
+    if route(minor) == "gdb":
+        need_gdb()
+    return python
+
+
+def cycle(pid: int, state: Path, base: dict, method: str) -> None:
+    """Attach, read a table, detach, and wait until the target is back to `base`."""
+    attached = attach(pid, method=method)
+    try:
+        reply = attached.client.request("top", max_age=0.0, limit=5)
+        assert reply["sample"]["fresh"]
+        assert attached.client.request("detach")["detaching"]
+    finally:
+        attached.client.close()
+    counter = read_state(state)["counter"]
+    wait_state(
+        state,
+        lambda s: (
+            not s["tracing"]
+            and s["threads"] == base["threads"]
+            and s["fds"] == base["fds"]
+            and s["counter"] > counter + 1
+        ),
+        timeout=10,
+    )
+
+
+@pytest.mark.parametrize("minor", ["3.11", "3.13", "3.14"])
+def test_25_attaches_to_an_allocation_heavy_target(plain: Plain, minor: str) -> None:
+    python = prepare(minor)
+    proc, state = plain.start(python, "attachable.py", "busy")
+    base = wait_state(state, lambda s: s["counter"] >= 5)
+    for _ in range(25):
+        cycle(proc.pid, state, base, route(minor))
+    assert proc.poll() is None, "the target died"
+    counter = read_state(state)["counter"]
+    wait_state(state, lambda s: s["counter"] > counter + 3)  # still running its loop
+    assert plain.log(0, "attachable.py") == ""  # nothing printed in the target
+
+
+@pytest.mark.parametrize("minor", ["3.13", "3.14"])
+def test_100_attach_detach_cycles_leave_nothing_behind(plain: Plain, minor: str) -> None:
+    python = prepare(minor)
+    proc, state = plain.start(python, "attachable.py", "idle")
+    base = wait_state(state, lambda s: s["counter"] >= 5)
+    process = psutil.Process(proc.pid)
+    blocks: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for number in range(1, 101):
+        cycle(proc.pid, state, base, route(minor))
+        if number in (10, 100):
+            blocks[number] = read_state(state)["allocated_blocks"]
+            rss[number] = process.memory_info().rss
+    growth = (blocks[100] - blocks[10]) / 90
+    assert growth < 5, f"{growth:.1f} allocated blocks per cycle"
+    assert rss[100] - rss[10] < 1024 * 1024, f"RSS grew {rss[100] - rss[10]} bytes"
+    final = read_state(state)
+    assert (final["threads"], final["fds"], final["socket_fds"]) == (
+        base["threads"],
+        base["fds"],
+        base["socket_fds"],
+    )
+    assert plain.log(0, "attachable.py") == ""
