@@ -1,0 +1,1 @@
+"""The live terminal UI (Textual). Headless modules never import this package."""

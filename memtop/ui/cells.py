@@ -1,0 +1,212 @@
+"""The top table's columns, cells and lines: pure functions of a row, no widgets.
+
+Cells are rich Text built as plain text (target text can never be read as markup), so two
+refreshes can be compared cell by cell and only changed rows drawn again.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from rich.color import Color
+from rich.console import Console
+from rich.style import Style
+from rich.text import Text
+from textual.renderables.sparkline import Sparkline
+
+from memtop.formatting import fit, format_count, format_size, location, short_path
+from memtop.model import Frame, Query, Row
+
+NARROW_BELOW = 110  # terminal columns under which the table drops columns
+TREND_WIDTH = 8
+HOT_SHARE = 0.25  # a row holding this share of traced memory is "hot"
+WARM_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column; width None takes whatever the others leave."""
+
+    key: str
+    label: str
+    width: int | None
+    right: bool = True
+
+
+def columns_for(query: Query, narrow: bool) -> tuple[Column, ...]:
+    """The columns for a sort order; narrow terminals keep the essential ones."""
+    rank_width = max(2, len(str(query.limit)))
+    arrow = {
+        k: "▼" if query.sort == k else "" for k in ("size", "size_diff", "count", "count_diff")
+    }
+    size = Column("size", "SIZE" + arrow["size"], 10)
+    size_diff = Column("size_diff", "ΔSIZE" + arrow["size_diff"], 11)
+    count = Column("count", "COUNT" + arrow["count"], 7)
+    count_diff = Column("count_diff", "ΔCOUNT" + arrow["count_diff"], 8)
+    where = Column("where", _where_label(query), None, right=False)
+    rank = Column("rank", "#", rank_width)
+    if narrow:
+        trend = Column("trend", "TREND", TREND_WIDTH - 2, right=False)
+        counts = count_diff if query.sort == "count_diff" else count
+        return (rank, size, size_diff, counts, trend, where)
+    trend = Column("trend", "TREND", TREND_WIDTH, right=False)
+    return (rank, size, size_diff, count, count_diff, Column("avg", "AVG", 9), trend, where)
+
+
+def _where_label(query: Query) -> str:
+    if query.group_by == "traceback":
+        return "TRACEBACK (allocating frame ← callers)"
+    if query.group_by == "filename":
+        return "FILE"
+    return "LOCATION  SOURCE"
+
+
+_CONSOLE = Console(width=200, color_system="truecolor", file=io.StringIO())
+
+
+@lru_cache(maxsize=1024)
+def trend_text(values: tuple[float, ...], width: int, low: Color, high: Color) -> Text:
+    """A row's recent sizes drawn by Textual's sparkline renderable, as Text (cached:
+    most rows look the same from one refresh to the next; callers must not modify it)."""
+    sparkline = Sparkline(list(values), width=width, min_color=low, max_color=high)
+    text = Text()
+    for segment in _CONSOLE.render(sparkline, _CONSOLE.options):
+        if segment.text != "\n":
+            text.append(segment.text, segment.style)
+    return text
+
+
+def trend_values(sizes: tuple[int, ...]) -> tuple[float, ...]:
+    """What a row's trend draws: nothing before two points; flat when it barely moved.
+
+    Textual's sparkline scales min..max, which would blow a 0.1 % wobble up to full
+    height; a calm screen shows such a row flat."""
+    if len(sizes) < 2:
+        return ()
+    low, high = min(sizes), max(sizes)
+    if high - low <= max(1024, high // 100):
+        return (0.0, 0.0)
+    return tuple(float(s) for s in sizes)
+
+
+def heat_level(size: int, traced: int) -> str:
+    """'hot', 'warm' or '' by the row's share of all traced memory."""
+    share = size / traced if traced > 0 else 0.0
+    return "hot" if share >= HOT_SHARE else "warm" if share >= WARM_SHARE else ""
+
+
+def row_cells(
+    columns: tuple[Column, ...],
+    rank: int,
+    row: Row,
+    trend: tuple[int, ...],
+    traced: int,
+    group_by: str,
+    styles: Mapping[str, Style],
+    cwd: str | None,
+    where_width: int,
+) -> tuple[Text, ...]:
+    """The cells of one row, in column order."""
+    heat = styles.get(heat_level(row.size, traced), "")
+    cells: list[Text] = []
+    for column in columns:
+        key = column.key
+        if key == "rank":
+            cells.append(Text(str(rank), style=styles["dim"], justify="right"))
+        elif key == "size":
+            cells.append(Text(format_size(row.size), style=heat, justify="right"))
+        elif key == "size_diff":
+            cells.append(_signed(format_size(row.size_diff, True), row.size_diff, styles))
+        elif key == "count":
+            cells.append(Text(format_count(row.count), justify="right"))
+        elif key == "count_diff":
+            cells.append(_signed(format_count(row.count_diff, True), row.count_diff, styles))
+        elif key == "avg":
+            cells.append(Text(format_size(row.average), style=styles["dim"], justify="right"))
+        elif key == "trend":
+            cells.append(
+                trend_text(
+                    trend_values(trend),
+                    column.width or TREND_WIDTH,
+                    styles["trend-low"].color or Color.parse("grey50"),
+                    styles["trend-high"].color or Color.parse("white"),
+                )
+            )
+        else:
+            frames = row.traceback if group_by == "traceback" else ()
+            where = where_cell(
+                row.filename,
+                row.lineno,
+                row.source,
+                frames,
+                where_width,
+                (styles["location"], styles["source"], styles["dim"]),
+                cwd,
+            )
+            cells.append(where)
+    return tuple(cells)
+
+
+def _signed(text: str, value: int, styles: Mapping[str, Style]) -> Text:
+    style = styles["growth"] if value > 0 else styles["shrink"] if value < 0 else styles["dim"]
+    return Text(text, style=style, justify="right")
+
+
+@lru_cache(maxsize=2048)
+def where_cell(
+    filename: str,
+    lineno: int | None,
+    source: str,
+    frames: tuple[Frame, ...],
+    width: int,
+    styles: tuple[Style, Style, Style],
+    cwd: str | None,
+) -> Text:
+    """Location then source line, or with `frames` (traceback rows) the allocating frame
+    then its callers; cut to `width`. Cached: callers must not modify the result."""
+    location_style, source_style, dim = styles
+    width = max(8, width)
+    if frames:
+        newest_first = frames[::-1]
+        head = location(newest_first[0].filename, newest_first[0].lineno, min(width, 40), cwd)
+        text = Text(head, style=location_style, no_wrap=True, overflow="ellipsis")
+        for frame in newest_first[1:]:
+            if text.cell_len >= width:
+                break
+            caller = short_path(frame.filename, 24, cwd)
+            text.append(f" ← {caller}:{frame.lineno}", style=dim)
+    else:
+        head = location(filename, lineno, min(width, 48), cwd)
+        text = Text(head, style=location_style, no_wrap=True, overflow="ellipsis")
+        room = width - len(head) - 2
+        if source and room >= 8:
+            text.append("  ")
+            text.append(fit(source.strip(), room), style=source_style)
+    text.truncate(width, overflow="ellipsis")
+    return text
+
+
+def line_text(columns: tuple[Column, ...], cells: tuple[Text, ...], where_width: int) -> Text:
+    """One table line: every cell fitted to its column, one space either side."""
+    line = Text(no_wrap=True, end="")
+    for column, cell in zip(columns, cells, strict=True):
+        width = column.width or where_width
+        piece = cell.copy()
+        if piece.cell_len > width:
+            piece.truncate(width, overflow="ellipsis")
+        elif column.right:
+            piece.pad_left(width - piece.cell_len)
+        else:
+            piece.pad_right(width - piece.cell_len)
+        line.append(" ")
+        line.append_text(piece)
+        line.append(" ")
+    return line
+
+
+def header_cells(columns: tuple[Column, ...]) -> tuple[Text, ...]:
+    """The column labels."""
+    return tuple(Text(column.label) for column in columns)

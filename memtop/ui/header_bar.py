@@ -1,0 +1,81 @@
+"""Two lines of vital facts: who is watched and how, then what the table shows."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from memtop.model import Sample
+from memtop.source import TargetInfo
+from memtop.ui.text_lines import TextLines
+from memtop.ui.texts import (
+    SORT_NAMES,
+    clock_time,
+    display_command,
+    fit_parts,
+    format_interval,
+    format_uptime,
+    grouping_text,
+    table_age,
+)
+from memtop.ui.view_state import ViewState
+
+
+class HeaderBar(TextLines):
+    """pid, Python, command, attach method, uptime, interval; grouping, sort, costs."""
+
+    DEFAULT_CSS = "HeaderBar { height: 2; }"
+
+    def __init__(self, info: TargetInfo, state: ViewState, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.info = info
+        self.state = state
+        self.sample: Sample | None = None
+        self.uptime = ""
+
+    def show(self, state: ViewState, sample: Sample | None, now: float) -> None:
+        """Redraw if something shown changed (it is asked every second)."""
+        started = self.info.started if self.info.started is not None else now
+        self.state, self.sample, self.uptime = state, sample, format_uptime(now - started)
+        self.update_lines()
+
+    def lines(self, width: int) -> list[Text]:
+        return [self.target_line(width), self.table_line(width)]
+
+    def target_line(self, width: int) -> Text:
+        info, sample = self.info, self.sample
+        nframe = sample.nframe if sample is not None else info.nframe
+        parts = [
+            (Text("memtop", style="bold"), 9),
+            (Text(f"pid {info.pid}"), 10),
+            (Text(f"python {info.python}"), 6),
+            (Text(info.how), 7),
+            (Text(f"up {self.uptime}"), 5),
+            (Text(f"every {format_interval(self.state.interval)}"), 8),
+            (Text(f"nframe {nframe}"), 4),
+        ]
+        line = Text(" · ", style="dim").join(text for text, _ in parts)
+        command = display_command(info.cmdline)
+        room = width - line.cell_len - 3
+        if command and room >= 12:
+            line.append(" · ", style="dim")
+            line.append(command if len(command) <= room else command[: room - 1] + "…", "dim")
+            return line
+        return fit_parts(parts, width)
+
+    def table_line(self, width: int) -> Text:
+        state, sample = self.state, self.sample
+        parts = [
+            (Text(f"group {grouping_text(state.query)}"), 9),
+            (Text(f"sort {SORT_NAMES[state.sort]}"), 8),
+        ]
+        if state.baseline_time is not None:
+            parts.append((Text(f"Δ since {clock_time(state.baseline_time)}", style="bold"), 7))
+        else:
+            parts.append((Text("Δ per refresh"), 2))
+        if sample is not None:
+            parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
+            parts.append((Text(f"pause {sample.pause_ms:.1f} ms"), 4))
+            stretched = table_age(sample.table, state.interval)
+            if stretched:
+                parts.append((Text(stretched, style="bold"), 6))
+        return fit_parts(parts, width)

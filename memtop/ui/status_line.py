@@ -1,0 +1,71 @@
+"""One line saying what state the viewer is in: every state in words, not only colour."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from memtop.formatting import clean_text
+from memtop.ui.text_lines import TextLines
+from memtop.ui.texts import clock_time, fit_parts
+from memtop.ui.view_state import ViewState
+
+LEVELS = ("ended", "lost", "error", "paused", "normal")
+
+
+def status_parts(state: ViewState, waiting: bool) -> tuple[str, list[tuple[Text, int]]]:
+    """(level, parts by priority) for a state; `waiting` before the first refresh."""
+    parts: list[tuple[Text, int]] = []
+    level = "normal"
+    if state.connection == "ended":
+        level = "ended"
+        parts.append((Text(f"■ target {state.ended}: last refresh kept on screen"), 10))
+        parts.append((Text("q quits"), 9))
+    elif state.connection == "lost":
+        level = "lost"
+        attempt = f" (attempt {state.attempts})" if state.attempts else ""
+        parts.append((Text(f"⚠ agent connection lost: reconnecting{attempt}…"), 10))
+        if state.error:
+            parts.append((Text(clean_text(state.error)), 3))
+    elif state.error:
+        level = "error"
+        parts.append((Text(f"⚠ {clean_text(state.error)}"), 10))
+    elif waiting:
+        parts.append((Text("waiting for the first refresh…"), 10))
+    if state.paused:
+        level = "paused" if level == "normal" else level
+        parts.append((Text("❚❚ PAUSED: table frozen, memory live · space resumes"), 8))
+    if state.baseline_time is not None:
+        parts.append((Text(f"Δ since baseline {clock_time(state.baseline_time)} · B clears"), 7))
+    if state.patterns:
+        shown = clean_text(" ".join(state.patterns))
+        parts.append((Text(f"files {shown} · / changes"), 6))
+    if state.hide_internal:
+        parts.append((Text("import/memtop frames hidden · x shows"), 1))
+    else:
+        parts.append((Text("import/memtop frames shown · x hides"), 1))
+    return level, parts
+
+
+class StatusLine(TextLines):
+    """Paused, baseline, filters, lost connection, target exited, agent errors."""
+
+    DEFAULT_CSS = "StatusLine { height: 1; }"
+
+    def __init__(self, state: ViewState, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.state = state
+        self.waiting = True
+
+    def show(self, state: ViewState, waiting: bool) -> None:
+        """Redraw if what it says changed."""
+        if (state, waiting) == (self.state, self.waiting) and self._texts:
+            return
+        self.state, self.waiting = state, waiting
+        level, _ = status_parts(state, waiting)
+        for name in LEVELS:
+            self.set_class(name == level, f"-{name}")
+        self.update_lines()
+
+    def lines(self, width: int) -> list[Text]:
+        _, parts = status_parts(self.state, self.waiting)
+        return [fit_parts(parts, width, separator="  ·  ")]

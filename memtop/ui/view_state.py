@@ -1,0 +1,106 @@
+"""What the viewer is set to and what it knows about the connection: one frozen value.
+
+The App replaces it on every key press or event and hands it down to the widgets. Pure:
+the transitions are tested without Textual.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from memtop.model import SORT_KEYS, Query
+
+# Allocations that are rarely what a leak hunt is after: the import system, frames
+# tracemalloc could not name, and memtop's own agent and tracemalloc module.
+INTERNAL_PATTERNS = (
+    "<frozen importlib.*",
+    "*/importlib/*",
+    "<unknown>",
+    "*/memtop/agent/*",
+    "*/tracemalloc.py",
+)
+INTERVALS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+MAX_PATTERNS = 16  # the agent takes 32 patterns; internals use the rest
+
+
+class BadFilter(ValueError):
+    """A filter the agent would refuse; the message says why."""
+
+
+def parse_filter(text: str) -> tuple[str, ...]:
+    """Patterns from what the user typed: space or comma separated fnmatch patterns; a
+    word without wildcards matches anywhere in the path."""
+    words = [w for w in text.replace(",", " ").split() if w]
+    if len(words) > MAX_PATTERNS:
+        raise BadFilter(f"at most {MAX_PATTERNS} patterns")
+    if any(len(w) > 1000 for w in words):
+        raise BadFilter("a pattern is longer than 1000 characters")
+    return tuple(w if any(c in w for c in "*?[") else f"*{w}*" for w in words)
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """The viewer's settings and the connection's state."""
+
+    group_by: str = "lineno"
+    cumulative: bool = False
+    limit: int = 50
+    sort: str = "size"
+    interval: float = 1.0
+    patterns: tuple[str, ...] = ()
+    hide_internal: bool = True
+    paused: bool = False
+    baseline_time: float | None = None
+    connection: str = "live"  # live | lost | ended
+    ended: str | None = None  # how the target ended
+    error: str | None = None  # the agent's last error, until a refresh succeeds
+    attempts: int = 0  # reconnect attempts since the connection dropped
+
+    @classmethod
+    def from_query(cls, query: Query, interval: float) -> ViewState:
+        return cls(
+            group_by=query.group_by,
+            cumulative=query.cumulative,
+            limit=query.limit,
+            sort=query.sort,
+            interval=interval,
+            patterns=query.include,
+        )
+
+    @property
+    def query(self) -> Query:
+        """What to ask the agent for."""
+        return Query(
+            group_by=self.group_by,
+            cumulative=self.cumulative,
+            limit=self.limit,
+            sort=self.sort,
+            compare="baseline" if self.baseline_time is not None else "previous",
+            include=self.patterns,
+            exclude=INTERNAL_PATTERNS if self.hide_internal else (),
+        )
+
+    @property
+    def live(self) -> bool:
+        return self.connection == "live"
+
+    def replace(self, **changes: object) -> ViewState:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def grouped(self, group_by: str) -> ViewState:
+        """Group by another key; cumulative does not apply to whole tracebacks."""
+        return self.replace(
+            group_by=group_by, cumulative=self.cumulative and group_by != "traceback"
+        )
+
+    def next_sort(self) -> ViewState:
+        return self.replace(sort=SORT_KEYS[(SORT_KEYS.index(self.sort) + 1) % len(SORT_KEYS)])
+
+    def stepped_interval(self, step: int) -> ViewState:
+        """The next longer (step 1) or shorter (step -1) refresh interval."""
+        if step > 0:
+            longer = [i for i in INTERVALS if i > self.interval]
+            return self.replace(interval=longer[0] if longer else self.interval)
+        shorter = [i for i in INTERVALS if i < self.interval]
+        return self.replace(interval=shorter[-1] if shorter else self.interval)
