@@ -247,17 +247,26 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
 
 
 def _view(source: LiveSource, query: Query, args: argparse.Namespace) -> int:
-    """Show a connected source with the view the options ask for; returns the exit code."""
-    return run_batch(
-        source,
-        query,
-        interval=args.interval,
-        iterations=args.iterations,
-        as_json=args.json,
-        out=sys.stdout,
-        err=sys.stderr,
-        width=_batch_width(),
-    )
+    """Show a connected source with the view the options ask for; returns the exit code.
+
+    The TUI unless --batch/--json/-n, or when not on a terminal (like `top -b`)."""
+    terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
+    if args.batch or args.json or args.iterations is not None or not terminal:
+        return run_batch(
+            source,
+            query,
+            interval=args.interval,
+            iterations=args.iterations,
+            as_json=args.json,
+            out=sys.stdout,
+            err=sys.stderr,
+            width=_batch_width(),
+        )
+    from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
+
+    outcome = run_tui(source, query, args.interval)
+    source.keep_agent = outcome.keep_agent  # `Q`: the caller's close() leaves it serving
+    return outcome.exit_code
 
 
 def _report_program_end(program: Program, ended: str | None, status: str | None) -> None:

@@ -149,9 +149,16 @@ class LiveSource:
             return self.program.exit_status()
         return None if self.proc.alive() else "exited"
 
-    def close(self, keep_agent: bool = False) -> str | None:
-        """Leave: stop the program memtop started, or detach the agent unless `keep_agent`.
-        Returns the program's exit status when memtop stopped it."""
+    # A view sets this when the user chose to leave the agent serving (the TUI's `Q`);
+    # close() without an argument then keeps the agent.
+    keep_agent = False
+
+    def close(self, keep_agent: bool | None = None) -> str | None:
+        """Leave: stop the program memtop started, or detach the agent unless `keep_agent`
+        (default: the `keep_agent` attribute). Returns the program's exit status when
+        memtop stopped it."""
+        if keep_agent is None:
+            keep_agent = self.keep_agent
         status = None
         try:
             if keep_agent:
