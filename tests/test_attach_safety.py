@@ -349,12 +349,6 @@ def without_cap_sys_ptrace(*args: str) -> list[str]:
     return [capsh, "--drop=cap_sys_ptrace", "--", "-c", inner]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/proc/PID/exe is unreadable without CAP_SYS_PTRACE: detect_python returns "
-    "executable='' and the route then fails with a traceback (remote-exec) or 'no main "
-    "thread' (gdb ignores its own ptrace failure) instead of the CAP_SYS_PTRACE advice",
-)
 @pytest.mark.parametrize(("minor", "route"), [("3.11", "gdb"), ("3.14", "remote-exec")])
 def test_root_without_cap_sys_ptrace_is_told_to_add_it(
     plain: Plain, short_tmp: Path, minor: str, route: str
@@ -408,17 +402,7 @@ YAMA_3 = "ptrace_scope is 3: ptrace is disabled until reboot"
         (0, True, False, CAP_ADVICE),
         (1, True, False, CAP_ADVICE),
         (2, True, False, CAP_ADVICE),
-        pytest.param(
-            3,
-            True,
-            False,
-            YAMA_3,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="ptrace_advice checks root-without-cap before scope 3, so it advises "
-                "--cap-add=SYS_PTRACE, which cannot help while ptrace is disabled until reboot",
-            ),
-        ),
+        (3, True, False, YAMA_3),
     ],
 )
 def test_ptrace_advice_names_the_gate_and_the_fix(
@@ -661,17 +645,7 @@ def test_fake_agent_planted_by_the_user_is_refused(plain: Plain, short_tmp: Path
     ("minor", "loader", "route"),
     [
         ("3.14", LOADER_314, "remote-exec"),
-        pytest.param(
-            "3.13",
-            "/lib64/ld-linux-x86-64.so.2",
-            "gdb",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="gdb.gdb_command passes the PIE python binary as gdb's exec file while "
-                "/proc/PID/exe is ld.so: gdb relocates it wrongly, sees no libc or libpython "
-                '("No symbol mmap")',
-            ),
-        ),
+        ("3.13", "/lib64/ld-linux-x86-64.so.2", "gdb"),
     ],
 )
 def test_interpreter_started_through_an_explicit_loader(

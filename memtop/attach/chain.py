@@ -29,6 +29,7 @@ from memtop.errors import AttachError, MemtopError, UsageError
 
 METHODS = ("auto", "remote-exec", "gdb", "gdb-parked")
 POLL = 0.05
+PARKED_ATTEMPTS = 3
 
 
 @dataclass
@@ -201,11 +202,14 @@ def _inject(route: str, target: Target, session: Session) -> None:
         write_private(script, session.bootstrap().encode(), target.uid, target.gid)
         remote_exec.inject(target, script)
         return
-    result = gdb.run(
-        target,
-        "pending" if route == "gdb" else "parked",
-        session.bootstrap(gdb_page=route == "gdb"),
-    )
+    mode = "pending" if route == "gdb" else "parked"
+    for attempt in range(PARKED_ATTEMPTS if mode == "parked" else 1):
+        if attempt:
+            time.sleep(0.2)
+        result = gdb.run(target, mode, session.bootstrap(gdb_page=mode == "pending"))
+        # A thread that was running Python a moment ago may be parked a moment later.
+        if result.get("ok") or result.get("reason") != "no parked thread":
+            break
     if result.get("ok"):
         return
     reason = result.get("reason")

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 from memtop.attach import procfs
-from memtop.attach.preflight import Target, user_name
+from memtop.attach.procfs import user_name
+
+if TYPE_CHECKING:
+    from memtop.attach.preflight import Target
 
 
 def ptrace_advice(scope: int | None, root: bool, has_cap: bool, pid: int) -> str:
     """What to do when the kernel refused ptrace (for remote_exec as for gdb)."""
+    if scope == 3:
+        return (
+            "kernel.yama.ptrace_scope is 3: ptrace is disabled until reboot; start the program "
+            "with `memtop run`, or opt in with `memtop.agent.start()`"
+        )
     if root and not has_cap:
         return (
             "memtop runs as root but without CAP_SYS_PTRACE (a container?): run the container "
@@ -29,11 +38,6 @@ def ptrace_advice(scope: int | None, root: bool, has_cap: bool, pid: int) -> str
         return (
             "kernel.yama.ptrace_scope is 2: attaching needs CAP_SYS_PTRACE; run memtop as "
             "root, or start the program with `memtop run`"
-        )
-    if scope == 3:
-        return (
-            "kernel.yama.ptrace_scope is 3: ptrace is disabled until reboot; start the program "
-            "with `memtop run`, or opt in with `memtop.agent.start()`"
         )
     return (
         "the kernel refused ptrace (an LSM such as SELinux or AppArmor?); start the program "

@@ -59,9 +59,12 @@ def gdb_command(target: Target) -> list[str]:
         command += ["-iex", setting]
     if platform.machine() == "x86_64":
         command += ["-iex", f"set tdesc filename {TDESC}"]
-    # The real interpreter binary, not /proc/PID/exe: that may be an explicit ld.so.
+    if target.python.static:
+        # The C API is in the executable: name it, since /proc/PID/exe may be an explicit
+        # ld.so. A PIE python with a libpython is left to /proc/PID/exe: naming it as the
+        # exec file of a loader-started process makes gdb relocate it wrongly.
+        command.append(target.python.executable)
     command += [
-        target.python.executable,
         "-p",
         str(target.pid),
         "-ex",
@@ -102,6 +105,9 @@ def run(target: Target, mode: str, text: str) -> dict:
                 "stuck in a state gdb cannot handle"
             ) from exc
     output = done.stdout + done.stderr
+    if "ptrace: Operation not permitted" in output:
+        # gdb goes on to run the script without a process; its result means nothing.
+        raise AttachError(ptrace_refused(target))
     for line in output.splitlines():
         if line.startswith("MEMTOP-RESULT "):
             return json.loads(line[len("MEMTOP-RESULT ") :])

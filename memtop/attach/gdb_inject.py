@@ -144,6 +144,9 @@ def parked(params):
 def main():
     with open(os.environ["MEMTOP_GDB_PARAMS"]) as f:
         params = json.load(f)
+    if gdb.selected_inferior().pid == 0:
+        print("MEMTOP-RESULT " + json.dumps({"ok": False, "reason": "not attached"}))
+        return
     try:
         result = pending(params) if params["mode"] == "pending" else parked(params)
     except (gdb.error, gdb.GdbError, ValueError) as exc:

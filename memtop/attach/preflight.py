@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import pwd
 from dataclasses import dataclass, field
 
 from memtop.attach import procfs
+from memtop.attach.diagnose import ptrace_advice
+from memtop.attach.procfs import user_name
 from memtop.attach.pyversion import PythonInfo, detect_python
 from memtop.errors import AttachError
 
@@ -29,13 +30,6 @@ class Target:
     @property
     def user(self) -> str:
         return user_name(self.uid)
-
-
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 def preflight(pid: int) -> Target:
@@ -70,6 +64,11 @@ def preflight(pid: int) -> Target:
     try:
         python = detect_python(pid)
     except PermissionError:
+        if me == 0 and not procfs.have_cap_sys_ptrace():
+            raise AttachError(
+                f"cannot read pid {pid}'s memory map: "
+                + ptrace_advice(procfs.yama_scope(), True, False, pid)
+            ) from None
         raise AttachError(
             f"pid {pid} is non-dumpable (setuid, or it called PR_SET_DUMPABLE 0): only root "
             "with CAP_SYS_PTRACE can attach; or start it with `memtop run`, or opt in with "

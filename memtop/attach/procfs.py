@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import pwd
 from dataclasses import dataclass
 
 from memtop.agent import rundir
@@ -74,6 +75,13 @@ class ProcStatus:
     uid: int  # effective uid
     gid: int
     cap_eff: int
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def proc_path(pid: int, *parts: str) -> str:

@@ -31,6 +31,11 @@ class PythonInfo:
     def label(self) -> str:
         return self.full_version + ("t" if self.free_threaded else "")
 
+    @property
+    def static(self) -> bool:
+        """True when the C API is in the executable itself (no libpython)."""
+        return self.binary == self.executable
+
 
 def detect_python(pid: int) -> PythonInfo | None:
     """The process's CPython, or None when it is not one. Raises PermissionError when its
@@ -38,8 +43,9 @@ def detect_python(pid: int) -> PythonInfo | None:
     mapped = procfs.mapped_files(pid)
     exe = procfs.exe_path(pid)
     executable = exe
-    if _LOADER.match(os.path.basename(exe)):
-        # Started through an explicit ld.so: /proc/PID/exe is the loader.
+    if not exe or _LOADER.match(os.path.basename(exe)):
+        # Started through an explicit ld.so (/proc/PID/exe is the loader), or the link is
+        # unreadable (root without CAP_SYS_PTRACE): the python binary is in the map.
         executable = next((p for p in mapped if _PYTHON_NAME.search(os.path.basename(p))), exe)
     for path in mapped:
         match = _LIBPYTHON.search(os.path.basename(path))

@@ -90,10 +90,13 @@ def inject(target: Target, script: str) -> None:
         return
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=30, env={}, cwd="/")
-    except FileNotFoundError as exc:
-        raise AttachError(f"cannot run {command[0]}: {exc.strerror}") from exc
     except subprocess.TimeoutExpired as exc:
         raise AttachError("sys.remote_exec did not return within 30 s") from exc
+    except OSError as exc:
+        # e.g. the interpreter path could not be read (root without CAP_SYS_PTRACE)
+        raise AttachError(
+            f"cannot run {command[0] or 'the target interpreter'}: {exc.strerror}"
+        ) from exc
     if done.returncode != 0:
         _raise_for(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "", target)
 
