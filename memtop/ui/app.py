@@ -73,8 +73,11 @@ class MemtopApp(App[Outcome]):
         clock: Callable[[], float] = time.time,
         cwd: str | None = None,
         history: History | None = None,
+        autorefresh: bool = True,
     ) -> None:
+        """`autorefresh=False` refreshes only on mount and when asked (tests, screenshots)."""
         super().__init__()
+        self.autorefresh = autorefresh
         self.source = source
         self.clock = clock
         self.cwd = os.getcwd() if cwd is None else cwd
@@ -99,7 +102,9 @@ class MemtopApp(App[Outcome]):
     def on_mount(self) -> None:
         self._fit(self.size.width)
         self.query_one(TopTable).focus()
-        self._timer = self.set_interval(self.state.interval, self.refresh_now)
+        self._timer = self.set_interval(
+            self.state.interval, self.refresh_now, pause=not self.autorefresh
+        )
         self.set_interval(1.0, self._show_state)  # the uptime keeps counting
         self._show_state()
         self.refresh_now()
@@ -115,6 +120,11 @@ class MemtopApp(App[Outcome]):
     @property
     def table(self) -> TopTable:
         return self.query_one(TopTable)
+
+    @property
+    def refreshing(self) -> bool:
+        """A refresh is under way."""
+        return self._busy
 
     # --- refreshing ---------------------------------------------------------------------
 
@@ -197,11 +207,11 @@ class MemtopApp(App[Outcome]):
             )
         else:
             self.notify("Reconnected to the agent.", markup=False)
-        self._set_state(self.state.replace(baseline_time=None), refresh=False)
+        self._set_state(self.state.replace(baseline_time=None))
 
     def on_target_ended(self, message: TargetEnded) -> None:
+        # The status line says so, in words and colour; a toast would cover it.
         self._set_state(self.state.replace(connection="ended", ended=message.status), refresh=False)
-        self.notify(f"The target {message.status}.", severity="error", markup=False)
         self._busy = False
         self._again = False
 
@@ -213,8 +223,8 @@ class MemtopApp(App[Outcome]):
         self.state = state
         self._show_state()
         if refresh and changed:
-            if self._timer is not None:
-                self._timer.reset()
+            if self._timer is not None and self.autorefresh:
+                self._timer.reset()  # the next periodic refresh a whole interval from now
             self.refresh_now()
 
     def _show_state(self) -> None:
@@ -265,7 +275,9 @@ class MemtopApp(App[Outcome]):
             return
         if self._timer is not None:
             self._timer.stop()
-        self._timer = self.set_interval(state.interval, self.refresh_now)
+        self._timer = self.set_interval(
+            state.interval, self.refresh_now, pause=not self.autorefresh
+        )
         self._set_state(state)
         self.notify(f"Refreshing every {format_interval(state.interval)}.", markup=False)
 

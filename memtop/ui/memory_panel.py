@@ -12,6 +12,7 @@ from memtop.formatting import format_size
 from memtop.model import History, Sample, Verdict
 from memtop.ui.share_bar import ShareBar
 from memtop.ui.text_lines import TextLines
+from memtop.ui.verdict_line import VerdictLine
 
 VERDICT_MARKS = {
     "collecting": "…",
@@ -39,7 +40,7 @@ class MemoryPanel(Widget):
                 yield Sparkline([], id="traced-chart")
                 yield ShareBar(id="share")
             yield TextLines(id="memory-extras")
-        yield TextLines(id="verdict")
+        yield VerdictLine(id="verdict")
 
     def on_mount(self) -> None:
         self.query_one("#memory-labels", TextLines).set_lines(_labels(None))
@@ -61,14 +62,14 @@ class MemoryPanel(Widget):
         traced = [float(p.traced) for p in points]
         self.query_one("#rss-chart", Sparkline).data = rss if len(rss) > 1 else []
         self.query_one("#traced-chart", Sparkline).data = traced if len(traced) > 1 else []
-        line = Text.assemble(f"{VERDICT_MARKS.get(verdict.kind, '●')} ", verdict.text)
+        parts = [(Text(f"{VERDICT_MARKS.get(verdict.kind, '●')} {verdict.text}"), 9)]
         untraced = sample.untraced
         if untraced is not None and sample.rss:
-            line.append(f"   untraced {untraced / sample.rss:.0%} of RSS", "dim")
-        verdict_widget = self.query_one("#verdict", TextLines)
+            parts.append((Text(f"untraced {untraced / sample.rss:.0%} of RSS", "dim"), 1))
+        verdict_widget = self.query_one("#verdict", VerdictLine)
         for kind in VERDICT_MARKS:
             verdict_widget.set_class(kind == verdict.kind, f"-{kind}")
-        verdict_widget.set_lines([line])
+        verdict_widget.show(parts)
 
 
 def _labels(sample: Sample | None) -> list[Text]:

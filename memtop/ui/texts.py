@@ -67,7 +67,7 @@ def grouping_text(query: Query) -> str:
 
 def table_age(table: TableInfo, interval: float) -> str:
     """'table 8 s old, next in 3 s' when the duty-cycle budget held the table back."""
-    if table.age < max(1.0, interval) and table.next_in < interval:
+    if table.age < 1.5 * max(1.0, interval) and table.next_in < interval:
         return ""
     return f"table {table.age:.0f} s old, next in {table.next_in:.0f} s ({table.budget:.0%} budget)"
 

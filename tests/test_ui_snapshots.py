@@ -1,0 +1,110 @@
+"""SVG snapshots of every screen at 80x24 and 120x40, over a scripted source and a fixed
+clock. Update them with `pytest --snapshot-update` after an intended change, and look at
+the report (snapshot_report.html) before committing."""
+
+from __future__ import annotations
+
+import pytest
+from ui_fakes import CWD, T0, FakeSource, filled_history, settle
+
+from memtop.errors import ConnectionLost
+from memtop.model import Query
+from memtop.ui.app import MemtopApp
+from memtop.ui.view_state import ViewState
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+
+
+def watched_app(source: FakeSource | None = None) -> MemtopApp:
+    """An app that has been watching for a minute (charts and trends filled)."""
+    source = source or FakeSource()
+    query = Query()
+    history = filled_history(source, ViewState.from_query(query, 1.0).query)
+    return MemtopApp(
+        source, query, 1.0, clock=lambda: T0 + 61, cwd=CWD, history=history, autorefresh=False
+    )
+
+
+async def settled(pilot) -> None:  # type: ignore[no-untyped-def]
+    await settle(pilot)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_main_screen(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """Header (pid, python, run, uptime, interval, nframe; grouping, sort, rows, pause),
+    RSS and traced charts, the traced/untraced bar, the verdict 'traced +… Python objects
+    accumulating', the table with app/cache.py:42 first (red Δsize, rising trend), the
+    status line and the footer keys; at 80 columns no AVG or ΔCOUNT column."""
+    assert snap_compare(watched_app(), terminal_size=size, run_before=settled)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_traceback_panel(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """The panel for app/cache.py:42: two tracebacks (75 % and 25 % of the row), each
+    frame with its source line, the allocating frame marked with →; 'Esc closes'."""
+
+    async def open_panel(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+
+    assert snap_compare(watched_app(), terminal_size=size, run_before=open_panel)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_screen(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """Every key by section (Rows, Deltas and memory, View, Leaving), then moving around
+    and how to read the screen; at 80x24 the start of the list, scrollable."""
+
+    async def open_help(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(watched_app(), terminal_size=size, run_before=open_help)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_paused(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """The status line reads 'PAUSED: table frozen, memory live · space resumes' on an
+    accent background; the table still shows the rows from before the pause."""
+
+    async def pause(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        await pilot.press("space")
+        pilot.app.refresh_now()
+        await settle(pilot)
+
+    assert snap_compare(watched_app(), terminal_size=size, run_before=pause)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_disconnected(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """The status line reads '⚠ agent connection lost: reconnecting…' on a warning
+    background, the last table stays on screen."""
+    source = FakeSource()
+
+    async def drop(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        source.fail = ConnectionLost("the agent closed the connection")
+        source.reconnect_fails = 10
+        pilot.app.refresh_now()
+        await settle(pilot)
+
+    assert snap_compare(watched_app(source), terminal_size=size, run_before=drop)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_target_exited(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """The status line reads '■ target exited with code 1: last refresh kept on screen
+    · q quits' on an error background; the last table stays on screen."""
+    source = FakeSource()
+
+    async def end(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        source.fail = ConnectionLost("the agent closed the connection")
+        source.ended = "exited with code 1"
+        pilot.app.refresh_now()
+        await settle(pilot)
+
+    assert snap_compare(watched_app(source), terminal_size=size, run_before=end)
