@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from memtop.agent import rundir
-from memtop.attach import gdb, remote_exec
+from memtop.attach import gdb, procfs, remote_exec
 from memtop.attach.diagnose import no_answer
 from memtop.attach.preflight import Target, preflight
 from memtop.attach.session import (
@@ -30,6 +30,7 @@ from memtop.errors import AttachError, MemtopError, UsageError
 METHODS = ("auto", "remote-exec", "gdb", "gdb-parked")
 POLL = 0.05
 PARKED_ATTEMPTS = 3
+PARKED_AFTER = 1.0
 
 
 @dataclass
@@ -90,12 +91,12 @@ def attach(
             session = new_session(
                 run_dir, pid, target.start, target.uid, target.gid, agent_dir, request
             )
+            fallback = index + 1 < len(routes) and routes[index + 1] == "gdb-parked"
             try:
                 _inject(route, target, session)
-                client = _await_agent(target, session, route, timeout)
+                client = _await_agent(target, session, route, timeout, fallback)
             except _NoAnswer as exc:
                 session.withdraw()
-                fallback = index + 1 < len(routes) and routes[index + 1] == "gdb-parked"
                 if not (fallback and exc.blocked):
                     raise AttachError(exc.message) from None
                 continue
@@ -231,9 +232,16 @@ def _inject(route: str, target: Target, session: Session) -> None:
     raise AttachError(f"gdb could not inject into pid {target.pid}: {detail}")
 
 
-def _await_result(target: Target, session: Session, route: str, timeout: float) -> dict:
-    """The agent's answer to the session, waiting at most `timeout` seconds for it."""
-    deadline = time.monotonic() + timeout
+def _await_result(target: Target, session: Session, route: str, timeout: float,
+                  fallback: bool = False) -> dict:
+    """The agent's answer to the session, waiting at most `timeout` seconds for it.
+
+    With `fallback` (a parked-thread attach comes next), stop waiting after PARKED_AFTER
+    seconds if the main thread has not used any CPU since the request and sits in a system
+    call: it is parked, and the request would wait as long as it does."""
+    started = time.monotonic()
+    deadline = started + timeout
+    before = procfs.thread_wait(target.pid) if fallback else None
     while True:
         result = session.result()
         if result is not None:
@@ -244,13 +252,19 @@ def _await_result(target: Target, session: Session, route: str, timeout: float) 
             return result
         if not os.path.exists(f"/proc/{target.pid}"):
             raise AttachError(f"process {target.pid} exited while memtop attached")
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise _NoAnswer(*no_answer(target, route, timeout))
+        if before is not None and now - started > PARKED_AFTER:
+            current = procfs.thread_wait(target.pid)
+            if current and current.syscall and current.cpu_ns == before.cpu_ns:
+                raise _NoAnswer(*no_answer(target, route, now - started))
         time.sleep(POLL)
 
 
-def _await_agent(target: Target, session: Session, route: str, timeout: float) -> AgentClient:
-    result = _await_result(target, session, route, timeout)
+def _await_agent(target: Target, session: Session, route: str, timeout: float,
+                 fallback: bool) -> AgentClient:
+    result = _await_result(target, session, route, timeout, fallback)
     return AgentClient.connect(result["socket"], session.token, expected_pid=target.pid)
 
 
