@@ -536,3 +536,18 @@ def test_readme_documents_every_key() -> None:
 
 def test_sites_are_consistent() -> None:
     assert all(isinstance(site, Site) for site in SITES)
+
+
+async def test_no_color_renders_every_screen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert app.no_color
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("escape", "question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and "<svg" in app.export_screenshot()
+        await pilot.press("escape", "q")
+    assert app.return_value == Outcome()

@@ -48,7 +48,8 @@ class TextLines(Widget):
                 line = text.copy()
                 line.stylize_before(style)
                 strip = Strip(line.render(self.app.console), line.cell_len)
-                strips.append(strip.crop_extend(0, width, style))
+                # Every segment styled: NO_COLOR's monochrome filter needs a style on each.
+                strips.append(strip.crop_extend(0, width, style).apply_style(style))
             self._strips = strips
         if y < len(self._strips):
             return self._strips[y]

@@ -200,7 +200,8 @@ class TopTable(ScrollView, can_focus=True):
     def _strip(self, text: Text, width: int) -> Strip:
         text.stylize_before(self.rich_style)
         strip = Strip(text.render(self.app.console), text.cell_len)
-        return strip.crop_extend(0, width, self.rich_style)
+        # Every segment styled: NO_COLOR's monochrome filter needs a style on each.
+        return strip.crop_extend(0, width, self.rich_style).apply_style(self.rich_style)
 
     def _width(self) -> int:
         return self.scrollable_content_region.width or self.app.size.width - 1

@@ -1,0 +1,164 @@
+"""The real TUI against real agents: in process with Textual's pilot, and the installed
+`memtop` command in a real terminal (tmux), as a person would use it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import ROOT, TARGETS, Targets, marked_lines, wait_for, wait_state
+
+from memtop.model import Query
+from memtop.source import LiveSource
+from memtop.ui.app import MemtopApp, Outcome
+from memtop.ui.traceback_panel import TracebackPanel
+
+KNOWN = TARGETS / "known_lines.py"
+
+pytestmark = pytest.mark.e2e
+
+
+async def wait_until(pilot, predicate, what: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    """Let the app run until `predicate()` holds (a handshake on what the app shows)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+async def test_tui_on_a_real_agent(targets: Targets) -> None:
+    program, state_path = targets.start("known_lines.py")
+    state = wait_state(state_path)
+    lines = marked_lines(KNOWN)
+    wanted = f"{state['file']}:{lines['buffers']}"
+    source = LiveSource(targets.connect(program), program.pid, "run", program)
+    app = MemtopApp(source, Query(), interval=0.3, cwd=str(ROOT))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: wanted in app.table.keys, "the known row")
+        row = next(r for r in app.sample.rows if r.key == wanted)  # type: ignore[union-attr]
+        assert [row.size, row.count] == state["expected"][wanted]
+        await pilot.press("f")
+        await wait_until(pilot, lambda: state["file"] in app.table.keys, "the file row")
+        await pilot.press("l")
+        await wait_until(pilot, lambda: wanted in app.table.keys, "line rows again")
+        await pilot.press(*["down"] * app.table.keys.index(wanted), "enter")
+        await wait_until(
+            pilot,
+            lambda: isinstance(app.screen, TracebackPanel) and app.screen.entries is not None,
+            "the tracebacks",
+        )
+        body = str(app.screen.query_one("#traceback-body").render())
+        assert f"known_lines.py:{lines['keep_buffers']}" in body
+        assert "bytearray(1000) for _ in range(n)" in body
+        assert f"known_lines.py:{lines['nested_call']}" in body  # through nested()
+        await pilot.press("escape", "q")
+    assert app.return_value == Outcome(keep_agent=False)
+    source.close()
+    wait_for(lambda: not psutil.pid_exists(program.pid), 10, "the program to be stopped")
+
+
+# --- a real terminal -------------------------------------------------------------------
+
+
+def tmux() -> str:
+    path = shutil.which("tmux")
+    if path is None:
+        pytest.skip("tmux is not installed (CI installs it)")
+    return path
+
+
+class Terminal:
+    """One tmux session running a command; screen reads are the handshake."""
+
+    def __init__(self, command: str, env: dict[str, str], size: tuple[int, int] = (100, 30)):
+        self.tmux = tmux()
+        self.name = f"memtop-test-{uuid.uuid4().hex[:8]}"
+        exports = " ".join(f"{k}={v}" for k, v in env.items())
+        subprocess.run(
+            [self.tmux, "new-session", "-d", "-s", self.name, "-x", str(size[0]),
+             "-y", str(size[1]), f"cd {ROOT} && env {exports} {command}; sleep 600"],
+            check=True,
+        )  # fmt: skip
+
+    def screen(self) -> str:
+        out = subprocess.run(
+            [self.tmux, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True
+        )
+        return out.stdout
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> str:
+        return wait_for(lambda: text in (s := self.screen()) and s, timeout, repr(text))
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run([self.tmux, "send-keys", "-t", self.name, *keys], check=True)
+
+    def close(self) -> None:
+        subprocess.run([self.tmux, "kill-session", "-t", self.name], capture_output=True)
+
+
+def installed_memtop() -> str:
+    path = Path(sys.executable).parent / "memtop"
+    if not path.exists():
+        pytest.skip("the memtop command is not installed (pip install -e .)")
+    return str(path)
+
+
+def test_installed_memtop_demo_renders_and_quits(short_tmp: Path) -> None:
+    log = short_tmp / "demo.log"
+    done = short_tmp / "exit"
+    terminal = Terminal(
+        f"{installed_memtop()} demo --log {log}; echo $? > {done}",
+        {"TERM": "xterm-256color"},
+    )
+    try:
+        screen = terminal.wait_for("LOCATION")
+        assert "RSS" in screen and "traced" in screen and "untraced" in screen
+        terminal.wait_for("demo.py:")
+        terminal.keys("q")
+        wait_for(lambda: done.exists() and done.read_text().strip(), 20, "memtop to exit")
+        assert done.read_text().strip() == "0"
+        screen = terminal.wait_for("stopped the program")
+        assert f"output in {log}" in screen.replace("\n", "")
+    finally:
+        terminal.close()
+    assert not [
+        p for p in psutil.process_iter(["cmdline"]) if str(log) in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def test_run_in_tmux_without_colour(short_tmp: Path) -> None:
+    """`memtop run` of a known program under TERM=screen and NO_COLOR: the known row, the
+    file grouping, the traceback panel, and a clean quit."""
+    state_path = short_tmp / "known.json"
+    done = short_tmp / "exit"
+    terminal = Terminal(
+        f"{sys.executable} -m memtop run --log {short_tmp / 'run.log'} {KNOWN} {state_path}; "
+        f"echo $? > {done}",
+        {"TERM": "screen", "NO_COLOR": "1"},
+    )
+    try:
+        state = wait_state(state_path)
+        buffers = marked_lines(KNOWN)["buffers"]
+        terminal.wait_for(f"known_lines.py:{buffers}")
+        terminal.keys("f")
+        terminal.wait_for("FILE")
+        terminal.keys("l")
+        terminal.wait_for("LOCATION")
+        terminal.keys("Enter")
+        terminal.wait_for("Tracebacks of")
+        terminal.keys("Escape")
+        terminal.wait_for("LOCATION")
+        terminal.keys("q")
+        wait_for(lambda: done.exists() and done.read_text().strip(), 20, "memtop to exit")
+        assert done.read_text().strip() == "0"
+    finally:
+        terminal.close()
+    wait_for(lambda: not psutil.pid_exists(state["pid"]), 10, "the program to be stopped")
+    assert os.environ.get("NO_COLOR") is None  # the test's own environment is untouched
