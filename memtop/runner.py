@@ -179,8 +179,11 @@ def start_program(
         log.close()
         os.close(config_r)
         os.close(status_w)
-    with os.fdopen(config_w, "wb") as pipe:
-        pipe.write(json.dumps(config).encode())
+    try:
+        with os.fdopen(config_w, "wb") as pipe:
+            pipe.write(json.dumps(config).encode())
+    except BrokenPipeError:
+        pass  # the program is already gone: the report below says how it ended
     report = _read_report(status_r, process, startup_timeout)
     program = Program(process, log_path, report.get("socket", ""), token)
     if not report.get("ok"):

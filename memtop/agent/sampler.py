@@ -29,8 +29,10 @@ class Sampler:
         self.samples_taken = 0
         self._started_at = 0.0
         self._derived = {}
-        # Highest traced peak seen outside the agent's own work (see correct_peak).
+        # Highest traced peak seen outside the agent's own work (see correct_peak), and
+        # the bytes the agent still held for its viewers when it last reset the peak.
         self._peak = 0
+        self._held = 0
 
     def clear(self):
         """Drop every cached sample and grouping."""
@@ -79,18 +81,21 @@ class Sampler:
     def note_peak(self):
         """Remember the traced peak before the agent allocates for its own work."""
         if tracemalloc.is_tracing():
-            peak = tracemalloc.get_traced_memory()[1]
+            peak = tracemalloc.get_traced_memory()[1] - self._held
             if peak > self._peak:
                 self._peak = peak
 
-    def correct_peak(self):
+    def correct_peak(self, held=0):
         """Undo the agent's own contribution to the traced peak.
 
         The agent's temporary lists are traced; when the agent started tracing it may reset
-        the peak after its work and report the peak it saw before. A target that traces on
-        its own keeps its peak untouched."""
+        the peak after its work and report the peak it saw before. `held` is what the agent
+        keeps past its work (replies a slow viewer has not read yet): the reset peak
+        includes it, so later readings discount it. A target that traces on its own keeps
+        its peak untouched."""
         if self.owns_tracing and tracemalloc.is_tracing():
             tracemalloc.reset_peak()
+            self._held = held
 
     def reset_peak(self):
         """The user asked to restart peak tracking from now."""

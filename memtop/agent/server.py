@@ -53,6 +53,10 @@ class Server:
         self.poller = select.poll()
         self.poller.register(listener.fileno(), select.POLLIN)
 
+    def _held_bytes(self):
+        """Bytes buffered for clients (replies not yet sent, frames not yet complete)."""
+        return sum(len(c.out) + len(c.reader.buffer) for c in self.conns.values())
+
     def client_count(self):
         return sum(1 for c in self.conns.values() if c.authed)
 
@@ -67,6 +71,9 @@ class Server:
             except (OSError, ValueError):
                 break
             now = time.monotonic()
+            # The agent's own temporaries (receive buffers, grouping lists, encoded
+            # replies) must not show up as the target's traced peak.
+            agent.sampler.note_peak()
             for fd, mask in events:
                 if agent.stopping:
                     break
@@ -75,6 +82,7 @@ class Server:
                 except Exception as exc:  # a bug in one request must not end serving
                     agent.record_error("serving fd %d: %r" % (fd, exc))
                     self._drop(fd)
+            agent.sampler.correct_peak(self._held_bytes())
             self._check_deadlines(time.monotonic())
             agent.check_idle(self.client_count() > 0)
         self._flush_all_briefly()
@@ -149,16 +157,9 @@ class Server:
             self._queue(conn, protocol.error_reply(None, exc.code, exc.message), now)
             return
         conn.frame_started = (conn.frame_started or now) if conn.reader.in_frame() else None
-        sampler = self.agent.sampler
         for body in bodies:
             conn.last_request = now
-            # The agent's own temporaries (grouping lists, the encoded reply) must not
-            # show up as the target's traced peak.
-            sampler.note_peak()
-            try:
-                self._queue(conn, self._answer(conn, body), now)
-            finally:
-                sampler.correct_peak()
+            self._queue(conn, self._answer(conn, body), now)
             if conn.close_after_flush:
                 break
 
