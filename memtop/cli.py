@@ -9,16 +9,20 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from memtop import __version__
+from memtop import __version__, offline
 from memtop.attach.chain import METHODS, attach, detach
 from memtop.attach.discovery import python_processes
 from memtop.batch import run_batch
 from memtop.client import AgentClient
 from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
+from memtop.filesource import FileSource
 from memtop.formatting import fit, format_size
 from memtop.model import GROUP_KEYS, Query
+from memtop.offline import FORMATS
 from memtop.runner import Program, log_tail, start_program
+from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
 
 DEMO_PROGRAM = str(Path(__file__).resolve().parent / "demo.py")
@@ -101,6 +105,11 @@ def _add_view_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="with --batch/--json: stop after N refreshes",
     )
+    parser.add_argument(
+        "--record",
+        metavar="FILE",
+        help="also append every refresh to FILE as a JSON line (any view)",
+    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +164,48 @@ def build_parser() -> argparse.ArgumentParser:
     detach = commands.add_parser("detach", help="stop the agent in a process")
     detach.add_argument("pid", type=_bounded_int(1, 2**22), metavar="PID")
     _add_attach_options(detach)
+
+    snapshot = commands.add_parser("snapshot", help="save a whole snapshot of a process")
+    snapshot.add_argument("pid", type=_bounded_int(1, 2**22), metavar="PID")
+    snapshot.add_argument(
+        "-o", "--output", metavar="FILE", help="where to save it (default: memtop-PID-TIME.memtop)"
+    )
+    snapshot.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="memtop",
+        help="memtop's file format (default) or tracemalloc's (a pickle)",
+    )
+    snapshot.add_argument(
+        "--nframe",
+        type=_bounded_int(1, 1000),
+        default=4,
+        metavar="N",
+        help="traceback depth if memtop has to start tracemalloc",
+    )
+    _add_attach_options(snapshot)
+
+    view = commands.add_parser("view", help="browse a saved snapshot, or the diff of two")
+    view.add_argument("file", metavar="FILE")
+    view.add_argument(
+        "--base", metavar="OLDFILE", help="show FILE's changes against OLDFILE (like compare_to)"
+    )
+    view.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow tracemalloc pickles, which can run code when opened",
+    )
+    _add_view_options(view)
+
+    convert = commands.add_parser("convert", help="convert between memtop and tracemalloc files")
+    convert.add_argument("source", metavar="IN")
+    convert.add_argument("target", metavar="OUT")
+    convert.add_argument("--to", choices=FORMATS, default="tracemalloc")
+    convert.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow reading a tracemalloc pickle, which can run code",
+    )
     return parser
 
 
@@ -212,6 +263,20 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "detach":
         sys.stderr.write(f"memtop: {detach(args.pid, args.method, args.force_gdb, args.timeout)}\n")
         return 0
+    if args.command == "snapshot":
+        path = args.output or offline.default_snapshot_path(args.pid)
+        done = offline.take(
+            args.pid, path, args.format, args.method, args.nframe, args.timeout, args.force_gdb
+        )
+        sys.stderr.write(f"memtop: {done}\n")
+        return 0
+    if args.command == "view":
+        return _view_file(args)
+    if args.command == "convert":
+        sys.stderr.write(
+            f"memtop: {offline.convert(args.source, args.target, args.to, args.trust_pickle)}\n"
+        )
+        return 0
     raise UsageError(f"unknown command {args.command}")
 
 
@@ -246,10 +311,16 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
         _report_program_end(program, ended_itself, source.close())
 
 
-def _view(source: LiveSource, query: Query, args: argparse.Namespace) -> int:
-    """Show a connected source with the view the options ask for; returns the exit code.
+def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
+    """Show a source with the view the options ask for; returns the exit code.
 
     The TUI unless --batch/--json/-n, or when not on a terminal (like `top -b`)."""
+    if getattr(args, "record", None):
+        try:
+            record = open(args.record, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.record}: {exc.strerror}") from exc
+        source = offline.RecordingSource(source, record)
     terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
     if args.batch or args.json or args.iterations is not None or not terminal:
         return run_batch(
@@ -267,6 +338,17 @@ def _view(source: LiveSource, query: Query, args: argparse.Namespace) -> int:
     outcome = run_tui(source, query, args.interval)
     source.keep_agent = outcome.keep_agent  # `Q`: the caller's close() leaves it serving
     return outcome.exit_code
+
+
+def _view_file(args: argparse.Namespace) -> int:
+    if args.trust_pickle:
+        sys.stderr.write(f"memtop: {PICKLE_WARNING}\n")
+    current = load(args.file, args.trust_pickle)
+    base = load(args.base, args.trust_pickle) if args.base else None
+    source = FileSource(current, args.file, base, args.base)
+    if args.iterations is None and (args.batch or args.json):
+        args.iterations = 1  # a file does not change: one refresh says it all
+    return _view(source, _query(args), args)
 
 
 def _report_program_end(program: Program, ended: str | None, status: str | None) -> None:

@@ -6,7 +6,7 @@ import sys
 import time
 import tracemalloc
 
-from . import collector
+from . import collector, export, objects, referrers
 
 MAX_ROWS = 500
 MAX_TRACEBACKS = 50
@@ -29,11 +29,19 @@ class ClientState:
         self.baseline = None
         # (what shaped them, rows, total): a refresh between two samples costs nothing.
         self.last_rows = None
+        # Object counts by type: the last ones this viewer saw, and its marked baseline.
+        self.types_previous = None
+        self.types_baseline = None
+        # A snapshot being fetched part by part: (id, parts).
+        self.export = None
 
     def clear(self):
         self.previous = {}
         self.baseline = None
         self.last_rows = None
+        self.types_previous = None
+        self.types_baseline = None
+        self.export = None
 
 
 def _get(args, name, kind, default):
@@ -103,6 +111,10 @@ class Commands:
             "reset_peak": self.cmd_reset_peak,
             "configure": self.cmd_configure,
             "detach": self.cmd_detach,
+            "types": self.cmd_types,
+            "snapshot": self.cmd_snapshot,
+            "origins": self.cmd_origins,
+            "referrers": self.cmd_referrers,
         }
 
     def handle(self, cmd, args, client):
@@ -259,6 +271,130 @@ class Commands:
         client.baseline = sample
         return {"baseline_time": sample.time, "sample": self.sampler.describe(sample, 0.0)}
 
+    def cmd_types(self, args, client):
+        """Live objects by type from the gc, with growth since the viewer's baseline (or its
+        previous look). Runs only when asked; its cost counts against the budget."""
+        limit = _limit(args, 50, objects.MAX_TYPES)
+        mark = _get(args, "mark", bool, False)
+        started = time.thread_time()
+        counts = objects.count_types()
+        cost = time.thread_time() - started
+        self.sampler.charge(cost)
+        against = client.types_baseline or client.types_previous
+        rows, total = objects.rank_types(counts, against[1] if against else None, limit)
+        since = against[0] if against else None
+        now = time.time()
+        client.types_previous = (now, counts)
+        if mark:
+            client.types_baseline = (now, counts)
+        return {
+            "rows": [
+                {
+                    "type": name,
+                    "count": count,
+                    "size": size,
+                    "count_diff": dcount,
+                    "size_diff": dsize,
+                }
+                for name, count, size, dcount, dsize in rows
+            ],
+            "total_types": total,
+            "objects": sum(count for count, _ in counts.values()),
+            "since": since,
+            "baseline": client.types_baseline[0] if client.types_baseline else None,
+            "cost_ms": round(cost * 1000.0, 3),
+        }
+
+    def cmd_origins(self, args, client):
+        """Allocation sites of a bounded sample of one type's instances."""
+        name = _type_arg(args)
+        sample = min(max(_get(args, "sample", int, 200), 1), objects.MAX_SAMPLE)
+        limit = _limit(args, 10, MAX_TRACEBACKS)
+        started = time.thread_time()
+        sites, sampled, untraced = objects.allocation_sites(name, sample, limit)
+        frames = set()
+        for tb, _ in sites:
+            frames.update(tb)
+        lookup = self.sources.lookup(frames)
+        self.sampler.charge(time.thread_time() - started)
+        return {
+            "type": name,
+            "sampled": sampled,
+            "untraced": untraced,
+            "sites": [
+                {
+                    "count": count,
+                    "frames": [
+                        {"filename": f, "lineno": n, "source": lookup.get((f, n), "")}
+                        for f, n in tb
+                    ],
+                }
+                for tb, count in sites
+            ],
+        }
+
+    def cmd_referrers(self, args, client):
+        """A referrer chain from a sample object (of a type, or allocated at a line) back
+        to a root. Bounded in time; keeps no reference once answered."""
+        seconds = min(max(_get(args, "timeout", float, 2.0), 0.1), 10.0)
+        started = time.thread_time()
+        if "type" in args:
+            sample = objects.instances(_type_arg(args), 1)
+            what = "the newest %s" % args["type"]
+        else:
+            key = _row_key(args.get("key"), "lineno")
+            sample = objects.objects_allocated_at(key[0], key[1], 1)
+            what = "an object allocated at %s:%d" % key
+        try:
+            if not sample:
+                return {
+                    "found": False,
+                    "what": what,
+                    "steps": [],
+                    "cut": False,
+                    "reason": "no such object is tracked by the gc (gc tracks containers "
+                    "only; strings, bytes and numbers have no referrer walk)",
+                }
+            traceback = (
+                tracemalloc.get_object_traceback(sample[0]) if tracemalloc.is_tracing() else None
+            )
+            allocated = [[f.filename, f.lineno] for f in traceback] if traceback else []
+            steps, cut = referrers.chain(sample.pop(), seconds)
+        finally:
+            del sample[:]
+            self.sampler.charge(time.thread_time() - started)
+        return {
+            "found": steps is not None,
+            "what": what,
+            "steps": steps or [],
+            "cut": cut,
+            "allocated_at": allocated,
+            "reason": ""
+            if steps
+            else "no root reached (the walk was bounded: %s)"
+            % ("cut short" if cut else "no module, class or thread refers to it"),
+        }
+
+    def cmd_snapshot(self, args, client):
+        """One part of a whole snapshot (part 0 builds it; the others are fetched in order
+        and the last one frees it). Counts against the budget like a table."""
+        part = _get(args, "part", int, 0)
+        if part == 0:
+            started = time.thread_time()
+            client.export = (int(time.time() * 1000), export.build(self.sources))
+            self.sampler.charge(time.thread_time() - started)
+        if client.export is None:
+            raise BadArgs("no snapshot is being fetched: ask for part 0 first")
+        snapshot_id, parts = client.export
+        if part != 0 and _get(args, "snapshot", int, -1) != snapshot_id:
+            raise BadArgs("that snapshot is gone; ask for part 0 again")
+        if not 0 <= part < len(parts):
+            raise BadArgs("part must be from 0 to %d" % (len(parts) - 1))
+        reply = dict(parts[part], snapshot=snapshot_id, part=part, parts=len(parts))
+        if part == len(parts) - 1:
+            client.export = None
+        return reply
+
     def cmd_reset_peak(self, args, client):
         if not tracemalloc.is_tracing():
             raise BadArgs("tracemalloc is not tracing")
@@ -324,6 +460,13 @@ def _row_key(value, group_by):
     if not isinstance(lineno, int) or isinstance(lineno, bool):
         raise BadArgs("key.lineno must be an integer")
     return (filename, lineno)
+
+
+def _type_arg(args):
+    name = args.get("type")
+    if not isinstance(name, str) or not 0 < len(name) <= 300:
+        raise BadArgs("type must be a type name such as 'app.models.Session'")
+    return name
 
 
 def _count_entries(path):

@@ -1,0 +1,137 @@
+"""Objects the garbage collector knows, by type; where instances of a type were
+allocated; and what keeps one of them alive.
+
+gc sees container objects only (instances, dicts, lists, tuples, sets, functions...):
+strings, bytes and numbers show up through the tracemalloc rows instead. These walks run
+on request only, never on every refresh, and they hold references to target objects only
+while they run: every list is emptied before the answer is returned, so memtop never keeps
+alive what it was asked to look at.
+"""
+
+import gc
+import sys
+import time
+import tracemalloc
+
+MAX_TYPES = 200
+MAX_SAMPLE = 1000
+
+
+def type_name(kind):
+    """'module.Qualname' of a type (builtins without the module)."""
+    module = getattr(kind, "__module__", None) or "?"
+    name = getattr(kind, "__qualname__", None) or getattr(kind, "__name__", "?")
+    if not isinstance(module, str) or not isinstance(name, str):
+        return "?"
+    return name if module == "builtins" else module + "." + name
+
+
+def count_types():
+    """{type name: (count, shallow bytes)} over every object the gc tracks."""
+    objects = gc.get_objects()
+    try:
+        # Group the objects themselves (no object is created per object: each would be
+        # traced), then size each group with C-level loops.
+        groups = {}
+        get = groups.get
+        for obj in objects:
+            kind = type(obj)
+            members = get(kind)
+            if members is None:
+                groups[kind] = [obj]
+            else:
+                members.append(obj)
+        del objects[:]
+        totals = {}
+        for kind, members in groups.items():
+            name = type_name(kind)
+            count, size = totals.get(name, (0, 0))
+            totals[name] = (count + len(members), size + sum(map(sys.getsizeof, members)))
+            del members[:]
+        groups.clear()
+        return totals
+    finally:
+        del objects[:]
+
+
+def rank_types(current, baseline, limit):
+    """Rows sorted by growth since `baseline` (then by size): (name, count, size, dcount,
+    dsize)."""
+    rows = []
+    for name, (count, size) in current.items():
+        old = baseline.get(name, (0, 0)) if baseline is not None else (count, size)
+        rows.append((name, count, size, count - old[0], size - old[1]))
+    if baseline is not None:
+        for name, (count, size) in baseline.items():
+            if name not in current:
+                rows.append((name, 0, 0, -count, -size))
+    rows.sort(key=lambda r: (r[4], r[3], r[2]), reverse=True)
+    return rows[:limit], len(rows)
+
+
+def instances(name, limit):
+    """Up to `limit` objects whose type is called `name`."""
+    found = []
+    objects = gc.get_objects()
+    try:
+        for obj in reversed(objects):  # the most recently tracked objects first
+            if type_name(type(obj)) == name:
+                found.append(obj)
+                if len(found) >= limit:
+                    break
+    finally:
+        del objects[:]
+    return found
+
+
+def allocation_sites(name, sample, limit):
+    """Where instances of `name` were allocated: (traceback, count) of a bounded sample,
+    plus how many were sampled and how many tracemalloc did not see."""
+    objects = instances(name, sample)
+    try:
+        sites = {}
+        untraced = 0
+        for obj in objects:
+            tb = tracemalloc.get_object_traceback(obj) if tracemalloc.is_tracing() else None
+            if tb is None:
+                untraced += 1
+                continue
+            key = tuple((frame.filename, frame.lineno) for frame in tb)  # oldest first
+            sites[key] = sites.get(key, 0) + 1
+        ranked = sorted(sites.items(), key=lambda item: item[1], reverse=True)[:limit]
+        return ranked, len(objects), untraced
+    finally:
+        del objects[:]
+
+
+def objects_allocated_at(filename, lineno, limit):
+    """Up to `limit` gc-tracked objects whose allocating frame is filename:lineno."""
+    found = []
+    if not tracemalloc.is_tracing():
+        return found
+    objects = gc.get_objects()
+    try:
+        for obj in objects:
+            tb = tracemalloc.get_object_traceback(obj)
+            if (
+                tb is not None
+                and len(tb)
+                and tb[-1].filename == filename
+                and tb[-1].lineno == lineno
+            ):
+                found.append(obj)
+                if len(found) >= limit:
+                    break
+    finally:
+        del objects[:]
+    return found
+
+
+class Deadline:
+    """A time limit for a walk."""
+
+    def __init__(self, seconds):
+        self.end = time.monotonic() + seconds
+
+    def passed(self):
+        return time.monotonic() > self.end

@@ -1,0 +1,140 @@
+"""A saved snapshot (or the difference of two) as a data source: the same views, offline.
+
+Grouping and ranking are the agent's own pure functions (memtop.agent.collector), so a
+file shows exactly what the live view showed, and a diff follows Snapshot.compare_to().
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from memtop.agent import collector
+from memtop.errors import MemtopError
+from memtop.model import Frame, Query, Row, Sample, TableInfo, row_key
+from memtop.snapfile import SavedSnapshot, Traceback
+from memtop.source import TargetInfo, TracebackEntry
+
+
+class FileSource:
+    """Views read this like a live source; nothing changes between refreshes."""
+
+    def __init__(
+        self,
+        current: SavedSnapshot,
+        path: str,
+        base: SavedSnapshot | None = None,
+        base_path: str | None = None,
+    ) -> None:
+        self.current = current
+        self.base = base
+        self._by_tb = current.by_traceback()
+        self._base_by_tb = base.by_traceback() if base is not None else None
+        self._sources = {**(base.sources if base else {}), **current.sources}
+        meta = current.meta
+        label = os.path.basename(path)
+        if base_path is not None:
+            label = f"{label} vs {os.path.basename(base_path)}"
+        self.info = TargetInfo(
+            pid=int(meta.get("pid") or 0),
+            python=str(meta.get("python") or "?"),
+            cmdline=str(meta.get("cmdline") or label),
+            how="file",
+            tracing_owner=str(meta.get("tracing_owner") or "?"),
+            nframe=int(meta.get("nframe") or 0),
+            log_path=None,
+            started=meta.get("time"),
+        )
+        self.label = label
+
+    def refresh(self, query: Query, max_age: float) -> Sample:
+        """The table of the file (diffs against the base file, if any)."""
+        config = (query.group_by, query.cumulative, query.include, query.exclude)
+        keep = collector.filename_filter(query.include, query.exclude)
+        current = collector.group(self._by_tb, config[0], config[1], keep)
+        against = None
+        if self._base_by_tb is not None:
+            against = collector.group(self._base_by_tb, config[0], config[1], keep)
+        sort = query.sort if query.sort in collector.SORT_KEYS else "size"
+        rows, total = collector.rank(current, against, query.group_by, sort, query.limit)
+        meta = self.current.meta
+        taken = float(meta.get("time") or 0.0)
+        return Sample(
+            pid=self.info.pid,
+            time=taken,
+            query=query,
+            rss=meta.get("rss"),
+            uss=meta.get("uss"),
+            traced_current=int(meta.get("traced_current") or meta.get("traced_size") or 0),
+            traced_peak=int(meta.get("traced_peak") or 0),
+            tracemalloc_memory=int(meta.get("tracemalloc_memory") or 0),
+            traced_blocks=sum(count for _, _, count in self.current.entries),
+            nframe=self.info.nframe,
+            pause_ms=0.0,
+            table=TableInfo(
+                sample_id=1,
+                time=taken,
+                age=max(0.0, time.time() - taken),
+                fresh=True,
+                pause_ms=float(meta.get("cost_ms") or 0.0),
+                next_in=0.0,
+                budget=0.0,
+            ),
+            rows=tuple(self._row(query.group_by, raw) for raw in rows),
+            total_rows=total,
+        )
+
+    def _row(self, group_by: str, raw: tuple[Any, ...]) -> Row:
+        key, size, size_diff, count, count_diff, tb = raw
+        filename, lineno = tb[0]
+        if group_by == "lineno":
+            filename, lineno = key
+        elif group_by == "filename":
+            filename, lineno = key, None
+        frames = self._frames(tb)
+        return Row(
+            row_key(group_by, filename, lineno, frames),
+            filename,
+            lineno,
+            size,
+            count,
+            size_diff,
+            count_diff,
+            self._sources.get((filename, lineno or 0), ""),
+            frames,
+        )
+
+    def _frames(self, tb: Traceback) -> tuple[Frame, ...]:
+        return tuple(Frame(f, n, self._sources.get((f, n), "")) for f, n in reversed(tb))
+
+    def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
+        if query.group_by == "traceback":
+            key: Any = tuple((f.filename, f.lineno) for f in reversed(row.traceback))
+        elif query.group_by == "filename":
+            key = row.filename
+        else:
+            key = (row.filename, row.lineno)
+        keep = collector.filename_filter(query.include, query.exclude)
+        found = collector.tracebacks_of(
+            self._by_tb, query.group_by, query.cumulative, key, keep, limit
+        )
+        return [TracebackEntry(size, count, self._frames(tb)) for tb, size, count in found]
+
+    def set_baseline(self) -> None:
+        raise MemtopError("a saved snapshot has no baseline: compare files with --base")
+
+    def clear_baseline(self) -> None:
+        raise MemtopError("a saved snapshot has no baseline")
+
+    def reset_peak(self) -> None:
+        raise MemtopError("a saved snapshot's peak cannot be reset")
+
+    def exit_status(self) -> str | None:
+        return None
+
+    def reconnect(self) -> None:
+        return None
+
+    def close(self, keep_agent: bool = False) -> str | None:
+        return None

@@ -1,0 +1,128 @@
+"""Snapshots taken from a live agent and read back later: `memtop snapshot`, the viewer's
+save key, `memtop view`, `memtop convert`, and `--record`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, TextIO
+
+from memtop import __version__
+from memtop.attach.chain import attach
+from memtop.client import AgentClient
+from memtop.errors import MemtopError, UsageError
+from memtop.model import History, Query, Row, Sample, judge, sample_json
+from memtop.procinfo import ProcInfo
+from memtop.snapfile import SavedSnapshot, export_tracemalloc, fetch, load, save
+from memtop.source import Source, TargetInfo, TracebackEntry
+
+FORMATS = ("memtop", "tracemalloc")
+
+
+def snapshot_of(client: AgentClient, pid: int) -> SavedSnapshot:
+    """A whole snapshot from a connected agent, with what memtop knows of the process."""
+    proc = ProcInfo(pid)
+    memory = proc.memory()
+    greeting = client.greeting
+    meta = {
+        "pid": pid,
+        "python": greeting.get("py"),
+        "cmdline": proc.cmdline(),
+        "rss": memory.rss,
+        "uss": memory.uss,
+        "tracing_owner": greeting.get("tracing_owner"),
+        "memtop": __version__,
+    }
+    try:
+        return fetch(client, meta)
+    except ValueError as exc:
+        raise MemtopError(f"the agent sent an invalid snapshot: {exc}") from exc
+
+
+def write(snapshot: SavedSnapshot, path: str, file_format: str = "memtop") -> None:
+    """Save in memtop's format or tracemalloc's."""
+    if file_format == "tracemalloc":
+        export_tracemalloc(snapshot, path)
+    else:
+        save(snapshot, path)
+
+
+def take(
+    pid: int, path: str, file_format: str, method: str, nframe: int, timeout: float, force_gdb: bool
+) -> str:
+    """`memtop snapshot PID -o FILE`: attach, save, and leave the target as it was."""
+    attached = attach(pid, method, nframe, timeout, force_gdb)
+    try:
+        snapshot = snapshot_of(attached.client, pid)
+        if attached.how not in ("reuse", "opt-in"):
+            attached.client.request("detach")
+    finally:
+        attached.client.close()
+    write(snapshot, path, file_format)
+    blocks = sum(count for _, _, count in snapshot.entries)
+    return f"saved {blocks} traced blocks of pid {pid} ({len(snapshot.entries)} entries) to {path}"
+
+
+def convert(source: str, target: str, to: str, trust_pickle: bool) -> str:
+    """`memtop convert IN OUT`: between memtop's format and tracemalloc's."""
+    if to not in FORMATS:
+        raise UsageError(f"--to must be one of {', '.join(FORMATS)}")
+    snapshot = load(source, trust_pickle)
+    write(snapshot, target, to)
+    return f"wrote {target} ({to} format)"
+
+
+class RecordingSource:
+    """Wraps a source: every refresh is also appended to a JSON-lines file (--record)."""
+
+    def __init__(self, inner: Source, out: TextIO) -> None:
+        self.inner = inner
+        self.out = out
+        self.history = History()
+
+    @property
+    def info(self) -> TargetInfo:
+        return self.inner.info
+
+    def refresh(self, query: Query, max_age: float) -> Sample:
+        sample = self.inner.refresh(query, max_age)
+        self.history.add(sample)
+        line = sample_json(sample)
+        line["verdict"] = judge(list(self.history.points)).text
+        self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self.out.flush()
+        return sample
+
+    def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
+        return self.inner.tracebacks(query, row, limit)
+
+    def set_baseline(self) -> None:
+        self.inner.set_baseline()
+
+    def clear_baseline(self) -> None:
+        self.inner.clear_baseline()
+
+    def reset_peak(self) -> None:
+        self.inner.reset_peak()
+
+    def exit_status(self) -> str | None:
+        return self.inner.exit_status()
+
+    def reconnect(self) -> None:
+        self.inner.reconnect()
+
+    def close(self, keep_agent: bool | None = None) -> str | None:
+        if keep_agent is None:
+            keep_agent = self.__dict__.get("keep_agent")  # set by the TUI's `Q`
+        try:
+            return self.inner.close(keep_agent)  # type: ignore[arg-type]
+        finally:
+            self.out.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a view asks for (keep_agent, client, ...) is the inner source's.
+        return getattr(self.inner, name)
+
+
+def default_snapshot_path(pid: int) -> str:
+    return time.strftime(f"memtop-{pid}-%Y%m%d-%H%M%S.memtop")
