@@ -183,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="traceback depth if memtop has to start tracemalloc",
     )
+    snapshot.add_argument(
+        "--wait",
+        type=_positive_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when the attach starts tracing, trace this long before saving",
+    )
     _add_attach_options(snapshot)
 
     view = commands.add_parser("view", help="browse a saved snapshot, or the diff of two")
@@ -266,7 +273,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "snapshot":
         path = args.output or offline.default_snapshot_path(args.pid)
         done = offline.take(
-            args.pid, path, args.format, args.method, args.nframe, args.timeout, args.force_gdb
+            args.pid,
+            path,
+            args.format,
+            args.method,
+            args.nframe,
+            args.timeout,
+            args.force_gdb,
+            args.wait,
+            lambda text: sys.stderr.write(f"memtop: warning: {text}\n"),
         )
         sys.stderr.write(f"memtop: {done}\n")
         return 0

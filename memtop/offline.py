@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from memtop import __version__
@@ -48,11 +49,31 @@ def write(snapshot: SavedSnapshot, path: str, file_format: str = "memtop") -> No
 
 
 def take(
-    pid: int, path: str, file_format: str, method: str, nframe: int, timeout: float, force_gdb: bool
+    pid: int,
+    path: str,
+    file_format: str,
+    method: str,
+    nframe: int,
+    timeout: float,
+    force_gdb: bool,
+    wait: float = 0.0,
+    warn: Callable[[str], None] | None = None,
 ) -> str:
-    """`memtop snapshot PID -o FILE`: attach, save, and leave the target as it was."""
+    """`memtop snapshot PID -o FILE`: attach, save, and leave the target as it was.
+
+    tracemalloc sees only what is allocated after it starts: when this attach started it,
+    waiting `wait` seconds first lets allocations accumulate."""
     attached = attach(pid, method, nframe, timeout, force_gdb)
     try:
+        ping = attached.client.request("ping")
+        fresh = attached.client.greeting.get("tracing_owner") == "agent" and ping["uptime"] < 5
+        if fresh and wait <= 0 and warn is not None:
+            warn(
+                "tracing started only now, so the snapshot holds just the last moments' "
+                "allocations; use --wait SECONDS, or keep an agent attached (`Q` in the viewer)"
+            )
+        if wait > 0:
+            time.sleep(wait)
         snapshot = snapshot_of(attached.client, pid)
         if attached.how not in ("reuse", "opt-in"):
             attached.client.request("detach")
