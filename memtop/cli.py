@@ -281,7 +281,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.timeout,
             args.force_gdb,
             args.wait,
-            lambda text: sys.stderr.write(f"memtop: warning: {text}\n"),
+            _warn,
         )
         sys.stderr.write(f"memtop: {done}\n")
         return 0
@@ -420,3 +420,7 @@ def _ps(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(line + fit(row.command, max(10, width - len(line))) + "\n")
     return 0
+
+
+def _warn(text: str) -> None:
+    sys.stderr.write(f"memtop: warning: {text}\n")
