@@ -12,16 +12,23 @@ from typing import TextIO
 from memtop import __version__
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
 from memtop.formatting import fit, format_count, format_size, location
-from memtop.model import History, Query, Sample, Verdict, sample_json
+from memtop.model import History, Query, Sample, Suspect, Verdict, format_rate, sample_json
 from memtop.source import Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
 
 
 def render_text(
-    sample: Sample, verdict: Verdict, source_info: str, width: int, cwd: str | None = None
+    sample: Sample,
+    verdict: Verdict,
+    source_info: str,
+    width: int,
+    cwd: str | None = None,
+    suspects: dict[str, Suspect] | None = None,
 ) -> str:
-    """One `--batch` refresh: a header of vital numbers, then the table."""
+    """One `--batch` refresh: a header of vital numbers, then the table. Leak suspects
+    are marked with `!` after their rank and listed under the header."""
+    suspects = suspects or {}
     stamp = datetime.fromtimestamp(sample.time).strftime("%H:%M:%S")
     table = sample.table
     untraced = sample.untraced
@@ -42,23 +49,33 @@ def render_text(
         "",
         _COLUMNS + "LOCATION / SOURCE",
     ]
+    if suspects:
+        ranked = sorted(
+            suspects.items(), key=lambda kv: kv[1].rate * kv[1].confidence, reverse=True
+        )[:3]
+        named = ", ".join(
+            f"{fit(key, 60)} ({format_rate(s.rate)}, confidence {s.confidence:.0%})"
+            for key, s in ranked
+        )
+        lines.insert(3, f"leak suspects: {named}")
     room = max(24, width - len(_COLUMNS))
     for rank, row in enumerate(sample.rows, 1):
         # The location keeps its line number; the source line gives way first.
         where = location(row.filename, row.lineno, min(room, 48), cwd)
         left = room - len(where) - 2
         rest = f"{where}  {fit(row.source, left)}" if row.source and left >= 8 else where
+        mark = "!" if row.key in suspects else " "
         lines.append(
-            f"{rank:5d} {format_size(row.size):>10} {format_size(row.size_diff, True):>10}"
+            f"{rank:4d}{mark} {format_size(row.size):>10} {format_size(row.size_diff, True):>10}"
             f" {format_count(row.count):>8} {format_count(row.count_diff, True):>8}"
             f" {format_size(row.average):>8}  {rest}"
         )
     return "\n".join(lines) + "\n"
 
 
-def render_json(sample: Sample, verdict: Verdict) -> str:
+def render_json(sample: Sample, verdict: Verdict, history: History | None = None) -> str:
     """One `--json` line."""
-    data = sample_json(sample)
+    data = sample_json(sample, history)
     data["verdict"] = verdict.text
     return json.dumps(data, separators=(",", ":"))
 
@@ -95,9 +112,9 @@ def run_batch(
             history.add(sample)
             verdict = history.verdict()
             out.write(
-                render_json(sample, verdict) + "\n"
+                render_json(sample, verdict, history) + "\n"
                 if as_json
-                else render_text(sample, verdict, label, width, cwd) + "\n"
+                else render_text(sample, verdict, label, width, cwd, history.suspects()) + "\n"
             )
             out.flush()
             shown += 1

@@ -19,7 +19,7 @@ from memtop.client import AgentClient
 from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
 from memtop.formatting import fit, format_size
-from memtop.model import GROUP_KEYS, Query
+from memtop.model import GROUP_KEYS, SORT_KEYS, Query
 from memtop.offline import FORMATS
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
@@ -73,6 +73,14 @@ def _add_view_options(parser: argparse.ArgumentParser) -> None:
         choices=GROUP_KEYS,
         default="lineno",
         help="group rows by source line (default), file, or whole traceback",
+    )
+    parser.add_argument(
+        "-s",
+        "--sort",
+        choices=SORT_KEYS,
+        default="size",
+        help="row order: size (default), size_diff / count_diff (largest change either way), "
+        "count, growth (largest growth first: leak hunting)",
     )
     parser.add_argument(
         "--cumulative",
@@ -298,7 +306,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> Query:
     if args.cumulative and args.group == "traceback":
         raise UsageError("--cumulative applies to lineno and filename grouping only")
-    return Query(group_by=args.group, cumulative=args.cumulative, limit=args.limit)
+    return Query(group_by=args.group, cumulative=args.cumulative, limit=args.limit, sort=args.sort)
 
 
 def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, module: bool) -> int:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 GROUP_KEYS = ("lineno", "filename", "traceback")
-SORT_KEYS = ("size", "size_diff", "count", "count_diff")
+SORT_KEYS = ("size", "size_diff", "count", "count_diff", "growth")
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,12 @@ def sample_from_reply(
     )
 
 
-def sample_json(sample: Sample) -> dict[str, Any]:
-    """The `--json` line of one refresh (schema in DESIGN.md §2; fields are only added)."""
+def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any]:
+    """The `--json` line of one refresh (schema in DESIGN.md §2; fields are only added).
+
+    With the `history` of the refreshes so far, rows carry `growth_rate` (bytes/min over
+    their recent tables, null while too few) and `suspect` (steady growth: a likely leak)."""
+    suspects = history.suspects() if history is not None else {}
     return {
         "pid": sample.pid,
         "time": sample.time,
@@ -214,6 +219,9 @@ def sample_json(sample: Sample) -> dict[str, Any]:
                 "count_diff": row.count_diff,
                 "source": row.source,
                 "traceback": [{"filename": f.filename, "lineno": f.lineno} for f in row.traceback],
+                "growth_rate": history.growth_rate(row.key) if history is not None else None,
+                "suspect": row.key in suspects,
+                "suspect_confidence": suspects[row.key].confidence if row.key in suspects else 0.0,
             }
             for row in sample.rows
         ],
@@ -320,6 +328,59 @@ def format_rate(bytes_per_min: float) -> str:
     return f"{sign}{value / KIB:.0f} KiB/min"
 
 
+@dataclass(frozen=True)
+class Suspect:
+    """A row that keeps growing: a likely leak."""
+
+    rate: float  # bytes per minute
+    confidence: float  # 0..1: how steady the growth is, and how much history backs it
+    points: int
+
+
+SUSPECT_MIN_POINTS = 5
+SUSPECT_MIN_GROWTH = 1024
+
+
+def judge_growth(points: list[tuple[float, int]]) -> Suspect | None:
+    """A Suspect when (time, size) points rise steadily, not in one jump.
+
+    Steady: most steps go up, few go down, and a straight line explains the sizes well
+    (r²). A single spike has one rising step out of many and is not a suspect."""
+    n = len(points)
+    if n < SUSPECT_MIN_POINTS:
+        return None
+    sizes = [size for _, size in points]
+    steps = [b - a for a, b in pairwise(sizes)]
+    rises = sum(1 for d in steps if d > 0)
+    falls = sum(1 for d in steps if d < 0)
+    if (
+        sizes[-1] - sizes[0] < SUSPECT_MIN_GROWTH
+        or rises < 0.6 * len(steps)
+        or falls > 0.2 * len(steps)
+    ):
+        return None
+    per_second = slope([(t, float(s)) for t, s in points])
+    if per_second <= 0:
+        return None
+    fit = r_squared([(t, float(s)) for t, s in points], per_second)
+    if fit < 0.5:
+        return None
+    confidence = (rises / len(steps)) * fit * min(1.0, len(steps) / 10)
+    return Suspect(per_second * 60.0, round(confidence, 3), n)
+
+
+def r_squared(points: list[tuple[float, float]], per_second: float) -> float:
+    """How much of the variance a line of that slope (through the means) explains."""
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    total = sum((v - mean_v) ** 2 for _, v in points)
+    if total == 0:
+        return 0.0
+    residual = sum((v - (mean_v + per_second * (t - mean_t))) ** 2 for t, v in points)
+    return max(0.0, 1.0 - residual / total)
+
+
 @dataclass
 class History:
     """Accumulates refreshes: memory series for the chart and verdict, per-row trends."""
@@ -327,7 +388,8 @@ class History:
     max_points: int = 3600
     row_points: int = 30
     points: deque[MemoryPoint] = field(default_factory=deque)
-    _trends: dict[str, deque[int]] = field(default_factory=dict)
+    # per row: (table time, size) of the recent tables that showed it
+    _trends: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
     _trend_query: Query | None = None
     _last_table: int | None = None
 
@@ -356,14 +418,30 @@ class History:
         self._last_table = sample.table.sample_id
         for row in sample.rows:
             series = self._trends.setdefault(row.key, deque(maxlen=self.row_points))
-            series.append(row.size)
+            series.append((sample.table.time, row.size))
         if len(self._trends) > 4 * max(len(sample.rows), 50):
             keep = {row.key for row in sample.rows}
             self._trends = {k: v for k, v in self._trends.items() if k in keep}
 
     def trend(self, key: str) -> tuple[int, ...]:
         """Recent sizes of one row, oldest first."""
-        return tuple(self._trends.get(key, ()))
+        return tuple(size for _, size in self._trends.get(key, ()))
+
+    def suspects(self) -> dict[str, Suspect]:
+        """Rows growing steadily over their recent tables, by key."""
+        found = {}
+        for key, series in self._trends.items():
+            suspect = judge_growth(list(series))
+            if suspect is not None:
+                found[key] = suspect
+        return found
+
+    def growth_rate(self, key: str) -> float | None:
+        """Bytes per minute over the row's recent tables (None with fewer than 3)."""
+        series = self._trends.get(key)
+        if series is None or len(series) < 3:
+            return None
+        return slope([(t, float(size)) for t, size in series]) * 60.0
 
     def verdict(self) -> Verdict:
         """The verdict over the recorded history."""

@@ -108,7 +108,7 @@ class RecordingSource:
     def refresh(self, query: Query, max_age: float) -> Sample:
         sample = self.inner.refresh(query, max_age)
         self.history.add(sample)
-        line = sample_json(sample)
+        line = sample_json(sample, self.history)
         line["verdict"] = judge(list(self.history.points)).text
         self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
         self.out.flush()

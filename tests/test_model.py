@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from memtop.model import (
     MIB,
     Frame,
@@ -9,6 +11,7 @@ from memtop.model import (
     MemoryPoint,
     Query,
     judge,
+    judge_growth,
     row_key,
     sample_from_reply,
     sample_json,
@@ -100,7 +103,7 @@ def test_json_line_has_exactly_the_documented_row_fields() -> None:
         assert name in data
     assert data["uss"] is None
     row = data["rows"][0]
-    assert set(row) == {
+    documented = {
         "key",
         "filename",
         "lineno",
@@ -111,6 +114,9 @@ def test_json_line_has_exactly_the_documented_row_fields() -> None:
         "source",
         "traceback",
     }
+    added = {"growth_rate", "suspect", "suspect_confidence"}  # leak hunting, additive
+    assert set(row) == documented | added
+    assert row["growth_rate"] is None and row["suspect"] is False
     assert row["traceback"] == [
         {"filename": "/app/main.py", "lineno": 10},
         {"filename": "/app/cache.py", "lineno": 42},
@@ -181,3 +187,51 @@ def test_history_trends_restart_when_the_grouping_changes() -> None:
     history.add(sample_from_reply(1, 2.0, other, reply([dict(ROW, lineno=None)], 2), 10, None))
     assert history.trend("/app/cache.py:42") == ()
     assert history.trend("/app/cache.py") == (1000,)
+
+
+def steady(start: int, step: int, n: int = 8, every: float = 1.0) -> list[tuple[float, int]]:
+    return [(i * every, start + i * step) for i in range(n)]
+
+
+def test_steady_growth_is_a_suspect_with_its_rate() -> None:
+    suspect = judge_growth(steady(10_000, 2_000))
+    assert suspect is not None
+    assert abs(suspect.rate - 120_000) < 1  # 2000 B/s
+    assert 0.6 < suspect.confidence <= 1.0 and suspect.points == 8
+
+
+def test_a_single_spike_is_not_a_suspect() -> None:
+    points = [(float(i), 10_000 if i < 4 else 500_000) for i in range(8)]
+    assert judge_growth(points) is None
+
+
+def test_shrinking_flat_noisy_and_short_series_are_not_suspects() -> None:
+    assert judge_growth(steady(100_000, -2_000)) is None
+    assert judge_growth(steady(100_000, 0)) is None
+    noisy = [(float(i), 50_000 + (3_000 if i % 2 else -3_000)) for i in range(10)]
+    assert judge_growth(noisy) is None
+    assert judge_growth(steady(10_000, 2_000, n=4)) is None
+    assert judge_growth(steady(10_000, 10)) is None  # grows by less than 1 KiB in all
+
+
+def test_more_history_means_more_confidence() -> None:
+    short, long = judge_growth(steady(0, 4096, n=5)), judge_growth(steady(0, 4096, n=12))
+    assert short is not None and long is not None and long.confidence > short.confidence
+
+
+def test_history_finds_the_growing_row_and_reports_it_in_json() -> None:
+    history = History()
+    for i in range(8):
+        leak = dict(ROW, size=10_000 + i * 5_000)
+        flat = dict(ROW, lineno=7, size=90_000)
+        sample = sample_from_reply(1, float(i), Query(), reply([flat, leak], i + 1), 10, None)
+        # the table's time drives the rate
+        sample = replace(sample, table=replace(sample.table, time=float(i)))
+        history.add(sample)
+    assert set(history.suspects()) == {"/app/cache.py:42"}
+    data = sample_json(sample, history)
+    rows = {row["key"]: row for row in data["rows"]}
+    assert rows["/app/cache.py:42"]["suspect"] is True
+    assert abs(rows["/app/cache.py:42"]["growth_rate"] - 300_000) < 1
+    assert rows["/app/cache.py:7"]["suspect"] is False
+    assert rows["/app/cache.py:7"]["growth_rate"] == 0.0

@@ -18,7 +18,7 @@ import tracemalloc
 from operator import itemgetter
 
 GROUP_KEYS = ("lineno", "filename", "traceback")
-SORT_KEYS = ("size", "size_diff", "count", "count_diff")
+SORT_KEYS = ("size", "size_diff", "count", "count_diff", "growth")
 
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 # The agent's modules, as their code objects name them. The launcher hands control to
@@ -213,6 +213,8 @@ _SORT_FIELDS = {
         abs(size_diff),
         size,
     ),
+    # Leak hunting: the largest growth first, however small the row (shrinking rows last).
+    "growth": lambda size, size_diff, count, count_diff: (size_diff, count_diff, size, count),
 }
 
 

@@ -61,14 +61,22 @@ def build(sources):
         "tracemalloc_memory": tracemalloc.get_tracemalloc_memory(),
         "traced_size": total_size,
         "traced_blocks": total_count,
-        "counts": {"frames": len(frame_list), "tracebacks": len(tracebacks),
-                   "entries": len(entries), "sources": len(source_list)},
+        "counts": {
+            "frames": len(frame_list),
+            "tracebacks": len(tracebacks),
+            "entries": len(entries),
+            "sources": len(source_list),
+        },
     }
     parts = [{"header": header}]
-    for name, items in (("frames", frame_list), ("tracebacks", tracebacks),
-                        ("entries", entries), ("sources", source_list)):
+    for name, items in (
+        ("frames", frame_list),
+        ("tracebacks", tracebacks),
+        ("entries", entries),
+        ("sources", source_list),
+    ):
         for start in range(0, len(items), PART_ITEMS):
-            parts.append({name: items[start:start + PART_ITEMS]})
+            parts.append({name: items[start : start + PART_ITEMS]})
     header["parts"] = len(parts)
     header["cost_ms"] = round((time.thread_time() - started) * 1000.0, 3)
     return parts

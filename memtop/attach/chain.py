@@ -232,8 +232,9 @@ def _inject(route: str, target: Target, session: Session) -> None:
     raise AttachError(f"gdb could not inject into pid {target.pid}: {detail}")
 
 
-def _await_result(target: Target, session: Session, route: str, timeout: float,
-                  fallback: bool = False) -> dict:
+def _await_result(
+    target: Target, session: Session, route: str, timeout: float, fallback: bool = False
+) -> dict:
     """The agent's answer to the session, waiting at most `timeout` seconds for it.
 
     With `fallback` (a parked-thread attach comes next), stop waiting after PARKED_AFTER
@@ -262,8 +263,9 @@ def _await_result(target: Target, session: Session, route: str, timeout: float,
         time.sleep(POLL)
 
 
-def _await_agent(target: Target, session: Session, route: str, timeout: float,
-                 fallback: bool) -> AgentClient:
+def _await_agent(
+    target: Target, session: Session, route: str, timeout: float, fallback: bool
+) -> AgentClient:
     result = _await_result(target, session, route, timeout, fallback)
     return AgentClient.connect(result["socket"], session.token, expected_pid=target.pid)
 
