@@ -321,6 +321,7 @@ class Commands:
             "type": name,
             "sampled": sampled,
             "untraced": untraced,
+            "note": _untraced_note() if untraced else "",
             "sites": [
                 {
                     "count": count,
@@ -341,10 +342,16 @@ class Commands:
         if "type" in args:
             sample = objects.instances(_type_arg(args), 1)
             what = "the newest %s" % args["type"]
+            missing = "no live %s is tracked by the gc" % args["type"]
         else:
             key = _row_key(args.get("key"), "lineno")
             sample = objects.objects_allocated_at(key[0], key[1], 1)
             what = "an object allocated at %s:%d" % key
+            missing = (
+                "no object the gc tracks was found with that allocation line: the gc "
+                "tracks containers only (strings, bytes and numbers have no referrer "
+                "walk), and " + _untraced_note()
+            )
         try:
             if not sample:
                 return {
@@ -352,27 +359,31 @@ class Commands:
                     "what": what,
                     "steps": [],
                     "cut": False,
-                    "reason": "no such object is tracked by the gc (gc tracks containers "
-                    "only; strings, bytes and numbers have no referrer walk)",
+                    "allocated_at": [],
+                    "note": "",
+                    "reason": missing,
                 }
-            traceback = (
+            traced = (
                 tracemalloc.get_object_traceback(sample[0]) if tracemalloc.is_tracing() else None
             )
-            allocated = [[f.filename, f.lineno] for f in traceback] if traceback else []
+            allocated = [[f.filename, f.lineno] for f in traced] if traced else []
             steps, cut = referrers.chain(sample.pop(), seconds)
         finally:
             del sample[:]
             self.sampler.charge(time.thread_time() - started)
+        reason = ""
+        if steps is None:
+            reason = "no root reached within the walk's bounds (%s)" % (
+                "cut short" if cut else "no module, class or thread refers to it"
+            )
         return {
             "found": steps is not None,
             "what": what,
             "steps": steps or [],
             "cut": cut,
             "allocated_at": allocated,
-            "reason": ""
-            if steps
-            else "no root reached (the walk was bounded: %s)"
-            % ("cut short" if cut else "no module, class or thread refers to it"),
+            "note": "" if traced else _untraced_note(),
+            "reason": reason,
         }
 
     def cmd_snapshot(self, args, client):
@@ -460,6 +471,20 @@ def _row_key(value, group_by):
     if not isinstance(lineno, int) or isinstance(lineno, bool):
         raise BadArgs("key.lineno must be an integer")
     return (filename, lineno)
+
+
+def _untraced_note():
+    """Why tracemalloc cannot say where some objects were allocated."""
+    note = (
+        "objects allocated before tracing started, or reusing memory from CPython's "
+        "free lists (dicts, lists, tuples), have no allocation traceback"
+    )
+    if sys.version_info[:2] == (3, 11):
+        note += (
+            "; and CPython 3.11 cannot map instances of classes without __slots__ to "
+            "their allocation (a CPython bug, fixed in 3.12)"
+        )
+    return note
 
 
 def _type_arg(args):

@@ -1,0 +1,185 @@
+"""Leak hunting on programs that leak in known ways (tests/targets/leaky.py): suspects,
+object types, allocation origins and referrer chains find the known line, class and root,
+and using them leaves nothing behind in the target."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import (
+    TARGETS,
+    Targets,
+    marked_lines,
+    need_interpreter,
+    read_state,
+    stream_json,
+    wait_state,
+)
+
+LINES = marked_lines(TARGETS / "leaky.py")
+LEAKY = str(TARGETS / "leaky.py")
+
+
+def key_of(name: str) -> str:
+    return f"{LEAKY}:{LINES[name]}"
+
+
+def ranked_suspects(line: dict) -> list[str]:
+    suspects = [row for row in line["rows"] if row["suspect"]]
+    suspects.sort(key=lambda r: r["growth_rate"] * r["suspect_confidence"], reverse=True)
+    return [row["key"] for row in suspects]
+
+
+@pytest.mark.parametrize("mode", ["list", "cache", "closure"])
+def test_the_leaking_line_is_the_top_suspect(short_tmp: Path, mode: str) -> None:
+    state = short_tmp / "leaky.json"
+    seen = []
+
+    def enough(line: dict) -> bool:
+        seen.append(line)
+        return len(seen) >= 10 and bool(ranked_suspects(line))
+
+    line, _ = stream_json(
+        ["run", "--json", "-i", "0.3", "-s", "growth", "-l", "40", LEAKY, str(state), mode],
+        enough,
+        timeout=60,
+    )
+    leak = key_of(f"{mode}_leak")
+    assert ranked_suspects(line)[0] == leak
+    rows = {row["key"]: row for row in line["rows"]}
+    assert rows[leak]["growth_rate"] > 10_000  # ~25 KB/s of payload
+    # The one-off 2 MB spike grew once and stopped: not a suspect.
+    spike = rows.get(key_of("spike"))
+    assert spike is None or not spike["suspect"]
+
+
+@pytest.fixture
+def leaking(targets: Targets):
+    """leaky.py in `all` mode under memtop (on 3.12+: CPython 3.11 cannot say where class
+    instances were allocated), and a connected client."""
+    program, state = targets.start("leaky.py", "all", python=need_interpreter("3.13"))
+    wait_state(state, lambda s: s["counter"] >= 3)
+    return targets.connect(program), state
+
+
+def test_types_view_shows_the_leaking_classes_growing(leaking) -> None:
+    client, state = leaking
+    first = client.request("types", mark=True, limit=100)
+    assert first["objects"] > 1000 and first["cost_ms"] > 0
+    counter = read_state(state)["counter"]
+    wait_state(state, lambda s: s["counter"] >= counter + 10)
+    grown = client.request("types", limit=100)
+    rows = {row["type"]: row for row in grown["rows"]}
+    for name in ("__main__.Widget", "__main__.Entry", "__main__.Node"):
+        assert rows[name]["count_diff"] >= 50, name
+        assert rows[name]["size_diff"] > 0
+    top = [row["type"] for row in grown["rows"][:8]]
+    assert "__main__.Widget" in top
+    assert grown["since"] == grown["baseline"]  # growth counts from the mark
+
+
+def test_origins_of_a_type_point_at_the_known_line(leaking) -> None:
+    client, _ = leaking
+    found = client.request("origins", type="__main__.Entry", sample=20)
+    assert found["sampled"] == 20 and found["untraced"] == 0 and found["note"] == ""
+    allocating = found["sites"][0]["frames"][-1]
+    assert (allocating["filename"], allocating["lineno"]) == (LEAKY, LINES["cache_leak"])
+    assert allocating["source"].startswith('CACHE["k%d" % n] = Entry')
+    assert found["sites"][0]["count"] == 20
+
+
+@pytest.mark.parametrize(
+    ("type_name", "root", "path"),
+    [
+        ("__main__.Widget", "module __main__", ["global LEAKED", "["]),
+        ("__main__.Entry", "module __main__", ["global CACHE", "['k"]),
+        ("__main__.Node", "module __main__", ["global CALLBACKS", "[", "closure variable node"]),
+    ],
+)
+def test_referrer_chain_ends_at_the_known_global(
+    leaking, type_name: str, root: str, path: list[str]
+) -> None:
+    client, _ = leaking
+    answer = client.request("referrers", type=type_name, timeout=5.0)
+    assert answer["found"], answer
+    steps = answer["steps"]
+    assert steps[0]["root"] == root
+    edges = [step["edge"] for step in steps]
+    for expected, edge in zip(path, edges, strict=False):
+        assert edge.startswith(expected), edges
+    assert steps[-1]["type"] == type_name
+    assert answer["allocated_at"][-1][0] == LEAKY
+
+
+def test_referrers_of_a_row_find_an_object_allocated_there(leaking) -> None:
+    client, _ = leaking
+    answer = client.request("referrers", key={"filename": LEAKY, "lineno": LINES["list_leak"]})
+    assert answer["found"] and answer["steps"][0]["root"] == "module __main__"
+    assert answer["steps"][-1]["type"] == "__main__.Widget"
+
+
+def test_referrers_of_a_line_with_no_container_say_why(leaking) -> None:
+    client, _ = leaking
+    answer = client.request("referrers", key={"filename": LEAKY, "lineno": LINES["spike"]})
+    assert not answer["found"]
+    assert "gc tracks containers only" in answer["reason"]
+
+
+def test_repeated_use_keeps_nothing_in_the_target(targets: Targets, short_tmp: Path) -> None:
+    trigger = short_tmp / "drop"
+    program, state = targets.start("leaky.py", "static", str(trigger))
+    wait_state(state, lambda s: s["counter"] >= 3)
+    client = targets.connect(program)
+
+    def use() -> None:
+        client.request("types", limit=50)
+        client.request("origins", type="__main__.Widget", sample=50)
+        assert client.request("referrers", type="__main__.Widget")["found"]
+
+    for _ in range(5):
+        use()  # first uses load modules and fill caches once
+    before = _settled_blocks(state)
+    for _ in range(20):
+        use()
+    after = _settled_blocks(state)
+    assert after - before < 20, f"{after - before} blocks after 20 uses"
+    # No reference survived: once the program drops its widgets, they are freed.
+    assert read_state(state)["watched_alive"] is True
+    trigger.touch()
+    wait_state(state, lambda s: s["watched_alive"] is False)
+
+
+def _settled_blocks(state: Path) -> int:
+    counter = read_state(state)["counter"]
+    time.sleep(0.3)
+    return wait_state(state, lambda s: s["counter"] > counter + 1)["allocated_blocks"]
+
+
+def test_untraceable_instances_are_explained_on_3_11(targets: Targets) -> None:
+    program, state = targets.start("leaky.py", "list", python=need_interpreter("3.11"))
+    wait_state(state, lambda s: s["counter"] >= 3)
+    client = targets.connect(program)
+    found = client.request("origins", type="__main__.Widget", sample=20)
+    assert found["untraced"] == found["sampled"] == 20 and found["sites"] == []
+    assert "CPython 3.11 cannot map instances" in found["note"]
+    chain = client.request("referrers", type="__main__.Widget")
+    assert chain["found"] and chain["steps"][0]["edge"] == "global LEAKED"  # still found
+    assert chain["allocated_at"] == [] and "3.11" in chain["note"]
+
+
+def test_bad_arguments_are_refused(leaking) -> None:
+    from memtop.errors import AgentError
+
+    client, _ = leaking
+    for cmd, args in [
+        ("origins", {"type": 42}),
+        ("origins", {"type": ""}),
+        ("referrers", {"key": "x"}),
+        ("types", {"limit": "all"}),
+    ]:
+        with pytest.raises(AgentError) as caught:
+            client.request(cmd, **args)
+        assert caught.value.code == "bad_args"
+    assert client.request("types", limit=10**9)["rows"]  # capped, not refused
