@@ -66,7 +66,11 @@ def take(
     attached = attach(pid, method, nframe, timeout, force_gdb)
     try:
         ping = attached.client.request("ping")
-        fresh = attached.client.greeting.get("tracing_owner") == "agent" and ping["uptime"] < 5
+        fresh = (
+            attached.how not in ("reuse", "opt-in")
+            and attached.client.greeting.get("tracing_owner") == "agent"
+            and ping["uptime"] < 5
+        )
         if fresh and wait <= 0 and warn is not None:
             warn(
                 "tracing started only now, so the snapshot holds just the last moments' "

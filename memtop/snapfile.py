@@ -253,15 +253,30 @@ def _load_pickle(path: str) -> SavedSnapshot:
         raise SnapshotFileError(f"{path}: not a tracemalloc snapshot ({exc})") from exc
     if not isinstance(loaded, tracemalloc.Snapshot):
         raise SnapshotFileError(f"{path}: the pickle is not a tracemalloc.Snapshot")
-    counts: dict[tuple[Traceback, int], int] = {}
-    for trace in loaded.traces:
-        tb = tuple((f.filename, f.lineno) for f in reversed(trace.traceback))
-        counts[(tb, trace.size)] = counts.get((tb, trace.size), 0) + 1
+    traces = [
+        (
+            trace.domain,
+            trace.size,
+            tuple((f.filename, f.lineno) for f in reversed(trace.traceback)),
+            0,
+        )
+        for trace in loaded.traces
+    ]
     meta = {
         "nframe": loaded.traceback_limit,
         "source_file": os.path.basename(path),
         "imported_from": "tracemalloc",
     }
+    return from_raw_traces(traces, meta)
+
+
+def from_raw_traces(
+    traces: list[tuple[int, int, Traceback, int]], meta: dict[str, Any]
+) -> SavedSnapshot:
+    """A snapshot from traces in `_tracemalloc._get_traces()` form."""
+    counts: dict[tuple[Traceback, int], int] = {}
+    for _, size, tb, _ in traces:
+        counts[(tb, size)] = counts.get((tb, size), 0) + 1
     return SavedSnapshot(meta, [(tb, size, count) for (tb, size), count in counts.items()])
 
 
