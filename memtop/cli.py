@@ -95,13 +95,7 @@ def _add_view_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="rows kept per refresh (default 50)",
     )
-    parser.add_argument(
-        "--nframe",
-        type=_bounded_int(1, 1000),
-        default=4,
-        metavar="N",
-        help="traceback depth when memtop starts tracemalloc (default 4)",
-    )
+    _add_nframe_option(parser)
     parser.add_argument(
         "-b", "--batch", action="store_true", help="plain text refreshes like `top -b`, no TUI"
     )
@@ -117,6 +111,16 @@ def _add_view_options(parser: argparse.ArgumentParser) -> None:
         "--record",
         metavar="FILE",
         help="also append every refresh to FILE as a JSON line (any view)",
+    )
+
+
+def _add_nframe_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nframe",
+        type=_bounded_int(1, 1000),
+        default=4,
+        metavar="N",
+        help="traceback depth when memtop starts tracemalloc (default 4)",
     )
 
 
@@ -184,13 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="memtop",
         help="memtop's file format (default) or tracemalloc's (a pickle)",
     )
-    snapshot.add_argument(
-        "--nframe",
-        type=_bounded_int(1, 1000),
-        default=4,
-        metavar="N",
-        help="traceback depth if memtop has to start tracemalloc",
-    )
+    _add_nframe_option(snapshot)
     snapshot.add_argument(
         "--wait",
         type=_positive_float,

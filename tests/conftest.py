@@ -276,3 +276,16 @@ def need_interpreter(minor: str) -> str:
 def need_gdb() -> None:
     if shutil.which("gdb") is None:
         pytest.skip("gdb is not installed here (CI installs it)")
+
+
+def attach_route(minor: str) -> str:
+    """The route `memtop attach` takes by default on CPython `minor`."""
+    return "remote-exec" if tuple(map(int, minor.split("."))) >= (3, 14) else "gdb"
+
+
+def need_attachable(minor: str) -> str:
+    """The path of CPython `minor`, or skip when it or the tool its route needs is missing."""
+    python = need_interpreter(minor)
+    if attach_route(minor) == "gdb":
+        need_gdb()
+    return python

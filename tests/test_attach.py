@@ -16,10 +16,11 @@ from conftest import (
     ROOT,
     TARGETS,
     Plain,
+    attach_route,
     marked_lines,
     memtop_cli,
+    need_attachable,
     need_gdb,
-    need_interpreter,
     read_state,
     stream_json,
     wait_for,
@@ -28,17 +29,6 @@ from conftest import (
 
 GROW = marked_lines(TARGETS / "attachable.py")["grow"]
 VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
-
-
-def route_for(minor: str) -> str:
-    return "remote-exec" if tuple(map(int, minor.split("."))) >= (3, 14) else "gdb"
-
-
-def prepare(minor: str) -> str:
-    python = need_interpreter(minor)
-    if route_for(minor) == "gdb":
-        need_gdb()
-    return python
 
 
 def has_grow_row(line: dict) -> bool:
@@ -72,11 +62,11 @@ def assert_left_clean(state: Path, before: dict) -> None:
 @pytest.mark.parametrize("kind", ["sleeping", "busy", "multithread", "asyncio"])
 @pytest.mark.parametrize("minor", VERSIONS)
 def test_attach_reads_rows_at_the_known_line(plain: Plain, minor: str, kind: str) -> None:
-    python = prepare(minor)
+    python = need_attachable(minor)
     proc, state = plain.start(python, "attachable.py", kind)
     before = settled(state)
     line, err = stream_json(["attach", str(proc.pid), "--json", "-i", "0.3"], has_grow_row)
-    assert f"via {route_for(minor)} in" in err
+    assert f"via {attach_route(minor)} in" in err
     assert f"CPython {minor}" in err
     assert line["pid"] == proc.pid
     assert_left_clean(state, before)
@@ -87,7 +77,7 @@ def test_attach_reads_rows_at_the_known_line(plain: Plain, minor: str, kind: str
 def test_blocked_main_thread_falls_back_to_a_parked_thread(
     plain: Plain, minor: str, kind: str
 ) -> None:
-    python = prepare(minor)
+    python = need_attachable(minor)
     need_gdb()
     proc, state = plain.start(python, "attachable.py", kind)
     before = settled(state)
@@ -103,7 +93,7 @@ def test_blocked_main_thread_falls_back_to_a_parked_thread(
 def test_blocked_main_thread_is_diagnosed_when_no_fallback_is_allowed(
     plain: Plain, minor: str, method: str
 ) -> None:
-    python = prepare(minor)
+    python = need_attachable(minor)
     proc, state = plain.start(python, "attachable.py", "blocked_sleep")
     before = settled(state)
     started = time.monotonic()
@@ -118,7 +108,7 @@ def test_blocked_main_thread_is_diagnosed_when_no_fallback_is_allowed(
 
 
 def test_forced_parked_method_on_an_idle_target(plain: Plain) -> None:
-    python = prepare("3.12")
+    python = need_attachable("3.12")
     need_gdb()
     proc, state = plain.start(python, "attachable.py", "multithread")
     wait_state(state)
@@ -146,7 +136,7 @@ def test_missing_pid() -> None:
 
 
 def test_viewer_killed_then_reattached_finds_the_same_agent(plain: Plain) -> None:
-    python = prepare("3.11")
+    python = need_attachable("3.11")
     proc, state = plain.start(python, "attachable.py", "sleeping")
     wait_state(state)
     first = subprocess.Popen(
@@ -170,7 +160,7 @@ def test_viewer_killed_then_reattached_finds_the_same_agent(plain: Plain) -> Non
 
 
 def test_detach_command_stops_an_agent_left_serving(plain: Plain) -> None:
-    python = prepare("3.14")
+    python = need_attachable("3.14")
     proc, state = plain.start(python, "attachable.py", "idle")
     before = settled(state)
     from memtop.attach.chain import attach
@@ -187,7 +177,7 @@ def test_detach_command_stops_an_agent_left_serving(plain: Plain) -> None:
 
 
 def test_ps_lists_python_processes_and_their_agents(plain: Plain) -> None:
-    python = prepare("3.14")
+    python = need_attachable("3.14")
     proc, state = plain.start(python, "attachable.py", "idle")
     wait_state(state)
     listed = json.loads(memtop_cli("ps", "--json").stdout)
@@ -224,7 +214,7 @@ def test_opt_in_agent_is_attached_without_ptrace(plain: Plain, short_tmp: Path) 
 
 @pytest.mark.parametrize(("minor", "method"), [("3.11", "gdb"), ("3.14", "remote-exec")])
 def test_late_bootstrap_does_nothing(plain: Plain, minor: str, method: str) -> None:
-    python = prepare(minor)
+    python = need_attachable(minor)
     proc, state = plain.start(python, "attachable.py", "late", "4")
     wait_state(state)
     result = memtop_cli("attach", str(proc.pid), "--method", method, "--timeout", "0.5")
@@ -238,7 +228,7 @@ def test_late_bootstrap_does_nothing(plain: Plain, minor: str, method: str) -> N
 
 
 def test_target_that_opted_out_is_refused_without_gdb(plain: Plain) -> None:
-    python = prepare("3.14")
+    python = need_attachable("3.14")
     env = {**os.environ, "PYTHON_DISABLE_REMOTE_DEBUG": "1"}
     proc, state = plain.start(python, "attachable.py", "sleeping", env=env)
     wait_state(state)
@@ -254,7 +244,7 @@ def test_target_that_opted_out_is_refused_without_gdb(plain: Plain) -> None:
 
 
 def test_audit_hook_veto_is_reported(plain: Plain) -> None:
-    python = prepare("3.14")
+    python = need_attachable("3.14")
     proc, state = plain.start(python, "attachable.py", "audit_veto")
     wait_state(state)
     result = memtop_cli("attach", str(proc.pid), "--timeout", "1.5", "--json", "-n", "1")
@@ -264,7 +254,7 @@ def test_audit_hook_veto_is_reported(plain: Plain) -> None:
 
 
 def test_two_attaches_at_once_share_one_agent(plain: Plain) -> None:
-    python = prepare("3.14")
+    python = need_attachable("3.14")
     proc, state = plain.start(python, "attachable.py", "sleeping")
     before = settled(state)
     viewers = [
@@ -291,7 +281,7 @@ def test_two_attaches_at_once_share_one_agent(plain: Plain) -> None:
 
 
 def test_sigstopped_target_is_refused_untouched(plain: Plain) -> None:
-    python = prepare("3.11")
+    python = need_attachable("3.11")
     proc, state = plain.start(python, "attachable.py", "idle")
     wait_state(state)
     os.kill(proc.pid, signal.SIGSTOP)

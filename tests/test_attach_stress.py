@@ -7,20 +7,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Plain, need_gdb, need_interpreter, read_state, wait_state
+from conftest import (
+    Plain,
+    attach_route,
+    need_attachable,
+    read_state,
+    wait_state,
+)
 
 from memtop.attach.chain import attach
-
-
-def route(minor: str) -> str:
-    return "remote-exec" if minor in ("3.14", "3.15") else "gdb"
-
-
-def prepare(minor: str) -> str:
-    python = need_interpreter(minor)
-    if route(minor) == "gdb":
-        need_gdb()
-    return python
 
 
 def cycle(pid: int, state: Path, base: dict, method: str) -> None:
@@ -47,11 +42,11 @@ def cycle(pid: int, state: Path, base: dict, method: str) -> None:
 
 @pytest.mark.parametrize("minor", ["3.11", "3.13", "3.14"])
 def test_25_attaches_to_an_allocation_heavy_target(plain: Plain, minor: str) -> None:
-    python = prepare(minor)
+    python = need_attachable(minor)
     proc, state = plain.start(python, "attachable.py", "busy")
     base = wait_state(state, lambda s: s["counter"] >= 5)
     for _ in range(25):
-        cycle(proc.pid, state, base, route(minor))
+        cycle(proc.pid, state, base, attach_route(minor))
     assert proc.poll() is None, "the target died"
     counter = read_state(state)["counter"]
     wait_state(state, lambda s: s["counter"] > counter + 3)  # still running its loop
@@ -60,14 +55,14 @@ def test_25_attaches_to_an_allocation_heavy_target(plain: Plain, minor: str) -> 
 
 @pytest.mark.parametrize("minor", ["3.13", "3.14"])
 def test_100_attach_detach_cycles_leave_nothing_behind(plain: Plain, minor: str) -> None:
-    python = prepare(minor)
+    python = need_attachable(minor)
     proc, state = plain.start(python, "attachable.py", "idle")
     base = wait_state(state, lambda s: s["counter"] >= 5)
     process = psutil.Process(proc.pid)
     blocks: dict[int, int] = {}
     rss: dict[int, int] = {}
     for number in range(1, 101):
-        cycle(proc.pid, state, base, route(minor))
+        cycle(proc.pid, state, base, attach_route(minor))
         if number in (10, 100):
             blocks[number] = read_state(state)["allocated_blocks"]
             rss[number] = process.memory_info().rss

@@ -36,12 +36,8 @@ class ClientState:
         self.export = None
 
     def clear(self):
-        self.previous = {}
-        self.baseline = None
-        self.last_rows = None
-        self.types_previous = None
-        self.types_baseline = None
-        self.export = None
+        """Forget everything (the viewer left): its tables, baseline and snapshot."""
+        self.__init__()
 
 
 def _get(args, name, kind, default):

@@ -70,18 +70,8 @@ def rank_types(current, baseline, limit):
 
 
 def instances(name, limit):
-    """Up to `limit` objects whose type is called `name`."""
-    found = []
-    objects = gc.get_objects()
-    try:
-        for obj in reversed(objects):  # the most recently tracked objects first
-            if type_name(type(obj)) == name:
-                found.append(obj)
-                if len(found) >= limit:
-                    break
-    finally:
-        del objects[:]
-    return found
+    """Up to `limit` objects whose type is called `name`, the newest first."""
+    return _find(lambda obj: type_name(type(obj)) == name, limit)
 
 
 def allocation_sites(name, sample, limit):
@@ -106,19 +96,23 @@ def allocation_sites(name, sample, limit):
 
 def objects_allocated_at(filename, lineno, limit):
     """Up to `limit` gc-tracked objects whose allocating frame is filename:lineno."""
-    found = []
     if not tracemalloc.is_tracing():
-        return found
+        return []
+
+    def allocated_there(obj):
+        tb = tracemalloc.get_object_traceback(obj)
+        return tb is not None and tb[-1].filename == filename and tb[-1].lineno == lineno
+
+    return _find(allocated_there, limit)
+
+
+def _find(matches, limit):
+    """Up to `limit` gc-tracked objects for which `matches` is true, newest first."""
+    found = []
     objects = gc.get_objects()
     try:
-        for obj in objects:
-            tb = tracemalloc.get_object_traceback(obj)
-            if (
-                tb is not None
-                and len(tb)
-                and tb[-1].filename == filename
-                and tb[-1].lineno == lineno
-            ):
+        for obj in reversed(objects):  # the most recently tracked objects first
+            if matches(obj):
                 found.append(obj)
                 if len(found) >= limit:
                     break
