@@ -551,3 +551,14 @@ async def test_no_color_renders_every_screen(monkeypatch: pytest.MonkeyPatch) ->
         assert isinstance(app.screen, HelpScreen) and "<svg" in app.export_screenshot()
         await pilot.press("escape", "q")
     assert app.return_value == Outcome()
+
+
+async def test_refreshes_come_every_interval() -> None:
+    source = FakeSource()
+    app = MemtopApp(source, Query(), interval=0.25, clock=lambda: T0, cwd=CWD)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(100):
+            if source.refreshes >= 3:
+                break
+            await pilot.pause(0.05)
+        assert source.refreshes >= 3
