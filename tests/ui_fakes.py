@@ -207,6 +207,7 @@ class FakeSource:
             "count": lambda r: r.count,
             "size_diff": lambda r: abs(r.size_diff),
             "count_diff": lambda r: abs(r.count_diff),
+            "growth": lambda r: r.size_diff,
         }[query.sort]
         return sorted(grouped.values(), key=lambda r: (-order(r), r.key))
 

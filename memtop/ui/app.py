@@ -17,6 +17,7 @@ from typing import ClassVar
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
 from textual.events import Resize
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
@@ -199,14 +200,13 @@ class MemtopApp(App[Outcome]):
     def on_reconnected(self, message: Reconnected) -> None:
         if self.state.baseline_time is not None:
             # The agent keeps a baseline per connection: the new one has none.
-            self.notify(
+            self._say(
                 "Reconnected to the agent. The baseline was lost with the old connection; "
                 "press b to set a new one.",
                 severity="warning",
-                markup=False,
             )
         else:
-            self.notify("Reconnected to the agent.", markup=False)
+            self._say("Reconnected to the agent.")
         self._set_state(self.state.replace(baseline_time=None))
 
     def on_target_ended(self, message: TargetEnded) -> None:
@@ -271,7 +271,7 @@ class MemtopApp(App[Outcome]):
     def action_interval(self, step: int) -> None:
         state = self.state.stepped_interval(step)
         if state.interval == self.state.interval:
-            self.notify(f"Interval stays {format_interval(state.interval)}.", markup=False)
+            self._say(f"Interval stays {format_interval(state.interval)}.")
             return
         if self._timer is not None:
             self._timer.stop()
@@ -279,7 +279,7 @@ class MemtopApp(App[Outcome]):
             state.interval, self.refresh_now, pause=not self.autorefresh
         )
         self._set_state(state)
-        self.notify(f"Refreshing every {format_interval(state.interval)}.", markup=False)
+        self._say(f"Refreshing every {format_interval(state.interval)}.")
 
     def action_filter(self) -> None:
         current = " ".join(self.state.patterns)
@@ -291,7 +291,7 @@ class MemtopApp(App[Outcome]):
         try:
             patterns = parse_filter(text)
         except BadFilter as exc:
-            self.notify(f"Filter not applied: {exc}.", severity="error", markup=False)
+            self._say(f"Filter not applied: {exc}.", severity="error")
             return
         self._set_state(self.state.replace(patterns=patterns))
 
@@ -319,20 +319,17 @@ class MemtopApp(App[Outcome]):
 
     def on_command_done(self, message: CommandDone) -> None:
         if message.error is not None:
-            self.notify(f"{message.action}: {message.error}", severity="error", markup=False)
+            self._say(f"{message.action}: {message.error}", severity="error")
             return
         if message.action == "baseline":
             now = self.clock()
             self._set_state(self.state.replace(baseline_time=now))
-            self.notify(
-                f"Baseline set at {clock_time(now)}: Δ columns show growth since then.",
-                markup=False,
-            )
+            self._say(f"Baseline set at {clock_time(now)}: Δ columns show growth since then.")
         elif message.action == "clear_baseline":
             self._set_state(self.state.replace(baseline_time=None))
-            self.notify("Baseline cleared: Δ columns show change per refresh.", markup=False)
+            self._say("Baseline cleared: Δ columns show change per refresh.")
         else:
-            self.notify("Traced peak reset.", markup=False)
+            self._say("Traced peak reset.")
             self.refresh_now()
 
     def action_tracebacks(self) -> None:
@@ -361,6 +358,11 @@ class MemtopApp(App[Outcome]):
     def _outcome(self, keep_agent: bool) -> Outcome:
         gone = self.shown == 0 and self.state.connection == "ended"
         return Outcome(keep_agent, EXIT_TARGET_GONE if gone else EXIT_OK)
+
+    def _say(self, message: str, severity: SeverityLevel = "information") -> None:
+        """A toast; short-lived unless it is a warning (toasts cover the table)."""
+        timeout = 3.0 if severity == "information" else 6.0
+        self.notify(message, severity=severity, timeout=timeout, markup=False)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every key's action in the command palette, by name."""

@@ -39,9 +39,10 @@ class Column:
 def columns_for(query: Query, narrow: bool) -> tuple[Column, ...]:
     """The columns for a sort order; narrow terminals keep the essential ones."""
     rank_width = max(2, len(str(query.limit)))
-    arrow = {
-        k: "▼" if query.sort == k else "" for k in ("size", "size_diff", "count", "count_diff")
-    }
+    # "growth" ranks by signed Δsize (largest growth first); the others as named.
+    sorted_by = "size_diff" if query.sort == "growth" else query.sort
+    names = ("size", "size_diff", "count", "count_diff")
+    arrow = {k: "▼" if sorted_by == k else "" for k in names}
     size = Column("size", "SIZE" + arrow["size"], 10)
     size_diff = Column("size_diff", "ΔSIZE" + arrow["size_diff"], 11)
     count = Column("count", "COUNT" + arrow["count"], 7)

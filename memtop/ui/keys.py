@@ -51,7 +51,7 @@ KEYS: tuple[Key, ...] = (
         "s",
         "cycle_sort",
         "Sort",
-        "sort by size, Δsize, count, Δcount (in turn)",
+        "sort by size, Δsize, count, Δcount, growth (largest growth first), in turn",
         GROUPING,
         True,
     ),

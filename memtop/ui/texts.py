@@ -15,7 +15,13 @@ from rich.text import Text
 from memtop.formatting import clean_text
 from memtop.model import Query, TableInfo
 
-SORT_NAMES = {"size": "size", "size_diff": "Δsize", "count": "count", "count_diff": "Δcount"}
+SORT_NAMES = {
+    "size": "size",
+    "size_diff": "Δsize",
+    "count": "count",
+    "count_diff": "Δcount",
+    "growth": "growth",
+}
 
 # `memtop run` starts `python -c BOOTSTRAP cfg_fd status_fd kind target args...`; the
 # bootstrap ends with this line (memtop/runner.py).
