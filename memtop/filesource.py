@@ -16,6 +16,8 @@ from memtop.model import Frame, Query, Row, Sample, TableInfo, row_key
 from memtop.snapfile import SavedSnapshot, Traceback
 from memtop.source import TargetInfo, TracebackEntry
 
+LIVE_ONLY = "{what} need the live process: a saved snapshot holds traces only"
+
 
 class FileSource:
     """Views read this like a live source; nothing changes between refreshes."""
@@ -120,6 +122,20 @@ class FileSource:
             self._by_tb, query.group_by, query.cumulative, key, keep, limit
         )
         return [TracebackEntry(size, count, self._frames(tb)) for tb, size, count in found]
+
+    def types(self, mark: bool = False, limit: int = 100) -> Any:
+        raise MemtopError(LIVE_ONLY.format(what="object types"))
+
+    def origins(self, type_name: str, sample: int = 200, limit: int = 10) -> Any:
+        raise MemtopError(LIVE_ONLY.format(what="allocation origins"))
+
+    def referrers(
+        self, type_name: str | None = None, row: Row | None = None, timeout: float = 2.0
+    ) -> Any:
+        raise MemtopError(LIVE_ONLY.format(what="referrer chains"))
+
+    def snapshot(self) -> SavedSnapshot:
+        return self.current
 
     def set_baseline(self) -> None:
         raise MemtopError("a saved snapshot has no baseline: compare files with --base")

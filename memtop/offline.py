@@ -8,36 +8,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from memtop import __version__
 from memtop.attach.chain import attach
-from memtop.client import AgentClient
-from memtop.errors import MemtopError, UsageError
+from memtop.errors import UsageError
 from memtop.model import History, Query, Row, Sample, judge, sample_json
-from memtop.procinfo import ProcInfo
-from memtop.snapfile import SavedSnapshot, export_tracemalloc, fetch, load, save
+from memtop.snapfile import SavedSnapshot, export_tracemalloc, load, save, snapshot_of
 from memtop.source import Source, TargetInfo, TracebackEntry
 
 FORMATS = ("memtop", "tracemalloc")
-
-
-def snapshot_of(client: AgentClient, pid: int) -> SavedSnapshot:
-    """A whole snapshot from a connected agent, with what memtop knows of the process."""
-    proc = ProcInfo(pid)
-    memory = proc.memory()
-    greeting = client.greeting
-    meta = {
-        "pid": pid,
-        "python": greeting.get("py"),
-        "cmdline": proc.cmdline(),
-        "rss": memory.rss,
-        "uss": memory.uss,
-        "tracing_owner": greeting.get("tracing_owner"),
-        "memtop": __version__,
-    }
-    try:
-        return fetch(client, meta)
-    except ValueError as exc:
-        raise MemtopError(f"the agent sent an invalid snapshot: {exc}") from exc
 
 
 def write(snapshot: SavedSnapshot, path: str, file_format: str = "memtop") -> None:

@@ -23,8 +23,10 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from memtop import __version__
 from memtop.client import AgentClient
 from memtop.errors import MemtopError, UsageError
+from memtop.procinfo import ProcInfo
 
 FORMAT = "memtop-snapshot"
 VERSION = 1
@@ -62,6 +64,26 @@ class SavedSnapshot:
             old = totals.get(tb, (0, 0))
             totals[tb] = (old[0] + size * count, old[1] + count)
         return totals
+
+
+def snapshot_of(client: AgentClient, pid: int) -> SavedSnapshot:
+    """A whole snapshot from a connected agent, with what memtop knows of the process."""
+    proc = ProcInfo(pid)
+    memory = proc.memory()
+    greeting = client.greeting
+    meta = {
+        "pid": pid,
+        "python": greeting.get("py"),
+        "cmdline": proc.cmdline(),
+        "rss": memory.rss,
+        "uss": memory.uss,
+        "tracing_owner": greeting.get("tracing_owner"),
+        "memtop": __version__,
+    }
+    try:
+        return fetch(client, meta)
+    except ValueError as exc:
+        raise MemtopError(f"the agent sent an invalid snapshot: {exc}") from exc
 
 
 def fetch(client: AgentClient, meta: dict[str, Any]) -> SavedSnapshot:

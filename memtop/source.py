@@ -13,9 +13,22 @@ from typing import Any, Protocol
 
 from memtop.client import AgentClient
 from memtop.errors import ConnectionLost, MemtopError
-from memtop.model import Frame, Query, Row, Sample, sample_from_reply
+from memtop.model import (
+    Frame,
+    Origins,
+    Query,
+    ReferrerChain,
+    Row,
+    Sample,
+    TypesTable,
+    chain_from_reply,
+    origins_from_reply,
+    sample_from_reply,
+    types_from_reply,
+)
 from memtop.procinfo import ProcInfo
 from memtop.runner import Program
+from memtop.snapfile import SavedSnapshot, snapshot_of
 
 
 @dataclass(frozen=True)
@@ -127,6 +140,34 @@ class LiveSource:
 
     def reset_peak(self) -> None:
         self._request("reset_peak")
+
+    def types(self, mark: bool = False, limit: int = 100) -> TypesTable:
+        """Live objects by type from the gc (a walk of every object: on request only).
+        `mark` makes this the baseline later looks are compared with."""
+        return types_from_reply(self._request("types", mark=mark, limit=limit))
+
+    def origins(self, type_name: str, sample: int = 200, limit: int = 10) -> Origins:
+        """Where a bounded sample of `type_name`'s instances was allocated."""
+        return origins_from_reply(
+            self._request("origins", type=type_name, sample=sample, limit=limit)
+        )
+
+    def referrers(
+        self, type_name: str | None = None, row: Row | None = None, timeout: float = 2.0
+    ) -> ReferrerChain:
+        """What keeps a sample object alive: the newest `type_name` instance, or an object
+        allocated at `row` (lineno grouping)."""
+        if type_name is not None:
+            return chain_from_reply(self._request("referrers", type=type_name, timeout=timeout))
+        if row is None or row.lineno is None:
+            raise MemtopError("a referrer chain needs a type or a row of a source line")
+        key = {"filename": row.filename, "lineno": row.lineno}
+        return chain_from_reply(self._request("referrers", key=key, timeout=timeout))
+
+    def snapshot(self) -> SavedSnapshot:
+        """The whole snapshot, for saving (see memtop.snapfile)."""
+        with self._lock:
+            return snapshot_of(self.client, self.pid)
 
     def reconnect(self) -> None:
         """Open a new connection to the same agent (after ConnectionLost).
