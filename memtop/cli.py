@@ -329,7 +329,15 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
         return _view(source, query, args)
     finally:
         ended_itself = program.exit_status()
-        _report_program_end(program, ended_itself, source.close())
+        closed = source.close()
+        if source.keep_agent and ended_itself is None:
+            sys.stderr.write(
+                f"memtop: left pid {program.pid} running with its agent serving: `memtop "
+                f"{program.pid}` resumes, `memtop detach {program.pid}` stops tracing; its "
+                f"output is in {program.log_path}\n"
+            )
+        else:
+            _report_program_end(program, ended_itself, closed)
 
 
 def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
@@ -407,7 +415,12 @@ def _attach(args: argparse.Namespace) -> int:
     finally:
         ended = source.exit_status()
         source.close()
-        if ended is None:
+        if ended is None and source.keep_agent:
+            sys.stderr.write(
+                f"memtop: the agent keeps serving in pid {target.pid}: `memtop {target.pid}` "
+                f"resumes, `memtop detach {target.pid}` stops it\n"
+            )
+        elif ended is None:
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
 
 

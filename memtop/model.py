@@ -267,7 +267,13 @@ def slope(points: list[tuple[float, float]]) -> float:
 
 
 def judge(points: list[MemoryPoint], window: float = 120.0) -> Verdict:
-    """Read growth and the RSS-vs-traced gap over the last `window` seconds."""
+    """Read growth and the RSS-vs-traced gap over the last `window` seconds.
+
+    Growth counts when it holds over the window and still holds over its last third (a
+    burst a minute ago is not growth now), or when the last third alone rises steadily
+    (growth that goes on after a burst). When several findings hold, the most striking
+    leads and traced growth, if any, follows: "RSS high but traced fell ... · traced +3
+    MiB/min"."""
     if not points:
         return Verdict("collecting", "collecting: no data yet")
     recent = [p for p in points if p.time >= points[-1].time - window]
@@ -275,48 +281,64 @@ def judge(points: list[MemoryPoint], window: float = 120.0) -> Verdict:
     if len(recent) < 5 or span < 10.0:
         return Verdict("collecting", f"collecting: {span:.0f} s of history")
     last = recent[-1]
+    tail = [p for p in recent if p.time >= last.time - span / 3] or recent[-2:]
     traced_rate = slope([(p.time, p.traced) for p in recent]) * 60.0
+    traced_now = slope([(p.time, p.traced) for p in tail]) * 60.0
     with_rss = [p for p in recent if p.rss is not None]
     rss_rate = slope([(p.time, float(p.rss or 0)) for p in with_rss]) * 60.0 if with_rss else 0.0
-    growing = max(256 * KIB, 0.01 * last.traced)
-    if traced_rate > growing:
-        return Verdict(
-            "growing",
-            f"traced {format_rate(traced_rate)}: Python objects accumulating",
-            traced_rate,
-            rss_rate,
-        )
+    rss_now = slope([(p.time, float(p.rss or 0)) for p in tail if p.rss is not None]) * 60.0
+    limit = max(256 * KIB, 0.01 * last.traced)
+    tail_points = [(p.time, float(p.traced)) for p in tail]
+    steady_now = (
+        len(tail) >= 4 and traced_now > limit and r_squared(tail_points, traced_now / 60.0) >= 0.8
+    )
+    growing = (traced_rate > limit and traced_now > limit / 2) or steady_now
+    growth = f"traced {format_rate(traced_rate if traced_rate > limit else traced_now)}"
     rss = last.rss
-    if rss is not None and rss_rate > max(MIB, 0.01 * rss):
-        return Verdict(
-            "rss-growing",
-            f"RSS {format_rate(rss_rate)} while traced is flat: native memory or fragmentation",
-            traced_rate,
-            rss_rate,
-        )
+    findings: list[tuple[str, str]] = []
     if rss is not None:
+        rss_limit = max(MIB, 0.01 * rss)
+        if rss_rate > rss_limit and rss_now > rss_limit / 2 and traced_rate < 0.5 * rss_rate:
+            findings.append(
+                (
+                    "rss-growing",
+                    f"RSS {format_rate(rss_rate)} while traced is "
+                    "flat: native memory or fragmentation",
+                )
+            )
         top_traced = max(p.traced for p in recent)
         top_rss = max((p.rss or 0) for p in with_rss)
-        fell = top_traced - last.traced
-        if fell > 8 * MIB and last.traced < 0.5 * top_traced and rss > 0.8 * top_rss:
-            share = last.traced / top_traced if top_traced else 0.0
-            return Verdict(
-                "fragmentation",
-                f"RSS high but traced fell to {share:.0%} of its recent peak: "
-                "freed memory not returned to the OS (fragmentation)",
-                traced_rate,
-                rss_rate,
+        if (
+            top_traced - last.traced > 8 * MIB
+            and last.traced < 0.5 * top_traced
+            and rss > 0.8 * top_rss
+        ):
+            findings.append(
+                (
+                    "fragmentation",
+                    f"RSS high but traced fell to "
+                    f"{last.traced / top_traced:.0%} of its recent peak: freed memory "
+                    "not returned to the OS (fragmentation)",
+                )
             )
+    if growing:
+        findings.append(("growing", f"{growth}: Python objects accumulating"))
+    if rss is not None:
         untraced = rss - last.traced
         if untraced > 100 * MIB and untraced > 3 * last.traced:
-            return Verdict(
-                "untraced",
-                f"{untraced / rss:.0%} of RSS is untraced: native allocations, "
-                "or memory allocated before tracing started",
-                traced_rate,
-                rss_rate,
+            findings.append(
+                (
+                    "untraced",
+                    f"{untraced / rss:.0%} of RSS is untraced: native "
+                    "allocations, or memory allocated before tracing started",
+                )
             )
-    return Verdict("steady", "steady", traced_rate, rss_rate)
+    if not findings:
+        return Verdict("steady", "steady", traced_rate, rss_rate)
+    kind, text = findings[0]
+    if growing and kind != "growing":
+        text += f" · {growth}"
+    return Verdict(kind, text, traced_rate, rss_rate)
 
 
 def format_rate(bytes_per_min: float) -> str:

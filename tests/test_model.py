@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from memtop.model import (
+    KIB,
     MIB,
     Frame,
     History,
@@ -235,3 +236,32 @@ def test_history_finds_the_growing_row_and_reports_it_in_json() -> None:
     assert abs(rows["/app/cache.py:42"]["growth_rate"] - 300_000) < 1
     assert rows["/app/cache.py:7"]["suspect"] is False
     assert rows["/app/cache.py:7"]["growth_rate"] == 0.0
+
+
+def test_verdict_leads_with_fragmentation_and_adds_ongoing_growth() -> None:
+    # A burst 80 -> 20 MiB traced while RSS stays put, and a slow leak all along.
+    traced = [80 * MIB + i * 64 * KIB for i in range(6)] + [
+        20 * MIB + i * 64 * KIB for i in range(6, 12)
+    ]
+    verdict = judge(points(traced, [120 * MIB] * 12))
+    assert verdict.kind == "fragmentation"
+    assert verdict.text.startswith("RSS high but traced fell to")
+
+
+def test_a_past_rss_burst_is_not_growth_now() -> None:
+    rss = [100 * MIB] * 4 + [300 * MIB] * 20
+    verdict = judge(points([50 * MIB] * 24, rss))
+    assert verdict.kind != "rss-growing"
+
+
+def test_growth_that_goes_on_after_a_burst_follows_the_leading_finding() -> None:
+    traced = [80 * MIB] * 3 + [20 * MIB + i * 512 * KIB for i in range(12)]
+    verdict = judge(points(traced, [120 * MIB] * 15))
+    assert verdict.kind == "fragmentation"
+    assert verdict.text.endswith("· traced +6.0 MiB/min")
+
+
+def test_growth_leads_a_static_untraced_share() -> None:
+    traced = [10 * MIB + i * MIB for i in range(12)]
+    verdict = judge(points(traced, [400 * MIB] * 12))
+    assert verdict.kind == "growing"
