@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from memtop import __version__, offline
+from memtop import __version__, offline, signals
 from memtop.attach.chain import METHODS, attach, detach
 from memtop.attach.discovery import python_processes
 from memtop.batch import run_batch
@@ -248,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0].isdigit():
         args_list.insert(0, "attach")  # `memtop PID` is `memtop attach PID`
+    signals.install()
     try:
         args = build_parser().parse_args(args_list)
         if args.command is None:
@@ -343,30 +344,41 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
 def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
     """Show a source with the view the options ask for; returns the exit code.
 
-    The TUI unless --batch/--json/-n, or when not on a terminal (like `top -b`)."""
+    The TUI unless --batch/--json/-n, or when not on a terminal (like `top -b`). After
+    `Q`, or when the terminal went away (SIGHUP), `source.keep_agent` is set: the
+    caller's close() then leaves the agent serving."""
+    shown = source
+    record = None
     if getattr(args, "record", None):
         try:
-            record = open(args.record, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            record = open(args.record, "a", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise UsageError(f"cannot write {args.record}: {exc.strerror}") from exc
-        source = offline.RecordingSource(source, record)
-    terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
-    if args.batch or args.json or args.iterations is not None or not terminal:
-        return run_batch(
-            source,
-            query,
-            interval=args.interval,
-            iterations=args.iterations,
-            as_json=args.json,
-            out=sys.stdout,
-            err=sys.stderr,
-            width=_batch_width(),
-        )
-    from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
+        shown = offline.RecordingSource(source, record)
+    try:
+        terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
+        if args.batch or args.json or args.iterations is not None or not terminal:
+            code = run_batch(
+                shown,
+                query,
+                interval=args.interval,
+                iterations=args.iterations,
+                as_json=args.json,
+                out=sys.stdout,
+                err=sys.stderr,
+                width=_batch_width(),
+            )
+            keep = False
+        else:
+            from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
 
-    outcome = run_tui(source, query, args.interval)
-    source.keep_agent = outcome.keep_agent  # `Q`: the caller's close() leaves it serving
-    return outcome.exit_code
+            outcome = run_tui(shown, query, args.interval)
+            code, keep = outcome.exit_code, outcome.keep_agent
+    finally:
+        if record is not None:
+            record.close()
+    source.keep_agent = keep or signals.hung_up()
+    return code
 
 
 def _view_file(args: argparse.Namespace) -> int:

@@ -75,7 +75,8 @@ def convert(source: str, target: str, to: str, trust_pickle: bool) -> str:
 
 
 class RecordingSource:
-    """Wraps a source: every refresh is also appended to a JSON-lines file (--record)."""
+    """Wraps a source: every refresh is also appended to a JSON-lines file (--record).
+    The file belongs to the caller, who closes it."""
 
     def __init__(self, inner: Source, out: TextIO) -> None:
         self.inner = inner
@@ -114,12 +115,7 @@ class RecordingSource:
         self.inner.reconnect()
 
     def close(self, keep_agent: bool | None = None) -> str | None:
-        if keep_agent is None:
-            keep_agent = self.__dict__.get("keep_agent")  # set by the TUI's `Q`
-        try:
-            return self.inner.close(keep_agent)  # type: ignore[arg-type]
-        finally:
-            self.out.close()
+        return self.inner.close(keep_agent)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str) -> Any:
         # Anything else a view asks for (keep_agent, client, ...) is the inner source's.

@@ -370,3 +370,46 @@ def test_run_on_every_interpreter(short_tmp: Path, minor: str) -> None:
         ["run", "--python", python, "--json", "-i", "0.3", str(KNOWN), str(state_path)], state_path
     )
     assert_rows_match_stdlib(line, state)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_signals_end_memtop_cleanly(short_tmp: Path, sig: signal.Signals) -> None:
+    """SIGTERM quits like `q` (the program is stopped); SIGHUP, a terminal that went away,
+    leaves the program and its agent serving like `Q`, so `memtop PID` can resume."""
+    state_path = short_tmp / "idle.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "memtop",
+            "run",
+            "--json",
+            "-i",
+            "0.2",
+            str(TARGETS / "idle.py"),
+            str(state_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    target_pid = wait_for(lambda: (read_state(state_path) or {}).get("pid"), 10, "target")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    try:
+        if sig == signal.SIGTERM:
+            assert "stopped the program" in err
+            wait_for(lambda: not psutil.pid_exists(target_pid), 5, "the program to be gone")
+        else:
+            assert f"left pid {target_pid} running with its agent serving" in err
+            assert read_state(state_path)["tracing"] is True
+            again = memtop_cli(str(target_pid), "--json", "-n", "1")
+            assert again.returncode == 0, again.stderr
+            assert "via reuse" in again.stderr
+    finally:
+        if psutil.pid_exists(target_pid):
+            os.kill(target_pid, signal.SIGKILL)

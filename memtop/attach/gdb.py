@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -89,22 +90,24 @@ def run(target: Target, mode: str, text: str) -> dict:
             "LANG": "C.UTF-8",
             "HOME": private,
         }
+        # Its own session: a Ctrl-C at the terminal must not reach gdb in the middle of a
+        # call into the target (that can leave the target hung).
+        gdb = subprocess.Popen(
+            gdb_command(target),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=private,
+            start_new_session=True,
+        )
         try:
-            done = subprocess.run(
-                gdb_command(target),
-                capture_output=True,
-                text=True,
-                timeout=GDB_TIMEOUT,
-                env=env,
-                cwd=private,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise AttachError(
-                f"gdb did not finish within {GDB_TIMEOUT:.0f} s; pid {target.pid} may be "
-                "stuck in a state gdb cannot handle"
-            ) from exc
-    output = done.stdout + done.stderr
+            stdout, stderr = _finish(gdb, target)
+        except KeyboardInterrupt:
+            _finish(gdb, target)  # let gdb complete its work and detach, then give up
+            raise
+    output = stdout + stderr
     if "ptrace: Operation not permitted" in output:
         # gdb goes on to run the script without a process; its result means nothing.
         raise AttachError(ptrace_refused(target))
@@ -112,6 +115,20 @@ def run(target: Target, mode: str, text: str) -> dict:
         if line.startswith("MEMTOP-RESULT "):
             return json.loads(line[len("MEMTOP-RESULT ") :])
     raise AttachError(_failure(output, target))
+
+
+def _finish(gdb: subprocess.Popen[str], target: Target) -> tuple[str, str]:
+    try:
+        return gdb.communicate(timeout=GDB_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        # Never killed: a gdb stuck in an inferior call is interrupted like a user would
+        # (SIGINT), so it unwinds the call and detaches.
+        gdb.send_signal(signal.SIGINT)
+        gdb.communicate()
+        raise AttachError(
+            f"gdb did not finish within {GDB_TIMEOUT:.0f} s; pid {target.pid} may be stuck "
+            "in a state gdb cannot handle"
+        ) from exc
 
 
 def _failure(output: str, target: Target) -> str:
