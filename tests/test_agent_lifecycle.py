@@ -71,7 +71,9 @@ def test_viewer_peak_is_not_inflated_by_the_agents_own_work(targets: Targets) ->
     # Grouping 100k traces allocates megabytes of temporary lists in the target; the peak
     # shown to the user must not carry them (the agent's cached tables count in current).
     gap_before = first["traced_peak"] - first["traced_current"]
-    assert after["traced_peak"] - after["traced_current"] <= gap_before + 64 * 1024
+    # (Without the correction the gap grows by about 3 MB here; the target's own reports,
+    # running meanwhile, move its real peak by some tens of KB.)
+    assert after["traced_peak"] - after["traced_current"] <= gap_before + 256 * 1024
 
 
 # --- case 8: fork ------------------------------------------------------------------------

@@ -1,23 +1,19 @@
-"""The fixed, read-only command set. Arguments are validated here; nothing from a request
-is ever evaluated, imported, unpickled or used as a path."""
+"""The fixed, read-only command set: dispatch, and the commands behind the live table.
+Arguments are checked in args.py; nothing from a request is ever evaluated, imported,
+unpickled or used as a path."""
 
 import os
 import sys
 import time
 import tracemalloc
 
-from . import collector, export, objects, referrers
+from . import checks, collector
+from .checks import BadArgs
+from .object_commands import MAX_TRACEBACKS, ObjectCommands
 
 MAX_ROWS = 500
-MAX_TRACEBACKS = 50
-MAX_PATTERNS = 32
-MAX_PATTERN_CHARS = 1024
 COMPARE_MODES = ("previous", "baseline")
 MAX_CONFIGS_PER_CLIENT = 8
-
-
-class BadArgs(Exception):
-    """An argument of the wrong type or value: replied as `bad_args`."""
 
 
 class ClientState:
@@ -40,50 +36,6 @@ class ClientState:
         self.__init__()
 
 
-def _get(args, name, kind, default):
-    value = args.get(name, default)
-    if kind is int and isinstance(value, bool):
-        raise BadArgs("%s must be an integer" % name)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind):
-        raise BadArgs("%s must be of type %s" % (name, kind.__name__))
-    return value
-
-
-def _choice(args, name, choices, default):
-    value = _get(args, name, str, default)
-    if value not in choices:
-        raise BadArgs("%s must be one of %s" % (name, ", ".join(choices)))
-    return value
-
-
-def _patterns(args, name):
-    value = args.get(name, [])
-    if not isinstance(value, list) or len(value) > MAX_PATTERNS:
-        raise BadArgs("%s must be a list of at most %d patterns" % (name, MAX_PATTERNS))
-    for item in value:
-        if not isinstance(item, str) or len(item) > MAX_PATTERN_CHARS:
-            raise BadArgs("%s must hold strings of at most %d chars" % (name, MAX_PATTERN_CHARS))
-    return tuple(value)
-
-
-def _limit(args, default, cap):
-    value = _get(args, "limit", int, default)
-    if value < 1:
-        raise BadArgs("limit must be at least 1")
-    return min(value, cap)
-
-
-def grouping_config(args):
-    """(group_by, cumulative, include, exclude) from request arguments."""
-    group_by = _choice(args, "group_by", collector.GROUP_KEYS, "lineno")
-    cumulative = _get(args, "cumulative", bool, False)
-    if cumulative and group_by == "traceback":
-        raise BadArgs("cumulative applies to lineno and filename grouping only")
-    return (group_by, cumulative, _patterns(args, "include"), _patterns(args, "exclude"))
-
-
 def _frames_out(tb, sources):
     # Oldest frame first, like tracemalloc.Traceback.
     return [
@@ -91,7 +43,7 @@ def _frames_out(tb, sources):
     ]
 
 
-class Commands:
+class Commands(ObjectCommands):
     """Dispatches requests to handlers; one instance per running agent."""
 
     def __init__(self, agent):
@@ -138,13 +90,13 @@ class Commands:
         return self.sampler.totals()
 
     def cmd_top(self, args, client):
-        config = grouping_config(args)
+        config = checks.grouping_config(args)
         group_by, cumulative = config[0], config[1]
-        limit = _limit(args, 50, MAX_ROWS)
-        sort = _choice(args, "sort", collector.SORT_KEYS, "size")
-        compare = _choice(args, "compare", COMPARE_MODES, "previous")
-        max_age = _get(args, "max_age", float, 1.0)
-        want_sources = _get(args, "sources", bool, True)
+        limit = checks.limit(args, 50, MAX_ROWS)
+        sort = checks.choice(args, "sort", collector.SORT_KEYS, "size")
+        compare = checks.choice(args, "compare", COMPARE_MODES, "previous")
+        max_age = checks.get(args, "max_age", float, 1.0)
+        want_sources = checks.get(args, "sources", bool, True)
 
         # Totals first: read after the agent's own work they would include its temporaries.
         totals = self.sampler.totals()
@@ -234,10 +186,10 @@ class Commands:
         return seen_grouping
 
     def cmd_tracebacks(self, args, client):
-        config = grouping_config(args)
+        config = checks.grouping_config(args)
         group_by, cumulative = config[0], config[1]
-        limit = _limit(args, 10, MAX_TRACEBACKS)
-        key = _row_key(args.get("key"), group_by)
+        limit = checks.limit(args, 10, MAX_TRACEBACKS)
+        key = checks.row_key(args.get("key"), group_by)
         sample = self.sampler.latest
         if sample is None:
             sample, _ = self.sampler.sample(0.0)
@@ -259,148 +211,13 @@ class Commands:
         }
 
     def cmd_baseline(self, args, client):
-        action = _choice(args, "action", ("set", "clear"), "set")
+        action = checks.choice(args, "action", ("set", "clear"), "set")
         if action == "clear":
             client.baseline = None
             return {"baseline_time": None}
-        sample, _ = self.sampler.sample(_get(args, "max_age", float, 0.0))
+        sample, _ = self.sampler.sample(checks.get(args, "max_age", float, 0.0))
         client.baseline = sample
         return {"baseline_time": sample.time, "sample": self.sampler.describe(sample, 0.0)}
-
-    def cmd_types(self, args, client):
-        """Live objects by type from the gc, with growth since the viewer's baseline (or its
-        previous look). Runs only when asked; its cost counts against the budget."""
-        limit = _limit(args, 50, objects.MAX_TYPES)
-        mark = _get(args, "mark", bool, False)
-        started = time.thread_time()
-        counts = objects.count_types()
-        cost = time.thread_time() - started
-        self.sampler.charge(cost)
-        against = client.types_baseline or client.types_previous
-        rows, total = objects.rank_types(counts, against[1] if against else None, limit)
-        since = against[0] if against else None
-        now = time.time()
-        client.types_previous = (now, counts)
-        if mark:
-            client.types_baseline = (now, counts)
-        return {
-            "rows": [
-                {
-                    "type": name,
-                    "count": count,
-                    "size": size,
-                    "count_diff": dcount,
-                    "size_diff": dsize,
-                }
-                for name, count, size, dcount, dsize in rows
-            ],
-            "total_types": total,
-            "objects": sum(count for count, _ in counts.values()),
-            "since": since,
-            "baseline": client.types_baseline[0] if client.types_baseline else None,
-            "cost_ms": round(cost * 1000.0, 3),
-        }
-
-    def cmd_origins(self, args, client):
-        """Allocation sites of a bounded sample of one type's instances."""
-        name = _type_arg(args)
-        sample = min(max(_get(args, "sample", int, 200), 1), objects.MAX_SAMPLE)
-        limit = _limit(args, 10, MAX_TRACEBACKS)
-        started = time.thread_time()
-        sites, sampled, untraced = objects.allocation_sites(name, sample, limit)
-        frames = set()
-        for tb, _ in sites:
-            frames.update(tb)
-        lookup = self.sources.lookup(frames)
-        self.sampler.charge(time.thread_time() - started)
-        return {
-            "type": name,
-            "sampled": sampled,
-            "untraced": untraced,
-            "note": _untraced_note() if untraced else "",
-            "sites": [
-                {
-                    "count": count,
-                    "frames": [
-                        {"filename": f, "lineno": n, "source": lookup.get((f, n), "")}
-                        for f, n in tb
-                    ],
-                }
-                for tb, count in sites
-            ],
-        }
-
-    def cmd_referrers(self, args, client):
-        """A referrer chain from a sample object (of a type, or allocated at a line) back
-        to a root. Bounded in time; keeps no reference once answered."""
-        seconds = min(max(_get(args, "timeout", float, 2.0), 0.1), 10.0)
-        started = time.thread_time()
-        if "type" in args:
-            sample = objects.instances(_type_arg(args), 1)
-            what = "the newest %s" % args["type"]
-            missing = "no live %s is tracked by the gc" % args["type"]
-        else:
-            key = _row_key(args.get("key"), "lineno")
-            sample = objects.objects_allocated_at(key[0], key[1], 1)
-            what = "an object allocated at %s:%d" % key
-            missing = (
-                "no object the gc tracks was found with that allocation line: the gc "
-                "tracks containers only (strings, bytes and numbers have no referrer "
-                "walk), and " + _untraced_note()
-            )
-        try:
-            if not sample:
-                return {
-                    "found": False,
-                    "what": what,
-                    "steps": [],
-                    "cut": False,
-                    "allocated_at": [],
-                    "note": "",
-                    "reason": missing,
-                }
-            traced = (
-                tracemalloc.get_object_traceback(sample[0]) if tracemalloc.is_tracing() else None
-            )
-            allocated = [[f.filename, f.lineno] for f in traced] if traced else []
-            steps, cut = referrers.chain(sample.pop(), seconds)
-        finally:
-            del sample[:]
-            self.sampler.charge(time.thread_time() - started)
-        reason = ""
-        if steps is None:
-            reason = "no root reached within the walk's bounds (%s)" % (
-                "cut short" if cut else "no module, class or thread refers to it"
-            )
-        return {
-            "found": steps is not None,
-            "what": what,
-            "steps": steps or [],
-            "cut": cut,
-            "allocated_at": allocated,
-            "note": "" if traced else _untraced_note(),
-            "reason": reason,
-        }
-
-    def cmd_snapshot(self, args, client):
-        """One part of a whole snapshot (part 0 builds it; the others are fetched in order
-        and the last one frees it). Counts against the budget like a table."""
-        part = _get(args, "part", int, 0)
-        if part == 0:
-            started = time.thread_time()
-            client.export = (int(time.time() * 1000), export.build(self.sources))
-            self.sampler.charge(time.thread_time() - started)
-        if client.export is None:
-            raise BadArgs("no snapshot is being fetched: ask for part 0 first")
-        snapshot_id, parts = client.export
-        if part != 0 and _get(args, "snapshot", int, -1) != snapshot_id:
-            raise BadArgs("that snapshot is gone; ask for part 0 again")
-        if not 0 <= part < len(parts):
-            raise BadArgs("part must be from 0 to %d" % (len(parts) - 1))
-        reply = dict(parts[part], snapshot=snapshot_id, part=part, parts=len(parts))
-        if part == len(parts) - 1:
-            client.export = None
-        return reply
 
     def cmd_reset_peak(self, args, client):
         if not tracemalloc.is_tracing():
@@ -412,7 +229,7 @@ class Commands:
         if "idle_timeout" in args:
             value = args["idle_timeout"]
             if value is not None:
-                value = _get(args, "idle_timeout", float, 0.0)
+                value = checks.get(args, "idle_timeout", float, 0.0)
                 if value <= 0:
                     raise BadArgs("idle_timeout must be positive or null")
             self.agent.idle_timeout = value
@@ -436,58 +253,6 @@ class Commands:
             "stays": not self.agent.stopping,
             "other_viewers": 0,
         }
-
-
-def _row_key(value, group_by):
-    """A row key sent back by the viewer, checked for shape (it is only compared, never used)."""
-    if not isinstance(value, dict):
-        raise BadArgs("key must be an object")
-    if group_by == "traceback":
-        frames = value.get("frames")
-        if not isinstance(frames, list) or not frames or len(frames) > 1024:
-            raise BadArgs("key.frames must be a non-empty list")
-        out = []
-        for frame in frames:
-            if (
-                not isinstance(frame, list)
-                or len(frame) != 2
-                or not isinstance(frame[0], str)
-                or not isinstance(frame[1], int)
-            ):
-                raise BadArgs("key.frames items must be [filename, lineno]")
-            out.append((frame[0], frame[1]))
-        # Frames arrive oldest first; raw tracebacks are most recent first.
-        return tuple(reversed(out))
-    filename = value.get("filename")
-    if not isinstance(filename, str):
-        raise BadArgs("key.filename must be a string")
-    if group_by == "filename":
-        return filename
-    lineno = value.get("lineno")
-    if not isinstance(lineno, int) or isinstance(lineno, bool):
-        raise BadArgs("key.lineno must be an integer")
-    return (filename, lineno)
-
-
-def _untraced_note():
-    """Why tracemalloc cannot say where some objects were allocated."""
-    note = (
-        "objects allocated before tracing started, or reusing memory from CPython's "
-        "free lists (dicts, lists, tuples), have no allocation traceback"
-    )
-    if sys.version_info[:2] == (3, 11):
-        note += (
-            "; and CPython 3.11 cannot map instances of classes without __slots__ to "
-            "their allocation (a CPython bug, fixed in 3.12)"
-        )
-    return note
-
-
-def _type_arg(args):
-    name = args.get("type")
-    if not isinstance(name, str) or not 0 < len(name) <= 300:
-        raise BadArgs("type must be a type name such as 'app.models.Session'")
-    return name
 
 
 def _count_entries(path):

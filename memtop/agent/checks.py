@@ -1,0 +1,92 @@
+"""Checking request arguments: every value from the socket is checked for type and
+range here, and only compared or counted afterwards, never evaluated or used as a path."""
+
+MAX_PATTERNS = 32
+MAX_PATTERN_CHARS = 1024
+GROUP_KEYS = ("lineno", "filename", "traceback")
+
+
+class BadArgs(Exception):
+    """An argument of the wrong type or value: replied as `bad_args`."""
+
+
+def get(args, name, kind, default):
+    value = args.get(name, default)
+    if kind is int and isinstance(value, bool):
+        raise BadArgs("%s must be an integer" % name)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise BadArgs("%s must be of type %s" % (name, kind.__name__))
+    return value
+
+
+def choice(args, name, choices, default):
+    value = get(args, name, str, default)
+    if value not in choices:
+        raise BadArgs("%s must be one of %s" % (name, ", ".join(choices)))
+    return value
+
+
+def patterns(args, name):
+    value = args.get(name, [])
+    if not isinstance(value, list) or len(value) > MAX_PATTERNS:
+        raise BadArgs("%s must be a list of at most %d patterns" % (name, MAX_PATTERNS))
+    for item in value:
+        if not isinstance(item, str) or len(item) > MAX_PATTERN_CHARS:
+            raise BadArgs("%s must hold strings of at most %d chars" % (name, MAX_PATTERN_CHARS))
+    return tuple(value)
+
+
+def limit(args, default, cap):
+    value = get(args, "limit", int, default)
+    if value < 1:
+        raise BadArgs("limit must be at least 1")
+    return min(value, cap)
+
+
+def grouping_config(args):
+    """(group_by, cumulative, include, exclude) from request arguments."""
+    group_by = choice(args, "group_by", GROUP_KEYS, "lineno")
+    cumulative = get(args, "cumulative", bool, False)
+    if cumulative and group_by == "traceback":
+        raise BadArgs("cumulative applies to lineno and filename grouping only")
+    return (group_by, cumulative, patterns(args, "include"), patterns(args, "exclude"))
+
+
+def row_key(value, group_by):
+    """A row key sent back by the viewer, checked for shape (it is only compared, never used)."""
+    if not isinstance(value, dict):
+        raise BadArgs("key must be an object")
+    if group_by == "traceback":
+        frames = value.get("frames")
+        if not isinstance(frames, list) or not frames or len(frames) > 1024:
+            raise BadArgs("key.frames must be a non-empty list")
+        out = []
+        for frame in frames:
+            if (
+                not isinstance(frame, list)
+                or len(frame) != 2
+                or not isinstance(frame[0], str)
+                or not isinstance(frame[1], int)
+            ):
+                raise BadArgs("key.frames items must be [filename, lineno]")
+            out.append((frame[0], frame[1]))
+        # Frames arrive oldest first; raw tracebacks are most recent first.
+        return tuple(reversed(out))
+    filename = value.get("filename")
+    if not isinstance(filename, str):
+        raise BadArgs("key.filename must be a string")
+    if group_by == "filename":
+        return filename
+    lineno = value.get("lineno")
+    if not isinstance(lineno, int) or isinstance(lineno, bool):
+        raise BadArgs("key.lineno must be an integer")
+    return (filename, lineno)
+
+
+def type_name(args):
+    name = args.get("type")
+    if not isinstance(name, str) or not 0 < len(name) <= 300:
+        raise BadArgs("type must be a type name such as 'app.models.Session'")
+    return name
