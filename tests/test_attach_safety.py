@@ -266,8 +266,8 @@ def test_too_long_xdg_runtime_dir_falls_back_to_tmp(plain: Plain, short_tmp: Pat
 @pytest.fixture(scope="session")
 def nobody_memtop() -> Iterator[list[str]]:
     """A command running `python -m memtop` as nobody: a venv of Debian's python3 under
-    /tmp (the test venv's python lives in root's 0700 home), with this checkout on
-    PYTHONPATH."""
+    /tmp (the test venv's python lives in root's 0700 home), with a copy of this checkout's
+    package beside it (the checkout itself may sit where nobody cannot read)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run memtop as nobody")
     if not os.path.exists("/usr/bin/python3"):
@@ -284,7 +284,13 @@ def nobody_memtop() -> Iterator[list[str]]:
             done = subprocess.run(step, capture_output=True, text=True, timeout=600)
             if done.returncode != 0:
                 pytest.skip(f"cannot build a venv for nobody ({step[:3]}): {done.stderr[-300:]}")
-        command = [*AS_NOBODY, "env", f"PYTHONPATH={ROOT}", str(venv / "bin" / "python")]
+        source = base / "src"
+        shutil.copytree(
+            ROOT / "memtop", source / "memtop", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        for path in [source, *source.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        command = [*AS_NOBODY, "env", f"PYTHONPATH={source}", str(venv / "bin" / "python")]
         check = subprocess.run(
             [*command, "-c", "import memtop.cli"],
             capture_output=True,
@@ -294,7 +300,7 @@ def nobody_memtop() -> Iterator[list[str]]:
             cwd="/",
         )
         if check.returncode != 0:
-            pytest.skip(f"nobody cannot import memtop from {ROOT}: {check.stderr[-300:]}")
+            pytest.skip(f"nobody cannot import memtop from {source}: {check.stderr[-300:]}")
         yield [*command, "-m", "memtop"]
     finally:
         shutil.rmtree(base, ignore_errors=True)
