@@ -108,3 +108,62 @@ def test_target_exited(snap_compare, size: tuple[int, int]) -> None:  # type: ig
         await settle(pilot)
 
     assert snap_compare(watched_app(source), terminal_size=size, run_before=end)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_suspects_sort(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """Sorted by suspects: app/cache.py:42 and app/sessions.py:17 first with ▲ beside
+    their rank, 'sort suspects' and '▲ 2 suspects' in the header, at 120 columns a
+    RATE/MIN▼ column (+6.9 MiB, +527 KiB), and the status line reading '▲ suspect
+    app/cache.py:42: +6.9 MiB/min over 61 tables (confidence 100%)'."""
+
+    async def sort(pilot) -> None:  # type: ignore[no-untyped-def]
+        await settle(pilot)
+        await pilot.press(*"sssss")
+        await settle(pilot)
+
+    assert snap_compare(watched_app(), terminal_size=size, run_before=sort)
+
+
+async def open_types(pilot, *keys: str) -> None:  # type: ignore[no-untyped-def]
+    """The types view after a second walk (so Δ columns show growth), then `keys`."""
+    await settle(pilot)
+    for key in ("o", "u", *keys):
+        await pilot.press(key)
+        await settle(pilot)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_types_view(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """The types view: 'gc walk: 23 ms over … objects in 26 types · Δ since the previous
+    look at …', the limits in dim text (containers only; strings, bytes and numbers in the
+    allocation rows; shallow sizes; no origins before tracing or on 3.11; walks only when
+    asked), the table sorted by growth (dict, app.sessions.Session, app.cache.Item first,
+    red Δ columns), and the footer keys ⏎ Origins, u Update, b Mark, w Who keeps it alive,
+    Esc Close."""
+    assert snap_compare(watched_app(), terminal_size=size, run_before=open_types)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_origins_panel(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """'Where app.sessions.Session instances were allocated': '200 newest instances sampled
+    · 2 allocation sites', site #1 (150, 75%) main.py:10 → app/views.py:31 → allocating
+    app/sessions.py:17 marked →, each with its source line; site #2 (50, 25%)."""
+
+    async def origins(pilot) -> None:  # type: ignore[no-untyped-def]
+        await open_types(pilot, "down", "enter")
+
+    assert snap_compare(watched_app(), terminal_size=size, run_before=origins)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_referrers_panel(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """'Who keeps it alive: the newest app.sessions.Session': root first, one step per
+    line — module app.sessions  global SESSIONS / → app.sessions.SessionStore  ._sessions /
+    → dict  ['8a9f03c2'] / → app.sessions.Session ← this object — then 'allocated at'
+    main.py:10, app/sessions.py:17."""
+
+    async def chain(pilot) -> None:  # type: ignore[no-untyped-def]
+        await open_types(pilot, "down", "w")
+
+    assert snap_compare(watched_app(), terminal_size=size, run_before=chain)

@@ -7,7 +7,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from memtop.errors import AgentError, ConnectionLost
-from memtop.model import MIB, Frame, History, Query, Row, Sample, TableInfo
+from memtop.model import (
+    MIB,
+    ChainStep,
+    Frame,
+    History,
+    Origins,
+    OriginSite,
+    Query,
+    ReferrerChain,
+    Row,
+    Sample,
+    TableInfo,
+    TypeRow,
+    TypesTable,
+)
+from memtop.snapfile import SavedSnapshot
 from memtop.source import TargetInfo, TracebackEntry
 
 T0 = 1_764_000_000.0  # the fake's "now" at its first refresh
@@ -57,6 +72,33 @@ SITES = (
     ),
 )
 
+
+@dataclass(frozen=True)
+class LiveType:
+    """One type of the fake program's heap, as the gc would count it."""
+
+    name: str
+    count: int
+    each: int  # shallow bytes per object
+    growth: int  # objects per walk
+
+
+TYPES = (
+    LiveType("dict", 120_000, 232, 180),
+    LiveType("app.sessions.Session", 4_000, 56, 90),
+    LiveType("list", 30_000, 88, 0),
+    LiveType("function", 9_000, 136, 0),
+    LiveType("app.cache.Item", 2_500, 48, 60),
+    LiveType("tuple", 50_000, 64, -20),
+    *(LiveType(f"app.models.Model{i:02d}", 500 + 10 * i, 48, 0) for i in range(20)),
+)
+UNTRACED_NOTE = (
+    "objects allocated before tracing started, or reusing memory from CPython's free lists "
+    "(dicts, lists, tuples), have no allocation traceback"
+)
+SESSION_LINE = Frame(f"{CWD}/app/sessions.py", 17, "session = Session(user_id, token)")
+LOGIN = Frame(f"{CWD}/app/views.py", 31, "session = store.login(user)")
+
 HOSTILE = Site(
     f"{CWD}/app/evil\x1b[31m[bold]red.py",
     3,
@@ -95,6 +137,11 @@ class FakeSource:
         self.ended: str | None = None
         self.reconnect_fails = 0
         self.stretched = False
+        self.types_list = TYPES
+        self.walks = 0
+        # (time, walk number) of the previous types walk, and of the marked one
+        self._looked: tuple[float, int] | None = None
+        self._mark: tuple[float, int] | None = None
 
     # --- Source ------------------------------------------------------------------------
 
@@ -128,6 +175,90 @@ class FakeSource:
         self.calls.append("reset peak")
         if self.fail is not None:
             raise self.fail
+
+    def types(self, mark: bool = False, limit: int = 100) -> TypesTable:
+        """Each walk the types grow by their `growth`; Δ against the mark, else the
+        previous walk (none on the first: like the agent, Δ 0)."""
+        self.calls.append(f"types mark={mark}")
+        if self.fail is not None:
+            raise self.fail
+        self.walks += 1
+        now = T0 + 100.0 + self.walks
+        against = self._mark or self._looked
+        walks = self.walks - against[1] if against else 0
+        rows = []
+        for kind in self.types_list:
+            count = kind.count + kind.growth * self.walks
+            grown = kind.growth * walks
+            rows.append(TypeRow(kind.name, count, count * kind.each, grown, grown * kind.each))
+        rows.sort(key=lambda r: (r.size_diff, r.count_diff, r.size), reverse=True)
+        self._looked = (now, self.walks)
+        if mark:
+            self._mark = (now, self.walks)
+        return TypesTable(
+            rows=tuple(rows[:limit]),
+            objects=sum(r.count for r in rows),
+            total_types=len(rows),
+            since=against[0] if against else None,
+            baseline=self._mark[0] if self._mark else None,
+            cost_ms=23.4,
+        )
+
+    def origins(self, type_name: str, sample: int = 200, limit: int = 10) -> Origins:
+        self.calls.append(f"origins {type_name}")
+        if self.fail is not None:
+            raise self.fail
+        if type_name == "dict":  # some from free lists: no traceback
+            site = OriginSite(120, (MAIN, Frame(f"{CWD}/app/render.py", 88, "ctx = dict(c)")))
+            return Origins(type_name, sample, sample - 120, UNTRACED_NOTE, (site,))
+        sites = (
+            OriginSite(sample * 3 // 4, (MAIN, LOGIN, SESSION_LINE)),
+            OriginSite(sample // 4, (Frame(f"{CWD}/worker.py", 55, "run_batch(jobs)"), LOGIN)),
+        )
+        return Origins(type_name, sample, 0, "", sites[:limit])
+
+    def referrers(
+        self, type_name: str | None = None, row: Row | None = None, timeout: float = 2.0
+    ) -> ReferrerChain:
+        self.calls.append(f"referrers {type_name or (row.key if row else None)}")
+        if self.fail is not None:
+            raise self.fail
+        if type_name is None and row is not None and row.key != f"{SESSION_LINE.filename}:17":
+            reason = "no object the gc tracks was found with that allocation line"
+            return ReferrerChain(
+                False, f"an object allocated at {row.key}", (), False, (), "", reason
+            )
+        steps = (
+            ChainStep("dict", "global SESSIONS", "module app.sessions"),
+            ChainStep("app.sessions.SessionStore", "._sessions", ""),
+            ChainStep("dict", "['8a9f03c2']", ""),
+            ChainStep(type_name or "app.sessions.Session", "", ""),
+        )
+        allocated = (Frame(MAIN.filename, MAIN.lineno), Frame(SESSION_LINE.filename, 17))
+        return ReferrerChain(True, "the newest one", steps, False, allocated, "", "")
+
+    def snapshot(self) -> SavedSnapshot:
+        self.calls.append("snapshot")
+        if self.fail is not None:
+            raise self.fail
+        meta = {
+            "pid": self.info.pid,
+            "python": self.info.python,
+            "cmdline": self.info.cmdline,
+            "time": T0,
+            "nframe": self.nframe,
+            "tracing_owner": self.info.tracing_owner,
+            "traced_current": sum(site.size for site in self.sites),
+            "traced_peak": sum(site.size for site in self.sites) + 4 * MIB,
+        }
+        snapshot = SavedSnapshot(meta)
+        for site in self.sites:
+            caller = site.caller
+            tb = ((site.filename, site.lineno), (caller.filename, caller.lineno))
+            snapshot.entries.append((tb, max(1, site.size // site.count), site.count))
+            snapshot.sources[(site.filename, site.lineno)] = site.source
+            snapshot.sources[(caller.filename, caller.lineno)] = caller.source
+        return snapshot
 
     def exit_status(self) -> str | None:
         return self.ended
@@ -233,6 +364,8 @@ __all__ = [
     "HOSTILE",
     "SITES",
     "T0",
+    "TYPES",
+    "UNTRACED_NOTE",
     "AgentError",
     "FakeSource",
     "Site",

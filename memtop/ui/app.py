@@ -14,16 +14,18 @@ from dataclasses import dataclass
 from functools import partial
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
-from textual.events import Resize
+from textual.events import Key, Resize
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
 
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError
-from memtop.model import History, Query, Sample
+from memtop.formatting import clean_text
+from memtop.model import History, Query, Sample, Verdict
 from memtop.source import Source, wait_for_exit
 from memtop.ui import keys
 from memtop.ui.cells import NARROW_BELOW
@@ -38,16 +40,20 @@ from memtop.ui.messages import (
     RefreshFailed,
     SampleReady,
     TargetEnded,
+    attempt,
 )
+from memtop.ui.referrers_panel import ReferrersPanel
+from memtop.ui.save_snapshot import save_snapshot
 from memtop.ui.status_line import StatusLine
+from memtop.ui.suspects import suspect_note
 from memtop.ui.texts import clock_time, format_interval
 from memtop.ui.top_table import TopTable
 from memtop.ui.traceback_panel import TracebackPanel
+from memtop.ui.types_screen import TypesScreen
 from memtop.ui.view_state import BadFilter, ViewState, parse_filter
 
-# Actions that need the agent: greyed out while it cannot be reached.
-AGENT_ACTIONS = {"set_baseline", "clear_baseline", "reset_peak"}
-STATEFUL_ACTIONS = ("toggle_cumulative", *sorted(AGENT_ACTIONS))
+STATEFUL_ACTIONS = ("toggle_cumulative", *sorted(keys.AGENT_ACTIONS | keys.LIVE_ONLY))
+FILE_VERDICT = Verdict("collecting", "a saved snapshot: no history to read a trend from")
 
 
 @dataclass(frozen=True)
@@ -76,25 +82,32 @@ class MemtopApp(App[Outcome]):
         history: History | None = None,
         autorefresh: bool = True,
     ) -> None:
-        """`autorefresh=False` refreshes only on mount and when asked (tests, screenshots)."""
+        """`autorefresh=False` refreshes only on mount and when asked (tests, screenshots).
+        A saved snapshot (source.info.how == "file") never changes: it refreshes only when
+        the query does."""
         super().__init__()
-        self.autorefresh = autorefresh
+        offline = source.info.how == "file"
+        self.autorefresh = autorefresh and not offline
         self.source = source
         self.clock = clock
         self.cwd = os.getcwd() if cwd is None else cwd
         self.history = History() if history is None else history
-        self.state = ViewState.from_query(query, interval)
+        self.state = ViewState.from_query(query, interval).replace(offline=offline)
+        # FileSource names its file(s): 'b.memtop vs a.memtop' for a diff.
+        self.file_label = str(getattr(source, "label", "saved snapshot")) if offline else ""
         self.sample: Sample | None = None
         self.shown = 0
         self._busy = False
         self._again = False
+        self._saving = False
+        self._note: Text | None = None  # the selected row's suspect reading
         self._timer: Timer | None = None
         self._enabled: tuple[bool | None, ...] = ()
 
     # --- layout -------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield HeaderBar(self.source.info, self.state, id="header")
+        yield HeaderBar(self.source.info, self.state, file=self.file_label, id="header")
         yield MemoryPanel(id="memory")
         yield TopTable(cwd=self.cwd, id="top")
         yield StatusLine(self.state, id="status")
@@ -117,6 +130,7 @@ class MemtopApp(App[Outcome]):
         narrow = width < NARROW_BELOW
         self.set_class(narrow, "narrow")
         self.query_one(TopTable).set_narrow(narrow)
+        self.query_one(Footer).compact = narrow  # every footer key fits in 80 columns
 
     @property
     def table(self) -> TopTable:
@@ -180,8 +194,9 @@ class MemtopApp(App[Outcome]):
         if self.state.error or not self.state.live:
             self.state = self.state.replace(error=None, connection="live", attempts=0)
         if sample.query == self.state.query and not self.state.paused:
-            self.table.show(sample, self.history)
-        self.query_one(MemoryPanel).show(sample, self.history, self.history.verdict())
+            self.table.show(sample, self.history, self.state.suspects_first)
+        verdict = FILE_VERDICT if self.state.offline else self.history.verdict()
+        self.query_one(MemoryPanel).show(sample, self.history, verdict)
         self._show_state()
         self._fetched()
 
@@ -229,8 +244,8 @@ class MemtopApp(App[Outcome]):
 
     def _show_state(self) -> None:
         now = self.clock()
-        self.query_one(HeaderBar).show(self.state, self.sample, now)
-        self.query_one(StatusLine).show(self.state, waiting=self.sample is None)
+        self.query_one(HeaderBar).show(self.state, self.sample, now, self.table.suspect_count)
+        self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
         enabled = tuple(self.check_action(action, ()) for action in STATEFUL_ACTIONS)
         if enabled != self._enabled:
             # Only when it changes: the footer rebuilds its keys on every refresh_bindings.
@@ -242,11 +257,19 @@ class MemtopApp(App[Outcome]):
         state = self.state
         if action == "toggle_cumulative" and state.group_by == "traceback":
             return None
-        if action in AGENT_ACTIONS and not state.live:
+        if action in keys.LIVE_ONLY and state.offline:
+            return None
+        if action in keys.AGENT_ACTIONS and not state.live:
             return None
         if action == "clear_baseline" and state.baseline_time is None:
             return None
         return True
+
+    def on_key(self, event: Key) -> None:
+        """A live-only key on a saved snapshot: say why nothing happens."""
+        if self.state.offline and event.key in keys.LIVE_ONLY_KEYS:
+            name = keys.LIVE_ONLY_KEYS[event.key]
+            self._say(f"{name}: needs the live process; a saved snapshot does not change.")
 
     # --- actions ------------------------------------------------------------------------
 
@@ -257,7 +280,18 @@ class MemtopApp(App[Outcome]):
         self._set_state(self.state.replace(cumulative=not self.state.cumulative))
 
     def action_cycle_sort(self) -> None:
-        self._set_state(self.state.next_sort())
+        state = self.state.next_sort()
+        same_query = state.query == self.state.query  # growth and suspects ask the same
+        self._set_state(state)
+        if same_query:
+            self._show_table()
+
+    def _show_table(self) -> None:
+        """Show the last refresh again (the order changed, not the query)."""
+        sample = self.sample
+        if sample is not None and sample.query == self.state.query and not self.state.paused:
+            self.table.show(sample, self.history, self.state.suspects_first)
+            self._show_state()
 
     def action_toggle_internal(self) -> None:
         self._set_state(self.state.replace(hide_internal=not self.state.hide_internal))
@@ -265,8 +299,8 @@ class MemtopApp(App[Outcome]):
     def action_toggle_pause(self) -> None:
         paused = not self.state.paused
         self._set_state(self.state.replace(paused=paused))
-        if not paused and self.sample is not None and self.sample.query == self.state.query:
-            self.table.show(self.sample, self.history)
+        if not paused:
+            self._show_table()
 
     def action_interval(self, step: int) -> None:
         state = self.state.stepped_interval(step)
@@ -304,24 +338,30 @@ class MemtopApp(App[Outcome]):
     def action_reset_peak(self) -> None:
         self._command("reset_peak", self.source.reset_peak)
 
-    def _command(self, action: str, call: Callable[[], None]) -> None:
+    def action_save_snapshot(self) -> None:
+        if self._saving:
+            self._say("A snapshot is being saved already.")
+            return
+        self._saving = True
+        self._say("Saving a snapshot…")
+        self._command("snapshot", partial(save_snapshot, self.source))
+
+    def _command(self, action: str, call: Callable[[], str | None]) -> None:
         def work() -> None:
-            try:
-                call()
-            except MemtopError as exc:
-                self.post_message(CommandDone(action, exc.message))
-            except Exception as exc:  # never a raw traceback on screen
-                self.post_message(CommandDone(action, f"{type(exc).__name__}: {exc}"))
-            else:
-                self.post_message(CommandDone(action))
+            result, error = attempt(call)
+            self.post_message(CommandDone(action, error, result))
 
         self.run_worker(work, thread=True, exit_on_error=False, group="command")
 
     def on_command_done(self, message: CommandDone) -> None:
+        if message.action == "snapshot":
+            self._saving = False
         if message.error is not None:
-            self._say(f"{message.action}: {message.error}", severity="error")
+            self._say(f"{message.action}: {clean_text(message.error)}", severity="error")
             return
-        if message.action == "baseline":
+        if message.action == "snapshot":
+            self._say(message.result or "Snapshot saved.")
+        elif message.action == "baseline":
             now = self.clock()
             self._set_state(self.state.replace(baseline_time=now))
             self._say(f"Baseline set at {clock_time(now)}: Δ columns show growth since then.")
@@ -346,6 +386,27 @@ class MemtopApp(App[Outcome]):
     def on_top_table_selected(self, event: TopTable.Selected) -> None:
         self.action_tracebacks()
 
+    def on_top_table_highlighted(self, event: TopTable.Highlighted) -> None:
+        row, suspect = event.row, event.suspect
+        self._note = suspect_note(row, suspect, self.cwd) if row and suspect else None
+        self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
+
+    def action_types(self) -> None:
+        self.push_screen(TypesScreen(self.source, self.cwd))
+
+    def action_who_keeps_alive(self) -> None:
+        row = self.table.selected_row()
+        if row is None:
+            return
+        if self.state.group_by != "lineno" or self.state.cumulative:
+            self._say(
+                "Who keeps it alive looks for an object allocated at a source line: group by "
+                "line (l, cumulative off), or find the type in the types view (o).",
+                severity="warning",
+            )
+            return
+        self.push_screen(ReferrersPanel(self.source, row=row, cwd=self.cwd))
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
@@ -365,9 +426,13 @@ class MemtopApp(App[Outcome]):
         self.notify(message, severity=severity, timeout=timeout, markup=False)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Every key's action in the command palette, by name."""
+        """Every key's action in the command palette, by name (on a saved snapshot, not
+        those that need the live process)."""
         yield from super().get_system_commands(screen)
         for key in keys.KEYS:
+            live_only = key.action.split("(")[0] in keys.LIVE_ONLY
+            if key.screen != "main" or (live_only and self.state.offline):
+                continue
             title = f"{key.label} ({key.shown})"
             yield SystemCommand(title, key.help, partial(self.run_action, key.action))
 

@@ -18,7 +18,8 @@ from rich.text import Text
 from textual.renderables.sparkline import Sparkline
 
 from memtop.formatting import fit, format_count, format_size, location, short_path
-from memtop.model import Frame, Query, Row
+from memtop.model import Frame, Query, Row, Suspect, format_rate
+from memtop.ui.suspects import MARK
 
 NARROW_BELOW = 110  # terminal columns under which the table drops columns
 TREND_WIDTH = 8
@@ -36,12 +37,15 @@ class Column:
     right: bool = True
 
 
-def columns_for(query: Query, narrow: bool) -> tuple[Column, ...]:
-    """The columns for a sort order; narrow terminals keep the essential ones."""
-    rank_width = max(2, len(str(query.limit)))
+def columns_for(query: Query, narrow: bool, suspects_first: bool = False) -> tuple[Column, ...]:
+    """The columns for a sort order; narrow terminals keep the essential ones. Sorted by
+    suspects, the growth rate takes the place of the average block size."""
+    rank_width = max(2, len(str(query.limit))) + len(MARK)
     # "growth" ranks by signed Δsize (largest growth first); the others as named.
     sorted_by = "size_diff" if query.sort == "growth" else query.sort
-    names = ("size", "size_diff", "count", "count_diff")
+    if suspects_first:
+        sorted_by = "rate"
+    names = ("size", "size_diff", "count", "count_diff", "rate")
     arrow = {k: "▼" if sorted_by == k else "" for k in names}
     size = Column("size", "SIZE" + arrow["size"], 10)
     size_diff = Column("size_diff", "ΔSIZE" + arrow["size_diff"], 11)
@@ -54,6 +58,9 @@ def columns_for(query: Query, narrow: bool) -> tuple[Column, ...]:
         counts = count_diff if query.sort == "count_diff" else count
         return (rank, size, size_diff, counts, trend, where)
     trend = Column("trend", "TREND", TREND_WIDTH, right=False)
+    if suspects_first:
+        rate = Column("rate", "RATE/MIN" + arrow["rate"], 11)
+        return (rank, size, size_diff, count, count_diff, rate, trend, where)
     return (rank, size, size_diff, count, count_diff, Column("avg", "AVG", 9), trend, where)
 
 
@@ -109,24 +116,28 @@ def row_cells(
     styles: Mapping[str, Style],
     cwd: str | None,
     where_width: int,
+    suspect: Suspect | None = None,
 ) -> tuple[Text, ...]:
-    """The cells of one row, in column order."""
+    """The cells of one row, in column order; a suspect's rank carries the mark."""
     heat = styles.get(heat_level(row.size, traced), "")
     cells: list[Text] = []
     for column in columns:
         key = column.key
         if key == "rank":
-            cells.append(Text(str(rank), style=styles["dim"], justify="right"))
+            cells.append(rank_cell(rank, suspect is not None, styles))
         elif key == "size":
             cells.append(Text(format_size(row.size), style=heat, justify="right"))
         elif key == "size_diff":
-            cells.append(_signed(format_size(row.size_diff, True), row.size_diff, styles))
+            cells.append(signed_cell(format_size(row.size_diff, True), row.size_diff, styles))
         elif key == "count":
             cells.append(Text(format_count(row.count), justify="right"))
         elif key == "count_diff":
-            cells.append(_signed(format_count(row.count_diff, True), row.count_diff, styles))
+            cells.append(signed_cell(format_count(row.count_diff, True), row.count_diff, styles))
         elif key == "avg":
             cells.append(Text(format_size(row.average), style=styles["dim"], justify="right"))
+        elif key == "rate":
+            rate = format_rate(suspect.rate).replace("/min", "") if suspect else ""
+            cells.append(Text(rate, style=styles["suspect"], justify="right"))
         elif key == "trend":
             cells.append(
                 trend_text(
@@ -151,7 +162,15 @@ def row_cells(
     return tuple(cells)
 
 
-def _signed(text: str, value: int, styles: Mapping[str, Style]) -> Text:
+def rank_cell(rank: int, suspect: bool, styles: Mapping[str, Style]) -> Text:
+    """The rank, with the suspect mark in front of it."""
+    if suspect:
+        return Text.assemble((MARK, styles["suspect"]), (str(rank), styles["dim"]), justify="right")
+    return Text(str(rank), style=styles["dim"], justify="right")
+
+
+def signed_cell(text: str, value: int, styles: Mapping[str, Style]) -> Text:
+    """A change: growth styled 'growth', shrinking 'shrink', none 'dim'."""
     style = styles["growth"] if value > 0 else styles["shrink"] if value < 0 else styles["dim"]
     return Text(text, style=style, justify="right")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
+from memtop.formatting import clean_text
 from memtop.model import Sample
 from memtop.source import TargetInfo
+from memtop.ui.suspects import MARK
 from memtop.ui.text_lines import TextLines
 from memtop.ui.texts import (
     SORT_NAMES,
@@ -16,6 +18,7 @@ from memtop.ui.texts import (
     format_uptime,
     grouping_text,
     table_age,
+    taken_time,
 )
 from memtop.ui.view_state import ViewState
 
@@ -25,17 +28,23 @@ class HeaderBar(TextLines):
 
     DEFAULT_CSS = "HeaderBar { height: 2; }"
 
-    def __init__(self, info: TargetInfo, state: ViewState, *, id: str | None = None) -> None:
+    def __init__(
+        self, info: TargetInfo, state: ViewState, *, file: str = "", id: str | None = None
+    ) -> None:
+        """`file`: the saved snapshot shown ('a.memtop', or 'b.memtop vs a.memtop')."""
         super().__init__(id=id)
         self.info = info
         self.state = state
+        self.file = file
         self.sample: Sample | None = None
         self.uptime = ""
+        self.suspects = 0
 
-    def show(self, state: ViewState, sample: Sample | None, now: float) -> None:
+    def show(self, state: ViewState, sample: Sample | None, now: float, suspects: int = 0) -> None:
         """Redraw if something shown changed (it is asked every second)."""
         started = self.info.started if self.info.started is not None else now
         self.state, self.sample, self.uptime = state, sample, format_uptime(now - started)
+        self.suspects = suspects
         self.update_lines()
 
     def lines(self, width: int) -> list[Text]:
@@ -44,15 +53,26 @@ class HeaderBar(TextLines):
     def target_line(self, width: int) -> Text:
         info, sample = self.info, self.sample
         nframe = sample.nframe if sample is not None else info.nframe
-        parts = [
-            (Text("memtop", style="bold"), 9),
-            (Text(f"pid {info.pid}"), 10),
-            (Text(f"python {info.python}"), 6),
-            (Text(info.how), 7),
-            (Text(f"up {self.uptime}"), 5),
-            (Text(f"every {format_interval(self.state.interval)}"), 8),
-            (Text(f"nframe {nframe}"), 4),
-        ]
+        if self.file:
+            taken = f"taken {taken_time(info.started)}" if info.started else "time unknown"
+            parts = [
+                (Text("memtop", style="bold"), 9),
+                (Text(f"file {clean_text(self.file)}", style="bold"), 10),
+                (Text(taken), 8),
+                (Text(f"pid {info.pid}"), 6),
+                (Text(f"python {info.python}"), 5),
+                (Text(f"nframe {nframe}"), 4),
+            ]
+        else:
+            parts = [
+                (Text("memtop", style="bold"), 9),
+                (Text(f"pid {info.pid}"), 10),
+                (Text(f"python {info.python}"), 6),
+                (Text(info.how), 7),
+                (Text(f"up {self.uptime}"), 5),
+                (Text(f"every {format_interval(self.state.interval)}"), 8),
+                (Text(f"nframe {nframe}"), 4),
+            ]
         line = Text(" · ", style="dim").join(text for text, _ in parts)
         command = display_command(info.cmdline)
         room = width - line.cell_len - 3
@@ -68,14 +88,21 @@ class HeaderBar(TextLines):
             (Text(f"group {grouping_text(state.query)}"), 9),
             (Text(f"sort {SORT_NAMES[state.sort]}"), 8),
         ]
-        if state.baseline_time is not None:
-            parts.append((Text(f"Δ since {clock_time(state.baseline_time)}", style="bold"), 7))
-        else:
-            parts.append((Text("Δ per refresh"), 2))
+        # A file's first line says it all: Δ columns are against the base file, if any.
+        if not self.file:
+            if state.baseline_time is not None:
+                since = Text(f"Δ since {clock_time(state.baseline_time)}", style="bold")
+                parts.append((since, 7))
+            else:
+                parts.append((Text("Δ per refresh"), 2))
+        if self.suspects:
+            plural = "s" if self.suspects != 1 else ""
+            parts.append((Text(f"{MARK} {self.suspects} suspect{plural}", style="bold"), 8))
         if sample is not None:
             parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
-            parts.append((Text(f"pause {sample.pause_ms:.1f} ms"), 4))
-            stretched = table_age(sample.table, state.interval)
-            if stretched:
-                parts.append((Text(stretched, style="bold"), 6))
+            if not self.file:
+                parts.append((Text(f"pause {sample.pause_ms:.1f} ms"), 4))
+                stretched = table_age(sample.table, state.interval)
+                if stretched:
+                    parts.append((Text(stretched, style="bold"), 6))
         return fit_parts(parts, width)

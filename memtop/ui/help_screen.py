@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from memtop.ui.keys import KEYS, NAVIGATION, SECTIONS
+from memtop.ui.suspects import MARK, RULE
 
 READING = (
     ("RSS / USS", "resident and unique memory of the process, read from outside"),
@@ -21,6 +22,11 @@ READING = (
     ("bar", "RSS split: █ traced, ░ untraced"),
     ("ΔSIZE ΔCOUNT", "change since the previous table, or since the baseline (b)"),
     ("TREND", "the row's size over its recent tables"),
+    (
+        f"{MARK} by the rank",
+        f"a leak suspect: {RULE}. Sort s to suspects to see them first (by growth rate × "
+        "confidence); the status line gives the selected one's rate",
+    ),
     ("verdict", "read from the RSS and traced history (growing, fragmentation, steady…)"),
 )
 

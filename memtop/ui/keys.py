@@ -19,11 +19,14 @@ class Key:
     help: str
     section: str
     footer: bool = False
+    screen: str = "main"  # main | types (the types view's own keys)
 
 
 GROUPING = "Rows"
 DELTAS = "Deltas and memory"
 VIEW = "View"
+LEAKS = "Leak hunting"
+TYPES = "In the types view (o)"
 LEAVING = "Leaving"
 
 KEYS: tuple[Key, ...] = (
@@ -110,6 +113,73 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("question_mark", "?", "help", "Help", "this screen", VIEW, True),
     Key(
+        "o",
+        "o",
+        "types",
+        "Types",
+        "objects by type from the gc, sorted by growth: where they were allocated, "
+        "what keeps them alive",
+        LEAKS,
+        True,
+    ),
+    Key(
+        "w",
+        "w",
+        "who_keeps_alive",
+        "Who keeps it alive",
+        "what keeps an object allocated at the selected line alive: the chain of "
+        "references from a global, a class or a thread (line grouping)",
+        LEAKS,
+    ),
+    Key(
+        "S",
+        "S",
+        "save_snapshot",
+        "Save snapshot",
+        "save every trace to memtop-PID-TIME.memtop here (`memtop view FILE` opens it)",
+        LEAKS,
+    ),
+    Key(
+        "u",
+        "u",
+        "update",
+        "Update",
+        "walk the gc again (only when asked: a walk costs the program ms to seconds)",
+        TYPES,
+        True,
+        screen="types",
+    ),
+    Key(
+        "b",
+        "b",
+        "mark",
+        "Mark",
+        "mark a baseline: Δ columns count from now",
+        TYPES,
+        True,
+        screen="types",
+    ),
+    Key(
+        "enter",
+        "Enter",
+        "origins",
+        "Origins",
+        "where the selected type's instances were allocated, each frame with its source",
+        TYPES,
+        screen="types",
+    ),
+    Key(
+        "w",
+        "w",
+        "who_keeps_alive",
+        "Who keeps it alive",
+        "the chain of references from a root to one instance of the selected type",
+        TYPES,
+        True,
+        screen="types",
+    ),
+    Key("escape", "Esc", "dismiss", "Close", "back to the table (q too)", TYPES, True, "types"),
+    Key(
         "q",
         "q",
         "quit",
@@ -128,7 +198,33 @@ KEYS: tuple[Key, ...] = (
     ),
 )
 
-SECTIONS = (GROUPING, DELTAS, VIEW, LEAVING)
+# Actions that need the agent: greyed out while it cannot be reached.
+AGENT_ACTIONS = {
+    "set_baseline",
+    "clear_baseline",
+    "reset_peak",
+    "types",
+    "who_keeps_alive",
+    "save_snapshot",
+}
+# Actions that mean nothing for a saved snapshot (memtop view FILE): greyed out, and a key
+# press says why.
+LIVE_ONLY = {
+    "toggle_pause",
+    "interval",
+    "set_baseline",
+    "clear_baseline",
+    "reset_peak",
+    "types",
+    "who_keeps_alive",
+}
+LIVE_ONLY_KEYS = {
+    key.key: key.label
+    for key in KEYS
+    if key.screen == "main" and key.action.split("(")[0] in LIVE_ONLY
+} | {"equals_sign": "Slower"}
+
+SECTIONS = (GROUPING, DELTAS, VIEW, LEAKS, LEAVING, TYPES)
 
 # Table navigation is DataTable's own; listed on the help screen only.
 NAVIGATION = (
@@ -138,8 +234,9 @@ NAVIGATION = (
 )
 
 
-def bindings() -> list[BindingType]:
-    """The App's key bindings (Enter belongs to the table, so it is left out here)."""
+def bindings(screen: str = "main") -> list[BindingType]:
+    """The key bindings of the App (main) or of the types view (Enter belongs to the
+    tables, so it is left out here)."""
     grouping = Binding.Group("Group", compact=True)  # "lft Group" in the footer
     out: list[BindingType] = [
         Binding(
@@ -151,8 +248,11 @@ def bindings() -> list[BindingType]:
             group=grouping if k.action.startswith("group(") else None,
         )
         for k in KEYS
-        if k.key != "enter"
+        if k.key != "enter" and k.screen == screen
     ]
+    if screen != "main":
+        out.append(Binding("q", "dismiss", "Close", show=False))
+        return out
     # Two more ways to say the same, for people used to them: no footer entries.
     out.append(Binding("equals_sign", "interval(1)", "Slower", show=False))
     out.append(Binding("ctrl+c", "quit", "Quit", show=False, priority=True))

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from textual.message import Message
 
-from memtop.model import Sample
+from memtop.errors import MemtopError
+from memtop.model import Origins, ReferrerChain, Sample, TypesTable
 from memtop.source import TracebackEntry
+
+T = TypeVar("T")
+
+
+def attempt(call: Callable[[], T]) -> tuple[T | None, str | None]:
+    """Run a request in a worker thread: (result, None), or (None, what went wrong in
+    words). Never a raw traceback on screen."""
+    try:
+        return call(), None
+    except MemtopError as exc:
+        return None, exc.message
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 class SampleReady(Message):
@@ -45,12 +62,14 @@ class TargetEnded(Message):
 
 
 class CommandDone(Message):
-    """A one-off agent command (baseline, reset peak) finished; `error` when it failed."""
+    """A one-off command (baseline, reset peak, save a snapshot) finished: `result` says
+    what it did, `error` why it failed."""
 
-    def __init__(self, action: str, error: str | None = None) -> None:
+    def __init__(self, action: str, error: str | None = None, result: str | None = None) -> None:
         super().__init__()
         self.action = action
         self.error = error
+        self.result = result
 
 
 class TracebacksReady(Message):
@@ -59,4 +78,32 @@ class TracebacksReady(Message):
     def __init__(self, entries: list[TracebackEntry] | None, error: str | None = None) -> None:
         super().__init__()
         self.entries = entries
+        self.error = error
+
+
+class TypesReady(Message):
+    """A walk of the gc's objects by type (`mark`: it also marked the baseline)."""
+
+    def __init__(self, table: TypesTable | None, error: str | None, mark: bool) -> None:
+        super().__init__()
+        self.table = table
+        self.error = error
+        self.mark = mark
+
+
+class OriginsReady(Message):
+    """Where a sample of one type's instances was allocated."""
+
+    def __init__(self, origins: Origins | None, error: str | None = None) -> None:
+        super().__init__()
+        self.origins = origins
+        self.error = error
+
+
+class ChainReady(Message):
+    """What keeps a sample object alive."""
+
+    def __init__(self, chain: ReferrerChain | None, error: str | None = None) -> None:
+        super().__init__()
+        self.chain = chain
         self.error = error

@@ -12,11 +12,16 @@ from memtop.ui.view_state import ViewState
 LEVELS = ("ended", "lost", "error", "paused", "normal")
 
 
-def status_parts(state: ViewState, waiting: bool) -> tuple[str, list[tuple[Text, int]]]:
-    """(level, parts by priority) for a state; `waiting` before the first refresh."""
+def status_parts(
+    state: ViewState, waiting: bool, note: Text | None = None
+) -> tuple[str, list[tuple[Text, int]]]:
+    """(level, parts by priority) for a state; `waiting` before the first refresh; `note`
+    about the selected row (a leak suspect's growth)."""
     parts: list[tuple[Text, int]] = []
     level = "normal"
-    if state.connection == "ended":
+    if state.offline:
+        parts.append((Text("■ saved snapshot: the table does not change, live-only keys off"), 10))
+    elif state.connection == "ended":
         level = "ended"
         parts.append((Text(f"■ target {state.ended}: last refresh kept on screen"), 10))
         parts.append((Text("q quits"), 9))
@@ -31,6 +36,8 @@ def status_parts(state: ViewState, waiting: bool) -> tuple[str, list[tuple[Text,
         parts.append((Text(f"⚠ {clean_text(state.error)}"), 10))
     elif waiting:
         parts.append((Text("waiting for the first refresh…"), 10))
+    if note is not None:
+        parts.append((note, 9))
     if state.paused:
         level = "paused" if level == "normal" else level
         parts.append((Text("❚❚ PAUSED: table frozen, memory live · space resumes"), 8))
@@ -55,17 +62,18 @@ class StatusLine(TextLines):
         super().__init__(id=id)
         self.state = state
         self.waiting = True
+        self.note: Text | None = None
 
-    def show(self, state: ViewState, waiting: bool) -> None:
+    def show(self, state: ViewState, waiting: bool, note: Text | None = None) -> None:
         """Redraw if what it says changed."""
-        if (state, waiting) == (self.state, self.waiting) and self._texts:
+        if (state, waiting, note) == (self.state, self.waiting, self.note) and self._texts:
             return
-        self.state, self.waiting = state, waiting
-        level, _ = status_parts(state, waiting)
+        self.state, self.waiting, self.note = state, waiting, note
+        level, _ = status_parts(state, waiting, note)
         for name in LEVELS:
             self.set_class(name == level, f"-{name}")
         self.update_lines()
 
     def lines(self, width: int) -> list[Text]:
-        _, parts = status_parts(self.state, self.waiting)
+        _, parts = status_parts(self.state, self.waiting, self.note)
         return [fit_parts(parts, width, separator="  ·  ")]

@@ -21,6 +21,7 @@ SORT_NAMES = {
     "count": "count",
     "count_diff": "Δcount",
     "growth": "growth",
+    "suspects": "suspects",
 }
 
 # `memtop run` starts `python -c BOOTSTRAP cfg_fd status_fd kind target args...`; the
@@ -64,6 +65,11 @@ def format_interval(seconds: float) -> str:
 def clock_time(epoch: float) -> str:
     """Local wall-clock time of day."""
     return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def taken_time(epoch: float) -> str:
+    """Local date and time of day, for when a saved snapshot was taken."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def grouping_text(query: Query) -> str:

@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from memtop.model import History, Row, Sample
+from memtop.model import History, Row, Sample, Suspect
 from memtop.ui.cells import (
     Column,
     columns_for,
@@ -28,6 +28,7 @@ from memtop.ui.cells import (
     line_text,
     row_cells,
 )
+from memtop.ui.suspects import suspect_order
 
 STYLE_NAMES = (
     "growth",
@@ -39,6 +40,7 @@ STYLE_NAMES = (
     "source",
     "trend-low",
     "trend-high",
+    "suspect",
 )
 
 
@@ -61,6 +63,14 @@ class TopTable(ScrollView, can_focus=True):
             super().__init__()
             self.row = row
 
+    class Highlighted(Message):
+        """The row under the cursor changed, or whether (and how fast) it is a suspect."""
+
+        def __init__(self, row: Row | None, suspect: Suspect | None) -> None:
+            super().__init__()
+            self.row = row
+            self.suspect = suspect
+
     def __init__(self, *, cwd: str | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
         self.cwd = cwd
@@ -76,7 +86,9 @@ class TopTable(ScrollView, can_focus=True):
         self._inputs: dict[str, tuple[object, ...]] = {}  # what each row's cells came from
         self._style_cache: Mapping[str, Style] | None = None
         self._header: Strip | None = None
-        self._last: tuple[Sample, History] | None = None
+        self._last: tuple[Sample, History, bool] | None = None
+        self._suspects: dict[str, Suspect] = {}
+        self._highlighted: tuple[str, Suspect | None] | None = None
 
     # --- what is shown ------------------------------------------------------------------
 
@@ -91,11 +103,24 @@ class TopTable(ScrollView, can_focus=True):
             return self._rows[self._order[self.cursor_row]]
         return None
 
-    def show(self, sample: Sample, history: History) -> None:
-        """Show one refresh; only rows whose cells changed are drawn again."""
-        self._last = (sample, history)
+    def selected_suspect(self) -> Suspect | None:
+        """The row under the cursor as a leak suspect, if it is one."""
+        row = self.selected_row()
+        return self._suspects.get(row.key) if row is not None else None
+
+    @property
+    def suspect_count(self) -> int:
+        """How many of the rows shown are leak suspects."""
+        return sum(1 for key in self._order if key in self._suspects)
+
+    def show(self, sample: Sample, history: History, suspects_first: bool = False) -> None:
+        """Show one refresh; only rows whose cells changed are drawn again. With
+        `suspects_first`, steady growers lead (by rate × confidence)."""
+        self._last = (sample, history, suspects_first)
         query = sample.query
-        columns = columns_for(query, self.narrow)
+        suspects = self._suspects = history.suspects()
+        rows = suspect_order(sample.rows, suspects) if suspects_first else sample.rows
+        columns = columns_for(query, self.narrow, suspects_first)
         width = self._width()
         where_width = _where_room(columns, width)
         grouping = (query.group_by, query.cumulative, query.include, query.exclude)
@@ -112,9 +137,10 @@ class TopTable(ScrollView, can_focus=True):
         self._rows = {}
         order = []
         changed = set()
-        for rank, row in enumerate(sample.rows, 1):
+        for rank, row in enumerate(rows, 1):
             trend = history.trend(row.key)
-            inputs = (rank, row, trend, heat_level(row.size, sample.traced_current))
+            suspect = suspects.get(row.key)
+            inputs = (rank, row, trend, heat_level(row.size, sample.traced_current), suspect)
             if self._inputs.get(row.key) == inputs and row.key in self._cells:
                 self._rows[row.key] = row
                 order.append(row.key)
@@ -130,6 +156,7 @@ class TopTable(ScrollView, can_focus=True):
                 styles,
                 self.cwd,
                 where_width,
+                suspect,
             )
             if self._cells.get(row.key) != cells:
                 self._cells[row.key] = cells
@@ -147,6 +174,7 @@ class TopTable(ScrollView, can_focus=True):
             self.cursor_row = order.index(followed)
         self.cursor_row = max(0, min(self.cursor_row, len(order) - 1))
         scrolled = self._keep_cursor_visible()
+        self._tell_highlighted()
         if redraw or scrolled or len(order) != len(old_order):
             self.refresh()
             return
@@ -170,6 +198,15 @@ class TopTable(ScrollView, can_focus=True):
             self.set_class(narrow, "narrow")
             if self._last is not None:
                 self.show(*self._last)
+
+    def _tell_highlighted(self) -> None:
+        """Post Highlighted when the cursor's row, or its suspect reading, changed."""
+        row = self.selected_row()
+        suspect = self._suspects.get(row.key) if row is not None else None
+        now = (row.key if row is not None else "", suspect)
+        if now != self._highlighted:
+            self._highlighted = now
+            self.post_message(self.Highlighted(row, suspect))
 
     def on_resize(self, event: Resize) -> None:
         if self._last is not None:
@@ -234,6 +271,7 @@ class TopTable(ScrollView, can_focus=True):
             if not self._keep_cursor_visible():
                 self.refresh_line(old + 1)
                 self.refresh_line(row + 1)
+            self._tell_highlighted()
 
     def _page(self) -> int:
         return max(1, self.scrollable_content_region.height - 2)

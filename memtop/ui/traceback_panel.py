@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.text import Text
@@ -13,7 +14,7 @@ from textual.widgets import Static
 
 from memtop.errors import MemtopError
 from memtop.formatting import fit, format_size, location
-from memtop.model import Query, Row
+from memtop.model import Frame, Query, Row
 from memtop.source import Source, TracebackEntry
 from memtop.ui.messages import TracebacksReady
 
@@ -45,17 +46,25 @@ def tracebacks_text(
         out.append(f"  {blocks}{share}\n", style="dim")
         if nframe > 1 and len(entry.frames) >= nframe:
             out.append(f"    … older frames cut at nframe {nframe}\n", style="dim")
-        last = len(entry.frames) - 1
-        for index, frame in enumerate(entry.frames):
-            allocating = index == last
-            marker = "→ " if allocating else "  "
-            out.append(
-                f"  {marker}{location(frame.filename, frame.lineno, 100, cwd)}\n",
-                style="bold" if allocating else "",
-            )
-            if frame.source:
-                out.append(f"        {fit(frame.source.strip(), 120)}\n", style="dim")
+        out.append_text(frames_text(entry.frames, cwd))
         out.append("\n")
+    return out
+
+
+def frames_text(frames: Sequence[Frame], cwd: str | None = None) -> Text:
+    """Frames oldest first, each with its source line below it; the last one, the
+    allocating frame, marked with →."""
+    out = Text()
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        allocating = index == last
+        marker = "→ " if allocating else "  "
+        out.append(
+            f"  {marker}{location(frame.filename, frame.lineno, 100, cwd)}\n",
+            style="bold" if allocating else "",
+        )
+        if frame.source:
+            out.append(f"        {fit(frame.source.strip(), 120)}\n", style="dim")
     return out
 
 

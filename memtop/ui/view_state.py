@@ -20,6 +20,9 @@ INTERNAL_PATTERNS = (
     "*/memtop/agent/*",
     "*/tracemalloc.py",
 )
+# The s cycle: the agent's sort orders, then suspects (the agent's growth order, steady
+# growers moved to the top by the viewer from its history).
+SORTS = (*SORT_KEYS, "suspects")
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
 MAX_PATTERNS = 16  # the agent takes 32 patterns; internals use the rest
 
@@ -56,6 +59,7 @@ class ViewState:
     ended: str | None = None  # how the target ended
     error: str | None = None  # the agent's last error, until a refresh succeeds
     attempts: int = 0  # reconnect attempts since the connection dropped
+    offline: bool = False  # a saved snapshot: nothing changes, live-only keys are off
 
     @classmethod
     def from_query(cls, query: Query, interval: float) -> ViewState:
@@ -75,7 +79,7 @@ class ViewState:
             group_by=self.group_by,
             cumulative=self.cumulative,
             limit=self.limit,
-            sort=self.sort,
+            sort="growth" if self.sort == "suspects" else self.sort,
             compare="baseline" if self.baseline_time is not None else "previous",
             include=self.patterns,
             exclude=INTERNAL_PATTERNS if self.hide_internal else (),
@@ -94,8 +98,13 @@ class ViewState:
             group_by=group_by, cumulative=self.cumulative and group_by != "traceback"
         )
 
+    @property
+    def suspects_first(self) -> bool:
+        """Suspect rows on top, ordered by the viewer (the agent sorts by growth)."""
+        return self.sort == "suspects"
+
     def next_sort(self) -> ViewState:
-        return self.replace(sort=SORT_KEYS[(SORT_KEYS.index(self.sort) + 1) % len(SORT_KEYS)])
+        return self.replace(sort=SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)])
 
     def stepped_interval(self, step: int) -> ViewState:
         """The next longer (step 1) or shorter (step -1) refresh interval."""
