@@ -13,24 +13,39 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, TARGETS, Targets, marked_lines, wait_for, wait_state
+from conftest import (
+    ROOT,
+    TARGETS,
+    Targets,
+    marked_lines,
+    need_interpreter,
+    wait_for,
+    wait_state,
+)
 
 from memtop.model import Query
+from memtop.snapfile import load
 from memtop.source import LiveSource
 from memtop.ui.app import MemtopApp, Outcome
+from memtop.ui.origins_panel import OriginsPanel
+from memtop.ui.referrers_panel import ReferrersPanel
 from memtop.ui.traceback_panel import TracebackPanel
+from memtop.ui.types_screen import TypesScreen
 
 KNOWN = TARGETS / "known_lines.py"
+LEAKY = TARGETS / "leaky.py"
 
 pytestmark = pytest.mark.e2e
 
 
 async def wait_until(pilot, predicate, what: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    """Let the app run until `predicate()` holds (a handshake on what the app shows)."""
+    """Let the app run until `predicate()` holds (a handshake on what the app shows);
+    returns what it returned."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await pilot.pause(0.05)
+    return value
 
 
 async def test_tui_on_a_real_agent(targets: Targets) -> None:
@@ -62,6 +77,58 @@ async def test_tui_on_a_real_agent(targets: Targets) -> None:
     assert app.return_value == Outcome(keep_agent=False)
     source.close()
     wait_for(lambda: not psutil.pid_exists(program.pid), 10, "the program to be stopped")
+
+
+async def test_leak_hunting_on_a_real_agent(
+    targets: Targets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """leaky.py (on 3.13: 3.11 cannot say where plain class instances were allocated): the
+    types view shows __main__.Widget growing, its origins point at the leaking line, the
+    chain starts at the module's global, and S saves a snapshot that loads."""
+    program, state_path = targets.start("leaky.py", "all", python=need_interpreter("3.13"))
+    wait_state(state_path, lambda s: s["counter"] >= 3)
+    leak_line = marked_lines(LEAKY)["list_leak"]
+    monkeypatch.chdir(tmp_path)  # where S saves
+    source = LiveSource(targets.connect(program), program.pid, "run", program)
+    app = MemtopApp(source, Query(), interval=0.5, cwd=str(ROOT))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.sample is not None, "the first table")
+        await pilot.press("o")
+        screen = app.screen
+        assert isinstance(screen, TypesScreen)
+        await wait_until(pilot, lambda: screen.table is not None, "the first walk")
+        await pilot.pause(0.5)  # five turns of leaking
+        await pilot.press("u")
+        await wait_until(pilot, lambda: screen.table and screen.table.since, "the second walk")
+        assert screen.table is not None
+        widget = next(row for row in screen.table.rows if row.name == "__main__.Widget")
+        assert widget.count_diff >= 30 and widget.size_diff > 0
+        screen.rows.move_cursor(row=screen.rows.names.index("__main__.Widget"))
+        await pilot.press("enter")
+        await wait_until(
+            pilot,
+            lambda: isinstance(app.screen, OriginsPanel) and app.screen.origins is not None,
+            "the origins",
+        )
+        body = app.screen.body_text
+        assert f"→ tests/targets/leaky.py:{leak_line}" in body
+        assert "LEAKED.append(Widget(n, bytes(256)))" in body
+        await pilot.press("escape", "w")
+        await wait_until(
+            pilot,
+            lambda: isinstance(app.screen, ReferrersPanel) and app.screen.chain is not None,
+            "the referrer chain",
+        )
+        lines = app.screen.body_text.splitlines()
+        assert lines[0] == "  module __main__  global LEAKED"
+        assert lines[1].startswith("→ list  [") and "__main__.Widget   ← this object" in lines[2]
+        await pilot.press("escape", "escape", "S")
+        saved = await wait_until(pilot, lambda: list(tmp_path.glob("*.memtop")), "the file")
+        snapshot = load(str(saved[0]))
+        assert snapshot.meta["pid"] == program.pid
+        assert any(tb[0] == (str(LEAKY), leak_line) for tb, _, _ in snapshot.entries)
+        await pilot.press("q")
+    source.close()
 
 
 # --- a real terminal -------------------------------------------------------------------
