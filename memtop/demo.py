@@ -48,6 +48,11 @@ class SessionStore:
         return len(self._sessions)
 
 
+# The service's one session store, a module global as in many web apps: what keeps every
+# session alive (`w` in the viewer's types view shows the chain from here).
+SESSIONS = SessionStore()
+
+
 @functools.lru_cache(maxsize=2048)
 def render_template(name: str, variant: int) -> str:
     """Rendered templates, cached: large but bounded."""
@@ -79,7 +84,7 @@ class Reports:
 
 def main(argv: list[str]) -> int:
     duration = float(argv[1]) if len(argv) > 1 else float("inf")
-    store = SessionStore()
+    store = SESSIONS
     reports = Reports()
     started = time.monotonic()
     next_report = started + 10.0
