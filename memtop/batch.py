@@ -12,7 +12,8 @@ from typing import TextIO
 from memtop import __version__
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
 from memtop.formatting import fit, format_count, format_size, location
-from memtop.model import History, Query, Sample, Suspect, Verdict, format_rate, sample_json
+from memtop.history import History, Suspect, Verdict, format_rate
+from memtop.model import Query, Sample, sample_json
 from memtop.source import Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "

@@ -10,7 +10,8 @@ from typing import Any, TextIO
 
 from memtop.attach.chain import attach
 from memtop.errors import UsageError
-from memtop.model import History, Query, Row, Sample, judge, sample_json
+from memtop.history import History, judge
+from memtop.model import Query, Row, Sample, sample_json
 from memtop.snapfile import SavedSnapshot, export_tracemalloc, load, save, snapshot_of
 from memtop.source import Source, TargetInfo, TracebackEntry
 

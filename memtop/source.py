@@ -13,19 +13,15 @@ from typing import Any, Protocol
 
 from memtop.client import AgentClient
 from memtop.errors import ConnectionLost, MemtopError
-from memtop.model import (
-    Frame,
+from memtop.leaks import (
     Origins,
-    Query,
     ReferrerChain,
-    Row,
-    Sample,
     TypesTable,
     chain_from_reply,
     origins_from_reply,
-    sample_from_reply,
     types_from_reply,
 )
+from memtop.model import Frame, Query, Row, Sample, sample_from_reply
 from memtop.procinfo import ProcInfo
 from memtop.runner import Program
 from memtop.snapfile import SavedSnapshot, snapshot_of

@@ -6,7 +6,8 @@ import pytest
 
 from memtop.batch import render_text
 from memtop.formatting import clean_text, fit, format_count, format_size, location, short_path
-from memtop.model import Query, Verdict, sample_from_reply
+from memtop.history import Verdict
+from memtop.model import Query, sample_from_reply
 
 
 @pytest.mark.parametrize(

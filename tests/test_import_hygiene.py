@@ -30,7 +30,14 @@ def imported(modules: list[str], forbidden: set[str]) -> list[str]:
 def test_agent_and_model_import_no_ui_and_no_psutil() -> None:
     assert (
         imported(
-            ["memtop.agent", "memtop.agent.launch", "memtop.model", "memtop.formatting"],
+            [
+                "memtop.agent",
+                "memtop.agent.launch",
+                "memtop.model",
+                "memtop.history",
+                "memtop.leaks",
+                "memtop.formatting",
+            ],
             {"textual", "rich", "psutil"},
         )
         == []

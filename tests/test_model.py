@@ -4,20 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from memtop.model import (
-    KIB,
-    MIB,
-    Frame,
-    History,
-    MemoryPoint,
-    Query,
-    judge,
-    judge_growth,
-    row_key,
-    sample_from_reply,
-    sample_json,
-    slope,
-)
+from memtop.history import KIB, MIB, History, MemoryPoint, judge, judge_growth, slope
+from memtop.model import Frame, Query, row_key, sample_from_reply, sample_json
 
 
 def reply(rows: list[dict], sample_id: int = 1, traced: int = 1000) -> dict:

@@ -13,7 +13,9 @@ from ui_fakes import CWD, SITES, T0, FakeSource, Site, filled_history, settle
 
 from memtop.errors import AgentError, MemtopError
 from memtop.filesource import FileSource
-from memtop.model import ChainStep, Frame, Query, ReferrerChain, Row, Suspect
+from memtop.history import Suspect
+from memtop.leaks import ChainStep, ReferrerChain
+from memtop.model import Frame, Query, Row
 from memtop.snapfile import load
 from memtop.ui.app import MemtopApp
 from memtop.ui.header_bar import HeaderBar

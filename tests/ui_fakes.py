@@ -7,21 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from memtop.errors import AgentError, ConnectionLost
-from memtop.model import (
-    MIB,
-    ChainStep,
-    Frame,
-    History,
-    Origins,
-    OriginSite,
-    Query,
-    ReferrerChain,
-    Row,
-    Sample,
-    TableInfo,
-    TypeRow,
-    TypesTable,
-)
+from memtop.history import MIB, History
+from memtop.leaks import ChainStep, Origins, OriginSite, ReferrerChain, TypeRow, TypesTable
+from memtop.model import Frame, Query, Row, Sample, TableInfo
 from memtop.snapfile import SavedSnapshot
 from memtop.source import TargetInfo, TracebackEntry
 

@@ -25,7 +25,8 @@ from textual.widgets import Footer
 
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError
 from memtop.formatting import clean_text
-from memtop.model import History, Query, Sample, Verdict
+from memtop.history import History, Verdict
+from memtop.model import Query, Sample
 from memtop.source import Source, wait_for_exit
 from memtop.ui import keys
 from memtop.ui.cells import NARROW_BELOW

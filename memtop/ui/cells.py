@@ -18,7 +18,8 @@ from rich.text import Text
 from textual.renderables.sparkline import Sparkline
 
 from memtop.formatting import fit, format_count, format_size, location, short_path
-from memtop.model import Frame, Query, Row, Suspect, format_rate
+from memtop.history import Suspect, format_rate
+from memtop.model import Frame, Query, Row
 from memtop.ui.suspects import MARK
 
 NARROW_BELOW = 110  # terminal columns under which the table drops columns

@@ -9,7 +9,8 @@ from textual.widget import Widget
 from textual.widgets import Sparkline
 
 from memtop.formatting import format_size
-from memtop.model import History, Sample, Verdict
+from memtop.history import History, Verdict
+from memtop.model import Sample
 from memtop.ui.share_bar import ShareBar
 from memtop.ui.text_lines import TextLines
 from memtop.ui.verdict_line import VerdictLine

@@ -8,7 +8,8 @@ from typing import TypeVar
 from textual.message import Message
 
 from memtop.errors import MemtopError
-from memtop.model import Origins, ReferrerChain, Sample, TypesTable
+from memtop.leaks import Origins, ReferrerChain, TypesTable
+from memtop.model import Sample
 from memtop.source import TracebackEntry
 
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from memtop.formatting import clean_text
-from memtop.model import Origins
+from memtop.leaks import Origins
 from memtop.source import Source
 from memtop.ui.detail_panel import DetailPanel
 from memtop.ui.messages import OriginsReady, attempt

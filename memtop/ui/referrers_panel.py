@@ -6,7 +6,8 @@ from __future__ import annotations
 from rich.text import Text
 
 from memtop.formatting import clean_text, location
-from memtop.model import ReferrerChain, Row
+from memtop.leaks import ReferrerChain
+from memtop.model import Row
 from memtop.source import Source
 from memtop.ui.detail_panel import DetailPanel
 from memtop.ui.messages import ChainReady, attempt

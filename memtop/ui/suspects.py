@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from rich.text import Text
 
 from memtop.formatting import location
-from memtop.model import Row, Suspect, format_rate
+from memtop.history import Suspect, format_rate
+from memtop.model import Row
 
 MARK = "▲"  # beside the rank of a suspect row (the verdict's mark for growth)
 

@@ -19,7 +19,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from memtop.model import History, Row, Sample, Suspect
+from memtop.history import History, Suspect
+from memtop.model import Row, Sample
 from memtop.ui.cells import (
     Column,
     columns_for,

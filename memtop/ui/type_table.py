@@ -12,7 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from memtop.formatting import clean_text, format_count, format_size
-from memtop.model import TypeRow, TypesTable
+from memtop.leaks import TypeRow, TypesTable
 from memtop.ui.cells import signed_cell
 
 COLUMNS = (("#", True), ("COUNT", True), ("ΔCOUNT", True), ("SIZE", True), ("ΔSIZE", True))

@@ -18,7 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
 from memtop.formatting import clean_text
-from memtop.model import TypesTable
+from memtop.leaks import TypesTable
 from memtop.source import Source
 from memtop.ui import keys
 from memtop.ui.messages import TypesReady, attempt
