@@ -47,11 +47,19 @@ class FileSource:
             nframe=int(meta.get("nframe") or 0),
             log_path=None,
             started=meta.get("time"),
+            label=label,
         )
-        self.label = label
+        self._tables: dict[Query, Sample] = {}
 
     def refresh(self, query: Query, max_age: float) -> Sample:
-        """The table of the file (diffs against the base file, if any)."""
+        """The table of the file (diffs against the base file, if any); a file does not
+        change, so each query's table is computed once."""
+        table = self._tables.get(query)
+        if table is None:
+            table = self._tables[query] = self._table(query)
+        return table
+
+    def _table(self, query: Query) -> Sample:
         config = (query.group_by, query.cumulative, query.include, query.exclude)
         keep = collector.filename_filter(query.include, query.exclude)
         current = collector.group(self._by_tb, config[0], config[1], keep)

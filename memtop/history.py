@@ -145,8 +145,9 @@ SUSPECT_MIN_GROWTH = 1024
 def judge_growth(points: list[tuple[float, int]]) -> Suspect | None:
     """A Suspect when (time, size) points rise steadily, not in one jump.
 
-    Steady: most steps go up, few go down, and a straight line explains the sizes well
-    (r²). A single spike has one rising step out of many and is not a suspect."""
+    Steady: most steps go up, few go down, a straight line explains the sizes well (r²),
+    and the last third still rises. A single spike has one rising step out of many; a
+    bounded cache that filled up has a flat end: neither is a suspect."""
     n = len(points)
     if n < SUSPECT_MIN_POINTS:
         return None
@@ -160,6 +161,9 @@ def judge_growth(points: list[tuple[float, int]]) -> Suspect | None:
         or falls > 0.2 * len(steps)
     ):
         return None
+    recent = sizes[-max(3, n // 3) :]
+    if recent[-1] <= recent[0]:
+        return None  # it grew, then stopped (a cache that filled up): not growing now
     per_second = slope([(t, float(s)) for t, s in points])
     if per_second <= 0:
         return None

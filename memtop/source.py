@@ -34,11 +34,12 @@ class TargetInfo:
     pid: int
     python: str
     cmdline: str
-    how: str  # run | remote-exec | gdb | gdb-parked | opt-in | reuse
+    how: str  # run | remote-exec | gdb | gdb-parked | opt-in | reuse | file
     tracing_owner: str
     nframe: int
     log_path: str | None = None
     started: float | None = None  # the process's start time (epoch seconds)
+    label: str = ""  # for a saved snapshot: "new.memtop", or "new.memtop vs old.memtop"
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,17 @@ def test_referrer_chain_ends_at_the_known_global(
     assert answer["allocated_at"][-1][0] == LEAKY
 
 
+def test_an_object_held_by_another_threads_local_is_found(targets: Targets) -> None:
+    program, state = targets.start("leaky.py", "local")
+    wait_state(state, lambda s: s["counter"] >= 3)
+    answer = targets.connect(program).request("referrers", type="__main__.Holder")
+    assert answer["found"], answer
+    root = answer["steps"][0]
+    assert root["root"].startswith("thread holder, hold_forever (")
+    assert root["edge"] == "local keep"
+    assert answer["steps"][-1]["type"] == "__main__.Holder"
+
+
 def test_referrers_of_a_row_find_an_object_allocated_there(leaking) -> None:
     client, _ = leaking
     answer = client.request("referrers", key={"filename": LEAKY, "lineno": LINES["list_leak"]})

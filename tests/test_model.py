@@ -253,3 +253,10 @@ def test_growth_leads_a_static_untraced_share() -> None:
     traced = [10 * MIB + i * MIB for i in range(12)]
     verdict = judge(points(traced, [400 * MIB] * 12))
     assert verdict.kind == "growing"
+
+
+def test_growth_that_stopped_is_no_longer_a_suspect() -> None:
+    ramp = steady(10_000, 4_000, n=20)
+    flat = [(20.0 + i, ramp[-1][1]) for i in range(10)]
+    assert judge_growth(ramp) is not None
+    assert judge_growth(ramp + flat) is None

@@ -27,19 +27,30 @@ def chain(obj, seconds=2.0):
     deadline = Deadline(seconds)
     ignore = _own_objects()
     roots = _module_dicts()
-    frames = _other_thread_frames()
+    frames, stacks = _other_thread_frames()
+    # Since 3.11 gc.get_referrers() does not return frames that are running, so a value
+    # held only by another thread's local variable is found through this index instead.
+    held_in = _locals_of(stacks)
     parents = {id(obj): None}
     keep = [obj]  # the walk's objects, alive until the walk ends (ids stay unique)
     queue = [obj]
     found = None
     cut = False
     try:
-        ignore.update((id(parents), id(keep), id(queue), id(roots), id(frames)))
+        ignore.update(
+            (id(parents), id(keep), id(queue), id(roots), id(frames), id(held_in), id(stacks))
+        )
         while queue and found is None:
             if deadline.passed() or len(parents) > MAX_NODES:
                 cut = True
                 break
             current = queue.pop(0)
+            frame = held_in.get(id(current))
+            if frame is not None:
+                parents[id(frame)] = current
+                keep.append(frame)
+                found = frame
+                break
             depth = _depth(parents, current)
             if depth >= MAX_DEPTH:
                 continue
@@ -69,6 +80,8 @@ def chain(obj, seconds=2.0):
         parents.clear()
         del keep[:], queue[:]
         frames.clear()
+        held_in.clear()
+        del stacks[:]
         roots.clear()
 
 
@@ -102,21 +115,34 @@ def _module_dicts():
     }
 
 
+def _locals_of(stacks):
+    """{id(value): frame} for the local variables of the given frames."""
+    index = {}
+    for frame in stacks:
+        if frame.f_code.co_name == "<module>":
+            continue  # its locals are the module's globals: found as "module X" roots
+        for value in list(frame.f_locals.values()):
+            index.setdefault(id(value), frame)
+    return index
+
+
 def _other_thread_frames():
-    """{id(frame): thread name} of the frames on other threads' stacks."""
+    """({id(frame): thread name}, [frame, ...]) for the frames on other threads' stacks."""
     # threading only if the program imported it: importing it from the agent's thread
     # would make that thread the program's "main thread".
     threading = sys.modules.get("threading")
     names = {t.ident: t.name for t in threading.enumerate()} if threading else {}
     me = _thread.get_ident()
     frames = {}
+    stacks = []
     for ident, frame in sys._current_frames().items():
         if ident == me:
             continue
         while frame is not None:
             frames[id(frame)] = names.get(ident, "thread %d" % ident)
+            stacks.append(frame)
             frame = frame.f_back
-    return frames
+    return frames, stacks
 
 
 def _is_root(obj, roots, frames):

@@ -95,7 +95,7 @@ class MemtopApp(App[Outcome]):
         self.history = History() if history is None else history
         self.state = ViewState.from_query(query, interval).replace(offline=offline)
         # FileSource names its file(s): 'b.memtop vs a.memtop' for a diff.
-        self.file_label = str(getattr(source, "label", "saved snapshot")) if offline else ""
+        self.file_label = (source.info.label or "saved snapshot") if offline else ""
         self.sample: Sample | None = None
         self.shown = 0
         self._busy = False

@@ -7,6 +7,7 @@ argv: STATE MODE [TRIGGER]
   all       the three at once
   static    makes 300 Widgets once, then only reports; when the TRIGGER file appears it
             drops them and reports whether a weak reference to one still lives
+  local     a worker thread keeps one Holder in a local variable, nothing else refers to it
 Every mode also churns short-lived objects and, once, keeps a 2 MB spike (# LINE: spike).
 """
 
@@ -32,6 +33,17 @@ class Entry:
     def __init__(self, key, payload):
         self.key = key
         self.payload = payload
+
+
+class Holder:
+    pass
+
+
+def hold_forever():
+    keep = Holder()  # LINE: held_local
+    while True:
+        time.sleep(0.05)
+        assert keep is not None
 
 
 class Node:
@@ -69,6 +81,10 @@ def churn():
 def main():
     turn = 0
     watched = None
+    if MODE == "local":
+        import threading
+
+        threading.Thread(target=hold_forever, name="holder", daemon=True).start()
     if MODE == "static":
         LEAKED.extend(Widget(n, bytes(64)) for n in range(300))  # LINE: static
         watched = weakref.ref(LEAKED[-1])
@@ -76,7 +92,7 @@ def main():
         turn += 1
         if turn == 5:
             SPIKE.append(bytearray(2 * 1024 * 1024))  # LINE: spike
-        if MODE != "static":
+        if MODE not in ("static", "local"):
             leak(turn)
         churn()
         if TRIGGER and os.path.exists(TRIGGER) and LEAKED:
