@@ -73,20 +73,20 @@ def need_tool(name: str) -> str:
     return path
 
 
+def run_clean(command: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`command` with `args`, from / with only PATH set, its output captured."""
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=60, env=PATH_ONLY, cwd="/"
+    )
+
+
 def need_nobody_python(minor: str) -> str:
     """CPython `minor`, checked to start as `nobody` (pyenv builds under a 0700 /root may
     not: their libpython is out of nobody's reach)."""
     need_root()
     need_tool("setpriv")
     python = need_interpreter(minor)
-    probe = subprocess.run(
-        [*AS_NOBODY, python, "-c", "import ctypes, json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=PATH_ONLY,
-        cwd="/",
-    )
+    probe = run_clean(AS_NOBODY, python, "-c", "import ctypes, json")
     if probe.returncode != 0:
         pytest.skip(f"CPython {minor} ({python}) cannot run as nobody: {probe.stderr[-200:]}")
     return python
@@ -291,14 +291,7 @@ def nobody_memtop() -> Iterator[list[str]]:
         for path in [source, *source.rglob("*")]:
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         command = [*AS_NOBODY, "env", f"PYTHONPATH={source}", str(venv / "bin" / "python")]
-        check = subprocess.run(
-            [*command, "-c", "import memtop.cli"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=PATH_ONLY,
-            cwd="/",
-        )
+        check = run_clean(command, "-c", "import memtop.cli")
         if check.returncode != 0:
             pytest.skip(f"nobody cannot import memtop from {source}: {check.stderr[-300:]}")
         yield [*command, "-m", "memtop"]
@@ -306,17 +299,11 @@ def nobody_memtop() -> Iterator[list[str]]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run_memtop(command: list[str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*command, *args], capture_output=True, text=True, timeout=60, env=PATH_ONLY, cwd="/"
-    )
-
-
 def test_target_of_another_user_is_refused(plain: Plain, nobody_memtop: list[str]) -> None:
     proc, state = plain.start(sys.executable, "attachable.py", "sleeping")
     started(state)
     began = time.monotonic()
-    result = run_memtop(nobody_memtop, "attach", str(proc.pid), "--json", "-n", "1")
+    result = run_clean(nobody_memtop, "attach", str(proc.pid), "--json", "-n", "1")
     assert result.returncode == 2, result.stderr
     assert f"pid {proc.pid} runs as root; run memtop as that user or as root" in result.stderr
     assert time.monotonic() - began < 5
@@ -332,7 +319,7 @@ def test_non_dumpable_target_is_refused(
     )
     started(state)
     began = time.monotonic()
-    result = run_memtop(nobody_memtop, "attach", str(proc.pid), "--json", "-n", "1")
+    result = run_clean(nobody_memtop, "attach", str(proc.pid), "--json", "-n", "1")
     assert result.returncode == 2, result.stderr
     assert f"pid {proc.pid} is non-dumpable" in result.stderr
     assert "only root with CAP_SYS_PTRACE can attach" in result.stderr
@@ -548,18 +535,11 @@ def test_planted_gdb_init_files_and_scripts_are_never_loaded(plain: Plain, short
     (home / ".gdbinit").write_text(f"shell touch {sentinels['home-gdbinit']}\n")
     (cwd / ".gdbinit").write_text(f"shell touch {sentinels['cwd-gdbinit']}\n")
     # The libpython the target loads, copied where its user controls the neighbours.
-    probe = subprocess.run(
-        [
-            *AS_NOBODY,
-            python,
-            "-c",
-            "print([l.split()[-1] for l in open('/proc/self/maps') if 'libpython' in l][0])",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=PATH_ONLY,
-        cwd="/",
+    probe = run_clean(
+        AS_NOBODY,
+        python,
+        "-c",
+        "print([l.split()[-1] for l in open('/proc/self/maps') if 'libpython' in l][0])",
     )
     if probe.returncode != 0:
         pytest.skip(f"{python} has no shared libpython: {probe.stderr[-200:]}")

@@ -9,16 +9,26 @@ import pytest
 from conftest import ROOT
 from rich.console import Console
 from textual.widgets import Input
-from ui_fakes import CWD, HOSTILE, SITES, T0, FakeSource, Site, settle
+from ui_fakes import (
+    CWD,
+    HOSTILE,
+    SITES,
+    T0,
+    FakeSource,
+    Site,
+    header,
+    lines_of,
+    settle,
+    status,
+    table_lines,
+)
 
 from memtop.errors import AgentError, ConnectionLost
 from memtop.model import SORT_KEYS, Query
 from memtop.ui.app import MemtopApp, Outcome
-from memtop.ui.header_bar import HeaderBar
 from memtop.ui.help_screen import HelpScreen, help_table
 from memtop.ui.keys import KEYS
 from memtop.ui.memory_panel import MemoryPanel
-from memtop.ui.status_line import StatusLine
 from memtop.ui.text_lines import TextLines
 from memtop.ui.traceback_panel import TracebackPanel
 from memtop.ui.view_state import SORTS
@@ -37,23 +47,6 @@ def make_app(source: FakeSource | None = None, interval: float = 1.0) -> MemtopA
         cwd=CWD,
         autorefresh=False,
     )
-
-
-def lines_of(widget: TextLines) -> list[str]:
-    return [widget.render_line(y).text for y in range(widget.size.height)]
-
-
-def status(app: MemtopApp) -> str:
-    return lines_of(app.query_one(StatusLine))[0]
-
-
-def header(app: MemtopApp) -> str:
-    return "\n".join(lines_of(app.query_one(HeaderBar)))
-
-
-def table_lines(app: MemtopApp) -> list[str]:
-    table = app.table
-    return [table.render_line(y).text for y in range(table.size.height)]
 
 
 def last_query(source: FakeSource) -> Query:

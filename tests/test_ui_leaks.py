@@ -9,7 +9,19 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from ui_fakes import CWD, SITES, T0, FakeSource, Site, filled_history, settle
+from ui_fakes import (
+    CWD,
+    SITES,
+    T0,
+    FakeSource,
+    Site,
+    filled_history,
+    header,
+    settle,
+    status,
+    table_lines,
+    told,
+)
 
 from memtop.errors import AgentError, MemtopError
 from memtop.filesource import FileSource
@@ -18,14 +30,11 @@ from memtop.leaks import ChainStep, ReferrerChain
 from memtop.model import Frame, Query, Row
 from memtop.snapfile import load
 from memtop.ui.app import MemtopApp
-from memtop.ui.header_bar import HeaderBar
 from memtop.ui.help_screen import help_table
 from memtop.ui.origins_panel import OriginsPanel
 from memtop.ui.referrers_panel import ReferrersPanel, chain_text
 from memtop.ui.save_snapshot import free_path
-from memtop.ui.status_line import StatusLine
 from memtop.ui.suspects import RULE, suspect_order
-from memtop.ui.text_lines import TextLines
 from memtop.ui.texts import clock_time, taken_time
 from memtop.ui.types_screen import TypesScreen
 from memtop.ui.view_state import ViewState
@@ -55,26 +64,6 @@ def watched(source: FakeSource | None = None, points: int = 20) -> MemtopApp:
     return MemtopApp(
         source, Query(), 1.0, clock=lambda: T0 + 90, cwd=CWD, history=history, autorefresh=False
     )
-
-
-def lines_of(widget: TextLines) -> list[str]:
-    return [widget.render_line(y).text for y in range(widget.size.height)]
-
-
-def status(app: MemtopApp) -> str:
-    return lines_of(app.query_one(StatusLine))[0]
-
-
-def header(app: MemtopApp) -> str:
-    return "\n".join(lines_of(app.query_one(HeaderBar)))
-
-
-def table_lines(app: MemtopApp) -> list[str]:
-    return [app.table.render_line(y).text for y in range(app.table.size.height)]
-
-
-def told(app: MemtopApp) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 async def press(pilot, *keys: str) -> None:  # type: ignore[no-untyped-def]

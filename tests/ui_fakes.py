@@ -12,6 +12,10 @@ from memtop.leaks import ChainStep, Origins, OriginSite, ReferrerChain, TypeRow,
 from memtop.model import Frame, Query, Row, Sample, TableInfo
 from memtop.snapfile import SavedSnapshot
 from memtop.source import TargetInfo, TracebackEntry
+from memtop.ui.app import MemtopApp
+from memtop.ui.header_bar import HeaderBar
+from memtop.ui.status_line import StatusLine
+from memtop.ui.text_lines import TextLines
 
 T0 = 1_764_000_000.0  # the fake's "now" at its first refresh
 CWD = "/srv/app"
@@ -372,3 +376,28 @@ async def settle(pilot: Any) -> None:
             await pilot.pause()
             return
     raise AssertionError("the app never settled")
+
+
+# --- reading the screen -----------------------------------------------------------------
+
+
+def lines_of(widget: TextLines) -> list[str]:
+    """The text of every line a TextLines widget shows."""
+    return [widget.render_line(y).text for y in range(widget.size.height)]
+
+
+def status(app: MemtopApp) -> str:
+    return lines_of(app.query_one(StatusLine))[0]
+
+
+def header(app: MemtopApp) -> str:
+    return "\n".join(lines_of(app.query_one(HeaderBar)))
+
+
+def table_lines(app: MemtopApp) -> list[str]:
+    return lines_of(app.table)
+
+
+def told(app: MemtopApp) -> list[str]:
+    """Every notification the app showed, oldest first."""
+    return [n.message for n in app._notifications]
