@@ -4,7 +4,8 @@
 attach only calls `start()` again (re-executing the source on every attach grows the
 target). The agent starts tracemalloc only if it is off and stops it on the way out only in
 that case. One `os.register_at_fork` hook per process: a forked child has no agent thread,
-no inherited listening socket and no tracing that the agent started.
+no inherited listening socket and no tracing that the agent started. The agent's fds are
+checked before every use (ownsocket.py): a program may close them and reuse the numbers.
 """
 
 import _thread
@@ -20,6 +21,7 @@ import tracemalloc
 
 from . import protocol, rundir
 from .commands import Commands
+from .ownsocket import OwnSocket, fd_identity
 from .sampler import Sampler
 from .server import Server
 from .sources import SourceLines
@@ -49,6 +51,7 @@ class Agent:
         self.run_dir = config.get("rundir") or rundir.default_run_dir(self.uid, os.environ)
         self.socket_path = os.path.join(self.run_dir, rundir.socket_name(self.pid, self.start_time))
         self.token_path = None
+        self.token_file = None  # (st_dev, st_ino) of the token file the agent wrote
         self.tokens = []
         # run: started by `memtop run`; attach: injected by a viewer; opt-in: the program
         # called start() itself (it stays attachable: no idle timeout by default).
@@ -67,8 +70,8 @@ class Agent:
         self.cleaned = False
         self.thread_id = None
         self.done = _thread.allocate_lock()
-        self.listener = None
-        self.socket_inode = None
+        self.listener = None  # an OwnSocket
+        self.socket_file = None  # (st_dev, st_ino) of the socket file the agent bound
         self.tracing_owner = "none"
         self.sampler = None
         self.sources = SourceLines()
@@ -76,6 +79,10 @@ class Agent:
         self.server = None
         self.python = sys.version.split()[0]
         self.free_threaded = _is_free_threaded()
+
+    def serving(self):
+        """True while the listening socket is still the agent's own."""
+        return self.listener is not None and self.listener.is_ours()
 
     # Called from the serving thread -------------------------------------------------
     def greeting(self):
@@ -166,14 +173,7 @@ class Agent:
 
     def wake(self):
         """Make the serving thread's poll() return now."""
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(0.5)
-            probe.connect(self.socket_path)
-        except OSError:
-            pass
-        finally:
-            probe.close()
+        _probe(self.socket_path, 0.5)
 
 
 def start(config=None):
@@ -187,6 +187,9 @@ def start(config=None):
     config = dict(config or {})
     with _lock:
         agent = _agent
+        if agent is not None and not agent.stopping and not agent.serving():
+            # The program closed the agent's socket: serve from a new one.
+            agent.request_stop("the program closed the agent's socket")
         if agent is not None and not agent.stopping:
             token = agent.add_token(config.get("token"))
             if "idle_timeout" in config:
@@ -234,12 +237,13 @@ def _start(agent, config):
         raise AgentStartError("socket path %s is too long" % agent.socket_path)
     _clear_stale_socket(agent.socket_path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    agent.listener = listener
+    agent.listener = OwnSocket(listener)
     # The directory is 0700, so the moment between bind and chmod exposes nothing.
     # (Changing the umask instead would race with the target's own threads.)
     listener.bind(agent.socket_path)
+    agent.listener.path = agent.socket_path
     os.chmod(agent.socket_path, 0o600)
-    agent.socket_inode = os.lstat(agent.socket_path).st_ino
+    agent.socket_file = _file_identity(agent.socket_path)
     # A generous backlog: clients beyond MAX_CLIENTS must still connect to read "busy".
     listener.listen(64)
     listener.setblocking(False)
@@ -247,7 +251,7 @@ def _start(agent, config):
     if agent.trace_mode is True or tracemalloc.is_tracing():
         agent.start_tracing()
     agent.commands = Commands(agent)
-    agent.server = Server(agent, listener)
+    agent.server = Server(agent, agent.listener)
     if config.get("write_token_file", agent.origin == "opt-in"):
         _write_token_file(agent, token)
     if not _fork_hook_installed and hasattr(os, "register_at_fork"):
@@ -270,6 +274,9 @@ def _serve(agent):
     except BaseException as exc:  # never raise into the target, not even SystemExit
         agent.record_error("serving loop: %r" % (exc,))
     finally:
+        # Connections left by a loop that ended early: a Python socket closes its fd when
+        # collected, and the number may be the program's by now.
+        agent.server.release_all()
         with _lock:
             _cleanup(agent)
             if _agent is agent:
@@ -309,14 +316,11 @@ def _cleanup(agent):
     agent.cleaned = True
     agent.stopping = True
     if agent.listener is not None:
-        try:
-            agent.listener.close()
-        except OSError:
-            pass
-    if agent.socket_inode is not None:
-        _unlink_if_same(agent.socket_path, agent.socket_inode)
-    if agent.token_path is not None:
-        _unlink_if_same(agent.token_path, None)
+        agent.listener.release()
+    if agent.socket_file is not None:
+        _unlink_if_same(agent.socket_path, agent.socket_file)
+    if agent.token_file is not None:
+        _unlink_if_same(agent.token_path, agent.token_file)
     agent.stop_tracing()
     agent.sources.clear()
     try:
@@ -353,7 +357,8 @@ def _at_exit():
 
 def _after_fork_in_child():
     # The serving thread does not exist here and the parent still owns the socket path:
-    # close our copies of the fds, stop tracing we started, forget the agent.
+    # close our copies of the fds (those still ours: the program may have closed and
+    # reused the numbers before forking), stop tracing we started, forget the agent.
     global _agent, _lock
     _lock = _thread.allocate_lock()
     agent = _agent
@@ -366,10 +371,10 @@ def _after_fork_in_child():
         server = agent.server
         if server is not None:
             for conn in list(server.conns.values()):
-                conn.sock.close()
+                conn.own.release()
             server.conns.clear()
         if agent.listener is not None:
-            agent.listener.close()
+            agent.listener.release()
         agent.stop_tracing()
         atexit.unregister(_at_exit)
     except Exception:
@@ -382,15 +387,9 @@ def _clear_stale_socket(path):
         os.lstat(path)
     except FileNotFoundError:
         return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError:
+    if not _probe(path, 1.0):
         os.unlink(path)
         return
-    finally:
-        probe.close()
     raise AgentStartError("another memtop agent already serves this process at %s" % path)
 
 
@@ -400,15 +399,36 @@ def _write_token_file(agent, token):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         os.write(fd, token.encode("ascii"))
+        identity = fd_identity(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
     agent.token_path = path
+    agent.token_file = identity
 
 
-def _unlink_if_same(path, inode):
+def _probe(path, timeout):
+    """Connect to the socket at `path` and hang up; True if something listens there."""
+    probe = OwnSocket(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
     try:
-        if inode is None or os.lstat(path).st_ino == inode:
+        probe.sock.settimeout(timeout)
+        probe.sock.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.release()
+
+
+def _file_identity(path):
+    st = os.lstat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def _unlink_if_same(path, identity):
+    """Remove the file the agent made, not one that took its name since."""
+    try:
+        if _file_identity(path) == identity:
             os.unlink(path)
     except OSError:
         pass
