@@ -3,9 +3,11 @@
 `start()` and `stop()` are idempotent; the module stays loaded between attaches, so a second
 attach only calls `start()` again (re-executing the source on every attach grows the
 target). The agent starts tracemalloc only if it is off and stops it on the way out only in
-that case. One `os.register_at_fork` hook per process: a forked child has no agent thread,
-no inherited listening socket and no tracing that the agent started. The agent's fds are
-checked before every use (ownsocket.py): a program may close them and reuse the numbers.
+that case, and only while it is still the session the agent started: a program that stopped
+or restarted tracing owns it from then on. One `os.register_at_fork` hook per process: a
+forked child has no agent thread, no inherited listening socket and no tracing that the
+agent started. The agent's fds are checked before every use (ownsocket.py): a program may
+close them and reuse the numbers.
 """
 
 import _thread
@@ -72,13 +74,36 @@ class Agent:
         self.done = _thread.allocate_lock()
         self.listener = None  # an OwnSocket
         self.socket_file = None  # (st_dev, st_ino) of the socket file the agent bound
-        self.tracing_owner = "none"
+        # An object allocated just after the agent started tracing: tracemalloc knows where
+        # it was allocated for as long as that tracing session lasts. A program that stops
+        # tracing clears every trace, so once its traceback is gone the session the agent
+        # started is over, even if the program has started tracing again since.
+        self.trace_marker = None
         self.sampler = None
         self.sources = SourceLines()
         self.commands = None
         self.server = None
         self.python = sys.version.split()[0]
         self.free_threaded = _is_free_threaded()
+
+    @property
+    def tracing_owner(self):
+        """Who owns tracing now: "agent" (the session it started), "target" or "none"."""
+        self.follow_tracing()
+        if self.trace_marker is not None:
+            return "agent"
+        return "target" if tracemalloc.is_tracing() else "none"
+
+    def follow_tracing(self):
+        """Hand tracing over to the program once the agent's own session has ended."""
+        marker = self.trace_marker
+        if marker is None:
+            return
+        if tracemalloc.is_tracing() and tracemalloc.get_object_traceback(marker) is not None:
+            return
+        self.trace_marker = None
+        if self.sampler is not None:
+            self.sampler.owns_tracing = False
 
     def serving(self):
         """True while the listening socket is still the agent's own."""
@@ -136,21 +161,19 @@ class Agent:
 
     def start_tracing(self):
         """Start tracemalloc unless something already traces; remember who owns it."""
-        if tracemalloc.is_tracing():
-            if self.tracing_owner != "agent":
-                self.tracing_owner = "target"
-        else:
+        if not tracemalloc.is_tracing():
             tracemalloc.start(self.nframe)
-            self.tracing_owner = "agent"
+            marker = object()
+            if tracemalloc.get_object_traceback(marker) is not None:
+                self.trace_marker = marker
         if self.sampler is not None:
             self.sampler.owns_tracing = self.tracing_owner == "agent"
 
     def stop_tracing(self):
         """Stop the tracing the agent started (a program's own tracing is left alone)."""
-        if self.tracing_owner == "agent" and tracemalloc.is_tracing():
-            tracemalloc.stop()
         if self.tracing_owner == "agent":
-            self.tracing_owner = "none"
+            tracemalloc.stop()
+        self.trace_marker = None
         if self.sampler is not None:
             self.sampler.clear()
             self.sampler.owns_tracing = False

@@ -91,6 +91,7 @@ class Server:
             now = time.monotonic()
             # The agent's own temporaries (receive buffers, grouping lists, encoded
             # replies) must not show up as the target's traced peak.
+            agent.follow_tracing()
             agent.sampler.note_peak()
             for fd, mask in events:
                 if agent.stopping:
