@@ -91,7 +91,6 @@ class Server:
             now = time.monotonic()
             # The agent's own temporaries (receive buffers, grouping lists, encoded
             # replies) must not show up as the target's traced peak.
-            agent.follow_tracing()
             agent.sampler.note_peak()
             for fd, mask in events:
                 if agent.stopping:
@@ -106,6 +105,8 @@ class Server:
                 except Exception as exc:  # a bug in one request must not end serving
                     agent.record_error("serving fd %d: %r" % (fd, exc))
                     self._drop(fd)
+            # Never reset the peak of a tracing session the program has restarted.
+            agent.follow_tracing()
             agent.sampler.correct_peak(self._held_bytes())
             self._check_conns(time.monotonic())
             agent.check_idle(self.client_count() > 0)

@@ -185,4 +185,4 @@ while True:
         tcp_done=tcp["done"],
         **results,
     )
-    time.sleep(0.1)
+    time.sleep(0.2)
