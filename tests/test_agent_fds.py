@@ -88,6 +88,18 @@ def test_agent_goes_idle_when_its_fds_are_gone(targets: Targets, mode: str) -> N
     assert not Path(reuser.program.socket_path).exists()
 
 
+def test_agent_waits_rather_than_spins_when_the_program_is_out_of_fds(targets: Targets) -> None:
+    reuser = start_reuser(targets)
+    reuser.commands.write_text("fd-limit\n")
+    wait_state(reuser.state, lambda s: s.get("limited"))
+    waiting = Raw(reuser.program.socket_path)  # queued: the agent cannot accept() it now
+    share = cpu_share(reuser.program.pid)
+    assert share < 0.05, f"the target used {share:.0%} of a core"
+    Path(f"{reuser.state}.release").touch()
+    assert waiting.hello(reuser.program.token)["ok"]
+    assert waiting.call("ping")["ok"]
+
+
 def test_stop_after_reuse_leaves_the_programs_files_open(targets: Targets) -> None:
     reuser = start_reuser(targets)
     after = reuser.command("closerange", "stop")

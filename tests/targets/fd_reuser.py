@@ -9,6 +9,8 @@ COMMANDS is a file the test appends lines to; each new line is carried out once:
                a data file the program keeps writing to and checks with fstat
   close-only   close fds 3..255 and reopen nothing
   fork         fork a child that writes to the data files and reports in STATE.child
+  fd-limit     lower RLIMIT_NOFILE to the lowest free fd number (no new fd can be made),
+               report "limited", and hold it until the file STATE.release exists
   stop         call the agent's stop()
   start        start a new opt-in agent (it writes its token file)
 
@@ -17,6 +19,7 @@ what each TCP client received.
 """
 
 import os
+import resource
 import socket
 import sys
 import threading
@@ -143,6 +146,19 @@ def fork_child():
     os.waitpid(pid, 0)
 
 
+def hold_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)  # dup() returns the lowest free number
+    os.close(lowest_free)
+    report(state_path, done=done, limited=True, failures=failures)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        while not os.path.exists(state_path + ".release"):  # stat() needs no fd
+            time.sleep(0.05)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def agent():
     return sys.modules["_memtop_agent"]
 
@@ -154,6 +170,8 @@ def run(command):
         close_and_reuse(reuse=False)
     elif command == "fork":
         fork_child()
+    elif command == "fd-limit":
+        hold_fd_limit()
     elif command == "stop":
         results["stopped"] = agent().stop()
     elif command == "start":
