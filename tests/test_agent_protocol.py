@@ -4,6 +4,7 @@ the target keeps running."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import socket
@@ -91,6 +92,18 @@ def test_requests_before_authentication_are_refused(agent) -> None:
 def test_token_is_compared_with_compare_digest() -> None:
     source = Path("memtop/agent/lifecycle.py").read_text()
     assert "hmac.compare_digest(" in source
+
+
+def test_a_request_sent_with_the_token_in_one_write_is_answered(agent) -> None:
+    program, _ = agent
+    client = Raw(program.socket_path)
+    client.read()
+    hello = json.dumps({"proto": protocol.PROTO_MAJOR, "token": program.token}).encode()
+    request = json.dumps({"id": 5, "cmd": "ping", "args": {"pad": "x" * 20_000}}).encode()
+    client.send_bytes(frame(hello) + frame(request))
+    assert client.read()["ok"]
+    reply = client.read()
+    assert reply["ok"] and reply["id"] == 5
 
 
 # --- case 15: protocol versions --------------------------------------------------------

@@ -7,6 +7,10 @@ inode) it had when the agent created it, and, for the listener, the path it is b
 before any accept, recv, send or close the agent checks that the number still refers to
 that socket, and a number that does not is forgotten, never closed. A Python socket
 closes its fd when garbage-collected too, so a foreign number is `detach()`ed.
+
+A program thread that closes and reuses a number in the microseconds between a check and
+the call it guards is not excluded (no syscall takes an fd and its identity at once);
+accept() therefore also checks the connection it got.
 """
 
 import os

@@ -17,7 +17,6 @@ MAX_CLIENTS = 4  # authenticated viewers
 # Connections that have not yet authenticated have their own small pool, so that
 # token-less connections can never take a viewer's place; the oldest makes room.
 MAX_UNAUTHENTICATED = 8
-MAX_HELLO = 4096  # the first frame (protocol version and token) is small
 
 ERROR_CODES = (
     "bad_frame",

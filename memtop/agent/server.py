@@ -44,7 +44,7 @@ class Connection:
         self.own = own
         self.fd = own.fd
         self.peer_pid = peer_pid
-        self.reader = protocol.FrameReader(protocol.MAX_HELLO)
+        self.reader = protocol.FrameReader(protocol.MAX_REQUEST)
         self.out = bytearray()
         self.authed = False
         self.opened = now
@@ -292,7 +292,6 @@ class Server:
             conn.close_after_flush = True
             return protocol.error_reply(None, "busy", _busy()["message"])
         conn.authed = True
-        conn.reader.limit = protocol.MAX_REQUEST
         self.agent.note_viewer(authenticated=True)
         return {"id": None, "ok": True, "result": {"authenticated": True}}
 
