@@ -338,11 +338,16 @@ def main():
         result = pending(params) if params["mode"] == "pending" else parked(params)
     except Gone as exc:
         result = {"ok": False, "reason": "gone", "error": str(exc)}
+    except Abandoned as exc:
+        result = abandoned(exc)
     except (gdb.error, gdb.GdbError, ValueError, OSError) as exc:
         result = {"ok": False, "reason": "gdb error", "error": str(exc)}
-    try:
-        finish_calls()  # whatever went wrong above, never detach inside a call
-    except Gone:
+    if not result.get("ok") and alive():
+        try:
+            finish_calls()  # never detach inside a call, whatever went wrong above
+        except (Gone, gdb.error, gdb.GdbError):
+            pass
+    if not alive():
         result = {"ok": False, "reason": "gone", "error": "the process ended"}
     print("MEMTOP-RESULT " + json.dumps(result))
     if alive():
