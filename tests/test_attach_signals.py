@@ -33,7 +33,7 @@ from conftest import (
     wait_state,
 )
 
-from memtop.attach import gdb, procfs
+from memtop.attach import gdb, procfs, remote_exec
 from memtop.attach.chain import attach
 from memtop.attach.preflight import preflight
 from memtop.errors import AttachError, MemtopError, TargetExited
@@ -304,6 +304,25 @@ def test_target_that_died_before_gdb_attached_is_reported_as_exited(plain: Plain
     with pytest.raises(TargetExited) as reaped:
         gdb.run(target, "pending", "pass")
     assert f"process {proc.pid} exited while memtop was attaching" in reaped.value.message
+
+
+def test_target_that_died_under_remote_exec_is_reported_as_killed(
+    plain: Plain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    python = need_interpreter("3.14")
+    proc, state = plain.start(python, "signalled.py", "sleeping")
+    wait_state(state, lambda s: s["counter"] >= 3)
+    inject = remote_exec.inject
+
+    def killed_first(target, script):  # type: ignore[no-untyped-def]
+        os.kill(proc.pid, signal.SIGKILL)
+        wait_for(lambda: proc_state(proc.pid) == "Z", what="the target to be a zombie")
+        return inject(target, script)
+
+    monkeypatch.setattr(remote_exec, "inject", killed_first)
+    with pytest.raises(TargetExited) as ended:
+        attach(proc.pid, method="remote-exec")
+    assert ended.value.message.startswith(f"process {proc.pid} was killed by SIGKILL while")
 
 
 def test_real_ptrace_refusal_still_gets_the_ptrace_advice(plain: Plain) -> None:

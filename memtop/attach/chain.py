@@ -85,8 +85,12 @@ def _through(
             session.withdraw()
             if attempt == ABANDONED_ATTEMPTS:
                 raise AttachError(exc.message) from None
-        except BaseException:
+        except BaseException as exc:
             session.withdraw()
+            # Whatever a route makes of a process that died under it (a refused ptrace, a
+            # missing symbol), the death is the cause.
+            if isinstance(exc, AttachError) and (ended := target_ended(target)):
+                raise TargetExited(ended) from None
             raise
     raise AssertionError("unreachable")
 

@@ -48,6 +48,11 @@ def ptrace_advice(scope: int | None, root: bool, has_cap: bool, pid: int) -> str
 
 
 def ptrace_refused(target: Target) -> str:
+    """Why the kernel refused ptrace; the kernel refuses it for a dead process too (a
+    zombie), and that is no ptrace rule: said as what it is."""
+    ended = target_ended(target)
+    if ended:
+        return ended
     root = os.geteuid() == 0
     reason = ptrace_advice(procfs.yama_scope(), root, procfs.have_cap_sys_ptrace(), target.pid)
     return f"cannot attach to pid {target.pid} ({user_name(target.uid)}): {reason}"
@@ -101,6 +106,7 @@ def is_stopped(pid: int) -> bool:
 
 
 def stopped_message(pid: int, what: str) -> str:
+    """What to say about a program stopped by job control, and how to resume it."""
     return (
         f"process {pid} is stopped (SIGSTOP or Ctrl-Z), so {what}; resume it with "
         f"`kill -CONT {pid}` and retry"

@@ -9,7 +9,7 @@ On x86-64, gdb is given a target description with only the core and SSE register
 13 cannot write back the full XSAVE area on CPUs with AMX ("Couldn't write extended state
 status"), so with the default description every inferior call fails there. With SSE only,
 gdb saves and restores registers through the FP register set. That is enough here: the
-pending route calls only mmap and Py_AddPendingCall (no AVX code), and the parked route
+pending route calls only mmap, munmap and Py_AddPendingCall (no AVX code), and the parked route
 runs code in a thread parked inside a libc system-call wrapper, where the ABI treats
 every vector register as clobbered anyway.
 
