@@ -8,7 +8,7 @@ argv: STATE KIND
   sleeping   main thread: report, sleep 0.05 s
   parked     like `sleeping`, plus a worker that waits in time.sleep (a parked thread)
   itimer     like `sleeping`, with an interval timer firing SIGALRM every 10 ms
-  slow       main thread: report, sleep 1 s (a queued pending call waits that long)
+  slow       main thread: report, sleep 5 s (a queued pending call waits that long)
 """
 
 import faulthandler
@@ -42,7 +42,7 @@ elif KIND == "itimer":
     signal.setitimer(signal.ITIMER_REAL, 0.01, 0.01)
 elif KIND not in ("sleeping", "slow"):
     sys.exit("unknown kind %r" % KIND)
-interval = 1.0 if KIND == "slow" else 0.05
+interval = 5.0 if KIND == "slow" else 0.05
 counter = 0
 while True:
     counter += 1
