@@ -461,3 +461,32 @@ def test_call_cut_short_by_a_fault_is_settled(
     cut_short_queue = function == "Py_AddPendingCall" and how == "here"
     assert left == (pages[:1] if cut_short_queue else []), calls
     assert_clean_log(plain)
+
+
+# --- a gdb that overruns its time -------------------------------------------------------
+
+
+def test_gdb_overrunning_its_time_is_left_to_finish_and_never_interrupted(
+    plain: Plain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc, state = start(plain, "3.12", kind="hog")
+    base = read_state(state)["threads"]  # type: ignore[index]
+    hog = Path(f"{state}.hog")
+    hog.touch()
+    wait_for(lambda: not hog.exists(), what="the main thread to take the GIL for seconds")
+    # gdb attaches, picks the parked worker, and waits in PyGILState_Ensure for the GIL.
+    monkeypatch.setattr(gdb, "GDB_TIMEOUT", 3.0)
+    with pytest.raises(AttachError) as overrun:
+        attach(proc.pid, method="gdb-parked")
+    # Interrupting gdb would mean a SIGINT to the program (a KeyboardInterrupt) or a call
+    # cut short while it waits for the GIL; it finishes and detaches by itself.
+    wait_for(lambda: not traced(proc.pid), timeout=120, what="gdb to detach by itself")
+    assert proc.poll() is None
+    after = running(state)
+    assert after["signals"]["SIGINT"] == 0
+    assert after["tracing"] is False  # its bootstrap found the session withdrawn
+    assert after["threads"] == base
+    assert attach_once(proc.pid, "gdb-parked") is None
+    assert_clean_log(plain)
+    assert "gdb did not finish within 3 s" in overrun.value.message
+    assert "left to finish its call" in overrun.value.message

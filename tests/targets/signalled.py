@@ -9,9 +9,13 @@ argv: STATE KIND
   parked     like `sleeping`, plus a worker that waits in time.sleep (a parked thread)
   itimer     like `sleeping`, with an interval timer firing SIGALRM every 10 ms
   slow       main thread: report, sleep 5 s (a queued pending call waits that long)
+  hog        a worker parked in a sleep of an hour; when the file STATE.hog appears, the
+             main thread removes it and holds the GIL for seconds in C code (a regex)
 """
 
 import faulthandler
+import os
+import re
 import signal
 import sys
 import threading
@@ -28,23 +32,28 @@ def count(signum, frame):
     COUNTS[signal.Signals(signum).name] += 1
 
 
-def nap():
+def nap(seconds):
     while True:
-        time.sleep(0.05)
+        time.sleep(seconds)
 
 
 faulthandler.enable()
 for name in COUNTED:
     signal.signal(getattr(signal, name), count)
-if KIND == "parked":
-    threading.Thread(target=nap, daemon=True).start()
+if KIND in ("parked", "hog"):
+    # The hog's worker must stay parked while the GIL is held: it never wakes up.
+    nap_seconds = 3600 if KIND == "hog" else 0.05
+    threading.Thread(target=nap, args=(nap_seconds,), daemon=True).start()
 elif KIND == "itimer":
     signal.setitimer(signal.ITIMER_REAL, 0.01, 0.01)
-elif KIND not in ("sleeping", "slow"):
+elif KIND not in ("sleeping", "slow", "hog"):
     sys.exit("unknown kind %r" % KIND)
 interval = 5.0 if KIND == "slow" else 0.05
 counter = 0
 while True:
     counter += 1
     report(STATE, counter=counter, kind=KIND, signals=COUNTS)
+    if KIND == "hog" and os.path.exists(STATE + ".hog"):
+        os.unlink(STATE + ".hog")
+        re.match(r"(a+)+$", "a" * 26 + "b")  # the regex engine never releases the GIL
     time.sleep(interval)
