@@ -55,6 +55,15 @@ def wait_state(
     return wait_for(probe, timeout, f"target state in {path}")
 
 
+def run_commands(commands: Path, state: Path, *lines: str) -> dict[str, Any]:
+    """Append `lines` to a target's COMMANDS file (fd_reuser.py, retracer.py); returns its
+    state once it has carried them all out."""
+    with commands.open("a") as f:
+        f.write("".join(line + "\n" for line in lines))
+    count = len(commands.read_text().split())
+    return wait_state(state, lambda s: len(s["done"]) == count, timeout=20)
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     """A temp dir with a short path (Unix socket paths must stay under 108 bytes)."""

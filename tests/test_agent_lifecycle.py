@@ -11,7 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Targets, memtop_cli, read_state, wait_for, wait_state
+from conftest import (
+    Targets,
+    interpreters,
+    memtop_cli,
+    need_interpreter,
+    read_state,
+    run_commands,
+    wait_for,
+    wait_state,
+)
 from wire import Raw
 
 from memtop.agent import rundir
@@ -74,6 +83,67 @@ def test_viewer_peak_is_not_inflated_by_the_agents_own_work(targets: Targets) ->
     # (Without the correction the gap grows by about 3 MB here; the target's own reports,
     # running meanwhile, move its real peak by some tens of KB.)
     assert after["traced_peak"] - after["traced_current"] <= gap_before + 256 * 1024
+
+
+# --- the program stops or restarts tracing while a viewer watches -----------------------
+
+ALL_PYTHONS = sorted(interpreters()) or ["3.11"]
+
+
+def start_retracer(targets: Targets, minor: str, **config) -> tuple:
+    commands = targets.tmp / "commands"
+    commands.touch()
+    program, state = targets.start(
+        "retracer.py", str(commands), python=need_interpreter(minor), **config
+    )
+    wait_state(state)
+    return program, state, commands, connect(program)
+
+
+def agent_gone(state: Path) -> dict:
+    return wait_state(state, lambda s: s["threads"] == 1 and s["socket_fds"] == 0)
+
+
+@pytest.mark.parametrize("nframe", [4, 9], ids=["same-nframe", "other-nframe"])
+@pytest.mark.parametrize("minor", ALL_PYTHONS)
+def test_detach_leaves_on_the_tracing_the_program_restarted(
+    targets: Targets, minor: str, nframe: int
+) -> None:
+    _, state, commands, viewer = start_retracer(targets, minor)
+    assert viewer.call("ping")["result"]["tracing_owner"] == "agent"
+    run_commands(commands, state, f"restart:{nframe}")
+    assert viewer.call("ping")["result"]["tracing_owner"] == "target"
+    assert viewer.call("detach")["result"]["tracing_owner"] == "target"
+    after = agent_gone(state)
+    assert after["tracing"] is True
+    assert after["nframe"] == nframe
+
+
+@pytest.mark.parametrize("minor", ["3.9", "3.13"])
+def test_detach_after_the_program_stopped_tracing_changes_nothing(
+    targets: Targets, minor: str
+) -> None:
+    _, state, commands, viewer = start_retracer(targets, minor)
+    run_commands(commands, state, "stop")
+    assert viewer.call("ping")["result"]["tracing_owner"] == "none"
+    assert viewer.call("detach")["result"]["tracing_owner"] == "none"
+    counter = agent_gone(state)["counter"]
+    assert wait_state(state, lambda s: s["counter"] > counter + 3)["tracing"] is False
+
+
+def test_tracing_the_program_restarted_outlives_an_on_connect_agents_detach(
+    targets: Targets,
+) -> None:
+    program, state, commands, viewer = start_retracer(targets, "3.13", trace="on-connect")
+    assert viewer.call("ping")["result"]["tracing_owner"] == "agent"
+    run_commands(commands, state, "restart:4")
+    reply = viewer.call("detach")["result"]
+    assert reply["stays"] and reply["tracing_owner"] == "target"
+    counter = read_state(state)["counter"]
+    assert wait_state(state, lambda s: s["counter"] > counter + 3)["tracing"] is True
+    # The agent stays, and a viewer that comes later finds the program's tracing.
+    greeting = Raw(program.socket_path).read()
+    assert greeting["tracing_owner"] == "target"
 
 
 # --- case 8: fork ------------------------------------------------------------------------

@@ -4,6 +4,7 @@ the target keeps running."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import socket
@@ -91,6 +92,18 @@ def test_requests_before_authentication_are_refused(agent) -> None:
 def test_token_is_compared_with_compare_digest() -> None:
     source = Path("memtop/agent/lifecycle.py").read_text()
     assert "hmac.compare_digest(" in source
+
+
+def test_a_request_sent_with_the_token_in_one_write_is_answered(agent) -> None:
+    program, _ = agent
+    client = Raw(program.socket_path)
+    client.read()
+    hello = json.dumps({"proto": protocol.PROTO_MAJOR, "token": program.token}).encode()
+    request = json.dumps({"id": 5, "cmd": "ping", "args": {"pad": "x" * 20_000}}).encode()
+    client.send_bytes(frame(hello) + frame(request))
+    assert client.read()["ok"]
+    reply = client.read()
+    assert reply["ok"] and reply["id"] == 5
 
 
 # --- case 15: protocol versions --------------------------------------------------------
@@ -258,23 +271,104 @@ def test_slow_client_is_cut_off_while_others_are_served(agent) -> None:
 # --- case 14: many clients ----------------------------------------------------------------
 
 
-def test_fifth_and_later_clients_get_a_readable_busy_greeting(agent) -> None:
+def test_fifth_and_later_viewers_get_a_readable_busy_refusal(agent) -> None:
     program, state = agent
     threads_before = len(os.listdir(f"/proc/{program.pid}/task"))
+    viewers = [Raw(program.socket_path) for _ in range(protocol.MAX_CLIENTS)]
+    late = Raw(program.socket_path)  # greeted while a seat was free, authenticates too late
+    assert late.read()["status"] == "ok"
+    for viewer in viewers:
+        assert viewer.hello(program.token)["ok"]
+    late.send({"proto": protocol.PROTO_MAJOR, "token": program.token})
+    reply = late.read()
+    assert error_code(reply) == "busy"
+    assert late.closed_by_peer()
     clients = [Raw(program.socket_path) for _ in range(50)]
     greetings = [c.read() for c in clients]
-    statuses = [g["status"] for g in greetings]
-    assert statuses.count("ok") == protocol.MAX_CLIENTS
-    assert statuses.count("busy") == 50 - protocol.MAX_CLIENTS
-    assert all(g["error"]["code"] == "busy" for g in greetings if g["status"] == "busy")
+    assert [g["status"] for g in greetings] == ["busy"] * 50
+    assert all(g["error"]["code"] == "busy" for g in greetings)
     assert len(os.listdir(f"/proc/{program.pid}/task")) <= threads_before
-    for client, greeting in zip(clients, greetings, strict=True):
-        if greeting["status"] == "ok":
-            client.send({"proto": 1, "token": program.token})
-            assert client.read()["ok"]
-            assert client.call("ping")["ok"]
-    for client in clients:
+    for viewer in viewers:
+        assert viewer.call("ping")["ok"]
+    for client in [*clients, *viewers]:
         client.close()
+    still_serving(program, state)
+
+
+def socket_fds(pid: int) -> int:
+    count = 0
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+@pytest.mark.parametrize("count", [4, 64])
+def test_token_less_connections_cannot_keep_the_viewer_out(targets: Targets, count: int) -> None:
+    program, state = targets.start("heap.py", "1000")
+    wait_state(state)
+    sockets_before, rss_before = socket_fds(program.pid), rss(program.pid)
+    idle = [Raw(program.socket_path) for _ in range(count)]
+    assert all(c.read()["status"] == "ok" for c in idle)
+    # Held open, never authenticating: only a small pool of them stays with the agent.
+    pool = protocol.MAX_UNAUTHENTICATED
+    assert socket_fds(program.pid) <= sockets_before + pool
+    viewer = targets.connect(program)
+    rows = viewer.request("top", max_age=0.0)["rows"]
+    assert any(row["filename"].endswith("heap.py") for row in rows)
+    assert socket_fds(program.pid) <= sockets_before + pool + 1
+    assert rss(program.pid) - rss_before < 4 * 1024 * 1024
+    # Past the authentication deadline every one of them is gone; the viewer stays.
+    assert all(c.closed_by_peer() for c in idle)
+    assert viewer.request("ping")["clients"] == 1
+    assert socket_fds(program.pid) == sockets_before + 1
+
+
+# Another process opens token-less connections on request (a line with a number on its
+# stdin), reads their greetings (so the agent has accepted them), holds them, says "ok".
+OPENER = """
+import socket, struct, sys
+held = []
+for line in sys.stdin:
+    for _ in range(int(line)):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sys.argv[1])
+        s.recv(struct.unpack(">I", s.recv(4))[0], socket.MSG_WAITALL)
+        held.append(s)
+    print("ok", flush=True)
+"""
+
+
+def test_fresh_token_less_connections_do_not_push_out_an_authenticating_viewer(agent) -> None:
+    program, state = agent
+    opener = subprocess.Popen(
+        [sys.executable, "-c", OPENER, program.socket_path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert opener.stdin is not None and opener.stdout is not None
+
+    def open_more(count: int) -> None:
+        opener.stdin.write(f"{count}\n")
+        opener.stdin.flush()
+        assert opener.stdout.readline() == "ok\n"
+
+    try:
+        open_more(protocol.MAX_UNAUTHENTICATED)  # the pool is full
+        viewer = Raw(program.socket_path)
+        assert viewer.read()["status"] == "ok"
+        # Before the viewer authenticates, twice a pool's worth of newer connections.
+        open_more(2 * protocol.MAX_UNAUTHENTICATED)
+        viewer.send({"proto": protocol.PROTO_MAJOR, "token": program.token})
+        assert viewer.read()["ok"]
+        assert viewer.call("ping")["result"]["clients"] == 1
+        assert socket_fds(program.pid) <= 1 + protocol.MAX_UNAUTHENTICATED + 1
+    finally:
+        opener.kill()
+        opener.wait()
     still_serving(program, state)
 
 
@@ -411,3 +505,17 @@ def test_connection_refused_after_the_socket_is_gone(agent) -> None:
             sock.connect(program.socket_path)
         finally:
             sock.close()
+
+
+def test_viewer_gone_before_its_reply_does_not_kill_a_program_without_sigpipe_handling(
+    targets: Targets,
+) -> None:
+    program, state = targets.start("sigpipe.py")
+    wait_state(state)
+    for _ in range(5):
+        client = Raw(program.socket_path)
+        client.hello(program.token)
+        client.send({"id": 1, "cmd": "top", "args": {"max_age": 0.0}})
+        client.close()  # the reply finds nobody: EPIPE, and SIGPIPE unless suppressed
+    still_serving(program, state)
+    assert program.exit_status() is None

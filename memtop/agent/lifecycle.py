@@ -3,8 +3,11 @@
 `start()` and `stop()` are idempotent; the module stays loaded between attaches, so a second
 attach only calls `start()` again (re-executing the source on every attach grows the
 target). The agent starts tracemalloc only if it is off and stops it on the way out only in
-that case. One `os.register_at_fork` hook per process: a forked child has no agent thread,
-no inherited listening socket and no tracing that the agent started.
+that case, and only while it is still the session the agent started: a program that stopped
+or restarted tracing owns it from then on. One `os.register_at_fork` hook per process: a
+forked child has no agent thread, no inherited listening socket and no tracing that the
+agent started. The agent's fds are checked before every use (ownsocket.py): a program may
+close them and reuse the numbers.
 """
 
 import _thread
@@ -20,6 +23,7 @@ import tracemalloc
 
 from . import protocol, rundir
 from .commands import Commands
+from .ownsocket import OwnSocket, fd_identity
 from .sampler import Sampler
 from .server import Server
 from .sources import SourceLines
@@ -49,6 +53,7 @@ class Agent:
         self.run_dir = config.get("rundir") or rundir.default_run_dir(self.uid, os.environ)
         self.socket_path = os.path.join(self.run_dir, rundir.socket_name(self.pid, self.start_time))
         self.token_path = None
+        self.token_file = None  # (st_dev, st_ino) of the token file the agent wrote
         self.tokens = []
         # run: started by `memtop run`; attach: injected by a viewer; opt-in: the program
         # called start() itself (it stays attachable: no idle timeout by default).
@@ -67,15 +72,42 @@ class Agent:
         self.cleaned = False
         self.thread_id = None
         self.done = _thread.allocate_lock()
-        self.listener = None
-        self.socket_inode = None
-        self.tracing_owner = "none"
+        self.listener = None  # an OwnSocket
+        self.socket_file = None  # (st_dev, st_ino) of the socket file the agent bound
+        # An object allocated just after the agent started tracing: tracemalloc knows where
+        # it was allocated for as long as that tracing session lasts. A program that stops
+        # tracing clears every trace, so once its traceback is gone the session the agent
+        # started is over, even if the program has started tracing again since.
+        self.trace_marker = None
         self.sampler = None
         self.sources = SourceLines()
         self.commands = None
         self.server = None
         self.python = sys.version.split()[0]
         self.free_threaded = _is_free_threaded()
+
+    @property
+    def tracing_owner(self):
+        """Who owns tracing now: "agent" (the session it started), "target" or "none"."""
+        self.follow_tracing()
+        if self.trace_marker is not None:
+            return "agent"
+        return "target" if tracemalloc.is_tracing() else "none"
+
+    def follow_tracing(self):
+        """Hand tracing over to the program once the agent's own session has ended."""
+        marker = self.trace_marker
+        if marker is None:
+            return
+        if tracemalloc.is_tracing() and tracemalloc.get_object_traceback(marker) is not None:
+            return
+        self.trace_marker = None
+        if self.sampler is not None:
+            self.sampler.owns_tracing = False
+
+    def serving(self):
+        """True while the listening socket is still the agent's own."""
+        return self.listener is not None and self.listener.is_ours()
 
     # Called from the serving thread -------------------------------------------------
     def greeting(self):
@@ -129,21 +161,19 @@ class Agent:
 
     def start_tracing(self):
         """Start tracemalloc unless something already traces; remember who owns it."""
-        if tracemalloc.is_tracing():
-            if self.tracing_owner != "agent":
-                self.tracing_owner = "target"
-        else:
+        if not tracemalloc.is_tracing():
             tracemalloc.start(self.nframe)
-            self.tracing_owner = "agent"
+            marker = object()
+            if tracemalloc.get_object_traceback(marker) is not None:
+                self.trace_marker = marker
         if self.sampler is not None:
             self.sampler.owns_tracing = self.tracing_owner == "agent"
 
     def stop_tracing(self):
         """Stop the tracing the agent started (a program's own tracing is left alone)."""
-        if self.tracing_owner == "agent" and tracemalloc.is_tracing():
-            tracemalloc.stop()
         if self.tracing_owner == "agent":
-            self.tracing_owner = "none"
+            tracemalloc.stop()
+        self.trace_marker = None
         if self.sampler is not None:
             self.sampler.clear()
             self.sampler.owns_tracing = False
@@ -166,14 +196,7 @@ class Agent:
 
     def wake(self):
         """Make the serving thread's poll() return now."""
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.settimeout(0.5)
-            probe.connect(self.socket_path)
-        except OSError:
-            pass
-        finally:
-            probe.close()
+        _probe(self.socket_path, 0.5)
 
 
 def start(config=None):
@@ -187,6 +210,9 @@ def start(config=None):
     config = dict(config or {})
     with _lock:
         agent = _agent
+        if agent is not None and not agent.stopping and not agent.serving():
+            # The program closed the agent's socket: serve from a new one.
+            agent.request_stop("the program closed the agent's socket")
         if agent is not None and not agent.stopping:
             token = agent.add_token(config.get("token"))
             if "idle_timeout" in config:
@@ -234,12 +260,13 @@ def _start(agent, config):
         raise AgentStartError("socket path %s is too long" % agent.socket_path)
     _clear_stale_socket(agent.socket_path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    agent.listener = listener
+    agent.listener = OwnSocket(listener)
     # The directory is 0700, so the moment between bind and chmod exposes nothing.
     # (Changing the umask instead would race with the target's own threads.)
     listener.bind(agent.socket_path)
+    agent.listener.path = agent.socket_path
     os.chmod(agent.socket_path, 0o600)
-    agent.socket_inode = os.lstat(agent.socket_path).st_ino
+    agent.socket_file = _file_identity(agent.socket_path)
     # A generous backlog: clients beyond MAX_CLIENTS must still connect to read "busy".
     listener.listen(64)
     listener.setblocking(False)
@@ -247,7 +274,7 @@ def _start(agent, config):
     if agent.trace_mode is True or tracemalloc.is_tracing():
         agent.start_tracing()
     agent.commands = Commands(agent)
-    agent.server = Server(agent, listener)
+    agent.server = Server(agent, agent.listener)
     if config.get("write_token_file", agent.origin == "opt-in"):
         _write_token_file(agent, token)
     if not _fork_hook_installed and hasattr(os, "register_at_fork"):
@@ -270,6 +297,9 @@ def _serve(agent):
     except BaseException as exc:  # never raise into the target, not even SystemExit
         agent.record_error("serving loop: %r" % (exc,))
     finally:
+        # Connections left by a loop that ended early: a Python socket closes its fd when
+        # collected, and the number may be the program's by now.
+        agent.server.release_all()
         with _lock:
             _cleanup(agent)
             if _agent is agent:
@@ -309,14 +339,11 @@ def _cleanup(agent):
     agent.cleaned = True
     agent.stopping = True
     if agent.listener is not None:
-        try:
-            agent.listener.close()
-        except OSError:
-            pass
-    if agent.socket_inode is not None:
-        _unlink_if_same(agent.socket_path, agent.socket_inode)
-    if agent.token_path is not None:
-        _unlink_if_same(agent.token_path, None)
+        agent.listener.release()
+    if agent.socket_file is not None:
+        _unlink_if_same(agent.socket_path, agent.socket_file)
+    if agent.token_file is not None:
+        _unlink_if_same(agent.token_path, agent.token_file)
     agent.stop_tracing()
     agent.sources.clear()
     try:
@@ -353,7 +380,8 @@ def _at_exit():
 
 def _after_fork_in_child():
     # The serving thread does not exist here and the parent still owns the socket path:
-    # close our copies of the fds, stop tracing we started, forget the agent.
+    # close our copies of the fds (those still ours: the program may have closed and
+    # reused the numbers before forking), stop tracing we started, forget the agent.
     global _agent, _lock
     _lock = _thread.allocate_lock()
     agent = _agent
@@ -366,10 +394,10 @@ def _after_fork_in_child():
         server = agent.server
         if server is not None:
             for conn in list(server.conns.values()):
-                conn.sock.close()
+                conn.own.release()
             server.conns.clear()
         if agent.listener is not None:
-            agent.listener.close()
+            agent.listener.release()
         agent.stop_tracing()
         atexit.unregister(_at_exit)
     except Exception:
@@ -382,15 +410,9 @@ def _clear_stale_socket(path):
         os.lstat(path)
     except FileNotFoundError:
         return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError:
+    if not _probe(path, 1.0):
         os.unlink(path)
         return
-    finally:
-        probe.close()
     raise AgentStartError("another memtop agent already serves this process at %s" % path)
 
 
@@ -400,15 +422,36 @@ def _write_token_file(agent, token):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
         os.write(fd, token.encode("ascii"))
+        identity = fd_identity(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
     agent.token_path = path
+    agent.token_file = identity
 
 
-def _unlink_if_same(path, inode):
+def _probe(path, timeout):
+    """Connect to the socket at `path` and hang up; True if something listens there."""
+    probe = OwnSocket(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
     try:
-        if inode is None or os.lstat(path).st_ino == inode:
+        probe.sock.settimeout(timeout)
+        probe.sock.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.release()
+
+
+def _file_identity(path):
+    st = os.lstat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def _unlink_if_same(path, identity):
+    """Remove the file the agent made, not one that took its name since."""
+    try:
+        if _file_identity(path) == identity:
             os.unlink(path)
     except OSError:
         pass

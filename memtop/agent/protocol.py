@@ -13,7 +13,10 @@ HEADER = struct.Struct(">I")
 MAX_REQUEST = 64 * 1024
 MAX_RESPONSE = 16 * 1024 * 1024
 FRAME_TIMEOUT = 5.0
-MAX_CLIENTS = 4
+MAX_CLIENTS = 4  # authenticated viewers
+# Connections that have not yet authenticated have their own small pool, so that
+# token-less connections can never take a viewer's place; the oldest makes room.
+MAX_UNAUTHENTICATED = 8
 
 ERROR_CODES = (
     "bad_frame",

@@ -1,11 +1,14 @@
-"""The serving loop: one thread, `poll()` over the listening socket and at most
-MAX_CLIENTS connections, non-blocking IO with per-frame deadlines.
+"""The serving loop: one thread, `poll()` over the listening socket, at most MAX_CLIENTS
+viewers and MAX_UNAUTHENTICATED connections still to authenticate, non-blocking IO with
+per-frame deadlines.
 
 `poll` rather than `select`: a target with more than 1024 open files would hand us fds
 that `select` cannot watch. No extra fds (epoll, wakeup pipes): `stop()` wakes the loop by
-connecting to the socket itself.
+connecting to the socket itself. Every fd is checked before use (ownsocket.py): when the
+program closed the listener, serving ends without touching the number again.
 """
 
+import collections
 import select
 import socket
 import struct
@@ -13,9 +16,16 @@ import time
 
 from . import protocol
 from .commands import BadArgs, ClientState
+from .ownsocket import ForeignFd
 
 POLL_MS = 250
-AUTH_TIMEOUT = 5.0
+# A viewer sends its token as soon as it has read the greeting: one round trip.
+AUTH_TIMEOUT = 2.0
+# After an accept() error (the program ran out of fds, say) the pending connection keeps
+# the listener readable: stop watching it for a while rather than spin.
+ACCEPT_PAUSE = 1.0
+# Connections accepted per wake-up: draining the backlog keeps room in it for a viewer.
+ACCEPT_BATCH = 16
 IDLE_CONNECTION = 600.0
 WRITE_TIMEOUT = 30.0
 MAX_PENDING_OUT = 2 * protocol.MAX_RESPONSE
@@ -28,10 +38,12 @@ def peer_credentials(sock):
 
 
 class Connection:
-    """One client: its buffers, deadlines and state."""
+    """One client: its socket, buffers, deadlines and state."""
 
-    def __init__(self, sock, now):
-        self.sock = sock
+    def __init__(self, own, peer_pid, now):
+        self.own = own
+        self.fd = own.fd
+        self.peer_pid = peer_pid
         self.reader = protocol.FrameReader(protocol.MAX_REQUEST)
         self.out = bytearray()
         self.authed = False
@@ -48,22 +60,28 @@ class Server:
 
     def __init__(self, agent, listener):
         self.agent = agent
-        self.listener = listener
+        self.listener = listener  # an OwnSocket bound to the agent's path
         self.conns = {}
         self.poller = select.poll()
-        self.poller.register(listener.fileno(), select.POLLIN)
+        self.poller.register(listener.fd, select.POLLIN)
+        self.accept_paused_until = None
 
     def _held_bytes(self):
         """Bytes buffered for clients (replies not yet sent, frames not yet complete)."""
         return sum(len(c.out) + len(c.reader.buffer) for c in self.conns.values())
 
     def client_count(self):
+        """Authenticated viewers."""
         return sum(1 for c in self.conns.values() if c.authed)
 
     def run(self):
         """Serve until the agent stops; every exception is recorded, none escapes."""
         agent = self.agent
         while not agent.stopping:
+            if not self.listener.is_ours():
+                self._lose_listener()
+                break
+            self._resume_accepting(time.monotonic())
             try:
                 events = self.poller.poll(POLL_MS)
             except InterruptedError:
@@ -79,23 +97,48 @@ class Server:
                     break
                 try:
                     self._on_event(fd, mask, now)
+                except ForeignFd:
+                    if fd == self.listener.fd:
+                        self._lose_listener()
+                    else:
+                        self._drop(fd)
                 except Exception as exc:  # a bug in one request must not end serving
                     agent.record_error("serving fd %d: %r" % (fd, exc))
                     self._drop(fd)
+            # Never reset the peak of a tracing session the program has restarted.
+            agent.follow_tracing()
             agent.sampler.correct_peak(self._held_bytes())
-            self._check_deadlines(time.monotonic())
+            self._check_conns(time.monotonic())
             agent.check_idle(self.client_count() > 0)
         self._flush_all_briefly()
+        self.release_all()
+
+    def release_all(self):
+        """Let go of every connection: close the agent's own fds, forget foreign numbers."""
         for fd in list(self.conns):
             self._drop(fd)
 
+    def _lose_listener(self):
+        # The program closed the listener (and may have the number back for its own
+        # file): stop serving; a later attach starts a new agent.
+        self.agent.record_error("the program closed the agent's socket (fd %d)" % self.listener.fd)
+        self.agent.request_stop("the program closed the agent's socket")
+
     def _on_event(self, fd, mask, now):
-        if fd == self.listener.fileno():
-            self._accept(now)
+        if fd == self.listener.fd:
+            self.listener.check()
+            if mask & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                # A listener shut down under the agent never accepts again.
+                self.agent.request_stop("the agent's socket failed")
+                return
+            for _ in range(ACCEPT_BATCH):
+                if not self._accept(now):
+                    break
             return
         conn = self.conns.get(fd)
         if conn is None:
             return
+        conn.own.check()
         if mask & (select.POLLERR | select.POLLNVAL):
             self._drop(fd)
             return
@@ -105,49 +148,83 @@ class Server:
             self._receive(conn, now)
 
     def _accept(self, now):
+        """Accept one connection; False when there is none to accept now."""
+        if self.accept_paused_until is not None or self.agent.stopping:
+            return False
         try:
-            sock, _ = self.listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return
-        sock.setblocking(False)
+            own = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return False
+        except ConnectionAbortedError:
+            return True
+        except OSError as exc:
+            # EMFILE, ENFILE, ENOBUFS…: the connection stays queued and poll() would
+            # report it again at once.
+            self.agent.record_error("accept: %r" % (exc,))
+            self._pause_accepting(now)
+            return False
         try:
-            _, uid, _ = peer_credentials(sock)
+            own.sock.setblocking(False)
+            peer_pid, uid, _ = peer_credentials(own.sock)
         except OSError:
-            sock.close()
-            return
+            own.release()
+            return True
         greeting = self.agent.greeting()
         if self.agent.stopping:
-            sock.close()
-            return
+            own.release()
+            return False
         if uid not in (0, self.agent.uid):
             greeting.update(
                 status="unauthorized",
                 error=_err("unauthorized", "uid %d may not read this process's memory" % uid),
             )
-            _send_and_close(sock, greeting)
-            return
-        if len(self.conns) >= protocol.MAX_CLIENTS:
-            greeting.update(
-                status="busy",
-                error=_err("busy", "%d viewers are already connected" % protocol.MAX_CLIENTS),
-            )
-            _send_and_close(sock, greeting)
-            return
-        conn = Connection(sock, now)
-        self.conns[sock.fileno()] = conn
-        self.poller.register(sock.fileno(), select.POLLIN)
+            _send_and_release(own, greeting)
+            return True
+        if self.client_count() >= protocol.MAX_CLIENTS:
+            greeting.update(status="busy", error=_busy())
+            _send_and_release(own, greeting)
+            return True
+        self._make_room()
+        # A number the program closed under one of our connections may come back to us.
+        self._drop(own.fd)
+        conn = Connection(own, peer_pid, now)
+        self.conns[own.fd] = conn
+        self.poller.register(own.fd, select.POLLIN)
         self._queue(conn, greeting, now)
+        return True
+
+    def _make_room(self):
+        """Drop one connection that has not authenticated when their pool is full."""
+        waiting = [c for c in self.conns.values() if not c.authed]
+        if len(waiting) < protocol.MAX_UNAUTHENTICATED:
+            return
+        # The oldest of the process holding the most: a flood from one process pushes
+        # out its own connections, not a viewer that is authenticating meanwhile.
+        per_pid = collections.Counter(c.peer_pid for c in waiting)
+        most = max(per_pid.values())
+        victim = min((c for c in waiting if per_pid[c.peer_pid] == most), key=_opened)
+        self._drop(victim.fd)
+
+    def _pause_accepting(self, now):
+        if self.accept_paused_until is None:
+            self.accept_paused_until = now + ACCEPT_PAUSE
+            _unregister(self.poller, self.listener.fd)
+
+    def _resume_accepting(self, now):
+        if self.accept_paused_until is not None and now >= self.accept_paused_until:
+            self.accept_paused_until = None
+            self.poller.register(self.listener.fd, select.POLLIN)
 
     def _receive(self, conn, now):
         try:
-            data = conn.sock.recv(65536)
+            data = conn.own.recv(65536)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            self._drop(conn.sock.fileno())
+        except (OSError, ForeignFd):
+            self._drop(conn.fd)
             return
         if not data:
-            self._drop(conn.sock.fileno())
+            self._drop(conn.fd)
             return
         try:
             bodies = conn.reader.feed(data)
@@ -211,6 +288,9 @@ class Server:
         if not isinstance(token, str) or not self.agent.token_ok(token):
             conn.close_after_flush = True
             return protocol.error_reply(None, "unauthorized", "missing or wrong session token")
+        if self.client_count() >= protocol.MAX_CLIENTS:
+            conn.close_after_flush = True
+            return protocol.error_reply(None, "busy", _busy()["message"])
         conn.authed = True
         self.agent.note_viewer(authenticated=True)
         return {"id": None, "ok": True, "result": {"authenticated": True}}
@@ -227,19 +307,19 @@ class Server:
             )
         if len(conn.out) + len(frame) > MAX_PENDING_OUT:
             # The client sends requests but does not read replies.
-            self._drop(conn.sock.fileno())
+            self._drop(conn.fd)
             return
         conn.out += frame
         self._flush(conn, now)
 
     def _flush(self, conn, now):
-        fd = conn.sock.fileno()
+        fd = conn.fd
         while conn.out:
             try:
-                sent = conn.sock.send(conn.out)
+                sent = conn.own.send(conn.out)
             except (BlockingIOError, InterruptedError):
                 break
-            except OSError:
+            except (OSError, ForeignFd):
                 # EPIPE / ECONNRESET: the viewer went away mid-reply.
                 self._drop(fd)
                 return
@@ -256,25 +336,20 @@ class Server:
         else:
             self.poller.modify(fd, select.POLLIN)
 
-    def _check_deadlines(self, now):
+    def _check_conns(self, now):
+        """Drop connections past a deadline, and forget numbers the program took back."""
         for fd, conn in list(self.conns.items()):
-            if _expired(conn, now):
+            if _expired(conn, now) or not conn.own.is_ours():
                 self._drop(fd)
 
     def _drop(self, fd):
         conn = self.conns.pop(fd, None)
         if conn is None:
             return
-        try:
-            self.poller.unregister(fd)
-        except (KeyError, ValueError):
-            pass
+        _unregister(self.poller, fd)
         was_viewer = conn.authed
         conn.state.clear()
-        try:
-            conn.sock.close()
-        except OSError:
-            pass
+        conn.own.release()
         if was_viewer:
             self.agent.note_viewer()
 
@@ -284,11 +359,11 @@ class Server:
         for conn in list(self.conns.values()):
             while conn.out and time.monotonic() < deadline:
                 try:
-                    sent = conn.sock.send(conn.out)
+                    sent = conn.own.send(conn.out)
                     del conn.out[:sent]
                 except (BlockingIOError, InterruptedError):
                     time.sleep(0.01)
-                except OSError:
+                except (OSError, ForeignFd):
                     break
 
 
@@ -308,11 +383,26 @@ def _err(code, message):
     return {"code": code, "message": message}
 
 
-def _send_and_close(sock, message):
+def _busy():
+    return _err("busy", "%d viewers are already connected" % protocol.MAX_CLIENTS)
+
+
+def _opened(conn):
+    return conn.opened
+
+
+def _unregister(poller, fd):
+    try:
+        poller.unregister(fd)
+    except (KeyError, ValueError):
+        pass
+
+
+def _send_and_release(own, message):
     # A refusal is readable: the greeting is the first frame, sent before the client writes.
     try:
-        sock.send(protocol.encode(message))
-    except OSError:
+        own.send(protocol.encode(message))
+    except (OSError, ForeignFd):
         pass
     finally:
-        sock.close()
+        own.release()

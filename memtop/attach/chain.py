@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from memtop.agent import rundir
 from memtop.attach import gdb, procfs, remote_exec
-from memtop.attach.diagnose import no_answer
+from memtop.attach.diagnose import is_stopped, no_answer, stopped_message, target_ended
 from memtop.attach.preflight import Target, preflight
 from memtop.attach.session import (
     AttachLock,
@@ -25,11 +28,12 @@ from memtop.attach.session import (
     write_private,
 )
 from memtop.client import AgentClient
-from memtop.errors import AttachError, MemtopError, UsageError
+from memtop.errors import AttachError, MemtopError, TargetExited, UsageError
 
 METHODS = ("auto", "remote-exec", "gdb", "gdb-parked")
 POLL = 0.05
 PARKED_ATTEMPTS = 3
+ABANDONED_ATTEMPTS = 2
 PARKED_AFTER = 1.0
 
 
@@ -49,6 +53,46 @@ class _NoAnswer(Exception):
         super().__init__(message)
         self.message = message
         self.blocked = blocked
+
+
+class _CutShort(Exception):
+    """A fault stopped one of gdb's calls into the target; what it had done was undone."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+T = TypeVar("T")
+
+
+def _through(
+    route: str,
+    target: Target,
+    new: Callable[[], Session],
+    wait: Callable[[Session], T],
+) -> tuple[T, Session]:
+    """Inject a new session through `route` and wait for its outcome. A request whose gdb
+    calls a fault cut short is made once more, with a new session: the first may have been
+    used up half-way (a page that may have been queued is never queued again, and its
+    bootstrap finds its session withdrawn)."""
+    for attempt in range(1, ABANDONED_ATTEMPTS + 1):
+        session = new()
+        try:
+            _inject(route, target, session)
+            return wait(session), session
+        except _CutShort as exc:
+            session.withdraw()
+            if attempt == ABANDONED_ATTEMPTS:
+                raise AttachError(exc.message) from None
+        except BaseException as exc:
+            session.withdraw()
+            # Whatever a route makes of a process that died under it (a refused ptrace, a
+            # missing symbol), the death is the cause.
+            if isinstance(exc, AttachError) and (ended := target_ended(target)):
+                raise TargetExited(ended) from None
+            raise
+    raise AssertionError("unreachable")
 
 
 def plan(target: Target, method: str, force_gdb: bool = False) -> list[str]:
@@ -87,22 +131,18 @@ def attach(
         routes = plan(target, method, force_gdb)
         agent_dir = stage_agent(run_dir, target.uid, target.gid)
         request = {"config": {"nframe": nframe}}
+        new = partial(
+            new_session, run_dir, pid, target.start, target.uid, target.gid, agent_dir, request
+        )
         for index, route in enumerate(routes):
-            session = new_session(
-                run_dir, pid, target.start, target.uid, target.gid, agent_dir, request
-            )
             fallback = index + 1 < len(routes) and routes[index + 1] == "gdb-parked"
+            wait = partial(_await_agent, target, route=route, timeout=timeout, fallback=fallback)
             try:
-                _inject(route, target, session)
-                client = _await_agent(target, session, route, timeout, fallback)
+                client, session = _through(route, target, new, wait)
             except _NoAnswer as exc:
-                session.withdraw()
                 if not (fallback and exc.blocked):
                     raise AttachError(exc.message) from None
                 continue
-            except BaseException:
-                session.withdraw()
-                raise
             return Attached(target, client, session.token, route, time.monotonic() - started)
     raise AttachError(f"could not attach to pid {pid}")  # unreachable: plan() is never empty
 
@@ -128,16 +168,16 @@ def detach(pid: int, method: str = "auto", force_gdb: bool = False, timeout: flo
                 return _detached_words(pid, reply)
         agent_dir = stage_agent(run_dir, target.uid, target.gid)
         route = plan(target, method, force_gdb)[0]
-        session = new_session(
-            run_dir, pid, target.start, target.uid, target.gid, agent_dir, {"action": "stop"}
+        request = {"action": "stop"}
+        new = partial(
+            new_session, run_dir, pid, target.start, target.uid, target.gid, agent_dir, request
         )
+        wait = partial(_await_result, target, route=route, timeout=timeout)
         try:
-            _inject(route, target, session)
-            _await_result(target, session, route, timeout)
+            _, session = _through(route, target, new, wait)
         except _NoAnswer as exc:
             raise AttachError(exc.message) from None
-        finally:
-            session.withdraw()
+        session.withdraw()
         _wait_gone(socket_path, timeout)
         return f"agent stopped in pid {pid} ({route})"
 
@@ -223,6 +263,14 @@ def _inject(route: str, target: Target, session: Session) -> None:
             f"no thread of pid {target.pid} is safely parked in a system call without the "
             f"GIL ({threads}); retry when the program is idle, or use `memtop run`"
         )
+    if reason == "gone":
+        raise TargetExited(target_ended(target) or f"process {target.pid} exited")
+    if reason == "abandoned":
+        raise _CutShort(
+            f"a fault stopped gdb's calls into pid {target.pid} "
+            f"({result.get('error')}); they were given up and undone, and the program carries "
+            "on. Retry, or use `memtop run`"
+        )
     if reason == "busy":
         raise AttachError(
             f"the main thread of pid {target.pid} is inside CPython's pending-call code right "
@@ -251,8 +299,9 @@ def _await_result(
                     f"the agent could not start in pid {target.pid}: {result.get('error')}"
                 )
             return result
-        if not os.path.exists(f"/proc/{target.pid}"):
-            raise AttachError(f"process {target.pid} exited while memtop attached")
+        ended = target_ended(target)
+        if ended:
+            raise TargetExited(ended)
         now = time.monotonic()
         if now > deadline:
             raise _NoAnswer(*no_answer(target, route, timeout))
@@ -267,7 +316,15 @@ def _await_agent(
     target: Target, session: Session, route: str, timeout: float, fallback: bool
 ) -> AgentClient:
     result = _await_result(target, session, route, timeout, fallback)
-    return AgentClient.connect(result["socket"], session.token, expected_pid=target.pid)
+    try:
+        return AgentClient.connect(result["socket"], session.token, expected_pid=target.pid)
+    except MemtopError:
+        # The agent started, then the program was stopped before it could answer.
+        if is_stopped(target.pid):
+            raise AttachError(
+                stopped_message(target.pid, "its memtop agent cannot answer")
+            ) from None
+        raise
 
 
 def _wait_gone(path: str, timeout: float) -> None:

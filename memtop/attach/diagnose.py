@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import time
 from typing import TYPE_CHECKING
 
@@ -46,14 +48,83 @@ def ptrace_advice(scope: int | None, root: bool, has_cap: bool, pid: int) -> str
 
 
 def ptrace_refused(target: Target) -> str:
+    """Why the kernel refused ptrace; the kernel refuses it for a dead process too (a
+    zombie), and that is no ptrace rule: said as what it is."""
+    ended = target_ended(target)
+    if ended:
+        return ended
     root = os.geteuid() == 0
     reason = ptrace_advice(procfs.yama_scope(), root, procfs.have_cap_sys_ptrace(), target.pid)
     return f"cannot attach to pid {target.pid} ({user_name(target.uid)}): {reason}"
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def how_it_ended(target: Target, gdb_output: str = "") -> str | None:
+    """'was killed by SIGKILL' / 'exited with code 1' / 'exited' when the target is no
+    longer running (gone, a zombie, or its pid reused), None while it lives."""
+    try:
+        stat = procfs.read_stat(target.pid)
+    except (OSError, ValueError, IndexError):
+        stat = None
+    if stat is not None and stat.start == target.start:
+        if stat.state not in "ZX":
+            return None
+        if stat.exit_status is not None:  # a zombie keeps it until its parent reaps it
+            if stat.exit_status & 0x7F:
+                return f"was killed by {_signal_name(stat.exit_status & 0x7F)}"
+            return f"exited with code {stat.exit_status >> 8}"
+    # Reaped already: gdb, its tracer, may have seen how (it prints exit codes in octal).
+    killed = re.search(r"terminated with signal (SIG\w+)", gdb_output)
+    if killed:
+        return f"was killed by {killed.group(1)}"
+    code = re.search(r"exited with code (\d+)", gdb_output)
+    if code:
+        return f"exited with code {int(code.group(1), 8)}"
+    return "exited"
+
+
+def target_ended(target: Target, gdb_output: str = "") -> str | None:
+    """The message for a target that ended while memtop attached, None while it lives."""
+    how = how_it_ended(target, gdb_output)
+    if how is None:
+        return None
+    return f"process {target.pid} {how} while memtop was attaching to it; nothing to attach to"
+
+
+def is_stopped(pid: int) -> bool:
+    """Stopped by SIGSTOP/SIGTSTP (job control), not merely held by a tracer."""
+    try:
+        return procfs.read_status(pid).state == "T"
+    except OSError:
+        return False
+
+
+def stopped_message(pid: int, what: str) -> str:
+    """What to say about a program stopped by job control, and how to resume it."""
+    return (
+        f"process {pid} is stopped (SIGSTOP or Ctrl-Z), so {what}; resume it with "
+        f"`kill -CONT {pid}` and retry"
+    )
+
+
 def no_answer(target: Target, route: str, waited: float) -> tuple[str, bool]:
     """Why the injected request did not run within `waited` seconds, and whether the
     main thread is blocked in a system call (then a parked-thread attach may work)."""
+    if is_stopped(target.pid):
+        return stopped_message(target.pid, f"the {route} request cannot run"), False
+    if route == "gdb-parked":
+        # The bootstrap ran inside gdb's call: the main thread plays no part.
+        return (
+            f"memtop's bootstrap ran in pid {target.pid} (in a thread parked in a system "
+            f"call), but the agent did not report within {waited:.0f} s; retry, or use "
+            "`memtop run`"
+        ), False
     first = procfs.thread_wait(target.pid)
     time.sleep(0.3)  # two looks: a thread that stays in one syscall using no CPU is parked
     second = procfs.thread_wait(target.pid)

@@ -9,9 +9,22 @@ On x86-64, gdb is given a target description with only the core and SSE register
 13 cannot write back the full XSAVE area on CPUs with AMX ("Couldn't write extended state
 status"), so with the default description every inferior call fails there. With SSE only,
 gdb saves and restores registers through the FP register set. That is enough here: the
-pending route calls only mmap and Py_AddPendingCall (no AVX code), and the parked route
+pending route calls only mmap, munmap and Py_AddPendingCall (no AVX code), and the parked route
 runs code in a thread parked inside a libc system-call wrapper, where the ABI treats
 every vector register as clobbered anyway.
+
+Signals: the target may be sent any signal while gdb holds it (a log-reopening SIGUSR1,
+an interval timer, SIGCHLD, SIGPIPE, SIGINT, SIGSTOP/SIGCONT from job control). None of
+them stops gdb: each reaches the program at once, even in the middle of a call into it,
+and the program's handler runs as it would without memtop (CPython's C-level handler
+only records the signal; the Python handler runs later, at the interpreter's own safe
+point). A SIGSTOP is passed on too: the kernel puts the group stop back in force when gdb
+detaches, so the program ends up stopped exactly as it would have. Only faults stop gdb
+(see gdb_inject.py for what it does with a call a fault interrupted). gdb is never
+interrupted from outside either: its interrupt is a SIGINT to the target, which the
+program would now receive, and every call that can take long (GIL, pending-call lock,
+running the bootstrap) must not be cut short; a gdb that overruns GDB_TIMEOUT is left to
+finish and detach by itself.
 """
 
 from __future__ import annotations
@@ -21,20 +34,28 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
-from memtop.attach.diagnose import ptrace_refused
+from memtop.attach.diagnose import ptrace_refused, target_ended
 from memtop.attach.preflight import Target
 from memtop.attach.session import PAGE_PLACEHOLDER
-from memtop.errors import AttachError
+from memtop.errors import AttachError, TargetExited
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "gdb_inject.py"
 TDESC = HERE / "amd64-sse.xml"
 GDB_TIMEOUT = 60.0
+FAULTS = "SIGSEGV SIGBUS SIGILL SIGFPE SIGSYS"
+# "all" leaves out the two signals gdb keeps for itself; SIGINT is the program's here
+# (gdb is never interrupted), SIGTRAP stays gdb's.
+SIGNAL_SETTINGS = (
+    "set unwindonsignal on",
+    "handle all nostop noprint pass",
+    "handle SIGINT nostop noprint pass",
+    f"handle {FAULTS} stop print pass",
+)
 
 GDB_MISSING = (
     "gdb is not installed; memtop needs it to attach to CPython {version}. Install it "
@@ -56,6 +77,7 @@ def gdb_command(target: Target) -> list[str]:
         "set pagination off",
         "set confirm off",
         "set exec-file-mismatch off",
+        *SIGNAL_SETTINGS,
     ):
         command += ["-iex", setting]
     if platform.machine() == "x86_64":
@@ -90,24 +112,29 @@ def run(target: Target, mode: str, text: str) -> dict:
             "LANG": "C.UTF-8",
             "HOME": private,
         }
-        # Its own session: a Ctrl-C at the terminal must not reach gdb in the middle of a
-        # call into the target (that can leave the target hung).
-        gdb = subprocess.Popen(
-            gdb_command(target),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            cwd=private,
-            start_new_session=True,
-        )
-        try:
-            stdout, stderr = _finish(gdb, target)
-        except KeyboardInterrupt:
-            _finish(gdb, target)  # let gdb complete its work and detach, then give up
-            raise
-    output = stdout + stderr
+        # Output to a file, not a pipe: a gdb left to finish on its own after a timeout
+        # must not die of a closed pipe in the middle of a call into the target.
+        with open(os.path.join(private, "gdb.out"), "w+") as out:
+            # Its own session: a Ctrl-C at the terminal must not reach gdb.
+            gdb = subprocess.Popen(
+                gdb_command(target),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=private,
+                start_new_session=True,
+            )
+            try:
+                _finish(gdb, target)
+            except KeyboardInterrupt:
+                _finish(gdb, target)  # let gdb complete its work and detach, then give up
+                raise
+            out.seek(0)
+            output = out.read()
+    ended = target_ended(target, output)
+    if ended:
+        raise TargetExited(ended)
     if "ptrace: Operation not permitted" in output:
         # gdb goes on to run the script without a process; its result means nothing.
         raise AttachError(ptrace_refused(target))
@@ -117,25 +144,22 @@ def run(target: Target, mode: str, text: str) -> dict:
     raise AttachError(_failure(output, target))
 
 
-def _finish(gdb: subprocess.Popen[str], target: Target) -> tuple[str, str]:
+def _finish(gdb: subprocess.Popen[bytes], target: Target) -> None:
     try:
-        return gdb.communicate(timeout=GDB_TIMEOUT)
+        gdb.wait(timeout=GDB_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
-        # Never killed: a gdb stuck in an inferior call is interrupted like a user would
-        # (SIGINT), so it unwinds the call and detaches.
-        gdb.send_signal(signal.SIGINT)
-        gdb.communicate()
+        # Never signalled: gdb may be inside a call that holds the GIL or a lock of the
+        # target, and cutting it short would leave that held. It detaches when done.
         raise AttachError(
-            f"gdb did not finish within {GDB_TIMEOUT:.0f} s; pid {target.pid} may be stuck "
-            "in a state gdb cannot handle"
+            f"gdb did not finish within {GDB_TIMEOUT:.0f} s (pid {gdb.pid}); it is left to "
+            f"finish its call into pid {target.pid} and detach by itself (stopping it could "
+            "leave the program stuck). Retry when it has gone"
         ) from exc
 
 
 def _failure(output: str, target: Target) -> str:
     if "ptrace: Operation not permitted" in output:
         return ptrace_refused(target)
-    if "No such process" in output:
-        return f"process {target.pid} exited"
     symbol = re.search(r'No symbol "(\w+)" in current context', output)
     if symbol:
         return (

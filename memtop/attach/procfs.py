@@ -105,6 +105,25 @@ def read_status(pid: int) -> ProcStatus:
     )
 
 
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/PID/stat memtop needs."""
+
+    state: str
+    start: int  # clock ticks since boot
+    exit_status: int | None  # wait status of a zombie (Linux 3.5+), else 0 or None
+
+
+def read_stat(pid: int) -> ProcStat:
+    """Parse /proc/PID/stat; raises FileNotFoundError when the process is gone."""
+    with open(proc_path(pid, "stat"), "rb") as f:
+        data = f.read()
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    exit_status = int(fields[49]) if len(fields) > 49 else None
+    return ProcStat(fields[0].decode(), int(fields[19]), exit_status)
+
+
 def start_time(pid: int) -> int:
     """Start time in clock ticks since boot (tells a reused pid apart)."""
     return rundir.process_start_time(pid)
