@@ -34,6 +34,11 @@ def render_text(
     table = sample.table
     untraced = sample.untraced
     share = f" ({untraced / sample.rss:.0%} of RSS)" if untraced is not None and sample.rss else ""
+    if verdict.kind != "collecting":
+        share += f", {format_rate(verdict.untraced.per_minute)}"
+    memtop = f"  memtop {format_size(sample.memtop_memory)}" + (
+        f" (+{format_size(sample.read_peak)} while reading)" if sample.read_peak else ""
+    )
     uss = f"  USS {format_size(sample.uss)}" if sample.uss is not None else ""
     table_note = f"table sampled {table.age:.1f} s ago, agent pause {table.pause_ms:.1f} ms" + (
         f", next table in {table.next_in:.1f} s ({table.budget:.0%} budget)"
@@ -45,7 +50,7 @@ def render_text(
         f"memtop {__version__} - {stamp} - {source_info} - group {mode}, nframe {sample.nframe}",
         f"RSS {format_size(sample.rss)}{uss}  traced {format_size(sample.traced_current)}"
         f"  peak {format_size(sample.traced_peak)}  tracer {format_size(sample.tracemalloc_memory)}"
-        f"  untraced {format_size(untraced)}{share}",
+        f"  untraced {format_size(untraced)}{share}{memtop}",
         f"{table_note}; {sample.total_rows} rows; verdict: {verdict.text}",
         "",
         _COLUMNS + "LOCATION / SOURCE",
@@ -78,6 +83,14 @@ def render_json(sample: Sample, verdict: Verdict, history: History | None = None
     """One `--json` line."""
     data = sample_json(sample, history)
     data["verdict"] = verdict.text
+    data["verdict_kind"] = verdict.kind
+    # Bytes per minute of each part of the account the verdict read (see memtop.verdict).
+    data["rates"] = {
+        "rss": round(verdict.rss.per_minute),
+        "traced": round(verdict.traced.per_minute),
+        "tracer": round(verdict.tracer.per_minute),
+        "untraced": round(verdict.untraced.per_minute),
+    }
     return json.dumps(data, separators=(",", ":"))
 
 

@@ -1,5 +1,5 @@
-"""The history of refreshes, read: memory series for charts, a one-line verdict on
-RSS vs traced memory, and leak suspects (rows that keep growing). Pure: no IO, no UI."""
+"""The history of refreshes, read: memory series for charts, the verdict on the memory
+account (memtop.verdict), and leak suspects (rows that keep growing). Pure: no IO, no UI."""
 
 from __future__ import annotations
 
@@ -8,125 +8,10 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from memtop.model import Query, Sample
+from memtop.verdict import KIB, MIB, MemoryPoint, Verdict, format_rate, judge, slope
 
-KIB = 1024
-MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class MemoryPoint:
-    """Process and traced memory at one refresh."""
-
-    time: float
-    rss: int | None
-    traced: int
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A one-line reading of the memory history."""
-
-    kind: str  # collecting | steady | growing | rss-growing | fragmentation | untraced
-    text: str
-    traced_rate: float = 0.0  # bytes per minute
-    rss_rate: float = 0.0
-
-
-def slope(points: list[tuple[float, float]]) -> float:
-    """Least-squares slope (units per second) of (time, value) points."""
-    n = len(points)
-    if n < 2:
-        return 0.0
-    mean_t = sum(t for t, _ in points) / n
-    mean_v = sum(v for _, v in points) / n
-    var = sum((t - mean_t) ** 2 for t, _ in points)
-    if var == 0:
-        return 0.0
-    return sum((t - mean_t) * (v - mean_v) for t, v in points) / var
-
-
-def judge(points: list[MemoryPoint], window: float = 120.0) -> Verdict:
-    """Read growth and the RSS-vs-traced gap over the last `window` seconds.
-
-    Growth counts when it holds over the window and still holds over its last third (a
-    burst a minute ago is not growth now), or when the last third alone rises steadily
-    (growth that goes on after a burst). When several findings hold, the most striking
-    leads and traced growth, if any, follows: "RSS high but traced fell ... · traced +3
-    MiB/min"."""
-    if not points:
-        return Verdict("collecting", "collecting: no data yet")
-    recent = [p for p in points if p.time >= points[-1].time - window]
-    span = recent[-1].time - recent[0].time
-    if len(recent) < 5 or span < 10.0:
-        return Verdict("collecting", f"collecting: {span:.0f} s of history")
-    last = recent[-1]
-    tail = [p for p in recent if p.time >= last.time - span / 3] or recent[-2:]
-    traced_rate = slope([(p.time, p.traced) for p in recent]) * 60.0
-    traced_now = slope([(p.time, p.traced) for p in tail]) * 60.0
-    with_rss = [p for p in recent if p.rss is not None]
-    rss_rate = slope([(p.time, float(p.rss or 0)) for p in with_rss]) * 60.0 if with_rss else 0.0
-    rss_now = slope([(p.time, float(p.rss or 0)) for p in tail if p.rss is not None]) * 60.0
-    limit = max(256 * KIB, 0.01 * last.traced)
-    tail_points = [(p.time, float(p.traced)) for p in tail]
-    steady_now = (
-        len(tail) >= 4 and traced_now > limit and r_squared(tail_points, traced_now / 60.0) >= 0.8
-    )
-    growing = (traced_rate > limit and traced_now > limit / 2) or steady_now
-    growth = f"traced {format_rate(traced_rate if traced_rate > limit else traced_now)}"
-    rss = last.rss
-    findings: list[tuple[str, str]] = []
-    if rss is not None:
-        rss_limit = max(MIB, 0.01 * rss)
-        if rss_rate > rss_limit and rss_now > rss_limit / 2 and traced_rate < 0.5 * rss_rate:
-            findings.append(
-                (
-                    "rss-growing",
-                    f"RSS {format_rate(rss_rate)} while traced is "
-                    "flat: native memory or fragmentation",
-                )
-            )
-        top_traced = max(p.traced for p in recent)
-        top_rss = max((p.rss or 0) for p in with_rss)
-        if (
-            top_traced - last.traced > 8 * MIB
-            and last.traced < 0.5 * top_traced
-            and rss > 0.8 * top_rss
-        ):
-            findings.append(
-                (
-                    "fragmentation",
-                    f"RSS high but traced fell to "
-                    f"{last.traced / top_traced:.0%} of its recent peak: freed memory "
-                    "not returned to the OS (fragmentation)",
-                )
-            )
-    if growing:
-        findings.append(("growing", f"{growth}: Python objects accumulating"))
-    if rss is not None:
-        untraced = rss - last.traced
-        if untraced > 100 * MIB and untraced > 3 * last.traced:
-            findings.append(
-                (
-                    "untraced",
-                    f"{untraced / rss:.0%} of RSS is untraced: native "
-                    "allocations, or memory allocated before tracing started",
-                )
-            )
-    if not findings:
-        return Verdict("steady", "steady", traced_rate, rss_rate)
-    kind, text = findings[0]
-    if growing and kind != "growing":
-        text += f" · {growth}"
-    return Verdict(kind, text, traced_rate, rss_rate)
-
-
-def format_rate(bytes_per_min: float) -> str:
-    """'+3.1 MB/min' style rate."""
-    sign = "+" if bytes_per_min >= 0 else "-"
-    value = abs(bytes_per_min)
-    if value >= MIB:
-        return f"{sign}{value / MIB:.1f} MiB/min"
-    return f"{sign}{value / KIB:.0f} KiB/min"
+# The verdict's names, for the views that read them with the history.
+__all__ = ["KIB", "MIB", "History", "MemoryPoint", "Suspect", "Verdict", "format_rate", "judge"]
 
 
 @dataclass(frozen=True)
@@ -200,7 +85,16 @@ class History:
 
     def add(self, sample: Sample) -> None:
         """Record one refresh."""
-        self.points.append(MemoryPoint(sample.time, sample.rss, sample.traced_current))
+        self.points.append(
+            MemoryPoint(
+                sample.time,
+                sample.rss,
+                sample.traced_current,
+                sample.tracemalloc_memory,
+                sample.memtop_traced,
+                sample.memtop_residue,
+            )
+        )
         while len(self.points) > self.max_points:
             self.points.popleft()
         grouping = (

@@ -108,14 +108,24 @@ class Sample:
     rows: tuple[Row, ...]
     total_rows: int
     baseline_time: float | None = None
-    agent_traced: int = 0
+    memtop_traced: int = 0  # memtop's own traced memory in the target (part of traced)
+    memtop_residue: int = 0  # untraced memory memtop's table reads left behind
+    read_peak: int = 0  # extra resident memory the last table read needed while it lasted
+
+    @property
+    def memtop_memory(self) -> int:
+        """memtop's own memory in the target: what it holds, and what its reads left."""
+        return self.memtop_traced + self.memtop_residue
 
     @property
     def untraced(self) -> int | None:
-        """RSS not explained by traced Python allocations (native, fragmentation, tracer)."""
+        """RSS held neither by traced memory, nor by the tracer's own tables, nor left by
+        memtop: native memory, fragmentation, and what existed before tracing started."""
         if self.rss is None:
             return None
-        return max(0, self.rss - self.traced_current)
+        return max(
+            0, self.rss - self.traced_current - self.tracemalloc_memory - self.memtop_residue
+        )
 
 
 def row_key(group_by: str, filename: str, lineno: int | None, frames: tuple[Frame, ...]) -> str:
@@ -178,7 +188,9 @@ def sample_from_reply(
         rows=tuple(row_from_reply(query.group_by, r) for r in reply["rows"]),
         total_rows=int(reply["total_rows"]),
         baseline_time=reply.get("baseline_time"),
-        agent_traced=int(totals.get("agent_traced", 0)),
+        memtop_traced=int(totals.get("memtop_traced", 0)),
+        memtop_residue=int(totals.get("memtop_residue", 0)),
+        read_peak=int(info.get("read_peak", 0)),
     )
 
 
@@ -202,6 +214,9 @@ def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any
         "nframe": sample.nframe,
         "pause_ms": sample.pause_ms,
         "untraced": sample.untraced,
+        "memtop_traced": sample.memtop_traced,
+        "memtop_residue": sample.memtop_residue,
+        "read_peak": sample.read_peak,
         "table": {
             "age": round(sample.table.age, 3),
             "fresh": sample.table.fresh,

@@ -17,6 +17,8 @@ import time
 import tracemalloc
 from operator import itemgetter
 
+from . import footprint
+
 GROUP_KEYS = ("lineno", "filename", "traceback")
 SORT_KEYS = ("size", "size_diff", "count", "count_diff", "growth")
 
@@ -79,7 +81,17 @@ def is_agent_file(filename):
 class Sample:
     """One read of the trace table, reduced to totals per distinct traceback."""
 
-    __slots__ = ("by_traceback", "cost", "count", "id", "own_count", "own_size", "size", "time")
+    __slots__ = (
+        "by_traceback",
+        "cost",
+        "count",
+        "id",
+        "own_count",
+        "own_size",
+        "read_peak",
+        "size",
+        "time",
+    )
 
     def __init__(self, sample_id, when):
         self.id = sample_id
@@ -88,6 +100,7 @@ class Sample:
         self.by_traceback = {}
         self.size = self.count = 0
         self.own_size = self.own_count = 0
+        self.read_peak = 0
 
 
 def take_sample(sample_id, read=read_raw_traces):
@@ -95,7 +108,12 @@ def take_sample(sample_id, read=read_raw_traces):
     thread spent (it holds the GIL while it runs)."""
     started = time.thread_time()
     sample = Sample(sample_id, time.time())
-    sizes_by_tb = _sizes_by_traceback(read())
+    before = footprint.resident_bytes()
+    traces = read()
+    # What the read itself needs while it lasts (the table's copy is freed by now, its
+    # list of tuples is not): shown to the user as memtop's cost.
+    sample.read_peak = max(0, footprint.resident_bytes() - before)
+    sizes_by_tb = _sizes_by_traceback(traces)
     by_traceback = sample.by_traceback
     size_total = count_total = own_size = own_count = 0
     for tb, sizes in sizes_by_tb.items():
@@ -108,14 +126,22 @@ def take_sample(sample_id, read=read_raw_traces):
                 own_count += count
                 break
         else:
-            by_traceback[tb] = (size, count)
+            by_traceback[_own_copy(tb)] = (size, count)
             size_total += size
             count_total += count
-    del sizes_by_tb
+    # Freed together: the read's objects fill whole arenas that the allocator returns.
+    del traces, sizes_by_tb
     sample.size, sample.count = size_total, count_total
     sample.own_size, sample.own_count = own_size, own_count
     sample.cost = time.thread_time() - started
     return sample
+
+
+def _own_copy(tb):
+    """`tb` built anew. The read's traceback tuples (and their line numbers) were made in
+    the middle of its million temporary tuples: kept past the read, each one would pin a
+    whole arena of them in the program's memory."""
+    return tuple([(filename, lineno + 0) for filename, lineno in tb])
 
 
 def _sizes_by_traceback(traces):

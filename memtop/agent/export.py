@@ -10,7 +10,7 @@ enough for the protocol's reply limit; the viewer fetches them one by one.
 import time
 import tracemalloc
 
-from . import collector
+from . import collector, footprint
 
 PART_ITEMS = 100000
 MAX_SOURCES = 5000
@@ -49,6 +49,7 @@ def build(sources):
         total_count += len(sizes)
         weight[tb[0]] = weight.get(tb[0], 0) + size
     sizes_by_tb.clear()
+    footprint.release_free_memory()
     frame_list = [[filename, lineno] for (filename, lineno) in frames]
     heaviest = sorted(weight, key=weight.get, reverse=True)[:MAX_SOURCES]
     lookup = sources.lookup(heaviest)

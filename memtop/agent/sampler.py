@@ -15,7 +15,7 @@ import sys
 import time
 import tracemalloc
 
-from . import collector
+from . import collector, footprint
 
 
 class Sampler:
@@ -33,6 +33,8 @@ class Sampler:
         # the bytes the agent still held for its viewers when it last reset the peak.
         self._peak = 0
         self._held = 0
+        # Untraced memory the reads of the trace table left behind, in total (footprint).
+        self.residue = 0
 
     def clear(self):
         """Drop every cached sample and grouping."""
@@ -57,7 +59,14 @@ class Sampler:
             return latest, 0.0
         self._started_at = time.monotonic()
         self.samples_taken += 1
+        before = footprint.untraced_bytes()
         fresh = collector.take_sample(self.samples_taken)
+        started = time.thread_time()
+        footprint.release_free_memory()
+        fresh.cost += time.thread_time() - started
+        # The program's own traced growth meanwhile cancels out of untraced memory; its
+        # native growth during the read (a few percent of the time) is counted as memtop's.
+        self.residue += max(0, footprint.untraced_bytes() - before)
         self.latest = fresh
         self._derived = {}
         return fresh, fresh.cost
@@ -117,7 +126,10 @@ class Sampler:
             "nframe": tracemalloc.get_traceback_limit() if tracing else 0,
             "allocated_blocks": sys.getallocatedblocks(),
             "traced_blocks": latest.count if latest is not None else None,
-            "agent_traced": latest.own_size if latest is not None else 0,
+            # memtop's own traced memory (part of traced_current), and the untraced memory
+            # its reads of the trace table left behind (footprint).
+            "memtop_traced": latest.own_size if latest is not None else 0,
+            "memtop_residue": self.residue,
         }
 
     def describe(self, sample, cost):
@@ -133,6 +145,8 @@ class Sampler:
             "budget": self.budget,
             "traced_blocks": sample.count,
             "traced_size": sample.size,
+            # Extra resident memory this sample's read needed while it lasted.
+            "read_peak": sample.read_peak,
         }
 
 

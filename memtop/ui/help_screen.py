@@ -18,7 +18,9 @@ from memtop.ui.suspects import MARK, RULE
 READING = (
     ("RSS / USS", "resident and unique memory of the process, read from outside"),
     ("traced / peak", "what tracemalloc traces now, and its peak (r resets it)"),
-    ("untraced", "RSS - traced: native memory, fragmentation, tracer, the interpreter"),
+    ("untraced", "RSS - traced - tracer: native memory, fragmentation, the interpreter"),
+    ("/m", "each line's growth per minute, bold while the verdict counts it"),
+    ("memtop", "memtop's own memory in the program, and what a table read needs"),
     ("bar", "RSS split: █ traced, ░ untraced"),
     ("ΔSIZE ΔCOUNT", "change since the previous table, or since the baseline (b)"),
     ("TREND", "the row's size over its recent tables"),
@@ -27,7 +29,11 @@ READING = (
         f"a leak suspect: {RULE}. Sort s to suspects to see them first (by growth rate × "
         "confidence); the status line gives the selected one's rate",
     ),
-    ("verdict", "read from the RSS and traced history (growing, fragmentation, steady…)"),
+    (
+        "verdict",
+        "read from RSS = traced + tracer + untraced, each part's rate judged against its own "
+        "noise (Python objects growing, native memory or fragmentation, steady…)",
+    ),
 )
 
 

@@ -14,20 +14,41 @@ from memtop.model import Sample
 from memtop.ui.share_bar import ShareBar
 from memtop.ui.text_lines import TextLines
 from memtop.ui.verdict_line import VerdictLine
+from memtop.verdict import Rate
 
 VERDICT_MARKS = {
     "collecting": "…",
     "steady": "●",
     "growing": "▲",
-    "rss-growing": "▲",
+    "untraced-growing": "▲",
     "fragmentation": "◆",
     "untraced": "◆",
 }
 
 
-def labelled(label: str, value: str) -> Text:
-    """'RSS       70.0 MiB' with the label dim."""
-    return Text.assemble((f"{label:<9}", "dim"), value.rjust(10))
+def labelled(label: str, value: str, rate: Text | None = None) -> Text:
+    """'RSS       70.0 MiB  +1.2 MiB/m' with the label dim."""
+    text = Text.assemble((f"{label:<9}", "dim"), value.rjust(10))
+    if rate is not None:
+        text.append(" ")
+        text.append_text(rate)
+    return text
+
+
+RATE_CELLS = 11
+
+
+def rate_text(rate: Rate | None, growing: bool) -> Text:
+    """A part's rate per minute in RATE_CELLS cells: bold while it counts as growth."""
+    if rate is None:
+        return Text(" " * RATE_CELLS)
+    value = rate.per_minute
+    unit, scale = ("MiB", 1024 * 1024) if abs(value) >= 1024 * 1024 else ("KiB", 1024)
+    digits = 1 if unit == "MiB" and abs(value) < 100 * scale else 0
+    shown = f"{value / scale:+.{digits}f} {unit}/m"
+    if len(shown) > RATE_CELLS:  # 10 GiB a minute and more: beyond it, just "a lot"
+        shown = ">9999 MiB/m" if value > 0 else "<-9999MiB/m"
+    return Text(shown.rjust(RATE_CELLS), "bold" if growing else "dim")
 
 
 class MemoryPanel(Widget):
@@ -48,7 +69,7 @@ class MemoryPanel(Widget):
 
     def show(self, sample: Sample, history: History, verdict: Verdict) -> None:
         """Put one refresh and the history up to it on screen."""
-        self.query_one("#memory-labels", TextLines).set_lines(_labels(sample))
+        self.query_one("#memory-labels", TextLines).set_lines(_labels(sample, verdict))
         extras = [
             _extra("USS", sample.uss),
             _extra("peak", sample.traced_peak),
@@ -64,6 +85,11 @@ class MemoryPanel(Widget):
         self.query_one("#rss-chart", Sparkline).data = rss if len(rss) > 1 else []
         self.query_one("#traced-chart", Sparkline).data = traced if len(traced) > 1 else []
         parts = [(Text(f"{VERDICT_MARKS.get(verdict.kind, '●')} {verdict.text}"), 9)]
+        if sample.memtop_memory or sample.read_peak:
+            cost = f"memtop {format_size(sample.memtop_memory)}"
+            if sample.read_peak:
+                cost += f", +{format_size(sample.read_peak)} while reading"
+            parts.append((Text(cost, "dim"), 2))
         untraced = sample.untraced
         if untraced is not None and sample.rss:
             parts.append((Text(f"untraced {untraced / sample.rss:.0%} of RSS", "dim"), 1))
@@ -73,8 +99,8 @@ class MemoryPanel(Widget):
         verdict_widget.show(parts)
 
 
-def _labels(sample: Sample | None) -> list[Text]:
-    """The three big numbers, labelled."""
+def _labels(sample: Sample | None, verdict: Verdict | None = None) -> list[Text]:
+    """The three big numbers, labelled, each with its own rate once there is history."""
     if sample is None:
         values = ["…", "…", "…"]
     else:
@@ -83,8 +109,20 @@ def _labels(sample: Sample | None) -> list[Text]:
             format_size(sample.traced_current),
             format_size(sample.untraced),
         ]
+    reading = verdict is not None and verdict.kind != "collecting"
+    rates: list[Rate | None] = [None, None, None]
+    if reading and verdict is not None:
+        rates = [verdict.rss, verdict.traced, verdict.untraced]
+    growing = (
+        False,
+        verdict is not None and verdict.grows("growing"),
+        verdict is not None and verdict.grows("untraced-growing"),
+    )
     names = ("RSS", "traced", "untraced")
-    return [labelled(name, value) for name, value in zip(names, values, strict=True)]
+    return [
+        labelled(name, value, rate_text(rate, grows))
+        for name, value, rate, grows in zip(names, values, rates, growing, strict=True)
+    ]
 
 
 def _extra(label: str, value: int | None) -> Text:
