@@ -19,7 +19,7 @@ import pytest
 from conftest import Targets, read_state, wait_for, wait_state
 from wire import Raw, error_code
 
-from memtop.agent import protocol
+from memtop.agent import protocol, server
 
 
 @pytest.fixture
@@ -435,7 +435,9 @@ def test_other_uid_is_refused_by_peer_credentials_when_files_are_opened_up(
 
 
 def test_viewer_killed_mid_reply_leaves_agent_serving_then_idle_detach(targets: Targets) -> None:
-    program, state = targets.start("heap.py", "200000", idle_timeout=2.0, budget=1.0)
+    # The idle period starts short only once the target is ready: building its heap may
+    # take longer than two seconds on a busy machine.
+    program, state = targets.start("heap.py", "200000", idle_timeout=600.0, budget=1.0)
     wait_state(state)
     for _ in range(3):
         client = Raw(program.socket_path)
@@ -445,12 +447,39 @@ def test_viewer_killed_mid_reply_leaves_agent_serving_then_idle_detach(targets: 
         )
         client.close(reset=True)
     still_serving(program, state)
+    client = Raw(program.socket_path)
+    client.hello(program.token)
+    reply = client.call("configure", idle_timeout=2.0)
+    assert reply is not None and reply["result"] == {"idle_timeout": 2.0}
+    client.close()
     # Nobody connected: after the idle period the agent detaches by itself.
     wait_state(
         state, lambda s: not s["tracing"] and s["threads"] == 1 and s["socket_fds"] == 0, timeout=15
     )
     assert not Path(program.socket_path).exists()
     assert program.exit_status() is None
+
+
+def test_a_viewer_waiting_while_a_big_table_is_computed_still_gets_in(targets: Targets) -> None:
+    # The agent answers one request at a time; the seconds it spends on a large table are
+    # its own delay, not the waiting viewer's, so its token is not refused as too late.
+    program, state = targets.start("heap.py", "300000", budget=1.0)
+    wait_state(state)
+    busy = Raw(program.socket_path)
+    busy.hello(program.token)
+    waiting = Raw(program.socket_path)
+    greeting = waiting.read()
+    assert greeting is not None and greeting["status"] == "ok"
+    # Fresh tables, asked for in one write: the agent answers them in one go, seconds
+    # longer than the deadline for a token even on an idle machine.
+    request = {"cmd": "top", "args": {"group_by": "traceback", "max_age": 0.0}}
+    busy.send_bytes(b"".join(frame(json.dumps(dict(request, id=n)).encode()) for n in range(1, 7)))
+    started = time.monotonic()
+    time.sleep(0.5)  # the token arrives while the agent is busy with the tables
+    waiting.send({"proto": protocol.PROTO_MAJOR, "token": program.token, "client": "test"})
+    assert all(busy.read() is not None for _ in range(6))
+    assert time.monotonic() - started > server.AUTH_TIMEOUT
+    assert waiting.read() == {"id": None, "ok": True, "result": {"authenticated": True}}
 
 
 # --- case 7: exception isolation -----------------------------------------------------------

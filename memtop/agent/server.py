@@ -88,15 +88,17 @@ class Server:
                 continue
             except (OSError, ValueError):
                 break
-            now = time.monotonic()
             # The agent's own temporaries (receive buffers, grouping lists, encoded
             # replies) must not show up as the target's traced peak.
             agent.sampler.note_peak()
+            handling = time.monotonic()
             for fd, mask in events:
                 if agent.stopping:
                     break
                 try:
-                    self._on_event(fd, mask, now)
+                    # The clock read per event: answering one request may take seconds at a
+                    # large heap, and a connection accepted after it must not look that old.
+                    self._on_event(fd, mask, time.monotonic())
                 except ForeignFd:
                     if fd == self.listener.fd:
                         self._lose_listener()
@@ -105,6 +107,7 @@ class Server:
                 except Exception as exc:  # a bug in one request must not end serving
                     agent.record_error("serving fd %d: %r" % (fd, exc))
                     self._drop(fd)
+            self._pardon(handling)
             # Never reset the peak of a tracing session the program has restarted.
             agent.follow_tracing()
             agent.sampler.correct_peak(self._held_bytes())
@@ -112,6 +115,19 @@ class Server:
             agent.check_idle(self.client_count() > 0)
         self._flush_all_briefly()
         self.release_all()
+
+    def _pardon(self, since):
+        """Time the agent spent answering is not a client's delay: a viewer whose token
+        waited unread while a large table was computed must not miss its deadline."""
+        spent = time.monotonic() - since
+        if spent < 0.05:
+            return
+        for conn in self.conns.values():
+            conn.opened += spent
+            if conn.frame_started is not None:
+                conn.frame_started += spent
+            if conn.out_since is not None:
+                conn.out_since += spent
 
     def release_all(self):
         """Let go of every connection: close the agent's own fds, forget foreign numbers."""
