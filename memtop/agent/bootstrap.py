@@ -18,8 +18,8 @@ from . import lifecycle
 def boot(session_path):
     """Carry out the attach request in `session_path`; never raises, never prints."""
     try:
-        # Binary: a text wrapper's codec lookups would leave their temporary attribute
-        # names in CPython's type cache, a little more of the target per attach.
+        # Binary: a text wrapper looks up a dozen attribute names through temporary
+        # strings, which CPython's type cache keeps alive until their entries are reused.
         with open(session_path, "rb") as f:
             request = json.loads(f.read(65536))
     except (OSError, ValueError):

@@ -3,10 +3,10 @@
 In a tight loop, alternating attack and quiet phases of random length, it swaps the
 directory an agent copy is being built in for a symlink to DECOY_DIR, moves the run
 directory itself away and puts a symlink or another directory in its place, plants hard
-links to DECOY_RW and symlinks to SECRET at the lock, session result, token and boot
-script names, and swaps the agent's socket for a symlink to DECOY_SOCK. Quiet phases undo
-the plants, so attaches can also get through. Stops when STOP exists or after SECONDS,
-then writes how often it did each thing to REPORT (JSON).
+links to DECOY_RW and symlinks to SECRET at the lock, session, session result, token and
+boot script names, and swaps the agent's socket for a symlink to DECOY_SOCK. Quiet phases
+undo the plants, so attaches can also get through. Stops when STOP exists or after
+SECONDS, then writes how often it did each thing to REPORT (JSON).
 
 argv: RUN_DIR PID START DECOY_DIR DECOY_RW SECRET DECOY_SOCK STOP SECONDS SEED REPORT
 """
@@ -77,9 +77,12 @@ def attack(names):
         elif name.startswith("agent-") and "." not in name:
             if away(path):
                 did("staged copy removed")  # so that the next attach builds one again
-        elif name.endswith(".session") and name + ".result" not in names:
-            hard = rng.random() < 0.5
-            plant_link(name + ".result", decoy_rw if hard else secret, hard, "result planted")
+        elif name.endswith(".session"):
+            if name + ".result" not in names:
+                hard = rng.random() < 0.5
+                plant_link(name + ".result", decoy_rw if hard else secret, hard, "result planted")
+            elif rng.random() < 0.2 and not ours(path) and away(path):
+                plant_link(name, secret, False, "session swapped")
     if lock not in names or rng.random() < 0.3:
         if lock in names and not ours(os.path.join(run, lock)):
             away(os.path.join(run, lock))
@@ -143,7 +146,7 @@ while time.monotonic() < deadline and not os.path.exists(stop):
         attacking = not attacking
         # Quiet phases long enough for a whole attach (spawning sys.remote_exec's caller
         # alone takes about 0.1 s).
-        phase_end = now + (rng.uniform(0.05, 0.4) if attacking else rng.uniform(0.3, 1.2))
+        phase_end = now + (rng.uniform(0.05, 0.5) if attacking else rng.uniform(0.5, 2.0))
         did("attack phases" if attacking else "quiet phases")
         if not attacking:
             quiet()
