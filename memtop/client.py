@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from typing import Any
 
 from memtop import __version__
-from memtop.agent import protocol
+from memtop.agent import protocol, rundir
 from memtop.errors import AgentError, AttachError, ConnectionLost
 
 _CRED = struct.Struct("3i")
@@ -25,10 +26,13 @@ def peer_pid(sock: socket.socket) -> int:
 class AgentClient:
     """A connection to one agent; `request()` is synchronous and not thread-safe."""
 
-    def __init__(self, sock: socket.socket, greeting: dict[str, Any], path: str) -> None:
+    def __init__(
+        self, sock: socket.socket, greeting: dict[str, Any], path: str, uid: int | None = None
+    ) -> None:
         self.sock = sock
         self.greeting = greeting
         self.path = path
+        self.uid = uid  # who owns the socket
         self._next_id = 1
 
     @classmethod
@@ -38,12 +42,20 @@ class AgentClient:
         token: str,
         expected_pid: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        uid: int | None = None,
     ) -> AgentClient:
-        """Connect, check who serves the socket, read the greeting, authenticate."""
+        """Connect, check who serves the socket, read the greeting, authenticate.
+
+        The socket must belong to `uid` (default: memtop's own user) and is reached
+        without following a symlink anywhere on `path`."""
+        owner = os.geteuid() if uid is None else uid
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(5.0)
         try:
-            sock.connect(path)
+            rundir.connect_path(sock, path, owner)
+        except rundir.RunDirError as exc:
+            sock.close()
+            raise AttachError(str(exc)) from exc
         except OSError as exc:
             sock.close()
             raise AttachError(
@@ -58,7 +70,7 @@ class AgentClient:
                         f"the socket {path} is served by pid {served_by}, not by the target "
                         f"{expected_pid}; remove it and retry"
                     )
-            client = cls(sock, {}, path)
+            client = cls(sock, {}, path, owner)
             greeting = client._read()
             if greeting.get("status") != "ok":
                 error = greeting.get("error") or {}

@@ -95,17 +95,14 @@ def describe_exit(code: int) -> str:
 def remove_stale_files(directory: str, pid: int) -> None:
     """Remove socket and token files a dead process left behind (it had no chance to)."""
     try:
-        names = os.listdir(directory)
-    except OSError:
+        run_dir = rundir.open_run_dir(directory, os.geteuid())
+    except (rundir.RunDirError, OSError):
         return
-    for name in names:
-        parsed = rundir.parse_socket_name(name.replace(".token", ".sock"))
-        if parsed is None or parsed[0] != pid:
-            continue
-        try:
-            os.unlink(os.path.join(directory, name))
-        except OSError:
-            pass
+    with run_dir:
+        for name in run_dir.names():
+            parsed = rundir.parse_socket_name(name.replace(".token", ".sock"))
+            if parsed is not None and parsed[0] == pid:
+                run_dir.remove(name)
 
 
 def default_log_path(run_dir: str, target: str) -> str:
@@ -132,16 +129,20 @@ def start_program(
     if not module and not os.path.isfile(target):
         raise UsageError(f"no such script: {target}")
     uid = os.geteuid()
-    run_dir = rundir.default_run_dir(uid, os.environ)
     try:
-        rundir.ensure_private_dir(run_dir, uid)
+        run_dir = rundir.open_run_dir(rundir.default_run_dir(uid, os.environ), uid, create=True)
     except (rundir.RunDirError, OSError) as exc:
         raise AttachError(f"cannot use the run directory: {exc}") from exc
-    log_path = log_path or default_log_path(run_dir, target)
+    with run_dir:
+        if log_path is None:
+            log_path = default_log_path(run_dir.path, target)
+            log_fd = _open_log(log_path, run_dir)
+        else:
+            log_fd = _open_log(log_path)
     token = secrets.token_hex(32)
     config = {
         "token": token,
-        "rundir": run_dir,
+        "rundir": run_dir.path,
         "nframe": nframe,
         # A later `memtop PID` (after `Q`, or a dropped SSH session) reads the token here.
         "write_token_file": True,
@@ -150,10 +151,7 @@ def start_program(
     }
     config_r, config_w = os.pipe()
     status_r, status_w = os.pipe()
-    try:
-        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-    except OSError as exc:
-        raise UsageError(f"cannot write the log file {log_path}: {exc.strerror}") from exc
+    log = os.fdopen(log_fd, "ab")  # handed to the child, closed below
     kind = "module" if module else "script"
     try:
         process = subprocess.Popen(
@@ -192,6 +190,18 @@ def start_program(
             f"the agent did not start in the program ({status}): {report.get('error')}"
         )
     return program
+
+
+def _open_log(path: str, run_dir: rundir.RunDir | None = None) -> int:
+    """An fd appending to the log file: in the run dir (through its fd, never through a
+    symlink there), or where the user asked."""
+    try:
+        if run_dir is not None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(os.path.basename(path), flags, 0o600, dir_fd=run_dir.fd)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise UsageError(f"cannot write the log file {path}: {exc.strerror}") from exc
 
 
 def _read_report(fd: int, process: subprocess.Popen[bytes], timeout: float) -> dict:

@@ -187,7 +187,9 @@ class LiveSource:
             raise ConnectionLost("no session token to reconnect with")
         with self._lock:
             self.client.close()
-            self.client = AgentClient.connect(self.client.path, self.token, expected_pid=self.pid)
+            self.client = AgentClient.connect(
+                self.client.path, self.token, expected_pid=self.pid, uid=self.client.uid
+            )
 
     def _request(self, cmd: str, **args: object) -> Any:
         with self._lock:

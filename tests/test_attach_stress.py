@@ -1,8 +1,10 @@
 """Repeated attaches (attach-and-safety.md §6 cases 4 and 5): no hang, no crash, and a
-target that does not grow from being attached to and detached from again and again."""
+target that does not grow from being attached to and detached from again and again.
+tests/test_attach_residue.py runs the same cycle through the command line."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psutil
@@ -15,7 +17,9 @@ from conftest import (
     wait_state,
 )
 
+from memtop.agent import rundir
 from memtop.attach.chain import attach
+from memtop.attach.session import target_run_dir
 
 
 def cycle(pid: int, state: Path, base: dict, method: str) -> None:
@@ -76,3 +80,9 @@ def test_100_attach_detach_cycles_leave_nothing_behind(plain: Plain, minor: str)
         base["socket_fds"],
     )
     assert plain.log(0, "attachable.py") == ""
+    # Of the files an attach writes in the run dir, only the per-process lock stays.
+    start = rundir.process_start_time(proc.pid)
+    run = target_run_dir(proc.pid, os.geteuid())
+    assert sorted(n for n in os.listdir(run) if n.startswith(f"{proc.pid}-")) == [
+        f"{proc.pid}-{start}.lock"
+    ]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import interpreters
 
+from memtop.agent.rundir import RunDir, open_run_dir
 from memtop.attach import remote_exec
 from memtop.attach.chain import plan
 from memtop.attach.elfinfo import ElfError, ElfFile
@@ -77,8 +78,16 @@ def test_older_targets_are_not_judged_by_remote_debug_settings() -> None:
     assert plan(old, "auto") == ["gdb", "gdb-parked"]
 
 
+def private_dir(path: Path) -> RunDir:
+    """`path` made a 0700 run dir of this user, opened."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)
+    return open_run_dir(str(path), os.geteuid())
+
+
 def test_bootstrap_is_small_and_runs_on_python_3_9(tmp_path: Path) -> None:
-    session = Session(str(tmp_path / "1-2-abcd.session"), "t" * 64, str(tmp_path / "agent"))
+    run_dir = private_dir(tmp_path / "run")
+    session = Session(run_dir, "1-2-abcd.session", "t" * 64, str(tmp_path / "agent"))
     for text in (session.bootstrap(), session.bootstrap(gdb_page=True)):
         assert len(text.encode()) <= 1024
         compile(text, "<bootstrap>", "exec")
@@ -100,9 +109,9 @@ def test_bootstrap_is_small_and_runs_on_python_3_9(tmp_path: Path) -> None:
 
 
 def test_bootstrap_swallows_every_error(tmp_path: Path) -> None:
-    session_file = tmp_path / "1-2-abcd.session"
-    session_file.write_text("{}")
-    session = Session(str(session_file), "t" * 64, str(tmp_path / "no-such-agent"))
+    run_dir = private_dir(tmp_path / "run")
+    (tmp_path / "run" / "1-2-abcd.session").write_text("{}")
+    session = Session(run_dir, "1-2-abcd.session", "t" * 64, str(tmp_path / "no-such-agent"))
     done = subprocess.run(
         [sys.executable, "-c", session.bootstrap()], capture_output=True, text=True
     )
@@ -142,17 +151,19 @@ def test_stale_files_of_dead_processes_are_removed(tmp_path: Path) -> None:
     for name in alive + dead + ["unrelated.txt"]:
         (tmp_path / name).write_text("x")
     (tmp_path / "agent-0123456789abcdef").mkdir()
-    remove_stale(str(tmp_path))
+    tmp_path.chmod(0o700)
+    remove_stale(open_run_dir(str(tmp_path), os.geteuid()))
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted([*alive, "unrelated.txt", "agent-0123456789abcdef"])
 
 
 def test_one_attach_at_a_time_per_target(tmp_path: Path) -> None:
     order = []
-    with AttachLock(str(tmp_path), 1, 2, os.getuid(), os.getgid()):
+    run_dir = private_dir(tmp_path / "run")
+    with AttachLock(run_dir, 1, 2):
 
         def second() -> None:
-            with AttachLock(str(tmp_path), 1, 2, os.getuid(), os.getgid()):
+            with AttachLock(private_dir(tmp_path / "run"), 1, 2):
                 order.append("second")
 
         thread = threading.Thread(target=second)

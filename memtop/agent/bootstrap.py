@@ -4,7 +4,8 @@ The viewer writes `<rundir>/<pid>-<start>-<nonce>.session` (0600, the target's u
 the session token and settings, then gets the target to run a tiny bootstrap that loads
 this package by path (once) and calls `boot(path)`. A bootstrap that runs late, after
 the viewer gave up and deleted the file, finds nothing and does nothing. The outcome is
-written next to it as `.result`, so the viewer learns a failure at once.
+written next to it as `.result`, so the viewer learns a failure at once; the viewer
+removes both files once read.
 """
 
 import json
@@ -17,8 +18,10 @@ from . import lifecycle
 def boot(session_path):
     """Carry out the attach request in `session_path`; never raises, never prints."""
     try:
-        with open(session_path) as f:
-            request = json.load(f)
+        # Binary: a text wrapper looks up a dozen attribute names through temporary
+        # strings, which CPython's type cache keeps alive until their entries are reused.
+        with open(session_path, "rb") as f:
+            request = json.loads(f.read(65536))
     except (OSError, ValueError):
         return
     try:

@@ -36,6 +36,7 @@ MAX_TOKENS = 8
 _lock = _thread.allocate_lock()
 _agent = None
 _fork_hook_installed = False
+_exit_hook_installed = False
 
 
 class AgentStartError(Exception):
@@ -240,7 +241,7 @@ def start(config=None):
 
 
 def _start(agent, config):
-    global _fork_hook_installed
+    global _fork_hook_installed, _exit_hook_installed
     nframe = agent.nframe
     budget = config.get("budget", 0.05)
     if agent.origin not in ("run", "attach", "opt-in"):
@@ -281,7 +282,11 @@ def _start(agent, config):
         # Registered once per process: hooks cannot be removed, so it checks the state.
         os.register_at_fork(after_in_child=_after_fork_in_child)
         _fork_hook_installed = True
-    atexit.register(_at_exit)
+    if not _exit_hook_installed:
+        # Once per process, like the fork hook: on 3.9-3.13 atexit.unregister() leaves
+        # its slot behind, so a register per attach would grow the target forever.
+        atexit.register(_at_exit)
+        _exit_hook_installed = True
     agent.done.acquire()
     try:
         agent.thread_id = _thread.start_new_thread(_serve, (agent,))
@@ -346,10 +351,6 @@ def _cleanup(agent):
         _unlink_if_same(agent.token_path, agent.token_file)
     agent.stop_tracing()
     agent.sources.clear()
-    try:
-        atexit.unregister(_at_exit)
-    except Exception:
-        pass
 
 
 def status():
@@ -399,7 +400,6 @@ def _after_fork_in_child():
         if agent.listener is not None:
             agent.listener.release()
         agent.stop_tracing()
-        atexit.unregister(_at_exit)
     except Exception:
         pass
 

@@ -1,47 +1,124 @@
 """The private run directory that holds agent sockets, and the names inside it.
 
 Shared by the agent and the viewer, so both derive the same paths. Stdlib only.
+
+A root viewer works in the *target user's* run directory, and that user can rename,
+replace or link anything in it (even the directory itself, and every directory above an
+`$XDG_RUNTIME_DIR` they chose) at any moment. So no function here resolves a path as
+open(path) would. `open_run_dir` walks from "/" one component at a time with O_NOFOLLOW
+and checks the directory's fd (owner, mode); every later operation is relative to that fd
+(openat, mkdirat, renameat, unlinkat; chown only through fds of files created with
+O_EXCL), and every fd opened is checked with fstat before use (owner, type, one link).
+Sockets are reached through an O_PATH fd, never by name (`nofollow.connect_fd`).
+
+Why fds, and not a child that drops to the target's uid for each step: the viewer is
+multi-threaded (Textual), where fork() without exec is unsafe; an exec'd helper would need
+an interpreter and a copy of memtop the target's user can read (memtop may live in root's
+0700 home); a polling attach does dozens of steps. And the agent, a user's own process
+reaching its own directory, uses the very same functions, so there is one code path.
 """
 
+import binascii
 import os
 import stat
 
+from . import nofollow
+from .nofollow import UnsafePath
+
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
+# Session results and token files are a few hundred bytes.
+MAX_SMALL_FILE = 64 * 1024
+_MAX_TREE_DEPTH = 8
 
 
-class RunDirError(Exception):
+def _random_suffix():
+    # Not `secrets`: importing it would load `random` into the target.
+    return binascii.hexlify(os.urandom(6)).decode("ascii")
+
+
+class RunDirError(UnsafePath):
     """The run directory is missing, foreign or unsafe; the message names the fix."""
 
 
+class RunDirMissing(RunDirError):
+    """The run directory does not exist (and was not to be created)."""
+
+
 def default_run_dir(uid, environ):
-    """`$XDG_RUNTIME_DIR/memtop` when that belongs to `uid`, else `/tmp/memtop-<uid>`."""
+    """`$XDG_RUNTIME_DIR/memtop` when that is a private directory of `uid` reached without
+    symlinks, else `/tmp/memtop-<uid>`. A group- or world-writable or foreign
+    XDG_RUNTIME_DIR is not used: the environment is the target's, every part of it its
+    user's choice."""
     xdg = environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg):
-        try:
-            st = os.stat(xdg)
-        except OSError:
-            st = None
-        if st is not None and st.st_uid == uid and stat.S_ISDIR(st.st_mode):
-            candidate = os.path.join(xdg, "memtop")
-            # Leave room for "<pid>-<starttime>.sock" (at most 7 + 1 + 20 + 5 bytes).
-            if len(candidate) + 34 <= MAX_SOCKET_PATH:
-                return candidate
+    if xdg and xdg.startswith("/"):
+        candidate = os.path.join(xdg, "memtop")
+        # Leave room for "<pid>-<starttime>.sock" (at most 7 + 1 + 20 + 5 bytes).
+        if len(candidate) + 34 <= MAX_SOCKET_PATH and _private_to(xdg, uid):
+            return candidate
     return "/tmp/memtop-%d" % uid
 
 
-def check_private_dir(path, uid):
-    """Refuse a run dir that is not a real 0700 directory owned by `uid`."""
+def _private_to(path, uid):
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise RunDirError("run directory %s does not exist" % path) from None
-    if stat.S_ISLNK(st.st_mode):
-        raise RunDirError(
-            "run directory %s is a symlink (possible squatting); remove it and retry" % path
-        )
-    if not stat.S_ISDIR(st.st_mode):
-        raise RunDirError("run directory %s is not a directory; remove it and retry" % path)
+        fd = nofollow.open_directory(path, uid)
+    except (UnsafePath, OSError):
+        return False
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return st.st_uid == uid and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def open_run_dir(path, uid, gid=-1, create=False):
+    """The run dir at `path` as a RunDir, created 0700 (and, as root, given to `uid`:`gid`)
+    when `create` and missing. RunDirError unless it is a real 0700 directory of `uid`."""
+    parent_path, name = os.path.split(path.rstrip("/"))
+    try:
+        nofollow.check_name(name)
+        parent = nofollow.open_directory(parent_path, uid)
+    except UnsafePath as exc:
+        raise RunDirError("run directory %s: %s" % (path, exc)) from None
+    try:
+        created = False
+        if create:
+            try:
+                os.mkdir(name, 0o700, dir_fd=parent)
+                created = True
+            except FileExistsError:
+                pass
+        try:
+            if created:
+                fd = nofollow.open_fresh_dir(parent, name, path)
+            else:
+                fd = os.open(name, nofollow.DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            raise RunDirMissing("run directory %s does not exist" % path) from None
+        except (UnsafePath, OSError) as exc:
+            what = nofollow.describe(parent, name)
+            if what == "a symlink":
+                raise RunDirError(
+                    "run directory %s is a symlink (possible squatting); remove it and retry" % path
+                ) from None
+            if what != "a directory":
+                raise RunDirError(
+                    "run directory %s is not a directory; remove it and retry" % path
+                ) from None
+            raise RunDirError("run directory %s: %s" % (path, exc)) from None
+    finally:
+        os.close(parent)
+    try:
+        if created and os.geteuid() != uid:
+            os.fchown(fd, uid, gid)
+        _check_private(os.fstat(fd), path, uid)
+    except BaseException:
+        os.close(fd)
+        raise
+    return RunDir(path, fd, uid, gid)
+
+
+def _check_private(st, path, uid):
     if st.st_uid != uid:
         raise RunDirError(
             "run directory %s is owned by uid %d, not %d (possible squatting); "
@@ -55,17 +132,241 @@ def check_private_dir(path, uid):
 
 
 def ensure_private_dir(path, uid):
-    """Create the run dir 0700 if missing (owned by `uid` when we are root), then verify it."""
+    """Create the run dir 0700 if missing, then verify it (RunDirError if unsafe)."""
+    open_run_dir(path, uid, create=True).close()
+
+
+class RunDir:
+    """An open, verified run directory of user `uid`: every operation goes through its fd.
+
+    Files are created 0600 and, when the caller is root, owned by `uid`:`gid` (the
+    target reads them, nobody else may). Names are plain entry names, never paths."""
+
+    def __init__(self, path, fd, uid, gid=-1):
+        self.path = path
+        self.fd = fd
+        self.uid = uid
+        self.gid = gid
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def join(self, name):
+        """The path others (the target) use for `name`."""
+        return os.path.join(self.path, nofollow.check_name(name))
+
+    def names(self):
+        return os.listdir(self.fd)
+
+    def lstat(self, name):
+        """The entry `name` itself (a symlink is not followed), or None."""
+        try:
+            return os.stat(nofollow.check_name(name), dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def _give(self, fd):
+        # Only fds of what we created ourselves: never a name someone else could swap.
+        if os.geteuid() != self.uid:
+            os.fchown(fd, self.uid, self.gid)
+
+    def write(self, name, data, mode=0o600):
+        """Replace `name` with a new file holding `data`, atomically (never through a link)."""
+        nofollow.check_name(name)
+        fd, temporary = self._create_temporary(name, mode)
+        try:
+            self._give(fd)
+            nofollow.write_all(fd, data)
+        finally:
+            os.close(fd)
+        try:
+            os.rename(temporary, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError:
+            self.remove(temporary)
+            raise
+
+    def _create_temporary(self, name, mode):
+        # A random suffix: a name planted in advance cannot make O_EXCL fail every time.
+        for _ in range(16):
+            temporary = "%s.%s.tmp" % (name, _random_suffix())
+            try:
+                fd = os.open(temporary, nofollow.CREATE_FLAGS, mode, dir_fd=self.fd)
+            except FileExistsError:
+                continue
+            return fd, temporary
+        raise FileExistsError("cannot create a temporary file for %s" % self.join(name))
+
+    def read(self, name, limit=MAX_SMALL_FILE):
+        """The content of file `name` (a regular file of the owner with one link, at most
+        `limit` bytes), or None when there is none. RunDirError for anything else."""
+        try:
+            return nofollow.read_at(
+                self.fd, nofollow.check_name(name), self.join(name), self.uid, limit
+            )
+        except UnsafePath as exc:
+            raise RunDirError("refusing to read %s; remove it and retry" % exc) from None
+
+    def remove(self, name):
+        """Delete the entry `name` (not a directory); True if it existed."""
+        try:
+            os.unlink(nofollow.check_name(name), dir_fd=self.fd)
+            return True
+        except FileNotFoundError:
+            return False
+        except (IsADirectoryError, PermissionError):
+            return False
+
+    def remove_tree(self, name):
+        """Delete the directory `name` and everything in it, through fds only."""
+        _remove_tree(self.fd, nofollow.check_name(name), self.join(name), 0)
+
+    def open_lock(self, name):
+        """An fd of the lock file `name`, created for the owner if missing. An existing
+        one must be a regular file of the owner with one link."""
+        nofollow.check_name(name)
+        for _ in range(8):
+            try:
+                fd = os.open(name, os.O_RDWR | nofollow.READ_FLAGS, dir_fd=self.fd)
+            except FileNotFoundError:
+                try:
+                    fd = os.open(
+                        name,
+                        os.O_RDWR | (nofollow.CREATE_FLAGS & ~os.O_WRONLY),
+                        0o600,
+                        dir_fd=self.fd,
+                    )
+                except FileExistsError:
+                    continue
+                try:
+                    self._give(fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                return fd
+            except OSError as exc:
+                raise RunDirError(
+                    "refusing to use the lock %s: %s; remove it and retry"
+                    % (self.join(name), nofollow.describe(self.fd, name))
+                ) from exc
+            try:
+                nofollow.check_owned_file(os.fstat(fd), self.join(name), self.uid)
+            except UnsafePath as exc:
+                os.close(fd)
+                raise RunDirError("refusing to use %s; remove it and retry" % exc) from None
+            return fd
+        raise RunDirError("the lock %s keeps changing; retry" % self.join(name))
+
+    def open_socket(self, name):
+        """An O_PATH fd of the owner's socket `name` (see nofollow.connect_fd), or None."""
+        try:
+            return nofollow.open_socket_at(
+                self.fd, nofollow.check_name(name), self.join(name), self.uid
+            )
+        except UnsafePath as exc:
+            raise RunDirError("refusing to connect to %s; remove it and retry" % exc) from None
+
+    def stage(self, name, files):
+        """The directory `name` holding `files` ((relative path, bytes, mode) each), built
+        under a temporary name and renamed into place, or the existing one of the owner.
+        Returns its path. Nothing in it is given to the owner before it is complete, and
+        until then the owner cannot enter it (root's, 0700)."""
+        nofollow.check_name(name)
+        if self._owned_dir(name):
+            return self.join(name)
+        st = self.lstat(name)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            self.remove(name)
+        building = "%s.%s.tmp" % (name, _random_suffix())
+        os.mkdir(building, 0o700, dir_fd=self.fd)
+        try:
+            self._fill(building, files)
+            os.rename(building, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException as exc:
+            self.remove_tree(building)
+            if self._owned_dir(name):
+                return self.join(name)  # another attach staged the same copy meanwhile
+            if isinstance(exc, (UnsafePath, FileNotFoundError)):
+                raise RunDirError(
+                    "%s changed while the agent was copied there; retry" % self.path
+                ) from None
+            raise
+        return self.join(name)
+
+    def _owned_dir(self, name):
+        try:
+            fd = os.open(name, nofollow.DIR_FLAGS, dir_fd=self.fd)
+        except OSError:
+            return False
+        try:
+            return os.fstat(fd).st_uid == self.uid
+        finally:
+            os.close(fd)
+
+    def _fill(self, building, files):
+        top = nofollow.open_fresh_dir(self.fd, building, self.join(building))
+        dirs = {(): top}
+        try:
+            for relative, data, mode in files:
+                parts = tuple(relative.split("/"))
+                for part in parts:
+                    nofollow.check_name(part)
+                parent = top
+                for depth in range(1, len(parts)):
+                    if parts[:depth] not in dirs:
+                        os.mkdir(parts[depth - 1], 0o700, dir_fd=parent)
+                        shown = os.path.join(self.join(building), *parts[:depth])
+                        dirs[parts[:depth]] = nofollow.open_fresh_dir(
+                            parent, parts[depth - 1], shown
+                        )
+                    parent = dirs[parts[:depth]]
+                fd = os.open(parts[-1], nofollow.CREATE_FLAGS, mode & 0o700, dir_fd=parent)
+                try:
+                    nofollow.write_all(fd, data)
+                    self._give(fd)
+                finally:
+                    os.close(fd)
+            # The top directory last: until then the owner cannot see inside.
+            for key in sorted(dirs, key=len, reverse=True):
+                self._give(dirs[key])
+        finally:
+            for fd in dirs.values():
+                os.close(fd)
+
+
+def _remove_tree(dir_fd, name, shown, depth):
     try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
+        fd = nofollow.open_dir_at(dir_fd, name, shown)
+    except FileNotFoundError:
+        return
+    except UnsafePath:
+        try:
+            os.unlink(name, dir_fd=dir_fd)  # no longer a directory: only the name goes
+        except OSError:
+            pass
+        return
+    try:
+        for entry in os.listdir(fd):
+            try:
+                os.unlink(entry, dir_fd=fd)
+            except IsADirectoryError:
+                if depth < _MAX_TREE_DEPTH:
+                    _remove_tree(fd, entry, os.path.join(shown, entry), depth + 1)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=dir_fd)
+    except OSError:
         pass
-    else:
-        # mkdir honours the umask, which may only remove bits; make the mode exact.
-        os.chmod(path, 0o700)
-        if os.geteuid() == 0 and uid != 0:
-            os.chown(path, uid, -1)
-    check_private_dir(path, uid)
 
 
 def process_start_time(pid):
@@ -96,3 +397,26 @@ def parse_socket_name(name):
 def token_name(pid, start_time):
     """File name of the token an opt-in or `memtop run` agent leaves for later viewers."""
     return "%d-%d.token" % (pid, start_time)
+
+
+def connect_path(sock, path, uid):
+    """Connect `sock` to the Unix socket at `path` without following a symlink anywhere
+    on the way: the socket must be `uid`'s (RunDirError otherwise, OSError when absent)."""
+    directory, name = os.path.split(path)
+    try:
+        nofollow.check_name(name)
+        dir_fd = nofollow.open_directory(directory, uid)
+    except UnsafePath as exc:
+        raise RunDirError("refusing to connect to %s: %s" % (path, exc)) from None
+    try:
+        fd = nofollow.open_socket_at(dir_fd, name, path, uid)
+    except UnsafePath as exc:
+        raise RunDirError("refusing to connect to %s" % exc) from None
+    finally:
+        os.close(dir_fd)
+    if fd is None:
+        raise FileNotFoundError(2, "No such file or directory", path)
+    try:
+        nofollow.connect_fd(sock, fd)
+    finally:
+        os.close(fd)

@@ -1,31 +1,36 @@
 """The attach chain (DESIGN.md §3): reuse a serving agent → `sys.remote_exec` (3.14+) →
 gdb pending call → gdb parked thread (only when the main thread sits in a system call) →
 a diagnosis that names the fix. One attach at a time per target (a lock in its run dir).
+
+The run dir is opened once per attach and used only through its fd (see
+memtop.agent.rundir): the target's user may swap anything in it at any moment.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from memtop.agent import rundir
+from memtop.agent import nofollow, rundir
+from memtop.agent.rundir import RunDir, RunDirError
 from memtop.attach import gdb, procfs, remote_exec
 from memtop.attach.diagnose import is_stopped, no_answer, stopped_message, target_ended
 from memtop.attach.preflight import Target, preflight
 from memtop.attach.session import (
     AttachLock,
     Session,
+    existing_target_run_dir,
     new_session,
-    prepare_run_dir,
+    open_target_run_dir,
     remove_stale,
     stage_agent,
     target_run_dir,
-    write_private,
 )
 from memtop.client import AgentClient
 from memtop.errors import AttachError, MemtopError, TargetExited, UsageError
@@ -119,21 +124,17 @@ def attach(
     """Attach to `pid` and return a connected, authenticated client."""
     started = time.monotonic()
     target = preflight(pid)
-    run_dir = target_run_dir(pid, target.uid)
-    prepare_run_dir(run_dir, target.uid)
-    with AttachLock(run_dir, pid, target.start, target.uid, target.gid):
+    path = target_run_dir(pid, target.uid)
+    with open_target_run_dir(path, target) as run_dir, AttachLock(run_dir, pid, target.start):
         remove_stale(run_dir)
-        socket_path = os.path.join(run_dir, rundir.socket_name(pid, target.start))
-        reused = _reuse(target, run_dir, socket_path)
+        reused = _reuse(target, run_dir)
         if reused is not None:
             client, token, how = reused
             return Attached(target, client, token, how, time.monotonic() - started)
         routes = plan(target, method, force_gdb)
-        agent_dir = stage_agent(run_dir, target.uid, target.gid)
+        agent_dir = stage_agent(run_dir)
         request = {"config": {"nframe": nframe}}
-        new = partial(
-            new_session, run_dir, pid, target.start, target.uid, target.gid, agent_dir, request
-        )
+        new = partial(new_session, run_dir, pid, target.start, agent_dir, request)
         for index, route in enumerate(routes):
             fallback = index + 1 < len(routes) and routes[index + 1] == "gdb-parked"
             wait = partial(_await_agent, target, route=route, timeout=timeout, fallback=fallback)
@@ -143,6 +144,7 @@ def attach(
                 if not (fallback and exc.blocked):
                     raise AttachError(exc.message) from None
                 continue
+            session.withdraw()
             return Attached(target, client, session.token, route, time.monotonic() - started)
     raise AttachError(f"could not attach to pid {pid}")  # unreachable: plan() is never empty
 
@@ -150,35 +152,34 @@ def attach(
 def detach(pid: int, method: str = "auto", force_gdb: bool = False, timeout: float = 5.0) -> str:
     """Stop the agent in `pid`; returns what happened, in words."""
     target = preflight(pid)
-    run_dir = target_run_dir(pid, target.uid)
-    socket_path = os.path.join(run_dir, rundir.socket_name(pid, target.start))
-    if not os.path.exists(socket_path):
+    socket_name = rundir.socket_name(pid, target.start)
+    run_dir = existing_target_run_dir(target_run_dir(pid, target.uid), target)
+    if run_dir is None or run_dir.lstat(socket_name) is None:
+        if run_dir is not None:
+            run_dir.close()
         return f"no memtop agent serves pid {pid}"
-    with AttachLock(run_dir, pid, target.start, target.uid, target.gid):
+    with run_dir, AttachLock(run_dir, pid, target.start):
         token = _token_file(run_dir, target)
         if token is not None:
             try:
-                client = AgentClient.connect(socket_path, token, expected_pid=pid)
+                client = _connect(run_dir, socket_name, token, target)
             except MemtopError:
                 client = None
             if client is not None:
                 reply = client.request("detach")
                 client.close()
-                _wait_gone(socket_path, timeout)
+                _wait_gone(run_dir, socket_name, timeout)
                 return _detached_words(pid, reply)
-        agent_dir = stage_agent(run_dir, target.uid, target.gid)
+        agent_dir = stage_agent(run_dir)
         route = plan(target, method, force_gdb)[0]
-        request = {"action": "stop"}
-        new = partial(
-            new_session, run_dir, pid, target.start, target.uid, target.gid, agent_dir, request
-        )
+        new = partial(new_session, run_dir, pid, target.start, agent_dir, {"action": "stop"})
         wait = partial(_await_result, target, route=route, timeout=timeout)
         try:
             _, session = _through(route, target, new, wait)
         except _NoAnswer as exc:
             raise AttachError(exc.message) from None
         session.withdraw()
-        _wait_gone(socket_path, timeout)
+        _wait_gone(run_dir, socket_name, timeout)
         return f"agent stopped in pid {pid} ({route})"
 
 
@@ -192,29 +193,40 @@ def _detached_words(pid: int, reply: dict) -> str:
     return f"agent stopped in pid {pid}; {tracing}"
 
 
-def _reuse(target: Target, run_dir: str, socket_path: str) -> tuple[AgentClient, str, str] | None:
+def _reuse(target: Target, run_dir: RunDir) -> tuple[AgentClient, str, str] | None:
     """An agent already serving, if memtop can authenticate to it without injecting.
 
     A socket nobody serves is stale and removed; one served by another process than the
     target is an impostor, and the attach stops (AgentClient checks SO_PEERCRED)."""
-    if not os.path.exists(socket_path):
+    name = rundir.socket_name(target.pid, target.start)
+    if run_dir.lstat(name) is None:
         return None
-    if not _listening(socket_path):
-        os.unlink(socket_path)
+    if not _listening(run_dir, name):
+        run_dir.remove(name)
         return None
     token = _token_file(run_dir, target)
     if token is None:
         return None  # serving, but only an injected session can hand it a new token
-    client = AgentClient.connect(socket_path, token, expected_pid=target.pid)
+    client = _connect(run_dir, name, token, target)
     how = "opt-in" if client.greeting.get("origin") == "opt-in" else "reuse"
     return client, token, how
 
 
-def _listening(path: str) -> bool:
+def _listening(run_dir: RunDir, name: str) -> bool:
+    """Whether the socket `name` accepts connections; a non-socket there is stale too."""
+    try:
+        fd = run_dir.open_socket(name)
+    except RunDirError as exc:
+        info = run_dir.lstat(name)
+        if info is not None and not stat.S_ISSOCK(info.st_mode):
+            return False  # a file or link at the socket's name: stale, removed
+        raise AttachError(str(exc)) from exc
+    if fd is None:
+        return False
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(2.0)
     try:
-        probe.connect(path)
+        nofollow.connect_fd(probe, fd)
         return True
     except (ConnectionRefusedError, FileNotFoundError):
         return False
@@ -222,26 +234,37 @@ def _listening(path: str) -> bool:
         return True  # exists and answers oddly: let the real connect report it
     finally:
         probe.close()
+        os.close(fd)
 
 
-def _token_file(run_dir: str, target: Target) -> str | None:
-    path = os.path.join(run_dir, rundir.token_name(target.pid, target.start))
+def _connect(run_dir: RunDir, name: str, token: str, target: Target) -> AgentClient:
+    return AgentClient.connect(run_dir.join(name), token, expected_pid=target.pid, uid=target.uid)
+
+
+def _token_file(run_dir: RunDir, target: Target) -> str | None:
+    """The token an opt-in or `memtop run` agent left, if any (never read through a link)."""
     try:
-        with open(path) as f:
-            return f.read().strip() or None
-    except OSError:
+        data = run_dir.read(rundir.token_name(target.pid, target.start), limit=1024)
+    except RunDirError as exc:
+        raise AttachError(str(exc)) from exc
+    if data is None:
         return None
+    return data.decode("ascii", "replace").strip() or None
 
 
 def _inject(route: str, target: Target, session: Session) -> None:
     if route == "remote-exec":
-        # One script path per target, kept after use: a request that runs late must still
-        # find a script (a missing one makes CPython print an error on the target's
-        # stderr), and CPython keeps a little memory per distinct script path it runs.
-        # A late request running a newer script just serves the newer session.
-        script = os.path.join(os.path.dirname(session.path), f"{target.pid}-{target.start}.boot.py")
-        write_private(script, session.bootstrap().encode(), target.uid, target.gid)
-        remote_exec.inject(target, script)
+        # One script name per target. It stays while a request may still run it (one
+        # that timed out: a missing script makes CPython print an error on the target's
+        # stderr), and goes once the agent answered: CPython runs a script at most once
+        # per request, and memtop makes one request at a time (the lock). A late request
+        # running a newer script just serves the newer session.
+        session.script = f"{target.pid}-{target.start}.boot.py"
+        try:
+            session.run_dir.write(session.script, session.bootstrap().encode())
+        except OSError as exc:
+            raise AttachError(f"cannot write the bootstrap: {exc}") from exc
+        remote_exec.inject(target, session.run_dir.join(session.script))
         return
     mode = "pending" if route == "gdb" else "parked"
     for attempt in range(PARKED_ATTEMPTS if mode == "parked" else 1):
@@ -294,6 +317,8 @@ def _await_result(
     while True:
         result = session.result()
         if result is not None:
+            if session.script is not None:
+                session.run_dir.remove(session.script)  # it ran
             if not result.get("ok"):
                 raise AttachError(
                     f"the agent could not start in pid {target.pid}: {result.get('error')}"
@@ -316,8 +341,13 @@ def _await_agent(
     target: Target, session: Session, route: str, timeout: float, fallback: bool
 ) -> AgentClient:
     result = _await_result(target, session, route, timeout, fallback)
+    path = result.get("socket")
+    if not isinstance(path, str):
+        raise AttachError(f"the agent in pid {target.pid} named no socket: {result!r:.200}")
     try:
-        return AgentClient.connect(result["socket"], session.token, expected_pid=target.pid)
+        # Anywhere the agent says, but reached without following a symlink, a socket of the
+        # target's user, served by the target itself.
+        return AgentClient.connect(path, session.token, expected_pid=target.pid, uid=target.uid)
     except MemtopError:
         # The agent started, then the program was stopped before it could answer.
         if is_stopped(target.pid):
@@ -327,7 +357,7 @@ def _await_agent(
         raise
 
 
-def _wait_gone(path: str, timeout: float) -> None:
+def _wait_gone(run_dir: RunDir, name: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while os.path.exists(path) and time.monotonic() < deadline:
+    while run_dir.lstat(name) is not None and time.monotonic() < deadline:
         time.sleep(POLL)

@@ -60,7 +60,8 @@ def python_processes(all_users: bool = False) -> list[PythonProcess]:
 
 
 def agent_serving(pid: int, uid: int) -> bool:
-    """True when the process's agent socket exists and accepts connections."""
+    """True when the process's agent socket exists and accepts connections (reached
+    without following a symlink: as root, the run dir belongs to the process's user)."""
     try:
         start = rundir.process_start_time(pid)
     except (OSError, ValueError):
@@ -68,14 +69,12 @@ def agent_serving(pid: int, uid: int) -> bool:
     path = os.path.join(
         rundir.default_run_dir(uid, read_environ(pid)), rundir.socket_name(pid, start)
     )
-    if not os.path.exists(path):
-        return False
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
-        probe.connect(path)
+        rundir.connect_path(probe, path, uid)
         return True
-    except OSError:
+    except (rundir.RunDirError, OSError):
         return False
     finally:
         probe.close()

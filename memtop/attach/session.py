@@ -1,8 +1,10 @@
 """What an attach leaves in the target's run directory: a copy of the agent the target's
 user can read, a one-shot session file, the bootstrap, and a lock.
 
-Files are created 0600 and, when memtop runs as root, owned by the target's user: the
-target must read them, and nobody else may.
+Everything goes through an open `RunDir` (memtop.agent.rundir): as root, memtop never
+resolves a path in the target user's directory by name. Files are created 0600 and, when
+memtop runs as root, owned by the target's user: the target must read them, and nobody
+else may. A session's files are removed as soon as they have been used.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
-import shutil
 import stat
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from memtop.agent import rundir
+from memtop.agent.rundir import RunDir, RunDirError, RunDirMissing
+from memtop.attach.preflight import Target
 from memtop.attach.procfs import read_environ
 from memtop.errors import AttachError
 
@@ -58,68 +63,73 @@ def target_run_dir(pid: int, uid: int) -> str:
     return rundir.default_run_dir(uid, read_environ(pid))
 
 
-def prepare_run_dir(path: str, uid: int) -> None:
-    """Create (0700, owned by `uid`) and verify the run directory, or refuse."""
+def open_target_run_dir(path: str, target: Target) -> RunDir:
+    """The target's run directory, opened and verified (created 0700 for the target's user
+    if missing), or AttachError saying why it is refused."""
     try:
-        rundir.ensure_private_dir(path, uid)
-    except rundir.RunDirError as exc:
+        return rundir.open_run_dir(path, target.uid, target.gid, create=True)
+    except RunDirError as exc:
         raise AttachError(f"refusing to use the run directory: {exc}") from exc
     except OSError as exc:
         raise AttachError(f"cannot create the run directory {path}: {exc.strerror}") from exc
 
 
-def write_private(path: str, data: bytes, uid: int, gid: int) -> None:
-    """Write a new 0600 file owned by the target's user (never through a symlink)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+def existing_target_run_dir(path: str, target: Target) -> RunDir | None:
+    """The target's run directory if there is one (verified), else None."""
     try:
-        os.write(fd, data)
-        if os.geteuid() == 0:
-            os.fchown(fd, uid, gid)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        return rundir.open_run_dir(path, target.uid, target.gid)
+    except RunDirMissing:
+        return None
+    except RunDirError as exc:
+        raise AttachError(f"refusing to use the run directory: {exc}") from exc
 
 
-def stage_agent(run_dir: str, uid: int, gid: int) -> str:
-    """A copy of the agent package in the run dir, readable by the target's user.
+def agent_files(paths: Sequence[Path] | None = None) -> list[tuple[str, bytes, int]]:
+    """(name relative to the agent package, content, mode) of each file to stage: by
+    default the agent's modules. Any file under the package may be listed (binary too)."""
+    if paths is None:
+        paths = sorted(AGENT_SOURCE.glob("*.py"))
+    files = []
+    for path in paths:
+        relative = path.resolve().relative_to(AGENT_SOURCE).as_posix()
+        mode = 0o700 if path.stat().st_mode & stat.S_IXUSR else 0o600
+        files.append((relative, path.read_bytes(), mode))
+    return sorted(files)
 
-    memtop itself may be installed where the target cannot read it (root's home); the
-    copy is named after its content, so an unchanged agent is staged once."""
-    files = sorted(AGENT_SOURCE.glob("*.py"))
+
+def stage_agent(run_dir: RunDir, files: list[tuple[str, bytes, int]] | None = None) -> str:
+    """A copy of the agent package in the run dir, readable by the target's user; returns
+    its path. memtop itself may be installed where the target cannot read it (root's
+    home); the copy is named after its content, so an unchanged agent is staged once."""
+    files = agent_files() if files is None else files
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    staged = os.path.join(run_dir, f"agent-{digest.hexdigest()[:16]}")
-    if os.path.isdir(staged) and not os.path.islink(staged):
-        return staged
-    building = f"{staged}.{os.getpid()}.tmp"
-    shutil.rmtree(building, ignore_errors=True)
-    os.mkdir(building, 0o700)
+    for relative, data, mode in files:
+        digest.update(b"%s\0%o\0%d\0" % (relative.encode(), mode, len(data)) + data)
     try:
-        for path in files:
-            write_private(os.path.join(building, path.name), path.read_bytes(), uid, gid)
-        if os.geteuid() == 0:
-            os.chown(building, uid, gid)
-        os.rename(building, staged)
-    except OSError:
-        shutil.rmtree(building, ignore_errors=True)
-        if not os.path.isdir(staged):
-            raise
-    return staged
+        return run_dir.stage(f"agent-{digest.hexdigest()[:16]}", files)
+    except RunDirError as exc:
+        raise AttachError(f"cannot stage the agent: {exc}") from exc
+    except OSError as exc:
+        raise AttachError(f"cannot stage the agent in {run_dir.path}: {exc}") from exc
 
 
 @dataclass
 class Session:
     """One attach request: its token, its files, and the bootstrap that reads them."""
 
-    path: str  # the session file the bootstrap consumes
+    run_dir: RunDir
+    name: str  # of the session file the bootstrap consumes
     token: str
     agent_dir: str
+    script: str | None = field(default=None)  # the remote_exec script written for it
 
     @property
-    def result_path(self) -> str:
-        return self.path + ".result"
+    def path(self) -> str:
+        return self.run_dir.join(self.name)
+
+    @property
+    def result_name(self) -> str:
+        return self.name + ".result"
 
     def bootstrap(self, gdb_page: bool = False) -> str:
         """Python source that hands this session to the agent inside the target."""
@@ -127,47 +137,55 @@ class Session:
 
     def withdraw(self) -> None:
         """Delete the session: a bootstrap that runs later finds nothing to do."""
-        for path in (self.path, self.result_path):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        self.run_dir.remove(self.name)
+        self.run_dir.remove(self.result_name)
 
     def result(self) -> dict | None:
-        """The agent's answer, once it has written one."""
+        """The agent's answer once it has written a whole one (then its file is removed);
+        AttachError when the file there is not one the target's user wrote."""
         try:
-            with open(self.result_path) as f:
-                return json.load(f)
-        except (FileNotFoundError, ValueError):
+            data = self.run_dir.read(self.result_name)
+        except RunDirError as exc:
+            raise AttachError(str(exc)) from exc
+        if data is None:
             return None
+        try:
+            result = json.loads(data)
+        except ValueError:
+            return None  # still being written
+        self.run_dir.remove(self.result_name)
+        if not isinstance(result, dict):
+            raise AttachError(f"the agent wrote a malformed result: {data[:100]!r}")
+        return result
 
 
-def new_session(
-    run_dir: str, pid: int, start: int, uid: int, gid: int, agent_dir: str, request: dict
-) -> Session:
+def new_session(run_dir: RunDir, pid: int, start: int, agent_dir: str, request: dict) -> Session:
     """Write a one-shot session file for `request` ({"config": ...} or {"action": "stop"})."""
     token = secrets.token_hex(32)
-    nonce = secrets.token_hex(4)
-    path = os.path.join(run_dir, f"{pid}-{start}-{nonce}.session")
+    name = f"{pid}-{start}-{secrets.token_hex(4)}.session"
     body = dict(request, expires=time.time() + SESSION_LIFETIME)
     if "config" in body:
-        body["config"] = dict(body["config"], token=token, rundir=run_dir, origin="attach")
-    write_private(path, json.dumps(body).encode(), uid, gid)
-    return Session(path, token, agent_dir)
+        body["config"] = dict(body["config"], token=token, rundir=run_dir.path, origin="attach")
+    try:
+        run_dir.write(name, json.dumps(body).encode())
+    except OSError as exc:
+        raise AttachError(f"cannot write a session file in {run_dir.path}: {exc}") from exc
+    return Session(run_dir, name, token, agent_dir)
 
 
 class AttachLock:
     """One attach at a time per target process (flock on `<pid>-<start>.lock`)."""
 
-    def __init__(self, run_dir: str, pid: int, start: int, uid: int, gid: int) -> None:
-        self.path = os.path.join(run_dir, f"{pid}-{start}.lock")
-        self.uid, self.gid = uid, gid
+    def __init__(self, run_dir: RunDir, pid: int, start: int) -> None:
+        self.run_dir = run_dir
+        self.name = f"{pid}-{start}.lock"
         self.fd: int | None = None
 
     def __enter__(self) -> AttachLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        if os.geteuid() == 0:
-            os.fchown(fd, self.uid, self.gid)
+        try:
+            fd = self.run_dir.open_lock(self.name)
+        except RunDirError as exc:
+            raise AttachError(str(exc)) from exc
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -189,13 +207,24 @@ class AttachLock:
             self.fd = None
 
 
-def remove_stale(run_dir: str) -> None:
-    """Remove files of processes that no longer exist (same pid, other start time too)."""
+# A copy being built by a memtop that died: root's and 0700, so its user cannot remove it.
+_ABANDONED_STAGING = re.compile(r"agent-[0-9a-f]{16}\.[0-9a-f]{12}\.tmp")
+_STAGING_GRACE = 600.0
+
+
+def remove_stale(run_dir: RunDir) -> None:
+    """Remove files of processes that no longer exist (same pid, other start time too),
+    and agent copies a crashed memtop left half-built."""
     try:
-        names = os.listdir(run_dir)
+        names = run_dir.names()
     except OSError:
         return
     for name in names:
+        if _ABANDONED_STAGING.fullmatch(name):
+            info = run_dir.lstat(name)
+            if info is not None and time.time() - info.st_mtime > _STAGING_GRACE:
+                run_dir.remove_tree(name)
+            continue
         head = name.split(".", 1)[0]
         parts = head.split("-")
         if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
@@ -206,10 +235,4 @@ def remove_stale(run_dir: str) -> None:
         except (OSError, ValueError, IndexError):
             alive = False
         if not alive:
-            path = os.path.join(run_dir, name)
-            try:
-                if stat.S_ISDIR(os.lstat(path).st_mode):
-                    continue
-                os.unlink(path)
-            except OSError:
-                pass
+            run_dir.remove(name)  # never a directory
