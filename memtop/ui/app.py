@@ -23,8 +23,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
 
+from memtop.compiled import compiled_hint
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError
-from memtop.formatting import clean_text
+from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
 from memtop.model import Query, Sample
 from memtop.source import Source, wait_for_exit
@@ -107,6 +108,7 @@ class MemtopApp(App[Outcome]):
         self._again = False
         self._saving = False
         self._note: Text | None = None  # the selected row's suspect reading
+        self._hint: Text | None = None  # about the whole table (memtop.compiled)
         self._timer: Timer | None = None
         self._enabled: tuple[bool | None, ...] = ()
 
@@ -197,6 +199,12 @@ class MemtopApp(App[Outcome]):
         self.history.add(sample)
         self.sample, self.arrived = sample, self.clock()
         self.shown += 1
+        hint = compiled_hint(sample, sample.extension_modules)
+        self._hint = (
+            Text(hint.text(location(hint.row.filename, hint.row.lineno, 40, self.cwd)))
+            if hint is not None
+            else None
+        )
         if self.state.error or not self.state.live:
             self.state = self.state.replace(error=None, connection="live", attempts=0)
         if sample.query == self.state.query and not self.state.paused:
@@ -253,7 +261,7 @@ class MemtopApp(App[Outcome]):
         now = self.clock()
         header = self.query_one(HeaderBar)
         header.show(self.state, self.sample, now, self.table.suspect_count, self.on_screen)
-        self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
+        self.query_one(StatusLine).show(self.state, self.sample is None, self._note, self._hint)
         enabled = tuple(self.check_action(action, ()) for action in STATEFUL_ACTIONS)
         if enabled != self._enabled:
             # Only when it changes: the footer rebuilds its keys on every refresh_bindings.
@@ -398,7 +406,7 @@ class MemtopApp(App[Outcome]):
     def on_top_table_highlighted(self, event: TopTable.Highlighted) -> None:
         row, suspect = event.row, event.suspect
         self._note = suspect_note(row, suspect, self.cwd) if row and suspect else None
-        self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
+        self.query_one(StatusLine).show(self.state, self.sample is None, self._note, self._hint)
 
     def action_types(self) -> None:
         self.push_screen(TypesScreen(self.source, self.cwd))
