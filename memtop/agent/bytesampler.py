@@ -1,0 +1,408 @@
+"""The stdlib front end of memtop's native byte sampler (native/sampler.c).
+
+Loads the library by path with `ctypes.PyDLL` (every call keeps the GIL, which is what
+keeps the hook and the control calls apart), hands it the C API addresses it needs, checks
+its stack walk against `sys._getframe()` before the first start, and turns its aggregated
+per-stack snapshot into the `{traceback: (size, count)}` form the collector groups, with
+variances for 95 % error half-widths. Lines are resolved here, lazily, once per
+(code object, instruction offset).
+
+The library is never unloaded and its hook contexts are never freed: another allocator
+hook installed above ours (tracemalloc) keeps pointers to them.
+"""
+
+import ctypes
+import math
+import os
+import sys
+import sysconfig
+import threading
+import types
+
+from . import collector
+
+LIBRARY_NAME = "libmemtopsampler.so"
+NATIVE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native")
+BUILD_ERROR_FILE = os.path.join(NATIVE_DIR, "build-error.txt")
+API_VERSION = 1
+MAX_FRAMES = 64
+Z95 = 1.959963984540054
+HEADER_WORDS = 12
+
+_API_FIELDS = (
+    "get_allocator",
+    "set_allocator",
+    "mem_malloc",
+    "mem_free",
+    "obj_malloc",
+    "obj_free",
+    "incref",
+    "decref",
+    "tstate_get",
+    "code_type",
+    "runtime",
+    "interp_head",
+    "interp_next",
+    "interp_main",
+)
+
+
+class _Api(ctypes.Structure):
+    _fields_ = [("api_version", ctypes.c_uint64), ("hexversion", ctypes.c_uint64)] + [
+        (name, ctypes.c_void_p) for name in _API_FIELDS
+    ]
+
+
+class Unavailable(Exception):
+    """Sampled mode cannot run in this process; the message says why."""
+
+    def __str__(self):
+        return "sampled mode unavailable: %s" % (self.args[0] if self.args else "unknown reason")
+
+
+_lock = threading.Lock()
+_loaded = None  # (library, ByteSampler) once loaded: never unloaded
+
+
+def _refusal():
+    """Why this interpreter cannot host the sampler, or None."""
+    if sys.implementation.name != "cpython":
+        return "not CPython (%s)" % sys.implementation.name
+    if not sys.platform.startswith("linux"):
+        return "only Linux is supported"
+    if sys.maxsize < 2**32 or sys.byteorder != "little":
+        return "only 64-bit little-endian builds are supported"
+    if not (3, 9) <= sys.version_info[:2] <= (3, 15):
+        return "Python %d.%d is not supported (3.9-3.15 are)" % sys.version_info[:2]
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return "free-threaded build (no GIL): the sampler needs the GIL"
+    if hasattr(sys, "getobjects"):
+        return "Py_TRACE_REFS build: its object header has another layout"
+    return None
+
+
+def _library_path():
+    path = os.path.join(NATIVE_DIR, LIBRARY_NAME)
+    if os.path.exists(path):
+        return path
+    try:
+        with open(BUILD_ERROR_FILE, encoding="utf-8", errors="replace") as f:
+            reason = f.read().strip().splitlines()[0][:300]
+    except (OSError, IndexError):
+        reason = "the library was not built (reinstall memtop with a C compiler: pip install .)"
+    raise Unavailable(reason)
+
+
+def _address(name):
+    return ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value
+
+
+def _api():
+    api = _Api()
+    api.api_version = API_VERSION
+    api.hexversion = sys.hexversion
+    api.get_allocator = _address("PyMem_GetAllocator")
+    api.set_allocator = _address("PyMem_SetAllocator")
+    api.mem_malloc = _address("PyMem_Malloc")
+    api.mem_free = _address("PyMem_Free")
+    api.obj_malloc = _address("PyObject_Malloc")
+    api.obj_free = _address("PyObject_Free")
+    api.incref = _address("Py_IncRef")
+    api.decref = _address("Py_DecRef")
+    unchecked = "PyThreadState_GetUnchecked" if sys.version_info >= (3, 13) else "_PyThreadState_UncheckedGet"
+    api.tstate_get = _address(unchecked)
+    api.code_type = id(types.CodeType)
+    if sys.version_info >= (3, 13):
+        api.runtime = ctypes.addressof(ctypes.c_char.in_dll(ctypes.pythonapi, "_PyRuntime"))
+    api.interp_head = _address("PyInterpreterState_Head")
+    api.interp_next = _address("PyInterpreterState_Next")
+    api.interp_main = _address("PyInterpreterState_Main")
+    return api
+
+
+def _declare(lib):
+    lib.mts_error.restype = ctypes.c_char_p
+    lib.mts_error.argtypes = []
+    lib.mts_version.restype = ctypes.c_int
+    lib.mts_init.argtypes = [ctypes.POINTER(_Api)]
+    lib.mts_init.restype = ctypes.c_int
+    lib.mts_walk.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
+    lib.mts_walk.restype = ctypes.c_int
+    lib.mts_set_layout_fault.argtypes = [ctypes.c_int]
+    lib.mts_set_layout_fault.restype = None
+    lib.mts_start.argtypes = [ctypes.c_double, ctypes.c_uint64]
+    lib.mts_start.restype = ctypes.c_int
+    lib.mts_attached.argtypes = []
+    lib.mts_attached.restype = ctypes.c_int
+    lib.mts_stop.argtypes = []
+    lib.mts_stop.restype = ctypes.c_int64
+    lib.mts_snapshot.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int64]
+    lib.mts_snapshot.restype = ctypes.c_int64
+
+
+def _reason(lib):
+    return lib.mts_error().decode("utf-8", "replace")
+
+
+_addr2line = None
+
+
+def _line_of(code, offset):
+    global _addr2line
+    if offset < 0:
+        return code.co_firstlineno
+    if _addr2line is None:
+        fn = ctypes.pythonapi.PyCode_Addr2Line
+        fn.argtypes = [ctypes.py_object, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        _addr2line = fn
+    return _addr2line(code, offset)
+
+
+def _code_at(address):
+    # A new reference to a code object the library holds a reference to.
+    return ctypes.cast(ctypes.c_void_p(address), ctypes.py_object).value
+
+
+def self_test(lib, depth=12):
+    """None when the library's stack walk matches `sys._getframe()` (code objects and
+    line numbers), else what differed."""
+    buf = (ctypes.c_uint64 * (2 * MAX_FRAMES))()
+
+    def descend(n):
+        if n:
+            return descend(n - 1)
+        # One line: the walk and Python must see this frame at the same line; the outer
+        # frames stay where they are until this one returns.
+        walked, frame, line = lib.mts_walk(buf, MAX_FRAMES), sys._getframe(), sys._getframe().f_lineno
+        expected = [(frame.f_code, line)]
+        frame = frame.f_back
+        while frame is not None and len(expected) < MAX_FRAMES:
+            expected.append((frame.f_code, frame.f_lineno))
+            frame = frame.f_back
+        return walked, expected
+
+    walked, expected = descend(depth)
+    if walked != len(expected):
+        return "the stack walk found %d frames where Python has %d" % (walked, len(expected))
+    for i, (code, lineno) in enumerate(expected):
+        if buf[2 * i] != id(code):
+            return "frame %d is not %s" % (i, code.co_name)
+        line = _line_of(code, ctypes.c_int64(buf[2 * i + 1]).value)
+        if line != lineno:
+            return "frame %d (%s) is at line %s, Python says %s" % (i, code.co_name, line, lineno)
+    return None
+
+
+def load(_layout_fault=False):
+    """The process's one ByteSampler; raises Unavailable with the reason it cannot run.
+
+    `_layout_fault` makes the library's walk drop a frame, as a wrong layout would (tests).
+    """
+    global _loaded
+    with _lock:
+        if _loaded is not None and not _layout_fault:
+            return _loaded[1]
+        refusal = _refusal()
+        if refusal:
+            raise Unavailable(refusal)
+        if _loaded is not None:
+            lib = _loaded[0]
+        else:
+            path = _library_path()
+            try:
+                lib = ctypes.PyDLL(path)
+                _declare(lib)
+            except (OSError, AttributeError) as exc:
+                raise Unavailable("cannot load %s: %s" % (path, exc)) from None
+            if lib.mts_version() != API_VERSION:
+                raise Unavailable("the library at %s is of another memtop version" % path)
+            if lib.mts_init(ctypes.byref(_api())) != 0:
+                raise Unavailable(_reason(lib))
+        lib.mts_set_layout_fault(1 if _layout_fault else 0)
+        try:
+            problem = self_test(lib)
+        finally:
+            lib.mts_set_layout_fault(0)
+        if problem is not None:
+            raise Unavailable("the frame layout self-test failed: %s" % problem)
+        if _loaded is None:
+            _loaded = (lib, ByteSampler(lib))
+        return _loaded[1]
+
+
+class SampledTable:
+    """One read of the sampler: estimates per distinct traceback, as the collector groups.
+
+    `by_traceback` maps a traceback (tuple of (filename, lineno), innermost frame first)
+    to (size, count) estimates; `variance_by_traceback` to the variances of those.
+    """
+
+    __slots__ = (
+        "by_traceback",
+        "count",
+        "dropped",
+        "gaps",
+        "live_samples",
+        "own_count",
+        "own_size",
+        "rate",
+        "samples_taken",
+        "size",
+        "table_bytes",
+        "variance_by_traceback",
+        "walk_errors",
+    )
+
+    def __init__(self):
+        self.by_traceback = {}
+        self.variance_by_traceback = {}
+        self.size = self.count = 0
+        self.own_size = self.own_count = 0
+        self.live_samples = self.samples_taken = self.dropped = self.walk_errors = 0
+        self.rate = 0.0
+        self.table_bytes = 0
+        self.gaps = 0
+
+
+def half_width(variance):
+    """95 % half-width of a normal estimate with this variance."""
+    return Z95 * math.sqrt(variance) if variance > 0 else 0.0
+
+
+class ByteSampler:
+    """Start, stop, probe and read the sampler. Calls are serialised by one lock."""
+
+    def __init__(self, lib):
+        self._lib = lib
+        self._lines = {}
+        self._words = 4096
+        self.rate = None
+        self.seed = 0
+        self.gaps = 0
+
+    @property
+    def running(self):
+        return self.rate is not None
+
+    def start(self, rate, seed=0):
+        """Sample one block per `rate` bytes allocated, on average. Raises Unavailable."""
+        with _lock:
+            if self.rate is not None:
+                raise Unavailable("the sampler is already running")
+            if self._lib.mts_start(float(rate), seed & 0xFFFFFFFFFFFFFFFF) != 0:
+                raise Unavailable(_reason(self._lib))
+            self.rate = rate
+            self.seed = seed
+
+    def stop(self):
+        """Stop sampling and release the code objects held; returns how many were held."""
+        with _lock:
+            return self._stop()
+
+    def _stop(self):
+        released = self._lib.mts_stop()
+        self.rate = None
+        self._lines.clear()
+        return released
+
+    def is_live(self):
+        """True when both hooks are still reached by allocations (a program's
+        tracemalloc.stop() unhooks a sampler started after tracemalloc)."""
+        with _lock:
+            return self.rate is not None and self._lib.mts_attached() == 3
+
+    def ensure_live(self):
+        """Re-hook after the sampler was unhooked; the samples of the gap are dropped (they
+        would outlive their frees). Returns True when the sampler was live."""
+        with _lock:
+            if self.rate is None or self._lib.mts_attached() == 3:
+                return True
+            rate, seed = self.rate, self.seed
+            self._stop()
+            self.gaps += 1
+            if self._lib.mts_start(float(rate), (seed + self.gaps) & 0xFFFFFFFFFFFFFFFF) != 0:
+                raise Unavailable(_reason(self._lib))
+            self.rate = rate
+            return False
+
+    def _snapshot(self):
+        while True:
+            buf = (ctypes.c_uint64 * self._words)()
+            need = self._lib.mts_snapshot(buf, self._words)
+            if need <= self._words:
+                return buf, need
+            self._words = need + need // 2 + 64
+
+    def table(self):
+        """The live sampled blocks, as estimates per traceback (empty when stopped)."""
+        with _lock:
+            out = SampledTable()
+            out.gaps = self.gaps
+            if self.rate is None:
+                return out
+            buf, used = self._snapshot()
+            words = buf
+            doubles = (ctypes.c_double * used).from_buffer(buf)
+            out.live_samples, out.samples_taken = words[2], words[3]
+            out.dropped, out.walk_errors = words[4], words[5]
+            out.rate, out.table_bytes = doubles[6], words[8]
+            by_tb, var_tb, lines = out.by_traceback, out.variance_by_traceback, self._lines
+            w = HEADER_WORDS
+            for _ in range(words[1]):
+                size, count, var_size, var_count = doubles[w + 1 : w + 5]
+                depth = words[w + 5]
+                w += 6
+                frames = []
+                for i in range(depth):
+                    key = (words[w + 2 * i], words[w + 2 * i + 1])
+                    where = lines.get(key)
+                    if where is None:
+                        code = _code_at(key[0])
+                        offset = key[1] - (1 << 64) if key[1] >= 1 << 63 else key[1]
+                        where = lines[key] = (code.co_filename, _line_of(code, offset))
+                    frames.append(where)
+                w += 2 * depth
+                tb = tuple(frames)
+                if frames and collector.is_agent_file(frames[0][0]):
+                    out.own_size += size
+                    out.own_count += count
+                    continue
+                old = by_tb.get(tb)
+                if old is not None:
+                    size += old[0]
+                    count += old[1]
+                    var_size += var_tb[tb][0]
+                    var_count += var_tb[tb][1]
+                by_tb[tb] = (size, count)
+                var_tb[tb] = (var_size, var_count)
+            for tb, (size, count) in by_tb.items():
+                by_tb[tb] = (int(round(size)), int(round(count)))
+                out.size += by_tb[tb][0]
+                out.count += by_tb[tb][1]
+            out.own_size = int(round(out.own_size))
+            out.own_count = int(round(out.own_count))
+            return out
+
+
+def rows(table, group_by="lineno", cumulative=False, limit=50, keep=None):
+    """The top rows of a table as dicts: key, size, count, their 95 % half-widths
+    (size_error, count_error), samples-free numbers only, and the heaviest traceback
+    (oldest frame first)."""
+    sizes = collector.group(table.by_traceback, group_by, cumulative, keep)
+    variances = collector.group(table.variance_by_traceback, group_by, cumulative, keep)
+    ranked, _ = collector.rank(sizes, None, group_by, "size", limit)
+    out = []
+    for key, size, _, count, _, tb in ranked:
+        var = variances[key]
+        out.append(
+            {
+                "key": key,
+                "size": size,
+                "count": count,
+                "size_error": int(round(half_width(var[0]))),
+                "count_error": int(round(half_width(var[1]))),
+                "traceback": list(reversed(tb)),
+            }
+        )
+    return out
