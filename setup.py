@@ -50,4 +50,5 @@ class BuildPyWithSampler(build_py):
             build_sampler(os.path.join(self.build_lib, os.path.dirname(SOURCE)))
 
 
-setup(cmdclass={"build_py": BuildPyWithSampler})
+if __name__ == "__main__":
+    setup(cmdclass={"build_py": BuildPyWithSampler})

@@ -23,7 +23,7 @@ from . import collector
 
 LIBRARY_NAME = "libmemtopsampler.so"
 NATIVE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native")
-BUILD_ERROR_FILE = os.path.join(NATIVE_DIR, "build-error.txt")
+BUILD_ERROR_FILE = "build-error.txt"
 API_VERSION = 1
 MAX_FRAMES = 64
 Z95 = 1.959963984540054
@@ -81,12 +81,13 @@ def _refusal():
     return None
 
 
-def _library_path():
-    path = os.path.join(NATIVE_DIR, LIBRARY_NAME)
+def library_path(native_dir=NATIVE_DIR):
+    """The built library's path; raises Unavailable with the build's reason when missing."""
+    path = os.path.join(native_dir, LIBRARY_NAME)
     if os.path.exists(path):
         return path
     try:
-        with open(BUILD_ERROR_FILE, encoding="utf-8", errors="replace") as f:
+        with open(os.path.join(native_dir, BUILD_ERROR_FILE), encoding="utf-8", errors="replace") as f:
             reason = f.read().strip().splitlines()[0][:300]
     except (OSError, IndexError):
         reason = "the library was not built (reinstall memtop with a C compiler: pip install .)"
@@ -209,7 +210,7 @@ def load(_layout_fault=False):
         if _loaded is not None:
             lib = _loaded[0]
         else:
-            path = _library_path()
+            path = library_path()
             try:
                 lib = ctypes.PyDLL(path)
                 _declare(lib)
@@ -228,7 +229,19 @@ def load(_layout_fault=False):
             raise Unavailable("the frame layout self-test failed: %s" % problem)
         if _loaded is None:
             _loaded = (lib, ByteSampler(lib))
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_after_fork_in_child)
         return _loaded[1]
+
+
+def _after_fork_in_child():
+    # The child starts without sampling: only the forking thread exists, so the lock may
+    # be held by a thread that is gone; the allocators go back to what they were.
+    global _lock
+    _lock = threading.Lock()
+    if _loaded is not None and _loaded[1].running:
+        _loaded[1].stop()
+        _loaded[1].gaps = 0
 
 
 class SampledTable:
