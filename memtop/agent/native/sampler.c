@@ -23,7 +23,7 @@
 
 #define MTS_API_VERSION 1
 #define MAX_FRAMES 64
-#define POOL_SIZE 64
+#define POOL_SIZE 4096
 #define HOOK_MAGIC 0x6d656d746f707331ULL
 #define TOMBSTONE ((uintptr_t)1)
 #define NO_STACK 0xffffffffu
@@ -73,6 +73,7 @@ typedef struct hook {
     uint64_t magic;
     int domain;
     volatile int active;
+    int reusable; /* we took it out of the chain ourselves: nobody holds it */
     allocator_t prev;
     allocator_t self;
 } hook_t;
@@ -686,14 +687,6 @@ int mts_init(const api_t *given)
     }
     check_interp = minor >= 12; /* interpreters with their own GIL exist from 3.12 */
     main_interp = api.interp_main();
-    for (int i = 0; i < POOL_SIZE; i++) {
-        pool[i].magic = HOOK_MAGIC;
-        pool[i].self.ctx = &pool[i];
-        pool[i].self.malloc = hook_malloc;
-        pool[i].self.calloc = hook_calloc;
-        pool[i].self.realloc = hook_realloc;
-        pool[i].self.free = hook_free;
-    }
     inited = 1;
     error_text = "";
     return 0;
@@ -745,15 +738,28 @@ static hook_t *hook_domain(int domain)
     if (is_our_hook(&cur)) {
         h = cur.ctx; /* a pass-through of ours left on top: reuse it */
     } else {
-        if (pool_used == POOL_SIZE)
-            return NULL;
-        h = &pool[pool_used++];
+        h = NULL;
+        for (int i = 0; i < pool_used && !h; i++)
+            if (pool[i].reusable)
+                h = &pool[i];
+        if (!h) {
+            if (pool_used == POOL_SIZE)
+                return NULL;
+            h = &pool[pool_used++];
+            h->magic = HOOK_MAGIC;
+            h->self.ctx = h;
+            h->self.malloc = hook_malloc;
+            h->self.calloc = hook_calloc;
+            h->self.realloc = hook_realloc;
+            h->self.free = hook_free;
+        }
+        h->reusable = 0;
         h->domain = domain;
         h->prev = cur;
         api.set_allocator(domain, &h->self);
     }
     for (int i = 0; i < pool_used; i++)
-        if (&pool[i] != h && pool[i].domain == domain)
+        if (&pool[i] != h && pool[i].domain == domain && !pool[i].reusable)
             pool[i].active = 0;
     h->active = 1;
     return h;
@@ -779,8 +785,10 @@ int mts_start(double mean_bytes, uint64_t seed)
         api.get_allocator(d, &cur);
         needed += !is_our_hook(&cur);
     }
+    for (int i = 0; i < pool_used; i++)
+        needed -= pool[i].reusable;
     if (pool_used + needed > POOL_SIZE) {
-        error_text = "too many start/stop cycles under another allocator hook (64 hooks used)";
+        error_text = "the program's tracemalloc.stop() unhooked the sampler too many times (4096 hooks used)";
         return -1;
     }
     release_stacks();
@@ -829,8 +837,10 @@ int64_t mts_stop(void)
         h->active = 0;
         allocator_t cur;
         api.get_allocator(d, &cur);
-        if (may_set && cur.ctx == h && is_our_hook(&cur))
+        if (may_set && cur.ctx == h && is_our_hook(&cur)) {
             api.set_allocator(d, &h->prev);
+            h->reusable = 1;
+        }
     }
     error_text = "";
     return (int64_t)release_stacks();
