@@ -24,7 +24,9 @@ def build_sampler(out_dir):
     command = [*compiler, *FLAGS, "-o", library + ".tmp", os.path.abspath(SOURCE)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        problem = None if done.returncode == 0 else (done.stderr.strip() or "exit %d" % done.returncode)
+        problem = (
+            None if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         problem = str(exc)
     if problem is None:
@@ -35,8 +37,9 @@ def build_sampler(out_dir):
     if os.path.exists(library + ".tmp"):
         os.remove(library + ".tmp")
     with open(error_file, "w", encoding="utf-8") as f:
-        f.write("the native sampler was not built (%s failed: %s); reinstall with a C compiler\n"
-                % (compiler[0], problem.splitlines()[-1] if problem else "unknown"))
+        last = problem.splitlines()[-1] if problem else "unknown"
+        f.write(f"the native sampler was not built ({compiler[0]} failed: {last}); ")
+        f.write("reinstall with a C compiler\n")
 
 
 class BuildPyWithSampler(build_py):

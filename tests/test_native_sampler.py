@@ -31,7 +31,9 @@ def python_for(minor: str) -> str:
     return python
 
 
-def run_target(python: str, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> Any:
+def run_target(
+    python: str, *args: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> Any:
     """Run the target in `python`; its one JSON line, after checking it exited cleanly."""
     done = subprocess.run(
         [python, str(TARGET), str(ROOT), *args],
@@ -65,7 +67,9 @@ def test_a_wrong_frame_layout_is_refused_with_the_reason(minor: str) -> None:
     """A layout that walks one frame short fails the self-test: sampled mode says why."""
     result = run_target(python_for(minor), "layout-fault")
     assert not result["ok"]
-    assert result["reason"].startswith("sampled mode unavailable: the frame layout self-test failed")
+    assert result["reason"].startswith(
+        "sampled mode unavailable: the frame layout self-test failed"
+    )
     assert "frames where Python has" in result["reason"]
 
 
@@ -149,7 +153,9 @@ def test_the_stress_holds_under_the_debug_allocator(minor: str) -> None:
 @pytest.mark.parametrize("allocator", ["pymalloc", "debug"])
 def test_the_long_stress(minor: str, allocator: str) -> None:
     """100 cycles, as in the research notes."""
-    result = run_target(python_for(minor), "stress", "100", env={"PYTHONMALLOC": allocator}, timeout=900)
+    result = run_target(
+        python_for(minor), "stress", "100", env={"PYTHONMALLOC": allocator}, timeout=900
+    )
     assert result["walk_errors"] == 0
 
 
@@ -173,7 +179,9 @@ def test_without_a_compiler_the_install_says_why(tmp_path: Path) -> None:
     with pytest.raises(bytesampler.Unavailable) as caught:
         bytesampler.library_path(str(tmp_path))
     message = str(caught.value)
-    assert message.startswith("sampled mode unavailable: the native sampler was not built (false failed")
+    assert message.startswith(
+        "sampled mode unavailable: the native sampler was not built (false failed"
+    )
     assert "reinstall with a C compiler" in message
 
 
@@ -183,8 +191,12 @@ def test_the_library_needs_nothing_newer_than_the_oldest_glibc_claimed() -> None
     if objdump is None:
         pytest.skip("objdump is not installed here (binutils; CI installs it)")
     library = bytesampler.library_path()
-    table = subprocess.run([objdump, "-T", library], capture_output=True, text=True, check=True).stdout
-    versions = [tuple(int(x) for x in v.split(".")) for v in re.findall(r"GLIBC_([0-9.]+)\)", table)]
+    table = subprocess.run(
+        [objdump, "-T", library], capture_output=True, text=True, check=True
+    ).stdout
+    versions = [
+        tuple(int(x) for x in v.split(".")) for v in re.findall(r"GLIBC_([0-9.]+)\)", table)
+    ]
     assert versions, table
     assert max(versions) <= OLDEST_GLIBC, table
     undefined = {line.split()[-1] for line in table.splitlines() if "*UND*" in line}

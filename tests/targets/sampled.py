@@ -57,7 +57,9 @@ def per_line(sampler):
 
 def truth_per_line():
     snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, __file__)])
-    return {stat.traceback[0].lineno: (stat.size, stat.count) for stat in snapshot.statistics("lineno")}
+    return {
+        stat.traceback[0].lineno: (stat.size, stat.count) for stat in snapshot.statistics("lineno")
+    }
 
 
 def accuracy(rounds, rate):
