@@ -201,3 +201,51 @@ def test_the_library_needs_nothing_newer_than_the_oldest_glibc_claimed() -> None
     assert max(versions) <= OLDEST_GLIBC, table
     undefined = {line.split()[-1] for line in table.splitlines() if "*UND*" in line}
     assert not {name for name in undefined if name.startswith(("Py", "_Py", "dl"))}, undefined
+
+
+@pytest.mark.parametrize("minor", ["3.9", "3.11", "3.13", "3.15"])
+def test_samples_go_with_their_blocks_and_code_objects_are_given_back(minor: str) -> None:
+    """A freed or reallocated block leaves the table; the code objects of sampled stacks
+    are held while sampling and released by stop()."""
+    result = run_target(python_for(minor), "lifecycle")
+    assert 1_500_000 < result["made_size"] < 2_600_000  # 4000 × bytes(500) ≈ 2.1 MB
+    assert result["refs_held"] >= 1
+    assert result["made_after_free"] == 0
+    length, estimate, _ = result["grow"]
+    assert length <= estimate <= 1.2 * length  # one block, grown by realloc: counted once
+    assert result["grow_after_free"] == 0
+    assert result["released"] > 0
+    assert result["refs_after_stop"] == 0
+
+
+@pytest.mark.parametrize("minor", ["3.9", "3.12", "3.14"])
+def test_rows_group_by_line_file_and_traceback(minor: str) -> None:
+    """The caller's line appears in cumulative rows; tracebacks run oldest frame first and
+    end at the allocating line; every row carries its 95 % half-width."""
+    result = run_target(python_for(minor), "lifecycle")
+    target = str(TARGET)
+    lines = {lineno for (_, lineno), *_ in result["lineno-cumulative"]}
+    caller_line = next(
+        n for n, text in enumerate(TARGET.read_text().splitlines(), 1) if "# LINE: caller" in text
+    )
+    buffers_line = next(
+        n for n, text in enumerate(TARGET.read_text().splitlines(), 1) if "# LINE: buffers" in text
+    )
+    assert {caller_line, buffers_line} <= lines
+    (file_key, size, error, _), *_ = result["filename"]
+    assert file_key == target and size > 0 and error > 0
+    tracebacks = [tb for _, _, _, tb in result["traceback"]]
+    assert any(
+        tb[-1] == [target, buffers_line] and [target, caller_line] in tb for tb in tracebacks
+    )
+
+
+@pytest.mark.parametrize("minor", ["3.12", "3.13", "3.14", "3.15"])
+def test_interpreters_with_their_own_gil_are_refused(minor: str) -> None:
+    """Their threads would race the sampler's tables: refused with the reason; a legacy
+    subinterpreter shares the GIL and its concurrent allocations are left alone."""
+    result = run_target(python_for(minor), "subinterpreters")
+    assert result["isolated"].startswith("sampled mode unavailable: several interpreters")
+    if minor != "3.12":
+        assert result["legacy_live"] is True
+        assert result["legacy_samples"] > 0

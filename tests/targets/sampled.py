@@ -132,6 +132,109 @@ def interplay():
     return {"steps": steps, "gaps": sampler.gaps}
 
 
+def grow(n):
+    data = bytearray()
+    for _ in range(n):
+        data.extend(b"g" * 1000)  # LINE: grow
+    return data
+
+
+def caller():
+    return make_buffers(3000)  # LINE: caller
+
+
+def lifecycle():
+    """Drop on free and realloc, code objects released on stop, the three groupings."""
+    sampler = bytesampler.load()
+    out = {}
+    namespace = {}
+    exec(
+        compile("def made(n):\n    return [bytes(500) for _ in range(n)]\n", "made.py", "exec"),
+        namespace,
+    )
+    code = namespace["made"].__code__
+    refs_before = sys.getrefcount(code)
+    sampler.start(4096, seed=3)
+    kept = namespace["made"](4000)
+    table = sampler.table()
+    out["made_size"] = sum(
+        size for tb, (size, _) in table.by_traceback.items() if tb[0][0] == "made.py"
+    )
+    out["refs_held"] = sys.getrefcount(code) - refs_before
+    del kept
+    table = sampler.table()
+    out["made_after_free"] = sum(
+        size for tb, (size, _) in table.by_traceback.items() if tb[0][0] == "made.py"
+    )
+    grown = grow(2000)
+    line = grow.__code__.co_firstlineno + 3
+    rows = {r["key"]: r for r in bytesampler.rows(sampler.table(), "lineno", limit=500)}
+    out["grow"] = [
+        len(grown),
+        rows.get((__file__, line), {"size": 0})["size"],
+        rows.get((__file__, line), {"size_error": 0})["size_error"],
+    ]
+    del grown
+    rows = {r["key"]: r for r in bytesampler.rows(sampler.table(), "lineno", limit=500)}
+    out["grow_after_free"] = rows.get((__file__, line), {"size": 0})["size"]
+    KEEP.append(caller())
+    table = sampler.table()
+    for group_by, cumulative in (("lineno", True), ("filename", False), ("traceback", False)):
+        rows = bytesampler.rows(table, group_by, cumulative, limit=1000)
+        out[group_by + ("-cumulative" if cumulative else "")] = [
+            [
+                r["key"] if group_by != "traceback" else None,
+                r["size"],
+                r["size_error"],
+                r["traceback"],
+            ]
+            for r in rows
+            if (
+                r["key"][0]
+                if group_by == "lineno"
+                else r["key"]
+                if group_by == "filename"
+                else r["key"][0][0]
+            )
+            == __file__
+        ]
+    out["released"] = sampler.stop()
+    out["refs_after_stop"] = sys.getrefcount(code) - refs_before
+    return out
+
+
+def subinterpreters():
+    """Refused while an interpreter with its own GIL exists; a legacy one (sharing the
+    GIL) is fine, and its threads allocating concurrently are left alone."""
+    sampler = bytesampler.load()
+    try:
+        import _interpreters as interpreters
+    except ImportError:
+        import _xxsubinterpreters as interpreters
+    out = {}
+    isolated = interpreters.create()
+    try:
+        sampler.start(65536)
+        out["isolated"] = "started"
+        sampler.stop()
+    except bytesampler.Unavailable as exc:
+        out["isolated"] = str(exc)
+    interpreters.destroy(isolated)
+    if sys.version_info >= (3, 13):
+        legacy = interpreters.create("legacy")
+        sampler.start(4096)
+        code = "x = [bytes(300) for _ in range(20000)]\nfor _ in range(50): y = [str(i) for i in x]"
+        t = threading.Thread(target=interpreters.exec, args=(legacy, code))
+        t.start()
+        KEEP.append(make_buffers(3000))
+        t.join()
+        out["legacy_live"] = sampler.is_live()
+        out["legacy_samples"] = sampler.table().live_samples
+        sampler.stop()
+        interpreters.destroy(legacy)
+    return out
+
+
 def gen(n):
     for i in range(n):
         yield [i] * 3
@@ -258,6 +361,10 @@ def main():
         return {"ok": True, "version": list(sys.version_info[:3])}
     if MODE == "accuracy":
         return {"rows": accuracy(int(sys.argv[3]), float(sys.argv[4]))}
+    if MODE == "lifecycle":
+        return lifecycle()
+    if MODE == "subinterpreters":
+        return subinterpreters()
     if MODE == "interplay":
         return interplay()
     if MODE == "stress":
