@@ -206,11 +206,14 @@ def test_the_library_needs_nothing_newer_than_the_oldest_glibc_claimed() -> None
 @pytest.mark.parametrize("minor", ["3.9", "3.11", "3.13", "3.15"])
 def test_samples_go_with_their_blocks_and_code_objects_are_given_back(minor: str) -> None:
     """A freed or reallocated block leaves the table; the code objects of sampled stacks
-    are held while sampling and released by stop()."""
+    are held while sampling, released by compact() once no live sample uses them, and
+    all released by stop()."""
     result = run_target(python_for(minor), "lifecycle")
     assert 1_500_000 < result["made_size"] < 2_600_000  # 4000 × bytes(500) ≈ 2.1 MB
     assert result["refs_held"] >= 1
     assert result["made_after_free"] == 0
+    assert result["compacted"] > 0  # stacks of freed samples, dropped while sampling goes on
+    assert result["refs_after_compact"] == 0
     length, estimate, _ = result["grow"]
     assert length <= estimate <= 1.2 * length  # one block, grown by realloc: counted once
     assert result["grow_after_free"] == 0

@@ -28,6 +28,8 @@ API_VERSION = 1
 MAX_FRAMES = 64
 Z95 = 1.959963984540054
 HEADER_WORDS = 12
+# Dead stacks tolerated (beyond twice the live ones) before a table read compacts them.
+COMPACT_SLACK = 1024
 
 _API_FIELDS = (
     "get_allocator",
@@ -143,6 +145,8 @@ def _declare(lib):
     lib.mts_attached.restype = ctypes.c_int
     lib.mts_stop.argtypes = []
     lib.mts_stop.restype = ctypes.c_int64
+    lib.mts_compact.argtypes = []
+    lib.mts_compact.restype = ctypes.c_int64
     lib.mts_snapshot.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int64]
     lib.mts_snapshot.restype = ctypes.c_int64
 
@@ -349,6 +353,11 @@ class ByteSampler:
             self.rate = rate
             return False
 
+    def compact(self):
+        """Release the stacks (and code objects) that no live sample uses any more."""
+        with _lock:
+            return self._lib.mts_compact() if self.rate is not None else 0
+
     def _snapshot(self):
         while True:
             buf = (ctypes.c_uint64 * self._words)()
@@ -370,6 +379,9 @@ class ByteSampler:
             out.live_samples, out.samples_taken = words[2], words[3]
             out.dropped, out.walk_errors = words[4], words[5]
             out.rate, out.table_bytes = doubles[6], words[8]
+            if words[10] > 2 * words[1] + COMPACT_SLACK:
+                # Stacks no live sample uses hold their code objects: let them go.
+                self._lib.mts_compact()
             by_tb, var_tb, lines = out.by_traceback, out.variance_by_traceback, self._lines
             w = HEADER_WORDS
             for _ in range(words[1]):

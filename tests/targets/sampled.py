@@ -166,6 +166,8 @@ def lifecycle():
     out["made_after_free"] = sum(
         size for tb, (size, _) in table.by_traceback.items() if tb[0][0] == "made.py"
     )
+    out["compacted"] = sampler.compact()
+    out["refs_after_compact"] = sys.getrefcount(code) - refs_before
     grown = grow(2000)
     line = grow.__code__.co_firstlineno + 3
     rows = {r["key"]: r for r in bytesampler.rows(sampler.table(), "lineno", limit=500)}
@@ -302,6 +304,8 @@ def stress(cycles):
             mark = PROGRESS[0] + 16
             while PROGRESS[0] < mark:
                 time.sleep(0.001)
+            sampler.table()
+            sampler.compact()
             sampler.table()
             sampler.stop()
         elif order == 1:

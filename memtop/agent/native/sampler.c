@@ -302,6 +302,17 @@ static int grow_region(region_t *r, void **base, uint64_t *cap, uint64_t used, s
 
 static int rebuild_index(uint64_t ncap)
 {
+    if (ncap == index_cap && stack_index) { /* in place: needs no memory */
+        for (uint64_t i = 0; i < ncap; i++)
+            stack_index[i] = NO_STACK;
+        for (uint64_t s = 0; s < stack_count; s++) {
+            uint64_t j = stacks[s].hash & (ncap - 1);
+            while (stack_index[j] != NO_STACK)
+                j = (j + 1) & (ncap - 1);
+            stack_index[j] = (uint32_t)s;
+        }
+        return 0;
+    }
     region_t old = index_region;
     uint32_t *p = map(ncap * sizeof(uint32_t));
     if (!p)
@@ -846,12 +857,76 @@ int64_t mts_stop(void)
     return (int64_t)release_stacks();
 }
 
+/* Drops the stacks no live sample uses and releases their code objects, keeping every
+ * table consistent before the first DECREF (a code object's deallocation may allocate
+ * and re-enter the hook). Returns the stacks dropped, or -1 when memory ran out. */
+int64_t mts_compact(void)
+{
+    if (!inited || !stack_count)
+        return 0;
+    uint64_t live_stacks = 0, live_frames = 0, dead_frames = 0;
+    for (uint64_t s = 0; s < stack_count; s++) {
+        if (stacks[s].live) {
+            live_stacks++;
+            live_frames += stacks[s].depth;
+        } else {
+            dead_frames += stacks[s].depth;
+        }
+    }
+    if (live_stacks == stack_count)
+        return 0;
+    region_t remap_region = {map(stack_count * sizeof(uint32_t) + 1), stack_count * sizeof(uint32_t) + 1};
+    region_t dead_region = {map(dead_frames * sizeof(void *) + 1), dead_frames * sizeof(void *) + 1};
+    uint64_t new_frame_cap = live_frames > 1024 ? live_frames : 1024;
+    region_t new_frames = {map(new_frame_cap * sizeof(frame_t)), new_frame_cap * sizeof(frame_t)};
+    if (!remap_region.base || !dead_region.base || !new_frames.base) {
+        unmap(&remap_region);
+        unmap(&dead_region);
+        unmap(&new_frames);
+        return -1;
+    }
+    uint32_t *remap = remap_region.base;
+    void **dead = dead_region.base;
+    frame_t *nf = new_frames.base;
+    uint64_t kept = 0, nframes = 0, ndead = 0, old_count = stack_count;
+    for (uint64_t s = 0; s < old_count; s++) {
+        stack_t_ st = stacks[s];
+        if (!st.live) {
+            for (uint32_t i = 0; i < st.depth; i++)
+                dead[ndead++] = frames[st.first + i].code;
+            remap[s] = NO_STACK;
+            continue;
+        }
+        copy_bytes(&nf[nframes], &frames[st.first], st.depth * sizeof(frame_t));
+        st.first = (uint32_t)nframes;
+        nframes += st.depth;
+        stacks[kept] = st;
+        remap[s] = (uint32_t)kept++;
+    }
+    for (uint64_t j = 0; j < set_cap; j++)
+        if (set_slots[j].ptr > TOMBSTONE)
+            set_slots[j].stack = remap[set_slots[j].stack];
+    unmap(&frame_region);
+    frame_region = new_frames;
+    frames = nf;
+    frame_cap = new_frame_cap;
+    frame_count = nframes;
+    stack_count = kept;
+    rebuild_index(index_cap); /* same size: it cannot need more memory than it has */
+    unmap(&remap_region);
+    for (uint64_t i = 0; i < ndead; i++)
+        api.decref(dead[i]);
+    unmap(&dead_region);
+    return (int64_t)(old_count - kept);
+}
+
 /* Header words of a snapshot. */
 enum { H_WORDS = 12 };
 
 /* Aggregated live samples per stack into buf (no allocation). Layout, in uint64 words:
  * header [words used, stacks written, live samples, samples taken, dropped, walk errors,
- *         rate (double), pool hooks used, table bytes, foreign-interpreter skips, 0, 0],
+ *         rate (double), pool hooks used, table bytes, foreign-interpreter skips,
+ *         stacks held (live or not), 0],
  * then per stack [live samples, size (double), count (double), size variance (double),
  *                 count variance (double), depth, then depth × (code address, offset)].
  * Returns the words needed; nothing is written past nwords (the caller retries bigger). */
@@ -891,7 +966,7 @@ int64_t mts_snapshot(uint64_t *buf, int64_t nwords)
     buf[7] = (uint64_t)pool_used;
     buf[8] = set_region.bytes + stack_region.bytes + frame_region.bytes + index_region.bytes;
     buf[9] = foreign_skipped;
-    buf[10] = 0;
+    buf[10] = stack_count;
     buf[11] = 0;
     return (int64_t)w;
 }
