@@ -356,7 +356,14 @@ class ByteSampler:
     def compact(self):
         """Release the stacks (and code objects) that no live sample uses any more."""
         with _lock:
-            return self._lib.mts_compact() if self.rate is not None else 0
+            return self._compact() if self.rate is not None else 0
+
+    def _compact(self):
+        dropped = self._lib.mts_compact()
+        if dropped:
+            # Released code objects may die and their addresses be reused.
+            self._lines.clear()
+        return dropped
 
     def _snapshot(self):
         while True:
@@ -379,9 +386,6 @@ class ByteSampler:
             out.live_samples, out.samples_taken = words[2], words[3]
             out.dropped, out.walk_errors = words[4], words[5]
             out.rate, out.table_bytes = doubles[6], words[8]
-            if words[10] > 2 * words[1] + COMPACT_SLACK:
-                # Stacks no live sample uses hold their code objects: let them go.
-                self._lib.mts_compact()
             by_tb, var_tb, lines = out.by_traceback, out.variance_by_traceback, self._lines
             w = HEADER_WORDS
             for _ in range(words[1]):
@@ -417,6 +421,11 @@ class ByteSampler:
                 out.count += by_tb[tb][1]
             out.own_size = round(out.own_size)
             out.own_count = round(out.own_count)
+            if words[10] > 2 * words[1] + COMPACT_SLACK:
+                # Stacks no live sample uses hold their code objects: let them go. Only
+                # now: the snapshot's code addresses are resolved, and frees in other
+                # threads since the snapshot may have left its stacks without samples.
+                self._compact()
             return out
 
 
