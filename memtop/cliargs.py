@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=FORMATS,
         default="memtop",
-        help="memtop's file format (default) or tracemalloc's (a pickle)",
+        help="memtop's file format (default), tracemalloc's (a pickle), or pprof (gzipped "
+        "profile.proto, for go tool pprof, Pyroscope, speedscope)",
     )
     _add_nframe_option(snapshot)
     snapshot.add_argument(
