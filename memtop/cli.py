@@ -79,6 +79,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "view":
         return _view_file(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "convert":
         sys.stderr.write(
             f"memtop: {offline.convert(args.source, args.target, args.to, args.trust_pickle)}\n"
@@ -225,6 +227,31 @@ def _attach(args: argparse.Namespace) -> int:
             )
         elif ended is None:
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from memtop.fleet.export_command import run_export  # prometheus_client loads only here
+
+    query = Query(
+        limit=max(args.top, 50),
+        exclude=INTERNAL_PATTERNS if args.hide_internal else (),
+    )
+    return run_export(
+        args.pids,
+        args.listen,
+        query,
+        top=args.top,
+        interval=args.interval,
+        keep_agent=args.keep_agent,
+        attach_options={
+            "method": args.method,
+            "nframe": args.nframe,
+            "timeout": args.timeout,
+            "force_gdb": args.force_gdb,
+        },
+        err=sys.stderr,
+        hung_up=signals.hung_up,
+    )
 
 
 def _ps(args: argparse.Namespace) -> int:

@@ -203,6 +203,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_view_options(view)
 
+    export = commands.add_parser(
+        "export",
+        help="serve heap metrics of processes to Prometheus (stays attached, headless)",
+    )
+    export.add_argument("pids", type=_bounded_int(1, 2**22), nargs="+", metavar="PID")
+    export.add_argument(
+        "--listen",
+        default="127.0.0.1:9464",
+        metavar="ADDRESS:PORT",
+        help="where /metrics is served (default 127.0.0.1:9464, this machine only)",
+    )
+    export.add_argument(
+        "--top",
+        type=_bounded_int(1, 500),
+        default=20,
+        metavar="N",
+        help="sites (file:line) served per process, the largest (default 20)",
+    )
+    export.add_argument(
+        "-i",
+        "--interval",
+        type=_positive_float,
+        default=15.0,
+        metavar="SECONDS",
+        help="refresh period (default 15, a common scrape interval)",
+    )
+    export.add_argument(
+        "--keep-agent",
+        action="store_true",
+        help="on exit, leave the agents serving (as Q does) instead of detaching",
+    )
+    export.add_argument(
+        "--hide-internal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="leave out importlib, <unknown> and memtop's own lines (default: left out)",
+    )
+    _add_nframe_option(export)
+    _add_attach_options(export)
+
     convert = commands.add_parser("convert", help="convert between memtop and tracemalloc files")
     convert.add_argument("source", metavar="IN")
     convert.add_argument("target", metavar="OUT")
