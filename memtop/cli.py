@@ -13,7 +13,7 @@ from typing import Any
 
 from memtop import offline, signals
 from memtop.attach.chain import attach, detach
-from memtop.attach.discovery import python_processes
+from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
@@ -256,18 +256,20 @@ def _export(args: argparse.Namespace) -> int:
 
 def _ps(args: argparse.Namespace) -> int:
     rows = python_processes(all_users=args.all)
+    ordered = as_tree(rows) if args.tree else [(0, row) for row in rows]
     if args.json:
-        json.dump([row.as_json() for row in rows], sys.stdout)
+        listed = [{**row.as_json(), "depth": depth} for depth, row in ordered]
+        json.dump(listed if args.tree else [row.as_json() for row in rows], sys.stdout)
         sys.stdout.write("\n")
         return 0
     sys.stdout.write(f"{'PID':>7} {'PYTHON':<8} {'RSS':>10} {'AGENT':<6} {'USER':<10} COMMAND\n")
     width = _batch_width()
-    for row in rows:
+    for depth, row in ordered:
         line = (
             f"{row.pid:>7} {row.python:<8} {format_size(row.rss):>10} "
             f"{'yes' if row.agent else '-':<6} {fit(row.user, 10):<10} "
         )
-        command = display_command(row.command)
+        command = ("  " * (depth - 1) + "└─ " if depth else "") + display_command(row.command)
         sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 

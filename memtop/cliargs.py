@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     ps = commands.add_parser("ps", help="list Python processes and whether an agent serves")
     ps.add_argument("--json", action="store_true", help="one JSON array on stdout")
     ps.add_argument("-a", "--all", action="store_true", help="every user's processes (root)")
+    ps.add_argument(
+        "--tree",
+        action="store_true",
+        help="each process under its parent (a gunicorn master above its workers)",
+    )
 
     detach = commands.add_parser("detach", help="stop the agent in a process")
     detach.add_argument("pid", type=_bounded_int(1, 2**22), metavar="PID")
