@@ -205,6 +205,8 @@ def _batch_width() -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
+    if args.more or args.children:
+        return _attach_group(args)
     query = _query(args)
     if args.iterations is not None and not (args.batch or args.json):
         args.batch = True
@@ -227,6 +229,40 @@ def _attach(args: argparse.Namespace) -> int:
             )
         elif ended is None:
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
+
+
+def _attach_group(args: argparse.Namespace) -> int:
+    """`memtop PID PID…` or `memtop PID --children`: several processes as one table."""
+    from memtop.group import GroupSource, children_of
+
+    query = _query(args)
+    if args.iterations is not None and not (args.batch or args.json):
+        args.batch = True
+
+    def note(text: str) -> None:
+        sys.stderr.write(f"memtop: {text}\n")
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, args.method, args.nframe, args.timeout, args.force_gdb)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    pids = list(dict.fromkeys([args.pid, *args.more]))
+    if args.children:
+        pids += [pid for pid in children_of(args.pid) if pid not in pids]
+    members: dict[int, LiveSource] = {}
+    try:
+        for pid in pids:
+            members[pid] = attach_member(pid)
+    except BaseException:
+        for member in members.values():
+            member.close()
+        raise
+    note(f"watching {len(members)} processes: {' '.join(str(p) for p in members)}")
+    source = GroupSource(members, attach_member, note, parent=args.pid if args.children else None)
+    try:
+        return _view(source, query, args)
+    finally:
+        source.close()
 
 
 def _export(args: argparse.Namespace) -> int:

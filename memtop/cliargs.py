@@ -158,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
         "attach", help="attach to a running CPython process and view it (also: memtop PID)"
     )
     attach.add_argument("pid", type=_bounded_int(1, 2**22), metavar="PID")
+    attach.add_argument(
+        "more", type=_bounded_int(1, 2**22), nargs="*", metavar="PID",
+        help="more processes, watched as one group (tables merged by line)",
+    )  # fmt: skip
+    attach.add_argument(
+        "--children",
+        action="store_true",
+        help="also watch PID's Python children, and new ones as they appear (workers)",
+    )
     _add_view_options(attach)
     _add_attach_options(attach)
 

@@ -34,9 +34,7 @@ def python_processes(all_users: bool = False) -> list[PythonProcess]:
     """CPython processes of this user (every user's when `all_users`), biggest RSS first."""
     me = os.geteuid()
     found = []
-    for proc in psutil.process_iter(
-        ["pid", "ppid", "uids", "username", "cmdline", "memory_info"]
-    ):
+    for proc in psutil.process_iter(["pid", "ppid", "uids", "username", "cmdline", "memory_info"]):
         info = proc.info
         if info["pid"] == os.getpid() or info["uids"] is None:
             continue
