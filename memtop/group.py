@@ -142,6 +142,7 @@ class GroupSource:
         self.parent = parent
         self.ended: dict[int, str] = {}
         self._refused: set[int] = set()
+        self.focus: int | None = None  # one process shown on its own, or None: all merged
         first = next(iter(self.members.values()))
         pids = sorted(self.members)
         self.info = TargetInfo(
@@ -174,7 +175,14 @@ class GroupSource:
                 self.note(f"pid {pid}: {exc.message}")
         if not samples:
             raise ConnectionLost("every watched process has ended")
-        return merge(samples, query, time.time())
+        merged = merge(samples, query, time.time())
+        focus = self.focus
+        if focus is None:
+            return merged
+        if focus not in samples:
+            self.focus = None  # it dropped out: back to the whole group
+            return merged
+        return dataclasses.replace(samples[focus], processes=merged.processes)
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks of a row across the processes that hold it."""
