@@ -270,6 +270,7 @@ class SampledTable:
         "count",
         "dropped",
         "gaps",
+        "hooks",
         "live_samples",
         "own_count",
         "own_size",
@@ -290,6 +291,7 @@ class SampledTable:
         self.rate = 0.0
         self.table_bytes = 0
         self.gaps = 0
+        self.hooks = 0
 
 
 def half_width(variance):
@@ -385,7 +387,7 @@ class ByteSampler:
             doubles = (ctypes.c_double * used).from_buffer(buf)
             out.live_samples, out.samples_taken = words[2], words[3]
             out.dropped, out.walk_errors = words[4], words[5]
-            out.rate, out.table_bytes = doubles[6], words[8]
+            out.rate, out.hooks, out.table_bytes = doubles[6], words[7], words[8]
             by_tb, var_tb, lines = out.by_traceback, out.variance_by_traceback, self._lines
             w = HEADER_WORDS
             for _ in range(words[1]):

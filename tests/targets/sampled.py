@@ -129,7 +129,20 @@ def interplay():
             else:
                 tracemalloc.stop()
             note(step)
-    return {"steps": steps, "gaps": sampler.gaps}
+    # Orders that leave the sampler on top when it stops must not use up hook contexts.
+    for _ in range(100):
+        tracemalloc.start()
+        sampler.start(65536)
+        sampler.stop()
+        tracemalloc.stop()
+        sampler.start(65536)
+        tracemalloc.start()
+        tracemalloc.stop()
+        sampler.stop()
+    sampler.start(65536)
+    hooks = sampler.table().hooks
+    sampler.stop()
+    return {"steps": steps, "gaps": sampler.gaps, "hooks": hooks}
 
 
 def grow(n):
