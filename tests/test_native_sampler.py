@@ -142,6 +142,10 @@ def test_tracemalloc_orders_keep_the_sampler_honest(minor: str) -> None:
     # Contexts the sampler unhooked itself are reused: 200 more starts, no more contexts
     # than the orders above needed (one per domain and clobbering tracemalloc.stop()).
     assert result["hooks"] <= 6
+    # Detached, the allocators are the very ones found before (ctx and functions).
+    assert result["hooked"] is True
+    assert result["restored"] is True
+    assert result["restored_again"] is True
 
 
 @pytest.mark.parametrize("minor", MINORS)

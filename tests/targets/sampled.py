@@ -98,9 +98,24 @@ def accuracy(rounds, rate):
     return out
 
 
+def allocators():
+    """The MEM and OBJ allocators as PyMem_GetAllocator reports them (ctx and functions)."""
+    import ctypes
+
+    get = ctypes.pythonapi.PyMem_GetAllocator
+    get.restype = None
+    found = []
+    for domain in (1, 2):
+        fields = (ctypes.c_void_p * 5)()
+        get(domain, fields)
+        found.append(list(fields))
+    return found
+
+
 def interplay():
     sampler = bytesampler.load()
     steps = []
+    original = allocators()
 
     def note(what):
         before = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
@@ -129,6 +144,7 @@ def interplay():
             else:
                 tracemalloc.stop()
             note(step)
+    restored = allocators() == original
     # Orders that leave the sampler on top when it stops must not use up hook contexts.
     for _ in range(100):
         tracemalloc.start()
@@ -142,7 +158,17 @@ def interplay():
     sampler.start(65536)
     hooks = sampler.table().hooks
     sampler.stop()
-    return {"steps": steps, "gaps": sampler.gaps, "hooks": hooks}
+    sampler.start(65536)
+    hooked = allocators() != original
+    sampler.stop()
+    return {
+        "steps": steps,
+        "gaps": sampler.gaps,
+        "hooks": hooks,
+        "restored": restored,
+        "hooked": hooked,
+        "restored_again": allocators() == original,
+    }
 
 
 def grow(n):
