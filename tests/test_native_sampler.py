@@ -62,12 +62,13 @@ def test_the_library_loads_and_passes_its_layout_self_test(minor: str) -> None:
     assert ".".join(map(str, result["version"][:2])) == minor
 
 
-def test_the_distribution_python_passes_the_self_test() -> None:
+def test_the_distribution_python_passes_the_self_test_and_the_stress() -> None:
     """Debian's own /usr/bin/python3 is an optimized distribution build."""
     need_library()
     if not Path("/usr/bin/python3").exists():
         pytest.skip("no /usr/bin/python3 here")
     assert run_target("/usr/bin/python3", "selftest")["ok"]
+    assert run_target("/usr/bin/python3", "stress", "12")["walk_errors"] == 0
 
 
 @pytest.mark.parametrize("minor", ["3.9", "3.12", "3.14"])
