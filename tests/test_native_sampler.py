@@ -270,3 +270,44 @@ def test_interpreters_with_their_own_gil_are_refused(minor: str) -> None:
     if minor != "3.12":
         assert result["legacy_live"] is True
         assert result["legacy_samples"] > 0
+
+
+NOEXEC_PROBE = """
+import ctypes, os, sys
+sys.path.insert(0, sys.argv[1])
+from memtop.agent import bytesampler
+copy = sys.argv[2]
+try:
+    ctypes.PyDLL(copy)
+    print("mapped directly")
+except OSError:
+    fds = len(os.listdir("/proc/self/fd"))
+    lib = bytesampler.open_library(copy)
+    print("version", lib.mts_version(), "fds", len(os.listdir("/proc/self/fd")) - fds)
+"""
+
+
+def test_a_library_on_a_noexec_mount_is_loaded_from_memory(tmp_path: Path) -> None:
+    """dlopen cannot map a file on a noexec mount; a memfd copy can, and leaves no fd."""
+    need_library()
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to mount a noexec tmpfs of its own (CI runs as root)")
+    mount = tmp_path / "noexec"
+    mount.mkdir()
+    copy = mount / bytesampler.LIBRARY_NAME
+    script = (
+        f"mount -t tmpfs -o noexec,size=4m tmpfs {mount} && "
+        f"cp {bytesampler.library_path()} {copy} && "
+        f'{sys.executable} -c "$0" {ROOT} {copy}'
+    )
+    done = subprocess.run(
+        [unshare, "--mount", "sh", "-c", script, NOEXEC_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if "Operation not permitted" in done.stderr or "permission denied" in done.stderr.lower():
+        pytest.skip(f"mounting is not allowed here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["version", str(bytesampler.API_VERSION), "fds", "0"]

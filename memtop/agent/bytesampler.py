@@ -98,6 +98,26 @@ def library_path(native_dir=NATIVE_DIR):
     raise Unavailable(reason)
 
 
+def open_library(path):
+    """`ctypes.PyDLL(path)`; from a copy in an anonymous memory file when the file's
+    mount forbids executing it (noexec). The mapping outlives the descriptor."""
+    try:
+        return ctypes.PyDLL(path)
+    except OSError as exc:
+        if "failed to map segment" not in str(exc) or not hasattr(os, "memfd_create"):
+            raise
+    with open(path, "rb") as f:
+        data = f.read()
+    fd = os.memfd_create("memtop-sampler", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        return ctypes.PyDLL("/proc/self/fd/%d" % fd)
+    finally:
+        os.close(fd)
+
+
 def _address(name):
     return ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value
 
@@ -226,7 +246,7 @@ def load(_layout_fault=False):
         else:
             path = library_path()
             try:
-                lib = ctypes.PyDLL(path)
+                lib = open_library(path)
                 _declare(lib)
             except (OSError, AttributeError) as exc:
                 raise Unavailable("cannot load %s: %s" % (path, exc)) from None
