@@ -242,7 +242,8 @@ def test_samples_go_with_their_blocks_and_code_objects_are_given_back(minor: str
 @pytest.mark.parametrize("minor", ["3.9", "3.12", "3.14"])
 def test_rows_group_by_line_file_and_traceback(minor: str) -> None:
     """The caller's line appears in cumulative rows; tracebacks run oldest frame first and
-    end at the allocating line; every row carries its 95 % half-width."""
+    end at the allocating line; every row, and every traceback of a row's panel, carries
+    its 95 % half-width."""
     result = run_target(python_for(minor), "lifecycle")
     target = str(TARGET)
     lines = {lineno for (_, lineno), *_ in result["lineno-cumulative"]}
@@ -259,6 +260,10 @@ def test_rows_group_by_line_file_and_traceback(minor: str) -> None:
     assert any(
         tb[-1] == [target, buffers_line] and [target, caller_line] in tb for tb in tracebacks
     )
+    panel = result["panel"]  # the traceback panel of the allocating line's row
+    assert panel and all(entry["traceback"][-1] == [target, buffers_line] for entry in panel)
+    assert any([target, caller_line] in entry["traceback"] for entry in panel)
+    assert all(entry["size"] > 0 and entry["size_error"] > 0 for entry in panel)
 
 
 @pytest.mark.parametrize("minor", ["3.12", "3.13", "3.14", "3.15"])

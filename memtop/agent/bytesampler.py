@@ -472,3 +472,22 @@ def rows(table, group_by="lineno", cumulative=False, limit=50, keep=None):
             }
         )
     return out
+
+
+def tracebacks(table, group_by, cumulative, key, limit=10, keep=None):
+    """The heaviest distinct tracebacks counted in one row (the traceback panel), as dicts:
+    traceback (oldest frame first), size, count and their 95 % half-widths."""
+    found = collector.tracebacks_of(table.by_traceback, group_by, cumulative, key, keep, limit)
+    out = []
+    for tb, size, count in found:
+        var_size, var_count = table.variance_by_traceback[tb]
+        out.append(
+            {
+                "traceback": list(reversed(tb)),
+                "size": size,
+                "count": count,
+                "size_error": round(half_width(var_size)),
+                "count_error": round(half_width(var_count)),
+            }
+        )
+    return out

@@ -239,6 +239,8 @@ def lifecycle():
             )
             == __file__
         ]
+    buffers_key = (__file__, make_buffers.__code__.co_firstlineno + 1)
+    out["panel"] = bytesampler.tracebacks(table, "lineno", False, buffers_key)
     out["released"] = sampler.stop()
     out["refs_after_stop"] = sys.getrefcount(code) - refs_before
     return out
