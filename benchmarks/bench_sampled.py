@@ -2,8 +2,9 @@
 
 Runs benchmarks/sampled_worker.py in each interpreter and prints three tables:
 overhead on an allocation-saturated loop (median ratio to untraced over ROUNDS rounds,
-[min-max]), accuracy (mean relative error of five sites of 8 to 0.5 MB against
-tracemalloc's exact sizes, 3 seeds), and the refresh cost at BLOCKS live blocks.
+[min-max]), accuracy (RMS relative error of five sites of 8 to 0.5 MB against
+tracemalloc's exact sizes over 5 seeds, next to the prediction sqrt(R/B)), and the refresh
+cost at BLOCKS live blocks (first read, which resolves lines, and the next one).
 
 usage: python benchmarks/bench_sampled.py [--python PATH ...] [--rounds N]
        [--iterations N] [--blocks N]
@@ -101,11 +102,16 @@ def main(argv: list[str]) -> int:
             ["Python", "untraced ns/iter"] + [kib(n) if n[0].isdigit() else n for n in names], rows
         )
     )
-    print("\nAccuracy: mean relative error per site size (tracemalloc exact as reference, 3 seeds)")
+    print("\nAccuracy: RMS relative error per site (tracemalloc exact as reference, 5 seeds)")
     rows = []
     for r in results:
         for rate, errs in r["accuracy"].items():
-            rows.append([r["python"], kib(rate)] + ["%.1f%%" % (100 * e) for e in errs.values()])
+            rows.append([r["python"], kib(rate)] + [f"{100 * e:.1f}%" for e in errs.values()])
+    for rate in results[0]["accuracy"] if results else []:
+        predicted = [
+            (float(rate) / (float(mb) * 1e6)) ** 0.5 for mb in results[0]["accuracy"][rate]
+        ]
+        rows.append(["sqrt(R/B)", kib(rate)] + [f"{100 * p:.1f}%" for p in predicted])
     sizes = list(results[0]["accuracy"][next(iter(results[0]["accuracy"]))]) if results else []
     print(table(["Python", "rate"] + [f"{s} MB site" for s in sizes], rows))
     print(f"\nRefresh at {args.blocks} live blocks (50 sites)")
@@ -122,6 +128,7 @@ def main(argv: list[str]) -> int:
                     str(v["live_samples"]),
                     "{:.1f} us".format(v["c_us"]),
                     "{:.2f} ms".format(v["py_ms"]),
+                    "{:.2f} ms".format(v["py_again_ms"]),
                     f"{f['tracemalloc_get_traces_ms']:.0f} ms ({f['tracemalloc_traces']} traces)",
                 ]
             )
@@ -133,6 +140,7 @@ def main(argv: list[str]) -> int:
                 "live samples",
                 "C snapshot",
                 "table+rows (Python)",
+                "next refresh",
                 "tracemalloc _get_traces()",
             ],
             rows,
