@@ -9,6 +9,7 @@ running below the sampler as the exact reference. Refresh: BLOCKS live one-block
 from 50 sites, read by the sampler and by tracemalloc.
 """
 
+import ctypes
 import json
 import statistics
 import sys
@@ -137,7 +138,7 @@ def refresh(sampler):
     for rate in RATES:
         sampler.start(rate, seed=7)
         heap = make_heap(BLOCKS)
-        buf = (bytesampler.ctypes.c_uint64 * (1 << 20))()
+        buf = (ctypes.c_uint64 * (1 << 20))()
         lib = sampler._lib
         started = time.perf_counter()
         for _ in range(100):
