@@ -116,6 +116,9 @@ def run_batch(
         while iterations is None or shown < iterations:
             started = time.monotonic()
             try:
+                if not shown:
+                    # Go on from the history the agent kept (a viewer left it serving).
+                    history.seed(source.resume(query))
                 sample = source.refresh(query, max_age=interval * 0.9)
             except ConnectionLost:
                 status = wait_for_exit(source, 2.0)

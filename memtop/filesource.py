@@ -51,6 +51,10 @@ class FileSource:
         )
         self._tables: dict[Query, Sample] = {}
 
+    def resume(self, query: Query) -> None:
+        """A file has no history to go on from."""
+        return None
+
     def refresh(self, query: Query, max_age: float) -> Sample:
         """The table of the file (diffs against the base file, if any); a file does not
         change, so each query's table is computed once."""

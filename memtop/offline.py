@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from memtop.attach.chain import attach
 from memtop.errors import UsageError
-from memtop.history import History, judge
+from memtop.history import History, HistorySeed, judge
 from memtop.model import Query, Row, Sample, sample_json
 from memtop.snapfile import SavedSnapshot, export_tracemalloc, load, save, snapshot_of
 from memtop.source import Source, TargetInfo, TracebackEntry
@@ -96,6 +96,11 @@ class RecordingSource:
         self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
         self.out.flush()
         return sample
+
+    def resume(self, query: Query) -> HistorySeed | None:
+        seed = self.inner.resume(query)
+        self.history.seed(seed)
+        return seed
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         return self.inner.tracebacks(query, row, limit)

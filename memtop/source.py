@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from memtop.client import AgentClient
-from memtop.errors import ConnectionLost, MemtopError
+from memtop.errors import AgentError, ConnectionLost, MemtopError
+from memtop.history import HistorySeed, seed_from_reply
 from memtop.leaks import (
     Origins,
     ReferrerChain,
@@ -57,6 +58,8 @@ class Source(Protocol):
     info: TargetInfo
 
     def refresh(self, query: Query, max_age: float) -> Sample: ...
+
+    def resume(self, query: Query) -> HistorySeed | None: ...
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]: ...
 
@@ -121,6 +124,18 @@ class LiveSource:
         reply = self._request("top", **query.top_args(max_age))
         memory = self.proc.memory()
         return sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
+
+    def resume(self, query: Query) -> HistorySeed | None:
+        """The history the agent kept for this tracing session, for `query`'s grouping:
+        a viewer that comes back goes on from it (None from an agent that keeps none)."""
+        try:
+            reply = self._request("history", **query.grouping_args())
+        except AgentError:
+            return None  # an agent of an older memtop, still loaded in the program
+        try:
+            return seed_from_reply(query, reply)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MemtopError(f"the agent sent an invalid history: {exc!r}") from exc
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks counted in `row`."""

@@ -137,6 +137,9 @@ class FakeSource:
 
     # --- Source ------------------------------------------------------------------------
 
+    def resume(self, query: Query) -> None:
+        return None
+
     def refresh(self, query: Query, max_age: float) -> Sample:
         self.queries.append(query)
         if self.fail is not None:

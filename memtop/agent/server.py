@@ -110,6 +110,7 @@ class Server:
             self._pardon(handling)
             # Never reset the peak of a tracing session the program has restarted.
             agent.follow_tracing()
+            agent.keep_history()
             agent.sampler.correct_peak(self._held_bytes())
             self._check_conns(time.monotonic())
             agent.check_idle(self.client_count() > 0)

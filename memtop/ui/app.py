@@ -100,6 +100,9 @@ class MemtopApp(App[Outcome]):
         self.shown = 0
         self._busy = False
         self._again = False
+        # Asked once, before the first refresh: the history an agent kept for a viewer
+        # that left with it serving (`Q`).
+        self._resumed = self.state.offline
         self._saving = False
         self._note: Text | None = None  # the selected row's suspect reading
         self._timer: Timer | None = None
@@ -167,6 +170,10 @@ class MemtopApp(App[Outcome]):
                     return
                 source.reconnect()
                 self.post_message(Reconnected())
+            seed = None
+            if not self._resumed:
+                seed = source.resume(query)
+                self._resumed = True
             sample = source.refresh(query, max_age=interval * 0.9)
         except ConnectionLost as exc:
             status = wait_for_exit(source, 1.0)
@@ -179,7 +186,7 @@ class MemtopApp(App[Outcome]):
         except Exception as exc:  # never a raw traceback on screen
             self.post_message(RefreshFailed(f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(SampleReady(sample))
+            self.post_message(SampleReady(sample, seed))
 
     def _fetched(self) -> None:
         self._busy = False
@@ -189,6 +196,7 @@ class MemtopApp(App[Outcome]):
 
     def on_sample_ready(self, message: SampleReady) -> None:
         sample = message.sample
+        self.history.seed(message.seed)
         self.history.add(sample)
         self.sample = sample
         self.shown += 1
@@ -230,6 +238,9 @@ class MemtopApp(App[Outcome]):
         self._set_state(self.state.replace(connection="ended", ended=message.status), refresh=False)
         self._busy = False
         self._again = False
+        # Asked once, before the first refresh: the history an agent kept for a viewer
+        # that left with it serving (`Q`).
+        self._resumed = self.state.offline
 
     # --- state --------------------------------------------------------------------------
 
