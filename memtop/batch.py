@@ -13,7 +13,7 @@ from memtop import __version__
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
 from memtop.formatting import fit, format_count, format_size, location
 from memtop.history import History, Suspect, Verdict, format_rate
-from memtop.model import Query, Sample, sample_json
+from memtop.model import RESTARTED_BASELINE, Query, Sample, only_new_note, sample_json
 from memtop.source import Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
@@ -55,6 +55,15 @@ def render_text(
         "",
         _COLUMNS + "LOCATION / SOURCE",
     ]
+    warnings = []
+    note = only_new_note(sample.tracing, sample.time)
+    if note is not None:
+        warnings.append(f"warning: {note}")
+        if not sample.total_rows:
+            warnings.append("warning: 0 rows: nothing allocated since the attach is held")
+    if sample.baseline_restarted:
+        warnings.append(f"warning: {RESTARTED_BASELINE}")
+    lines[3:3] = warnings
     if suspects:
         ranked = sorted(
             suspects.items(), key=lambda kv: kv[1].rate * kv[1].confidence, reverse=True
@@ -63,7 +72,7 @@ def render_text(
             f"{fit(key, 60)} ({format_rate(s.rate)}, confidence {s.confidence:.0%})"
             for key, s in ranked
         )
-        lines.insert(3, f"leak suspects: {named}")
+        lines.insert(3 + len(warnings), f"leak suspects: {named}")
     room = max(24, width - len(_COLUMNS))
     for rank, row in enumerate(sample.rows, 1):
         # The location keeps its line number; the source line gives way first.

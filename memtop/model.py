@@ -104,16 +104,19 @@ class Tracing:
 
 
 def tracing_from_reply(raw: Any) -> Tracing | None:
-    """The `tracing` object of an agent's reply (None from an agent that sends none)."""
+    """The `tracing` object of an agent's reply or a saved file's header (None when there
+    is none, or it is not what memtop writes)."""
     if not isinstance(raw, dict):
         return None
     since = raw.get("since")
     session = raw.get("session")
+    if not isinstance(since, (int, float, type(None))) or isinstance(since, bool):
+        return None
     return Tracing(
         session=None if session is None else str(session),
         since=None if since is None else float(since),
         owner=str(raw.get("owner", "?")),
-        sees_only_new=bool(raw.get("sees_only_new", False)),
+        sees_only_new=raw.get("sees_only_new") is True,
     )
 
 
@@ -224,6 +227,12 @@ def sample_from_reply(
         tracing=tracing_from_reply(reply.get("tracing")),
         baseline_restarted=bool(reply.get("baseline_restarted", False)),
     )
+
+
+RESTARTED_BASELINE = (
+    "tracing restarted after the baseline was set: the Δ columns compare two tracing "
+    "sessions (set a new baseline)"
+)
 
 
 def only_new_note(tracing: Tracing | None, now: float) -> str | None:

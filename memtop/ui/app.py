@@ -238,9 +238,6 @@ class MemtopApp(App[Outcome]):
         self._set_state(self.state.replace(connection="ended", ended=message.status), refresh=False)
         self._busy = False
         self._again = False
-        # Asked once, before the first refresh: the history an agent kept for a viewer
-        # that left with it serving (`Q`).
-        self._resumed = self.state.offline
 
     # --- state --------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from memtop.formatting import clean_text
-from memtop.model import Sample
+from memtop.model import Sample, only_new_note
 from memtop.source import TargetInfo
 from memtop.ui.suspects import MARK
 from memtop.ui.text_lines import TextLines
@@ -39,12 +39,14 @@ class HeaderBar(TextLines):
         self.sample: Sample | None = None
         self.uptime = ""
         self.suspects = 0
+        self.now = 0.0
 
     def show(self, state: ViewState, sample: Sample | None, now: float, suspects: int = 0) -> None:
         """Redraw if something shown changed (it is asked every second)."""
         started = self.info.started if self.info.started is not None else now
         self.state, self.sample, self.uptime = state, sample, format_uptime(now - started)
         self.suspects = suspects
+        self.now = now
         self.update_lines()
 
     def lines(self, width: int) -> list[Text]:
@@ -92,17 +94,37 @@ class HeaderBar(TextLines):
         if not self.file:
             if state.baseline_time is not None:
                 since = Text(f"Δ since {clock_time(state.baseline_time)}", style="bold")
+                if sample is not None and sample.baseline_restarted:
+                    since.append(" (before a tracing restart: b sets a new one)", "bold red")
                 parts.append((since, 7))
             else:
                 parts.append((Text("Δ per refresh"), 2))
+        if sample is not None and self.file and sample.baseline_restarted:
+            parts.append((Text("two tracing sessions: Δ is not growth", "bold red"), 8))
         if self.suspects:
             plural = "s" if self.suspects != 1 else ""
             parts.append((Text(f"{MARK} {self.suspects} suspect{plural}", style="bold"), 8))
+        note = None
         if sample is not None:
-            parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
+            # A file: how long it had traced when it was taken.
+            note = only_new_note(sample.tracing, sample.time if self.file else self.now)
+        if sample is not None:
+            if note is not None and not sample.total_rows:
+                # An idle program just attached to: nothing it allocated since is held.
+                rows = Text("0 rows: nothing allocated since the attach is held", "bold")
+                parts.append((rows, 7))
+            else:
+                parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
             if not self.file:
                 parts.append((Text(f"pause {sample.pause_ms:.1f} ms"), 4))
                 stretched = table_age(sample.table, state.interval)
                 if stretched:
                     parts.append((Text(stretched, style="bold"), 6))
-        return fit_parts(parts, width)
+        if note is None:
+            return fit_parts(parts, width)
+        # Older memory missing from the table is said in full when it fits, else briefly.
+        full = fit_parts([*parts, (Text(note, "bold"), 6)], width)
+        if note in full.plain:
+            return full
+        short = note.split(":")[0].replace("tracing since", "traced since")
+        return fit_parts([*parts, (Text(short, "bold"), 6)], width)
