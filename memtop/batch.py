@@ -13,7 +13,14 @@ from memtop import __version__
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
 from memtop.formatting import fit, format_count, format_size, location
 from memtop.history import History, Suspect, Verdict, format_rate
-from memtop.model import RESTARTED_BASELINE, Query, Sample, only_new_note, sample_json
+from memtop.model import (
+    RESTARTED_BASELINE,
+    Query,
+    Sample,
+    empty_note,
+    only_new_note,
+    sample_json,
+)
 from memtop.source import Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
@@ -60,7 +67,7 @@ def render_text(
     if note is not None:
         warnings.append(f"warning: {note}")
         if not sample.total_rows:
-            warnings.append("warning: 0 rows: nothing allocated since the attach is held")
+            warnings.append(f"warning: {empty_note(sample.tracing, sample.time)}")
     if sample.baseline_restarted:
         warnings.append(f"warning: {RESTARTED_BASELINE}")
     lines[3:3] = warnings

@@ -244,6 +244,15 @@ def only_new_note(tracing: Tracing | None, now: float) -> str | None:
     return f"tracing since attach{since}: older memory is not in the table"
 
 
+def empty_note(tracing: Tracing | None, now: float) -> str | None:
+    """Why an attach's table is empty (None unless tracing started at the attach)."""
+    if tracing is None or not tracing.sees_only_new:
+        return None
+    age = tracing.age(now)
+    when = "" if age is None else f" {_duration(age)} ago"
+    return f"0 rows: nothing allocated since the attach{when} is held"
+
+
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -286,6 +295,7 @@ def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any
         "memtop_traced": sample.memtop_traced,
         "memtop_residue": sample.memtop_residue,
         "read_peak": sample.read_peak,
+        "total_rows": sample.total_rows,
         **tracing_json(sample),
         "table": {
             "age": round(sample.table.age, 3),

@@ -41,11 +41,17 @@ def _load():
     return trim
 
 
-def release_free_memory():
-    """Return the C heap's free pages to the OS; True when that was possible."""
+def prepare():
+    """Find malloc_trim now: before the agent starts tracing, the import of ctypes it may
+    need is not traced, and does not show up as the program's rows."""
     if not _state["checked"]:
         _state["trim"] = _load()
         _state["checked"] = True
+
+
+def release_free_memory():
+    """Return the C heap's free pages to the OS; True when that was possible."""
+    prepare()
     trim = _state["trim"]
     if trim is None:
         return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from memtop.formatting import clean_text
-from memtop.model import Sample, only_new_note
+from memtop.model import Sample, empty_note, only_new_note
 from memtop.source import TargetInfo
 from memtop.ui.suspects import MARK
 from memtop.ui.text_lines import TextLines
@@ -104,15 +104,17 @@ class HeaderBar(TextLines):
         if self.suspects:
             plural = "s" if self.suspects != 1 else ""
             parts.append((Text(f"{MARK} {self.suspects} suspect{plural}", style="bold"), 8))
-        note = None
+        note = empty = None
         if sample is not None:
             # A file: how long it had traced when it was taken.
-            note = only_new_note(sample.tracing, sample.time if self.file else self.now)
+            now = sample.time if self.file else self.now
+            note = only_new_note(sample.tracing, now)
+            empty = empty_note(sample.tracing, now)
         if sample is not None:
-            if note is not None and not sample.total_rows:
+            if empty is not None and not sample.total_rows:
                 # An idle program just attached to: nothing it allocated since is held.
-                rows = Text("0 rows: nothing allocated since the attach is held", "bold")
-                parts.append((rows, 7))
+                # On an empty table this matters more than the grouping or the sort.
+                parts.append((Text(empty, "bold"), 10))
             else:
                 parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
             if not self.file:
