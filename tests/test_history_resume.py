@@ -3,11 +3,20 @@ history of its tracing session, and the new viewer goes on from it, on real targ
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TARGETS, Targets, marked_lines, run_commands, wait_for, wait_state
+from conftest import (
+    TARGETS,
+    Targets,
+    marked_lines,
+    memtop_cli,
+    run_commands,
+    wait_for,
+    wait_state,
+)
 
 from memtop.history import History
 from memtop.model import Query
@@ -171,18 +180,16 @@ def test_the_agent_history_of_many_rows_stays_under_its_cap() -> None:
         tracemalloc.stop()
 
 
-def test_json_lines_carry_the_tracing_session(short_tmp: Path) -> None:
-    """`memtop run --json` names its tracing session; a run traces from the start."""
-    import json
-
-    from conftest import memtop_cli
-
-    out = memtop_cli(
-        "run", "--json", "-n", "1", "--log", str(short_tmp / "log"), str(TARGETS / "leaky.py"),
-        str(short_tmp / "state.json"), "list",
-    )  # fmt: skip
+def test_a_run_traces_from_the_start_and_says_nothing_is_missing(short_tmp: Path) -> None:
+    """`memtop run` JSON names its tracing session, which started with the program: no
+    warning that older memory is missing, in JSON or in the text view."""
+    run = ("run", "--log", str(short_tmp / "log"), str(TARGETS / "leaky.py"))
+    out = memtop_cli(*run[:1], "--json", "-n", "1", *run[1:], str(short_tmp / "a"), "list")
     assert out.returncode == 0, out.stderr
     line = json.loads(out.stdout.splitlines()[0])
     assert line["sees_only_new"] is False
     assert isinstance(line["tracing_session"], str)
     assert line["tracing_since"] <= line["time"]
+    text = memtop_cli(*run[:1], "-b", "-n", "1", *run[1:], str(short_tmp / "b"), "list")
+    assert text.returncode == 0, text.stderr
+    assert "tracing since" not in text.stdout and "warning:" not in text.stdout

@@ -65,15 +65,6 @@ def test_batch_text_of_an_attach_warns_and_explains_an_empty_table(plain: Plain)
     assert sum(bool(re.fullmatch("warning: " + NOTHING_HELD.pattern, x)) for x in lines) == 2
 
 
-def test_a_program_run_under_memtop_has_no_such_warning(short_tmp: Path) -> None:
-    result = memtop_cli(
-        "run", "-b", "-n", "1", "--log", str(short_tmp / "log"),
-        str(TARGETS / "leaky.py"), str(short_tmp / "state.json"), "list",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "tracing since" not in result.stdout and "warning:" not in result.stdout
-
-
 async def test_the_header_of_an_attach_says_older_memory_is_missing(plain: Plain) -> None:
     proc = quiet_target(plain)
     attached = attach(proc.pid)
