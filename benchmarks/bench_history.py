@@ -3,7 +3,7 @@ memory once it is full, and what a viewer's `history` reply weighs on the wire.
 
 Scenarios: a steady program (the same 100 top rows at every table), a churning one (half
 of the rows new at every table) and the worst case (every row new at every table), each
-over 4 groupings, 200 tables and 1,200 memory points, with real keys (paths, line numbers)
+over 4 groupings, 200 tables and 2,000 memory points, with real keys (paths, line numbers)
 built as the agent builds them. Prints a table.
 
     python benchmarks/bench_history.py
@@ -64,8 +64,8 @@ def measure(new_share: float) -> tuple[float, float, int]:
             rows = rows_for(number, new_share)
             keeper.record_rows(config, Read(number), rows)
             del rows
-        for step in range(6):
-            keeper.record_point(totals, 2 * 10**8, now=time.time() + number * 6 + step)
+        for step in range(10):
+            keeper.record_point(totals, 2 * 10**8, now=time.time() + number * 10 + step)
         if number == TABLES // 2:
             half = tracemalloc.get_traced_memory()[0]
     full = tracemalloc.get_traced_memory()[0]

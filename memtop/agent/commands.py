@@ -7,7 +7,7 @@ import sys
 import time
 import tracemalloc
 
-from . import checks, collector
+from . import checks, collector, timeline
 from .checks import BadArgs
 from .object_commands import MAX_TRACEBACKS, ObjectCommands
 
@@ -102,6 +102,8 @@ class Commands(ObjectCommands):
         self.agent.follow_tracing()  # a table of an ended tracing session is not served
         # Totals first: read after the agent's own work they would include its temporaries.
         totals = self.sampler.totals()
+        # A viewer's refresh is a point of the shared history too (at most every 0.2 s).
+        self.agent.keep_history(totals, timeline.VIEWER_SPACING)
         sample, cost = self.sampler.sample(max(0.0, max_age))
         started = time.thread_time()
         base = client.baseline if compare == "baseline" else None
@@ -119,11 +121,10 @@ class Commands(ObjectCommands):
         self.sampler.charge(time.thread_time() - started - reading)
         described = self.sampler.describe(sample, cost)
         described["work_ms"] = round((cost + time.thread_time() - started) * 1000.0, 3)
-        timeline = self.agent.timeline
         return {
             "tracing": self.agent.tracing_info(),
             # A baseline read in an earlier tracing session: what it held is not comparable.
-            "baseline_restarted": base is not None and timeline.started_before(base),
+            "baseline_restarted": base is not None and self.agent.timeline.started_before(base),
             "group_by": group_by,
             "cumulative": cumulative,
             "sort": sort,
@@ -146,7 +147,10 @@ class Commands(ObjectCommands):
         else:
             against = self._previous(client, config, sample, current)
         rows, total = collector.rank(current, against, group_by, sort, limit)
-        self.agent.timeline.record_rows(config, sample, rows)
+        try:
+            self.agent.timeline.record_rows(config, sample, rows)
+        except Exception as exc:  # the shared history must never cost a viewer its table
+            self.agent.record_error("history: %r" % (exc,))
         lookup = {}
         reading = time.thread_time()
         if want_sources:

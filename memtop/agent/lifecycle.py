@@ -127,17 +127,19 @@ class Agent:
             "sees_only_new": owner == "agent" and late,
         }
 
-    def keep_history(self):
-        """Add the memory account to the shared history, about once a second, viewer or
-        not: cheap totals only, never a read of the trace table."""
+    def keep_history(self, totals=None, spacing=None):
+        """Add the memory account to the shared history: about once a second, viewer or
+        not, and at a viewer's refreshes (`totals` read for it, `spacing` apart at least).
+        Cheap totals only, never a read of the trace table."""
         try:
             timeline = self.timeline
             if timeline.session is None or self.sampler is None:
                 return
             now = time.time()
-            if now - timeline.last_point_time() < timeline.spacing:
+            if now - timeline.last_point_time() < (spacing or timeline.spacing):
                 return
-            timeline.record_point(self.sampler.totals(), footprint.resident_bytes(), now)
+            totals = totals if totals is not None else self.sampler.totals()
+            timeline.record_point(totals, footprint.resident_bytes(), now, spacing)
         except Exception as exc:
             self.record_error("history: %r" % (exc,))
 

@@ -19,8 +19,9 @@ import os
 import time
 import tracemalloc
 
-MAX_POINTS = 600  # memory points, at most one per POINT_SPACING: ten minutes
-POINT_SPACING = 1.0
+MAX_POINTS = 1200  # memory points: 20 minutes at one a second
+POINT_SPACING = 1.0  # without a viewer
+VIEWER_SPACING = 0.2  # at a viewer's refreshes
 MAX_TABLES = 30  # tables per grouping: the viewer's per-row trend length
 MAX_ROWS = 100  # rows kept per table, the largest first
 MAX_GROUPINGS = 4
@@ -81,12 +82,12 @@ class Timeline:
         self.tables.clear()
         self._keys = {}
 
-    def record_point(self, totals, rss, now=None):
-        """Add the memory account of now, at most once per POINT_SPACING."""
+    def record_point(self, totals, rss, now=None, spacing=None):
+        """Add the memory account of now, `spacing` (default: self.spacing) after the last."""
         if self.session is None or not totals.get("tracing"):
             return
         now = time.time() if now is None else now
-        if now - self.last_point_time() < self.spacing:
+        if now - self.last_point_time() < (spacing or self.spacing):
             return
         self.points.append(now)
         self.points.append(-1.0 if rss is None else float(rss))
