@@ -147,15 +147,20 @@ class History:
     restarts: int = 0
 
     def seed(self, seed: HistorySeed | None) -> None:
-        """Go on from the history an agent kept (before the first refresh)."""
+        """Go on from the history an agent kept: before the first refresh, or when the
+        grouping changes (then only its points newer than ours are added)."""
         if seed is None:
             return
+        if self.session is not None and seed.session != self.session:
+            return  # tracing restarted since: the next refresh starts over anyway
         self.session = seed.session
-        self.points.extend(seed.points)
+        last = self.points[-1].time if self.points else float("-inf")
+        self.points.extend(p for p in seed.points if p.time > last)
         while len(self.points) > self.max_points:
             self.points.popleft()
         self._trend_query = seed.query
         self._trends = {}
+        self._last_table = None
         for table_id, when, rows in seed.tables:
             for key, size in rows:
                 series = self._trends.setdefault(key, deque(maxlen=self.row_points))

@@ -100,9 +100,9 @@ class MemtopApp(App[Outcome]):
         self.shown = 0
         self._busy = False
         self._again = False
-        # Asked once, before the first refresh: the history an agent kept for a viewer
-        # that left with it serving (`Q`).
-        self._resumed = self.state.offline
+        # The grouping whose history the agent kept was last asked for: before the first
+        # refresh (a viewer that left with the agent serving, `Q`) and at each new grouping.
+        self._seeded: tuple[object, ...] | None = None
         self._saving = False
         self._note: Text | None = None  # the selected row's suspect reading
         self._timer: Timer | None = None
@@ -171,9 +171,10 @@ class MemtopApp(App[Outcome]):
                 source.reconnect()
                 self.post_message(Reconnected())
             seed = None
-            if not self._resumed:
+            grouping = (query.group_by, query.cumulative, query.include, query.exclude)
+            if not self.state.offline and grouping != self._seeded:
                 seed = source.resume(query)
-                self._resumed = True
+                self._seeded = grouping
             sample = source.refresh(query, max_age=interval * 0.9)
         except ConnectionLost as exc:
             status = wait_for_exit(source, 1.0)
