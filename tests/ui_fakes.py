@@ -9,7 +9,7 @@ from typing import Any
 from memtop.errors import AgentError, ConnectionLost
 from memtop.history import MIB, History
 from memtop.leaks import ChainStep, Origins, OriginSite, ReferrerChain, TypeRow, TypesTable
-from memtop.model import Frame, Query, Row, Sample, TableInfo
+from memtop.model import Frame, Query, Row, Sample, TableInfo, Tracing
 from memtop.snapfile import SavedSnapshot
 from memtop.source import TargetInfo, TracebackEntry
 from memtop.ui.app import MemtopApp
@@ -131,6 +131,7 @@ class FakeSource:
         self.stretched = False
         self.types_list = TYPES
         self.walks = 0
+        self.tracing: Tracing | None = None  # the tracing session each table names
         # (time, walk number) of the previous types walk, and of the marked one
         self._looked: tuple[float, int] | None = None
         self._mark: tuple[float, int] | None = None
@@ -299,6 +300,7 @@ class FakeSource:
             rows=tuple(rows[: query.limit]),
             total_rows=len(rows),
             baseline_time=T0 if query.compare == "baseline" else None,
+            tracing=self.tracing,
         )
 
     def _size(self, site: Site, n: int) -> int:
