@@ -132,6 +132,7 @@ class FakeSource:
         self.types_list = TYPES
         self.walks = 0
         self.tracing: Tracing | None = None  # the tracing session each table names
+        self.restarted = False  # tracing restarted since the baseline (as the agent says)
         # (time, walk number) of the previous types walk, and of the marked one
         self._looked: tuple[float, int] | None = None
         self._mark: tuple[float, int] | None = None
@@ -301,6 +302,7 @@ class FakeSource:
             total_rows=len(rows),
             baseline_time=T0 if query.compare == "baseline" else None,
             tracing=self.tracing,
+            baseline_restarted=self.restarted and query.compare == "baseline",
         )
 
     def _size(self, site: Site, n: int) -> int:
