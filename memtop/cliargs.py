@@ -68,6 +68,13 @@ def _add_view_options(parser: argparse.ArgumentParser) -> None:
         "count, growth (largest growth first: leak hunting)",
     )
     parser.add_argument(
+        "--hide-internal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="leave out the import system, <unknown> frames and memtop's own agent, as the "
+        "live view does (x there); --no-hide-internal shows them (default: hidden)",
+    )
+    parser.add_argument(
         "--cumulative",
         action="store_true",
         help="count every frame of a traceback, not only the allocating one",
@@ -171,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=FORMATS,
         default="memtop",
-        help="memtop's file format (default) or tracemalloc's (a pickle)",
+        help="memtop's file format (default), tracemalloc's (a pickle), or pprof (gzipped "
+        "profile.proto, for go tool pprof, Pyroscope, speedscope)",
     )
     _add_nframe_option(snapshot)
     snapshot.add_argument(

@@ -15,13 +15,17 @@ from memtop.model import Query, Row, Sample, sample_json
 from memtop.snapfile import SavedSnapshot, export_tracemalloc, load, save, snapshot_of
 from memtop.source import Source, TargetInfo, TracebackEntry
 
-FORMATS = ("memtop", "tracemalloc")
+FORMATS = ("memtop", "tracemalloc", "pprof")
 
 
 def write(snapshot: SavedSnapshot, path: str, file_format: str = "memtop") -> None:
-    """Save in memtop's format or tracemalloc's."""
+    """Save in memtop's format, tracemalloc's, or as a pprof heap profile."""
     if file_format == "tracemalloc":
         export_tracemalloc(snapshot, path)
+    elif file_format == "pprof":
+        from memtop.fleet.pprof import write_pprof  # protobuf loads only when asked for
+
+        write_pprof(snapshot, path)
     else:
         save(snapshot, path)
 

@@ -6,12 +6,14 @@ with the same methods.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from memtop.client import AgentClient
+from memtop.compiled import crowded_line, read_extension_modules
 from memtop.errors import AgentError, ConnectionLost, MemtopError
 from memtop.history import HistorySeed, seed_from_reply
 from memtop.leaks import (
@@ -123,7 +125,11 @@ class LiveSource:
         """One refresh: the agent's rows and totals, RSS/USS read from outside."""
         reply = self._request("top", **query.top_args(max_age))
         memory = self.proc.memory()
-        return sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
+        sample = sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
+        if crowded_line(sample) is None:
+            return sample  # the count matters only then: not read
+        found = read_extension_modules(self.pid)
+        return dataclasses.replace(sample, extension_modules=len(found or ()))
 
     def resume(self, query: Query) -> HistorySeed | None:
         """The history the agent kept for this tracing session, for `query`'s grouping:

@@ -312,7 +312,6 @@ def _start(agent, config):
     listener.listen(64)
     listener.setblocking(False)
     agent.sampler = Sampler(budget=float(budget))
-    footprint.prepare()
     if agent.trace_mode is True or tracemalloc.is_tracing():
         agent.start_tracing()
     agent.commands = Commands(agent)
