@@ -101,8 +101,11 @@ class Agent:
     def follow_tracing(self):
         """Hand tracing over to the program once the agent's own session has ended; drop
         the history and the cached table of a session that ended."""
-        if self.timeline.follow() and self.sampler is not None:
-            self.sampler.clear()
+        if self.timeline.follow():
+            if self.sampler is not None:
+                self.sampler.clear()
+            if self.server is not None:
+                self.server.forget_tables()
         marker = self.trace_marker
         if marker is None:
             return
