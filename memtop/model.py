@@ -48,6 +48,8 @@ class Row:
     count_diff: int
     source: str
     traceback: tuple[Frame, ...]
+    # Watching a group (memtop.group): (pid, size, count) of each process holding the row.
+    procs: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def average(self) -> float:
@@ -154,6 +156,7 @@ class Sample:
     memtop_residue: int = 0  # untraced memory memtop's table reads left behind
     read_peak: int = 0  # extra resident memory the last table read needed while it lasted
     extension_modules: int = 0  # compiled extension modules loaded (memtop.compiled)
+    processes: tuple[Any, ...] = ()  # a group's refresh: memtop.group.ProcessTotals each
     tracing: Tracing | None = None
     baseline_restarted: bool = False  # the baseline was read in an earlier tracing session
 
@@ -330,7 +333,16 @@ def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any
                 "growth_rate": history.growth_rate(row.key) if history is not None else None,
                 "suspect": row.key in suspects,
                 "suspect_confidence": suspects[row.key].confidence if row.key in suspects else 0.0,
+                **_contributions(row),
             }
             for row in sample.rows
         ],
+        **({"processes": [p.as_json() for p in sample.processes]} if sample.processes else {}),
     }
+
+
+def _contributions(row: Row) -> dict[str, Any]:
+    """A group's row: what each process holds of it (DESIGN.md §7 "pids")."""
+    if not row.procs:
+        return {}
+    return {"pids": [{"pid": pid, "size": size, "count": n} for pid, size, n in row.procs]}
