@@ -11,7 +11,7 @@ from typing import TextIO
 
 from memtop import __version__
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
-from memtop.formatting import fit, format_count, format_size, location
+from memtop.formatting import clean_text, fit, format_count, format_size, location
 from memtop.history import History, Suspect, Verdict, format_rate
 from memtop.model import Query, Sample, sample_json
 from memtop.source import Source, wait_for_exit
@@ -110,7 +110,7 @@ def run_batch(
     history = History()
     shown = 0
     info = source.info
-    label = f"pid {info.pid} - python {info.python} - {info.how}"
+    label = clean_text(f"pid {info.pid} - python {info.python} - {info.how}")
     cwd = os.getcwd()
     try:
         while iterations is None or shown < iterations:

@@ -24,6 +24,7 @@ from memtop.model import Query
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
+from memtop.terminal import SafeStream, clean_text
 
 DEMO_PROGRAM = str(Path(__file__).resolve().parent / "demo.py")
 
@@ -34,16 +35,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0].isdigit():
         args_list.insert(0, "attach")  # `memtop PID` is `memtop attach PID`
     signals.install()
+    # Everything memtop prints quotes the target or a file somewhere: both streams let
+    # no control character through (the TUI draws on sys.__stderr__, untouched).
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(sys.stdout), SafeStream(sys.stderr)  # type: ignore[assignment]
     try:
         args = build_parser().parse_args(args_list)
         if args.command is None:
             raise UsageError("no command given (see `memtop --help`)")
         return _dispatch(args)
     except MemtopError as exc:
-        sys.stderr.write(f"memtop: {exc.message}\n")
+        sys.stderr.write(f"memtop: {clean_text(exc.message, keep=chr(10))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -60,15 +60,15 @@ class HeaderBar(TextLines):
                 (Text(f"file {clean_text(self.file)}", style="bold"), 10),
                 (Text(taken), 8),
                 (Text(f"pid {info.pid}"), 6),
-                (Text(f"python {info.python}"), 5),
+                (Text(f"python {clean_text(info.python)}"), 5),
                 (Text(f"nframe {nframe}"), 4),
             ]
         else:
             parts = [
                 (Text("memtop", style="bold"), 9),
                 (Text(f"pid {info.pid}"), 10),
-                (Text(f"python {info.python}"), 6),
-                (Text(info.how), 7),
+                (Text(f"python {clean_text(info.python)}"), 6),
+                (Text(clean_text(info.how)), 7),
                 (Text(f"up {self.uptime}"), 5),
                 (Text(f"every {format_interval(self.state.interval)}"), 8),
                 (Text(f"nframe {nframe}"), 4),
