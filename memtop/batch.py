@@ -11,7 +11,7 @@ from typing import TextIO
 
 from memtop import __version__
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
-from memtop.formatting import clean_text, fit, format_count, format_size, location
+from memtop.formatting import SUSPECT_MARK, clean_text, fit, format_count, format_size, location
 from memtop.history import History, Suspect, Verdict, format_rate
 from memtop.model import Query, Sample, sample_json
 from memtop.source import Source, wait_for_exit
@@ -28,7 +28,7 @@ def render_text(
     suspects: dict[str, Suspect] | None = None,
 ) -> str:
     """One `--batch` refresh: a header of vital numbers, then the table. Leak suspects
-    are marked with `!` after their rank and listed under the header."""
+    are marked with ▲ (as on screen) after their rank and listed under the header."""
     suspects = suspects or {}
     stamp = datetime.fromtimestamp(sample.time).strftime("%H:%M:%S")
     table = sample.table
@@ -70,7 +70,7 @@ def render_text(
         where = location(row.filename, row.lineno, min(room, 48), cwd)
         left = room - len(where) - 2
         rest = f"{where}  {fit(row.source, left)}" if row.source and left >= 8 else where
-        mark = "!" if row.key in suspects else " "
+        mark = SUSPECT_MARK if row.key in suspects else " "
         lines.append(
             f"{rank:4d}{mark} {format_size(row.size):>10} {format_size(row.size_diff, True):>10}"
             f" {format_count(row.count):>8} {format_count(row.count_diff, True):>8}"

@@ -19,7 +19,7 @@ from memtop.cliargs import build_parser
 from memtop.client import AgentClient
 from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
-from memtop.formatting import fit, format_size
+from memtop.formatting import display_command, fit, format_size
 from memtop.model import Query
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
@@ -241,7 +241,8 @@ def _ps(args: argparse.Namespace) -> int:
             f"{row.pid:>7} {row.python:<8} {format_size(row.rss):>10} "
             f"{'yes' if row.agent else '-':<6} {fit(row.user, 10):<10} "
         )
-        sys.stdout.write(line + fit(row.command, max(10, width - len(line))) + "\n")
+        command = display_command(row.command)
+        sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 
 

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, TARGETS, interpreters, marked_lines, memtop_cli, read_state, wait_for
+from conftest import (
+    ROOT,
+    TARGETS,
+    Targets,
+    interpreters,
+    marked_lines,
+    memtop_cli,
+    read_state,
+    wait_for,
+)
 
 KNOWN = TARGETS / "known_lines.py"
 
@@ -385,3 +394,15 @@ def test_signals_end_memtop_with_130(short_tmp: Path, sig: signal.Signals) -> No
     finally:
         if psutil.pid_exists(target_pid):
             os.kill(target_pid, signal.SIGKILL)
+
+
+def test_ps_shows_a_run_program_as_it_was_typed(targets: Targets) -> None:
+    program, state = targets.start("leaky.py", "static")
+    wait_for(lambda: read_state(state), what="the target ready")
+    line = next(
+        line
+        for line in memtop_cli("ps", env={**os.environ, "COLUMNS": "400"}).stdout.splitlines()
+        if line.split()[0] == str(program.pid)
+    )
+    assert f"leaky.py {state} static" in line
+    assert "import sys" not in line and "importlib" not in line

@@ -97,6 +97,8 @@ class MemtopApp(App[Outcome]):
         # FileSource names its file(s): 'b.memtop vs a.memtop' for a diff.
         self.file_label = (source.info.label or "saved snapshot") if offline else ""
         self.sample: Sample | None = None
+        self.arrived = 0.0  # when self.sample arrived, by self.clock
+        self.on_screen: tuple[Sample, float] | None = None  # the table's sample, its arrival
         self.shown = 0
         self._busy = False
         self._again = False
@@ -190,12 +192,13 @@ class MemtopApp(App[Outcome]):
     def on_sample_ready(self, message: SampleReady) -> None:
         sample = message.sample
         self.history.add(sample)
-        self.sample = sample
+        self.sample, self.arrived = sample, self.clock()
         self.shown += 1
         if self.state.error or not self.state.live:
             self.state = self.state.replace(error=None, connection="live", attempts=0)
         if sample.query == self.state.query and not self.state.paused:
             self.table.show(sample, self.history, self.state.suspects_first)
+            self.on_screen = (sample, self.arrived)
         verdict = FILE_VERDICT if self.state.offline else self.history.verdict()
         self.query_one(MemoryPanel).show(sample, self.history, verdict)
         self._show_state()
@@ -245,7 +248,8 @@ class MemtopApp(App[Outcome]):
 
     def _show_state(self) -> None:
         now = self.clock()
-        self.query_one(HeaderBar).show(self.state, self.sample, now, self.table.suspect_count)
+        header = self.query_one(HeaderBar)
+        header.show(self.state, self.sample, now, self.table.suspect_count, self.on_screen)
         self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
         enabled = tuple(self.check_action(action, ()) for action in STATEFUL_ACTIONS)
         if enabled != self._enabled:
@@ -292,6 +296,7 @@ class MemtopApp(App[Outcome]):
         sample = self.sample
         if sample is not None and sample.query == self.state.query and not self.state.paused:
             self.table.show(sample, self.history, self.state.suspects_first)
+            self.on_screen = (sample, self.arrived)
             self._show_state()
 
     def action_toggle_internal(self) -> None:
