@@ -26,11 +26,13 @@ def render_text(
     width: int,
     cwd: str | None = None,
     suspects: dict[str, Suspect] | None = None,
+    taken: str | None = None,
 ) -> str:
     """One `--batch` refresh: a header of vital numbers, then the table. Leak suspects
-    are marked with ▲ (as on screen) after their rank and listed under the header."""
+    are marked with ▲ (as on screen) after their rank and listed under the header.
+    `taken`: for a saved snapshot, when it was taken and what the file does not record."""
     suspects = suspects or {}
-    stamp = datetime.fromtimestamp(sample.time).strftime("%H:%M:%S")
+    stamp = "" if taken else datetime.fromtimestamp(sample.time).strftime(" - %H:%M:%S")
     table = sample.table
     untraced = sample.untraced
     share = f" ({untraced / sample.rss:.0%} of RSS)" if untraced is not None and sample.rss else ""
@@ -45,9 +47,11 @@ def render_text(
         if table.next_in > 0
         else ""
     )
+    if taken:
+        table_note = taken
     mode = f"{sample.query.group_by}{' cumulative' if sample.query.cumulative else ''}"
     lines = [
-        f"memtop {__version__} - {stamp} - {source_info} - group {mode}, nframe {sample.nframe}",
+        f"memtop {__version__}{stamp} - {source_info} - group {mode}, nframe {sample.nframe}",
         f"RSS {format_size(sample.rss)}{uss}  traced {format_size(sample.traced_current)}"
         f"  peak {format_size(sample.traced_peak)}  tracer {format_size(sample.tracemalloc_memory)}"
         f"  untraced {format_size(untraced)}{share}{memtop}",
@@ -79,9 +83,20 @@ def render_text(
     return "\n".join(lines) + "\n"
 
 
-def render_json(sample: Sample, verdict: Verdict, history: History | None = None) -> str:
-    """One `--json` line."""
+def render_json(
+    sample: Sample,
+    verdict: Verdict,
+    history: History | None = None,
+    unknown: tuple[str, ...] = (),
+) -> str:
+    """One `--json` line; the fields in `unknown` (a saved snapshot does not record them)
+    are null."""
     data = sample_json(sample, history)
+    for name in unknown:
+        if name in data:
+            data[name] = None
+    if "time" in unknown:
+        data["table"]["age"] = None
     data["verdict"] = verdict.text
     data["verdict_kind"] = verdict.kind
     # Bytes per minute of each part of the account the verdict read (see memtop.verdict).
@@ -111,6 +126,10 @@ def run_batch(
     shown = 0
     info = source.info
     label = clean_text(f"pid {info.pid} - python {info.python} - {info.how}")
+    taken = None
+    describe = getattr(source, "describe", None)  # a saved snapshot says what it knows
+    if describe is not None:
+        label, taken = (clean_text(text) for text in describe())
     cwd = os.getcwd()
     try:
         while iterations is None or shown < iterations:
@@ -126,9 +145,10 @@ def run_batch(
             history.add(sample)
             verdict = history.verdict()
             out.write(
-                render_json(sample, verdict, history) + "\n"
+                render_json(sample, verdict, history, getattr(source, "unknown_fields", ())) + "\n"
                 if as_json
-                else render_text(sample, verdict, label, width, cwd, history.suspects()) + "\n"
+                else render_text(sample, verdict, label, width, cwd, history.suspects(), taken)
+                + "\n"
             )
             out.flush()
             shown += 1

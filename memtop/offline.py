@@ -66,8 +66,11 @@ def take(
     return f"saved {blocks} traced blocks of pid {pid} ({len(snapshot.entries)} entries) to {path}"
 
 
-def convert(source: str, target: str, to: str, trust_pickle: bool) -> str:
-    """`memtop convert IN OUT`: between memtop's format and tracemalloc's."""
+def convert(source: str, target: str, to: str | None, trust_pickle: bool) -> str:
+    """`memtop convert IN OUT`: between memtop's format and tracemalloc's. Without `to`,
+    the output name says: `.memtop` is memtop's format, anything else tracemalloc's."""
+    if to is None:
+        to = "memtop" if target.endswith(".memtop") else "tracemalloc"
     if to not in FORMATS:
         raise UsageError(f"--to must be one of {', '.join(FORMATS)}")
     snapshot = load(source, trust_pickle)

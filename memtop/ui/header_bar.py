@@ -75,7 +75,7 @@ class HeaderBar(TextLines):
                 (Text("memtop", style="bold"), 9),
                 (Text(f"file {clean_text(self.file)}", style="bold"), 10),
                 (Text(taken), 8),
-                (Text(f"pid {info.pid}"), 6),
+                (Text(f"pid {info.pid or 'unknown'}"), 6),
                 (Text(f"python {clean_text(info.python)}"), 5),
                 (Text(f"nframe {nframe}"), 4),
             ]
