@@ -9,7 +9,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from memtop import offline, signals
 from memtop.attach.chain import attach, detach
@@ -17,7 +17,7 @@ from memtop.attach.discovery import python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
-from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
+from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
 from memtop.model import Query
@@ -49,8 +49,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do. Every cleanup
+        # on the way here ran as usual; stdout now goes nowhere, so that the interpreter's
+        # last flush at exit finds no closed pipe either.
+        _discard_stdout(streams[0])
+        return EXIT_BROKEN_PIPE
     finally:
         sys.stdout, sys.stderr = streams
+
+
+def _discard_stdout(stdout: TextIO) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stdout.fileno())
+    except (OSError, ValueError):
+        pass  # not a real file (a test's StringIO): nothing will flush into a pipe
+    finally:
+        os.close(devnull)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
