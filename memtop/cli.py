@@ -20,7 +20,7 @@ from memtop.client import AgentClient
 from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
-from memtop.model import Query
+from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
@@ -113,7 +113,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> Query:
     if args.cumulative and args.group == "traceback":
         raise UsageError("--cumulative applies to lineno and filename grouping only")
-    return Query(group_by=args.group, cumulative=args.cumulative, limit=args.limit, sort=args.sort)
+    return Query(
+        group_by=args.group,
+        cumulative=args.cumulative,
+        limit=args.limit,
+        sort=args.sort,
+        exclude=INTERNAL_PATTERNS if args.hide_internal else (),
+    )
 
 
 def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, module: bool) -> int:
@@ -180,7 +186,7 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
         else:
             from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
 
-            outcome = run_tui(shown, query, args.interval)
+            outcome = run_tui(shown, query, args.interval, args.hide_internal)
             code, keep = outcome.exit_code, outcome.keep_agent
     finally:
         if record is not None:

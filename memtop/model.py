@@ -15,6 +15,17 @@ GROUP_KEYS = ("lineno", "filename", "traceback")
 SORT_KEYS = ("size", "size_diff", "count", "count_diff", "growth")
 
 
+# Allocations that are rarely what a leak hunt is after: the import system, frames
+# tracemalloc could not name, and memtop's own agent and tracemalloc module.
+INTERNAL_PATTERNS = (
+    "<frozen importlib.*",
+    "*/importlib/*",
+    "<unknown>",
+    "*/memtop/agent/*",
+    "*/tracemalloc.py",
+)
+
+
 @dataclass(frozen=True)
 class Frame:
     """One frame of an allocation traceback."""

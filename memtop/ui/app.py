@@ -82,6 +82,7 @@ class MemtopApp(App[Outcome]):
         cwd: str | None = None,
         history: History | None = None,
         autorefresh: bool = True,
+        hide_internal: bool = True,
     ) -> None:
         """`autorefresh=False` refreshes only on mount and when asked (tests, screenshots).
         A saved snapshot (source.info.how == "file") never changes: it refreshes only when
@@ -93,7 +94,9 @@ class MemtopApp(App[Outcome]):
         self.clock = clock
         self.cwd = os.getcwd() if cwd is None else cwd
         self.history = History() if history is None else history
-        self.state = ViewState.from_query(query, interval).replace(offline=offline)
+        self.state = ViewState.from_query(query, interval).replace(
+            offline=offline, hide_internal=hide_internal
+        )
         # FileSource names its file(s): 'b.memtop vs a.memtop' for a diff.
         self.file_label = (source.info.label or "saved snapshot") if offline else ""
         self.sample: Sample | None = None
@@ -443,8 +446,8 @@ class MemtopApp(App[Outcome]):
             yield SystemCommand(title, key.help, partial(self.run_action, key.action))
 
 
-def run_tui(source: Source, query: Query, interval: float) -> Outcome:
+def run_tui(source: Source, query: Query, interval: float, hide_internal: bool = True) -> Outcome:
     """Run the viewer in this terminal until the user quits; no mouse capture, so the
     terminal's own text selection keeps working over SSH."""
-    outcome = MemtopApp(source, query, interval).run(mouse=False)
+    outcome = MemtopApp(source, query, interval, hide_internal=hide_internal).run(mouse=False)
     return outcome if outcome is not None else Outcome()
