@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything memtop prints quotes the target or a file somewhere: both streams let
     # no control character through (the TUI draws on sys.__stderr__, untouched).
     streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = SafeStream(sys.stdout), SafeStream(sys.stderr)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = SafeStream(sys.stdout), SafeStream(sys.stderr)
     try:
         args = build_parser().parse_args(args_list)
         if args.command is None:

@@ -255,7 +255,9 @@ class _Builder:
     """Checks each table chunk as it arrives and keeps only the checked result, so memory
     follows the items really present, never the counts a header announces."""
 
-    def __init__(self, meta: dict[str, Any], counts: dict[str, Any]) -> None:
+    def __init__(self, meta: dict[str, Any], counts: Any) -> None:
+        if not isinstance(counts, dict):
+            raise ValueError("the header's counts are not a mapping")
         for name in TABLES:
             if not _is_int(counts.get(name), 0, MAX_ITEMS):
                 raise ValueError(f"the header's count of {name} is not a valid number")
