@@ -41,6 +41,9 @@ MAX_TOTAL = 512 * 1024**2
 MAX_RATIO = 50
 RATIO_FLOOR = 4 * 1024**2  # a small file may always expand to this much
 MAX_SECONDS = 60.0
+# memtop writes lines of about 1 MiB (older versions: 100,000 items), so even the largest
+# real file has a few hundred; millions of tiny lines would only cost time.
+MAX_RECORDS = 10_000
 MAX_ITEMS = 50_000_000
 MAX_NUMBER = 2**48
 MAX_TIME = 2**33  # seconds since the epoch (year 2242): anything later is not a time
@@ -217,10 +220,14 @@ def _load_memtop(path: str, limit: int) -> SavedSnapshot:
         if not isinstance(meta, dict) or not isinstance(counts, dict):
             raise ValueError("the header lacks meta or counts")
         builder = _Builder(meta, counts)
+        records = 0
         while True:
             line = f.readline(MAX_LINE + 1)
             if not line:
                 break
+            records += 1
+            if records > MAX_RECORDS:
+                raise ValueError(f"it has more than {MAX_RECORDS} lines (memtop writes a few)")
             total += len(line)
             if total > limit:
                 raise ValueError(

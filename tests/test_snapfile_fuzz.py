@@ -121,12 +121,12 @@ def test_a_huge_block_count_is_refused_by_convert_within_bounds(tmp_path: Path) 
 
 
 def test_a_compressed_bomb_is_refused_within_bounds(tmp_path: Path) -> None:
-    """3 M short valid lines (75 MiB) compress to a few hundred KiB: refused by the
-    expansion ratio before it costs memory or minutes."""
-    line = '{"frames": [["a.py", 1]]}'
+    """7,000 valid lines of 1,000 frames (75 MiB) compress to a few hundred KiB: refused
+    by the expansion ratio before it costs memory or minutes."""
+    line = json.dumps({"frames": [["a.py", 1]] * 1000})
     path = gz_lines(
         tmp_path / "bomb.memtop",
-        [header(frames=49_000_000, tracebacks=0, entries=0, sources=0), *[line] * 3_000_000],
+        [header(frames=49_000_000, tracebacks=0, entries=0, sources=0), *[line] * 7_000],
     )
     assert path.stat().st_size < 1 * MiB
     code, err, rss = run_measured(["view", str(path), "-b"], tmp_path, timeout=20)
@@ -147,3 +147,16 @@ def test_declared_counts_cost_nothing(tmp_path: Path) -> None:
     code, err, rss = run_measured(["convert", str(path), str(tmp_path / "o.memtop")], tmp_path)
     assert code == 1 and "truncated" in err and "Traceback" not in err, err
     assert rss < 150 * MiB
+
+
+def test_millions_of_tiny_lines_are_refused_early(tmp_path: Path) -> None:
+    """200,000 one-frame lines (the shape of '1 GiB of short lines'): refused at the line
+    limit, after a fraction of them."""
+    line = '{"frames": [["a.py", 1]]}'
+    path = gz_lines(
+        tmp_path / "tiny.memtop",
+        [header(frames=49_000_000, tracebacks=0, entries=0, sources=0), *[line] * 200_000],
+    )
+    code, err, rss = run_measured(["view", str(path), "--json"], tmp_path, timeout=20)
+    assert code == 1 and "more than 10000 lines" in err and "Traceback" not in err, err
+    assert rss < RSS_LIMIT
