@@ -255,3 +255,23 @@ def test_real_terminal_keeps_its_title_and_clipboard(
     private_tmux.run("send-keys", "-t", "t", "q")
     wait_for(lambda: done.exists() and done.read_text().strip(), 20, "memtop to exit")
     assert done.read_text().strip() == "0"
+
+
+def test_real_terminal_views_a_hostile_file_inertly(
+    hostile: tuple[int, dict], private_tmux: PrivateTmux, short_tmp: Path
+) -> None:
+    """`memtop view FILE` of a snapshot of the hostile program (its meta holds the attack
+    too) in a real terminal: title and clipboard untouched, `q` ends it."""
+    pid, _ = hostile
+    saved = short_tmp / "hostile.memtop"
+    assert memtop_cli("snapshot", str(pid), "-o", str(saved)).returncode == 0
+    done = short_tmp / "view-exit"
+    private_tmux.start(f"env TERM=xterm-256color {sys.executable} -m memtop view {saved}; "
+                       f"echo $? >{done}")  # fmt: skip
+    title = private_tmux.run("display-message", "-p", "-t", "t", "#{pane_title}")
+    wait_for(lambda: "evil\\x1b[2J" in private_tmux.screen(), 30, "the hostile row")
+    assert private_tmux.run("display-message", "-p", "-t", "t", "#{pane_title}") == title
+    assert private_tmux.run("list-buffers") == ""
+    private_tmux.run("send-keys", "-t", "t", "q")
+    wait_for(lambda: done.exists() and done.read_text().strip(), 20, "memtop view to exit")
+    assert done.read_text().strip() == "0"
