@@ -202,9 +202,11 @@ def exercise(path: str, out_dir: str) -> str | None:
 def main(directory: str) -> None:
     failures = {}
     slowest = (0.0, "")
-    for path in sorted(Path(directory).glob("*.memtop")):
+    out = Path(directory) / "converted"
+    out.mkdir(exist_ok=True)
+    for path in sorted(Path(directory).glob("f*.memtop")):
         started = time.monotonic()
-        failure = exercise(str(path), directory)
+        failure = exercise(str(path), str(out))
         took = time.monotonic() - started
         slowest = max(slowest, (took, path.name))
         if failure is not None:

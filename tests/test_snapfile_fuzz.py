@@ -80,8 +80,8 @@ def test_a_sample_through_the_real_command_line(fuzzed: Path) -> None:
         for args in (
             ["view", str(path), "-b"],
             ["view", str(path), "--json"],
-            ["convert", str(path), str(fuzzed / "o.pickle")],
-            ["convert", str(path), str(fuzzed / "o.memtop")],
+            ["convert", str(path), str(fuzzed / "converted.pickle")],
+            ["convert", str(path), str(fuzzed / "converted.memtop")],
         ):
             code, err, rss = run_measured(args, fuzzed)
             assert code in (0, 1), (args, err)
