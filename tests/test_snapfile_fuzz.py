@@ -69,7 +69,7 @@ def test_every_fuzzed_file_ends_cleanly_in_bounded_time_and_memory(fuzzed: Path)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert not report["failures"], next(iter(report["failures"].values()))
-    assert report["slowest"][0] < 3.0, report["slowest"]
+    assert report["slowest"][0] < 10.0, report["slowest"]  # a hang guard; timings: benchmarks/
     assert report["peak_rss"] < RSS_LIMIT
 
 
