@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TextIO
 
 from memtop import __version__
+from memtop.compiled import compiled_hint
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
 from memtop.formatting import SUSPECT_MARK, clean_text, fit, format_count, format_size, location
 from memtop.history import History, Suspect, Verdict, format_rate
@@ -59,6 +60,10 @@ def render_text(
         "",
         _COLUMNS + "LOCATION / SOURCE",
     ]
+    hint = compiled_hint(sample, sample.extension_modules)
+    if hint is not None:
+        where = location(hint.row.filename, hint.row.lineno, 60, cwd)
+        lines.insert(3, f"note: {hint.text(where)}")
     if suspects:
         ranked = sorted(
             suspects.items(), key=lambda kv: kv[1].rate * kv[1].confidence, reverse=True
@@ -99,6 +104,9 @@ def render_json(
         data["table"]["age"] = None
     data["verdict"] = verdict.text
     data["verdict_kind"] = verdict.kind
+    # Most memory at one line while compiled code is loaded (see memtop.compiled), or null.
+    hint = compiled_hint(sample, sample.extension_modules)
+    data["compiled_code"] = hint.as_json() if hint is not None else None
     # Bytes per minute of each part of the account the verdict read (see memtop.verdict).
     data["rates"] = {
         "rss": round(verdict.rss.per_minute),

@@ -122,6 +122,7 @@ class Sample:
     memtop_traced: int = 0  # memtop's own traced memory in the target (part of traced)
     memtop_residue: int = 0  # untraced memory memtop's table reads left behind
     read_peak: int = 0  # extra resident memory the last table read needed while it lasted
+    extension_modules: int = 0  # compiled extension modules loaded (memtop.compiled)
 
     @property
     def memtop_memory(self) -> int:

@@ -13,8 +13,6 @@ from memtop.model import Frame, Query, Row, Sample, TableInfo
 from memtop.snapfile import SavedSnapshot
 from memtop.source import TargetInfo, TracebackEntry
 from memtop.ui.app import MemtopApp
-from memtop.ui.header_bar import HeaderBar
-from memtop.ui.status_line import StatusLine
 from memtop.ui.text_lines import TextLines
 
 T0 = 1_764_000_000.0  # the fake's "now" at its first refresh
@@ -387,11 +385,11 @@ def lines_of(widget: TextLines) -> list[str]:
 
 
 def status(app: MemtopApp) -> str:
-    return lines_of(app.query_one(StatusLine))[0]
+    return lines_of(app.status_line)[0]
 
 
 def header(app: MemtopApp) -> str:
-    return "\n".join(lines_of(app.query_one(HeaderBar)))
+    return "\n".join(lines_of(app.header_bar))
 
 
 def table_lines(app: MemtopApp) -> list[str]:

@@ -23,8 +23,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
 
+from memtop.compiled import compiled_hint
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError
-from memtop.formatting import clean_text
+from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
 from memtop.model import Query, Sample
 from memtop.source import Source, wait_for_exit
@@ -107,21 +108,31 @@ class MemtopApp(App[Outcome]):
         self._again = False
         self._saving = False
         self._note: Text | None = None  # the selected row's suspect reading
+        self._hint: Text | None = None  # about the whole table (memtop.compiled)
         self._timer: Timer | None = None
         self._enabled: tuple[bool | None, ...] = ()
 
     # --- layout -------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield HeaderBar(self.source.info, self.state, file=self.file_label, id="header")
-        yield MemoryPanel(id="memory")
-        yield TopTable(cwd=self.cwd, id="top")
-        yield StatusLine(self.state, id="status")
-        yield Footer(show_command_palette=False)
+        # Kept by reference: App.query_one searches the screen on top, which is a panel or
+        # the types view while one is open, and refreshes and the clock go on under it.
+        self.header_bar = HeaderBar(self.source.info, self.state, file=self.file_label, id="header")
+        self.memory_panel = MemoryPanel(id="memory")
+        self.top_table = TopTable(cwd=self.cwd, id="top")
+        self.status_line = StatusLine(self.state, id="status")
+        self.footer_bar = Footer(show_command_palette=False)
+        yield from (
+            self.header_bar,
+            self.memory_panel,
+            self.top_table,
+            self.status_line,
+            self.footer_bar,
+        )
 
     def on_mount(self) -> None:
         self._fit(self.size.width)
-        self.query_one(TopTable).focus()
+        self.top_table.focus()
         self._timer = self.set_interval(
             self.state.interval, self.refresh_now, pause=not self.autorefresh
         )
@@ -135,12 +146,12 @@ class MemtopApp(App[Outcome]):
     def _fit(self, width: int) -> None:
         narrow = width < NARROW_BELOW
         self.set_class(narrow, "narrow")
-        self.query_one(TopTable).set_narrow(narrow)
-        self.query_one(Footer).compact = narrow  # every footer key fits in 80 columns
+        self.top_table.set_narrow(narrow)
+        self.footer_bar.compact = narrow  # every footer key fits in 80 columns
 
     @property
     def table(self) -> TopTable:
-        return self.query_one(TopTable)
+        return self.top_table
 
     @property
     def refreshing(self) -> bool:
@@ -197,13 +208,19 @@ class MemtopApp(App[Outcome]):
         self.history.add(sample)
         self.sample, self.arrived = sample, self.clock()
         self.shown += 1
+        hint = compiled_hint(sample, sample.extension_modules)
+        self._hint = (
+            Text(hint.text(location(hint.row.filename, hint.row.lineno, 40, self.cwd)))
+            if hint is not None
+            else None
+        )
         if self.state.error or not self.state.live:
             self.state = self.state.replace(error=None, connection="live", attempts=0)
         if sample.query == self.state.query and not self.state.paused:
             self.table.show(sample, self.history, self.state.suspects_first)
             self.on_screen = (sample, self.arrived)
         verdict = FILE_VERDICT if self.state.offline else self.history.verdict()
-        self.query_one(MemoryPanel).show(sample, self.history, verdict)
+        self.memory_panel.show(sample, self.history, verdict)
         self._show_state()
         self._fetched()
 
@@ -251,9 +268,9 @@ class MemtopApp(App[Outcome]):
 
     def _show_state(self) -> None:
         now = self.clock()
-        header = self.query_one(HeaderBar)
+        header = self.header_bar
         header.show(self.state, self.sample, now, self.table.suspect_count, self.on_screen)
-        self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
+        self.status_line.show(self.state, self.sample is None, self._note, self._hint)
         enabled = tuple(self.check_action(action, ()) for action in STATEFUL_ACTIONS)
         if enabled != self._enabled:
             # Only when it changes: the footer rebuilds its keys on every refresh_bindings.
@@ -398,7 +415,7 @@ class MemtopApp(App[Outcome]):
     def on_top_table_highlighted(self, event: TopTable.Highlighted) -> None:
         row, suspect = event.row, event.suspect
         self._note = suspect_note(row, suspect, self.cwd) if row and suspect else None
-        self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
+        self.status_line.show(self.state, self.sample is None, self._note, self._hint)
 
     def action_types(self) -> None:
         self.push_screen(TypesScreen(self.source, self.cwd))
