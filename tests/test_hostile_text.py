@@ -22,6 +22,7 @@ import psutil
 import pytest
 from conftest import ROOT, TARGETS, memtop_cli, need_gdb, wait_for, wait_state
 
+from memtop import snapfile
 from memtop.attach.chain import attach
 from memtop.model import Query
 from memtop.source import LiveSource
@@ -85,7 +86,7 @@ def test_a_saved_snapshot_of_the_target_views_inertly(
 ) -> None:
     pid, _ = hostile
     saved = short_tmp / "hostile.memtop"
-    taken = memtop_cli("snapshot", str(pid), "-o", str(saved))
+    taken = memtop_cli("snapshot", str(pid), "-o", str(saved), "--wait", "1")
     assert taken.returncode == 0, taken.stderr
     assert_inert(taken.stderr, "memtop snapshot")
     viewed = memtop_cli("view", str(saved), "-b")
@@ -196,14 +197,23 @@ class PrivateTmux:
         return done.stdout
 
     def start(self, command: str) -> None:
+        """Run `command` in a shell of the 100×30 pane (typed in once the pane is up, so
+        that the program starts at its final size)."""
         self.run("-f", "/dev/null", "new-session", "-d", "-x", "100", "-y", "30", "-s", "t",
-                 f"cd {ROOT} && {command}; sleep 600")  # fmt: skip
+                 "bash --norc --noprofile")  # fmt: skip
         self.run("set-option", "-g", "set-clipboard", "on")  # an OSC 52 would fill a buffer
         pane = int(self.run("display-message", "-p", "-t", "t", "#{pane_pid}").strip())
         self.started.append(psutil.Process(pane))
+        self.run("send-keys", "-t", "t", f"cd {ROOT} && {command}", "Enter")
 
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", "t")
+
+    def wait_for_text(self, text: str, timeout: float) -> None:
+        try:
+            wait_for(lambda: text in self.screen(), timeout, repr(text))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the screen:\n{self.screen()}") from None
 
     def processes(self) -> list[psutil.Process]:
         found = []
@@ -243,15 +253,15 @@ def test_real_terminal_keeps_its_title_and_clipboard(
     done = short_tmp / "exit"
     private_tmux.start(f"env TERM=xterm-256color {sys.executable} -m memtop {pid}; echo $? >{done}")
     title = private_tmux.run("display-message", "-p", "-t", "t", "#{pane_title}")
-    wait_for(lambda: "evil\\x1b[2J" in private_tmux.screen(), 40, "the hostile row")
+    private_tmux.wait_for_text("evil\\x1b[2J", 40)
     assert "pwned" not in private_tmux.run("display-message", "-p", "-t", "t", "#{pane_title}")
     assert private_tmux.run("display-message", "-p", "-t", "t", "#{pane_title}") == title
     private_tmux.run("send-keys", "-t", "t", "o")
-    wait_for(lambda: "Evil\\x1b]52" in private_tmux.screen(), 30, "the hostile type")
+    private_tmux.wait_for_text("Evil\\x1b]52", 30)
     assert private_tmux.run("list-buffers") == ""  # no OSC 52 reached tmux
     assert private_tmux.run("display-message", "-p", "-t", "t", "#{pane_title}") == title
     private_tmux.run("send-keys", "-t", "t", "Escape")
-    wait_for(lambda: "LOCATION" in private_tmux.screen(), 20, "the table again")
+    private_tmux.wait_for_text("LOCATION", 20)
     private_tmux.run("send-keys", "-t", "t", "q")
     wait_for(lambda: done.exists() and done.read_text().strip(), 20, "memtop to exit")
     assert done.read_text().strip() == "0"
@@ -264,12 +274,16 @@ def test_real_terminal_views_a_hostile_file_inertly(
     too) in a real terminal: title and clipboard untouched, `q` ends it."""
     pid, _ = hostile
     saved = short_tmp / "hostile.memtop"
-    assert memtop_cli("snapshot", str(pid), "-o", str(saved)).returncode == 0
+    assert memtop_cli("snapshot", str(pid), "-o", str(saved), "--wait", "1").returncode == 0
+    snapshot = snapfile.load(str(saved))  # a file can say anything: a short title change
+    snapshot.meta["python"] = "\x1b]2;pwned\x07"
+    snapfile.save(snapshot, str(saved))
     done = short_tmp / "view-exit"
     private_tmux.start(f"env TERM=xterm-256color {sys.executable} -m memtop view {saved}; "
                        f"echo $? >{done}")  # fmt: skip
     title = private_tmux.run("display-message", "-p", "-t", "t", "#{pane_title}")
-    wait_for(lambda: "evil\\x1b[2J" in private_tmux.screen(), 30, "the hostile row")
+    private_tmux.wait_for_text("evil\\x1b[2J", 30)
+    private_tmux.wait_for_text("python \\x1b]2;pwned\\x07", 10)
     assert private_tmux.run("display-message", "-p", "-t", "t", "#{pane_title}") == title
     assert private_tmux.run("list-buffers") == ""
     private_tmux.run("send-keys", "-t", "t", "q")
