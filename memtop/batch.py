@@ -64,6 +64,12 @@ def render_text(
     if hint is not None:
         where = location(hint.row.filename, hint.row.lineno, 60, cwd)
         lines.insert(3, f"note: {hint.text(where)}")
+    if sample.processes:
+        each = ", ".join(
+            f"{p.pid} RSS {format_size(p.rss)} traced {format_size(p.traced)}"
+            for p in sample.processes
+        )
+        lines.insert(3, f"{len(sample.processes)} processes (summed above): {each}")
     if suspects:
         ranked = sorted(
             suspects.items(), key=lambda kv: kv[1].rate * kv[1].confidence, reverse=True
@@ -79,6 +85,10 @@ def render_text(
         where = location(row.filename, row.lineno, min(room, 48), cwd)
         left = room - len(where) - 2
         rest = f"{where}  {fit(row.source, left)}" if row.source and left >= 8 else where
+        if row.procs:  # a group: what each process holds, largest first
+            rest += (
+                "  [" + ", ".join(f"{pid} {format_size(size)}" for pid, size, _ in row.procs) + "]"
+            )
         mark = SUSPECT_MARK if row.key in suspects else " "
         lines.append(
             f"{rank:4d}{mark} {format_size(row.size):>10} {format_size(row.size_diff, True):>10}"

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from memtop import offline, signals
 from memtop.attach.chain import attach, detach
-from memtop.attach.discovery import python_processes
+from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
@@ -102,6 +102,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "view":
         return _view_file(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "convert":
         sys.stderr.write(
             f"memtop: {offline.convert(args.source, args.target, args.to, args.trust_pickle)}\n"
@@ -226,6 +228,8 @@ def _batch_width() -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
+    if args.more or args.children:
+        return _attach_group(args)
     query = _query(args)
     if args.iterations is not None and not (args.batch or args.json):
         args.batch = True
@@ -250,20 +254,81 @@ def _attach(args: argparse.Namespace) -> int:
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
 
 
+def _attach_group(args: argparse.Namespace) -> int:
+    """`memtop PID PID…` or `memtop PID --children`: several processes as one table."""
+    from memtop.group import GroupSource, children_of
+
+    query = _query(args)
+    if args.iterations is not None and not (args.batch or args.json):
+        args.batch = True
+
+    def note(text: str) -> None:
+        sys.stderr.write(f"memtop: {text}\n")
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, args.method, args.nframe, args.timeout, args.force_gdb)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    pids = list(dict.fromkeys([args.pid, *args.more]))
+    if args.children:
+        pids += [pid for pid in children_of(args.pid) if pid not in pids]
+    members: dict[int, LiveSource] = {}
+    try:
+        for pid in pids:
+            members[pid] = attach_member(pid)
+    except BaseException:
+        for member in members.values():
+            member.close()
+        raise
+    note(f"watching {len(members)} processes: {' '.join(str(p) for p in members)}")
+    source = GroupSource(members, attach_member, note, parent=args.pid if args.children else None)
+    try:
+        return _view(source, query, args)
+    finally:
+        source.close()
+
+
+def _export(args: argparse.Namespace) -> int:
+    from memtop.fleet.export_command import run_export  # prometheus_client loads only here
+
+    query = Query(
+        limit=max(args.top, 50),
+        exclude=INTERNAL_PATTERNS if args.hide_internal else (),
+    )
+    return run_export(
+        args.pids,
+        args.listen,
+        query,
+        top=args.top,
+        interval=args.interval,
+        keep_agent=args.keep_agent,
+        attach_options={
+            "method": args.method,
+            "nframe": args.nframe,
+            "timeout": args.timeout,
+            "force_gdb": args.force_gdb,
+        },
+        err=sys.stderr,
+        hung_up=signals.hung_up,
+    )
+
+
 def _ps(args: argparse.Namespace) -> int:
     rows = python_processes(all_users=args.all)
+    ordered = as_tree(rows) if args.tree else [(0, row) for row in rows]
     if args.json:
-        json.dump([row.as_json() for row in rows], sys.stdout)
+        listed = [{**row.as_json(), "depth": depth} for depth, row in ordered]
+        json.dump(listed if args.tree else [row.as_json() for row in rows], sys.stdout)
         sys.stdout.write("\n")
         return 0
     sys.stdout.write(f"{'PID':>7} {'PYTHON':<8} {'RSS':>10} {'AGENT':<6} {'USER':<10} COMMAND\n")
     width = _batch_width()
-    for row in rows:
+    for depth, row in ordered:
         line = (
             f"{row.pid:>7} {row.python:<8} {format_size(row.rss):>10} "
             f"{'yes' if row.agent else '-':<6} {fit(row.user, 10):<10} "
         )
-        command = display_command(row.command)
+        command = ("  " * (depth - 1) + "└─ " if depth else "") + display_command(row.command)
         sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 

@@ -48,6 +48,8 @@ class Row:
     count_diff: int
     source: str
     traceback: tuple[Frame, ...]
+    # Watching a group (memtop.group): (pid, size, count) of each process holding the row.
+    procs: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def average(self) -> float:
@@ -123,6 +125,7 @@ class Sample:
     memtop_residue: int = 0  # untraced memory memtop's table reads left behind
     read_peak: int = 0  # extra resident memory the last table read needed while it lasted
     extension_modules: int = 0  # compiled extension modules loaded (memtop.compiled)
+    processes: tuple[Any, ...] = ()  # a group's refresh: memtop.group.ProcessTotals each
 
     @property
     def memtop_memory(self) -> int:
@@ -250,7 +253,16 @@ def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any
                 "growth_rate": history.growth_rate(row.key) if history is not None else None,
                 "suspect": row.key in suspects,
                 "suspect_confidence": suspects[row.key].confidence if row.key in suspects else 0.0,
+                **_contributions(row),
             }
             for row in sample.rows
         ],
+        **({"processes": [p.as_json() for p in sample.processes]} if sample.processes else {}),
     }
+
+
+def _contributions(row: Row) -> dict[str, Any]:
+    """A group's row: what each process holds of it (DESIGN.md §7 "pids")."""
+    if not row.procs:
+        return {}
+    return {"pids": [{"pid": pid, "size": size, "count": n} for pid, size, n in row.procs]}

@@ -15,13 +15,27 @@ from memtop.model import Query, Row, Sample, sample_json
 from memtop.snapfile import SavedSnapshot, export_tracemalloc, load, save, snapshot_of
 from memtop.source import Source, TargetInfo, TracebackEntry
 
-FORMATS = ("memtop", "tracemalloc")
+FORMATS = ("memtop", "tracemalloc", "pprof")
+
+
+def format_for(path: str) -> str:
+    """The format an output name asks for: `.memtop` memtop's, `.pb.gz`/`.pprof` pprof's,
+    any other name tracemalloc's pickle (what Snapshot.dump writes, whatever its name)."""
+    if path.endswith(".memtop"):
+        return "memtop"
+    if path.endswith((".pb.gz", ".pprof", ".pprof.gz")):
+        return "pprof"
+    return "tracemalloc"
 
 
 def write(snapshot: SavedSnapshot, path: str, file_format: str = "memtop") -> None:
-    """Save in memtop's format or tracemalloc's."""
+    """Save in memtop's format, tracemalloc's, or as a pprof heap profile."""
     if file_format == "tracemalloc":
         export_tracemalloc(snapshot, path)
+    elif file_format == "pprof":
+        from memtop.fleet.pprof import write_pprof  # protobuf loads only when asked for
+
+        write_pprof(snapshot, path)
     else:
         save(snapshot, path)
 
@@ -67,10 +81,10 @@ def take(
 
 
 def convert(source: str, target: str, to: str | None, trust_pickle: bool) -> str:
-    """`memtop convert IN OUT`: between memtop's format and tracemalloc's. Without `to`,
-    the output name says: `.memtop` is memtop's format, anything else tracemalloc's."""
+    """`memtop convert IN OUT`: between formats; without `to`, the output's name says
+    which (see format_for)."""
     if to is None:
-        to = "memtop" if target.endswith(".memtop") else "tracemalloc"
+        to = format_for(target)
     if to not in FORMATS:
         raise UsageError(f"--to must be one of {', '.join(FORMATS)}")
     snapshot = load(source, trust_pickle)
