@@ -164,7 +164,7 @@ def _get(value: Any, path: tuple) -> Any:
 
 
 def exercise(path: str, out_dir: str) -> str | None:
-    """Open `path` as `memtop view -b`, `--json` and `memtop convert` (both formats) do;
+    """Open `path` as `memtop view -b`, `--json` and `memtop convert` (to each format) do;
     None when every one ended cleanly or with a MemtopError, else the traceback."""
     from memtop import offline
     from memtop.batch import run_batch
@@ -189,7 +189,7 @@ def exercise(path: str, out_dir: str) -> str | None:
                 )
         except MemtopError:
             pass
-        for name in ("out.memtop", "out.pickle"):
+        for name in ("out.memtop", "out.pickle", "out.pb.gz"):
             try:
                 offline.convert(path, f"{out_dir}/{name}", None, False)
             except MemtopError:

@@ -325,6 +325,8 @@ def test_convert_picks_the_format_from_the_output_name(tmp_path: Path) -> None:
     assert viewed.returncode == 0, viewed.stderr
     back = memtop_cli("convert", str(tmp_path / "out.memtop"), str(tmp_path / "back.snap"))
     assert back.returncode == 0 and (tmp_path / "back.snap").read_bytes()[:1] == b"\x80"
+    pprof = memtop_cli("convert", str(tmp_path / "out.memtop"), str(tmp_path / "heap.pb.gz"))
+    assert pprof.returncode == 0 and "pprof format" in pprof.stderr, pprof.stderr
     forced = tmp_path / "forced.snap"
     done = memtop_cli("convert", str(tmp_path / "out.memtop"), str(forced), "--to", "memtop")
     assert done.returncode == 0 and forced.read_bytes()[:2] == b"\x1f\x8b"
