@@ -1,5 +1,5 @@
 """Hostile snapshot files: 320 seeded mutations of a valid file, each opened as `memtop view`
-(text and JSON) and `memtop convert` (both formats) do, end in a result or a clear error,
+(text and JSON) and `memtop convert` (to each format) do, end in a result or a clear error,
 in bounded time and memory; a sample goes through the real command line."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def test_every_fuzzed_file_ends_cleanly_in_bounded_time_and_memory(fuzzed: Path)
 
 
 def test_a_sample_through_the_real_command_line(fuzzed: Path) -> None:
-    """Every 40th file: view -b, view --json, convert to both formats: exit 0 or 1, a
+    """Every 40th file: view -b, view --json, convert to two formats: exit 0 or 1, a
     message and no traceback."""
     for path in sorted(fuzzed.glob("f*.memtop"))[::40]:
         for args in (
