@@ -30,6 +30,7 @@ from memtop.terminal import clean_text
 from memtop.ui.app import MemtopApp
 from memtop.ui.origins_panel import OriginsPanel
 from memtop.ui.referrers_panel import ReferrersPanel
+from memtop.ui.traceback_panel import TracebackPanel
 from memtop.ui.types_screen import TypesScreen
 
 HOSTILE = TARGETS / "hostile.py"
@@ -144,6 +145,17 @@ async def test_tui_shows_target_text_inertly_and_never_as_markup(
             screen = _screen_text(app)
             assert_inert(screen, "the table screen")
             assert "[bold]3.99" in screen and "evil\\x1b[2J" in screen
+            await _until(pilot, lambda: "evil" in app.table.keys[0], "the hostile row on top")
+            await pilot.press("enter")  # its tracebacks: the path and the source line
+            await _until(
+                pilot,
+                lambda: isinstance(app.screen, TracebackPanel) and app.screen.entries,
+                "the tracebacks",
+            )
+            screen = _screen_text(app)
+            assert_inert(screen, "the traceback panel")
+            assert "# \\x1b]52;c;cHduZWQ=" in screen
+            await pilot.press("escape")
             await pilot.press("o")
             types = app.screen
             assert isinstance(types, TypesScreen)
