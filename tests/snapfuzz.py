@@ -40,6 +40,17 @@ HOSTILE_VALUES: list[Any] = [
     [0, 0, 0],
     [["a.py", 1]],
 ]
+# Values of the right type at the edges of what is allowed, and text that attacks a
+# terminal: such files load, and every view of them must stay inert.
+EXTREME_INTS = [0, 1, 2**31, 2**48]
+EXTREME_TEXTS = [
+    "",
+    "\x1b]0;title\x07\x1b[2J",
+    "\x9b2J\u202e[bold]x[/bold]",
+    "y" * 4096,
+    "\U0001f600" * 50,
+    "a\nb\rc\td",
+]
 RAW_TOKENS = ["NaN", "Infinity", "-Infinity", "1e999", "9" * 400, "[" * 50, '"\\ud800"']
 
 
@@ -102,10 +113,10 @@ def mutate(rng: random.Random) -> bytes:
     compressed stream."""
     lines = seed_lines()
     for _ in range(rng.choice((1, 1, 1, 2, 3))):
-        kind = rng.randrange(9)
+        kind = rng.randrange(12)
         index = rng.randrange(len(lines))
         tree = _parsed(lines[index if kind != 8 else 0])
-        if tree is None and kind in (0, 1, 2, 3, 4, 8):
+        if tree is None and kind in (0, 1, 2, 3, 4, 8, 9, 10, 11):
             kind = 7  # an earlier edit broke this line's JSON: damage it further
         if kind <= 3:  # a value anywhere becomes something hostile
             path = rng.choice(_paths(tree))
@@ -134,6 +145,14 @@ def mutate(rng: random.Random) -> bytes:
             for _ in range(rng.randint(1, 4)):
                 text[rng.randrange(len(text))] = rng.randrange(256)
             lines[index] = text.decode("utf-8", "replace")
+        elif kind >= 9:  # a value keeps its type but goes to an edge (the file loads)
+            paths = [p for p in _paths(tree) if isinstance(_get(tree, p), (int, str))]
+            paths = [p for p in paths if not isinstance(_get(tree, p), bool) and p]
+            if paths:
+                path = rng.choice(paths)
+                old = _get(tree, path)
+                new = rng.choice(EXTREME_TEXTS if isinstance(old, str) else EXTREME_INTS)
+                lines[index] = json.dumps(_replace(tree, path, new))
         else:  # a declared count far from the content
             if isinstance(tree, dict) and isinstance(tree.get("counts"), dict):
                 name = rng.choice(["frames", "tracebacks", "entries", "sources"])
@@ -178,15 +197,19 @@ def exercise(path: str, out_dir: str) -> str | None:
             snapshot = load(path)
             source = FileSource(snapshot, path)
             for as_json in (False, True):
+                out = io.StringIO()
                 run_batch(
                     source,
                     Query(),
                     interval=1.0,
                     iterations=1,
                     as_json=as_json,
-                    out=io.StringIO(),
+                    out=out,
                     err=io.StringIO(),
                 )
+                raw = [c for c in "\x1b\x07\x9b\r\u202e" if c in out.getvalue()]
+                if raw:
+                    return f"the {'JSON' if as_json else 'text'} view wrote {raw} raw"
         except MemtopError:
             pass
         for name in ("out.memtop", "out.pickle", "out.pb.gz"):

@@ -5,18 +5,27 @@ in bounded time and memory; a sample goes through the real command line."""
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
 from snapfuzz import mutate, seed_lines
+
+from memtop.errors import MemtopError
+from memtop.filesource import FileSource
+from memtop.model import Query
+from memtop.snapfile import load
+from memtop.ui.app import MemtopApp
 
 FILES = 320
 MiB = 1024 * 1024
@@ -51,11 +60,9 @@ def run_measured(args: list[str], cwd: Path, timeout: float = 20.0) -> tuple[int
 
 
 def test_the_seed_file_itself_loads(tmp_path: Path) -> None:
-    from memtop import snapfile
-
     path = tmp_path / "seed.memtop"
     path.write_bytes(gzip.compress(("\n".join(seed_lines()) + "\n").encode()))
-    assert len(snapfile.load(str(path)).entries) == 30
+    assert len(load(str(path)).entries) == 30
 
 
 def test_every_fuzzed_file_ends_cleanly_in_bounded_time_and_memory(fuzzed: Path) -> None:
@@ -160,3 +167,30 @@ def test_millions_of_tiny_lines_are_refused_early(tmp_path: Path) -> None:
     code, err, rss = run_measured(["view", str(path), "--json"], tmp_path, timeout=20)
     assert code == 1 and "more than 10000 lines" in err and "Traceback" not in err, err
     assert rss < RSS_LIMIT
+
+
+async def test_the_live_view_shows_loadable_fuzzed_files_inertly(fuzzed: Path) -> None:
+    """The first 5 fuzzed files that load (edge values, attacking text) in the TUI: a
+    table, a traceback panel, and nothing raw on screen."""
+    shown = 0
+    for path in sorted(fuzzed.glob("f*.memtop")):
+        try:
+            snapshot = load(str(path))
+        except MemtopError:
+            continue
+        app = MemtopApp(FileSource(snapshot, str(path)), Query(), 1.0)
+        async with app.run_test(size=(100, 30)) as pilot:
+            deadline = time.monotonic() + 10
+            while app.sample is None:
+                assert time.monotonic() < deadline, f"{path.name}: no table"
+                await pilot.pause(0.02)
+            await pilot.press("enter")
+            await pilot.pause()
+            runs = re.findall(r"<text [^>]*>([^<]*)</text>", app.export_screenshot())
+            screen = html.unescape("".join(runs))
+            assert not [c for c in "\x1b\x07\x9b\u202e" if c in screen], path.name
+            await pilot.press("escape", "q")
+        shown += 1
+        if shown == 5:
+            break
+    assert shown == 5
