@@ -47,7 +47,7 @@ MAX_RECORDS = 10_000
 MAX_ITEMS = 50_000_000
 MAX_NUMBER = 2**48
 MAX_TIME = 2**33  # seconds since the epoch (year 2242): anything later is not a time
-MAX_FRAMES_PER_TRACEBACK = 1000
+MAX_FRAMES_PER_TRACEBACK = 65535  # tracemalloc's own limit on nframe
 MAX_EXPORT_BLOCKS = 20_000_000  # tracemalloc's format stores one record per block
 WRITE_CHUNK = 1024 * 1024  # characters of JSON per line memtop writes
 PICKLE_WARNING = (
@@ -377,9 +377,12 @@ _META_TEXTS = {
 
 
 def checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """`meta` if every field memtop uses has the right type and range (null: unknown);
-    ValueError naming the first field that does not."""
+    """`meta` if every field memtop uses has the right type and range (null: unknown),
+    over-long texts cut (a program sets its own sys.version and command line); ValueError
+    naming the first field that does not."""
     for name, value in meta.items():
+        if name in _META_TEXTS and isinstance(value, str):
+            meta[name] = value = value[: _META_TEXTS[name]]
         if value is None:
             continue
         if name in _META_INTS and not _is_int(value, 0, _META_INTS[name]):
@@ -390,10 +393,8 @@ def checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
             and 0 <= value <= _META_NUMBERS[name]
         ):
             raise ValueError(f"its meta field {name!r} is not a number in range")
-        if name in _META_TEXTS and not (isinstance(value, str) and len(value) <= _META_TEXTS[name]):
-            raise ValueError(
-                f"its meta field {name!r} is not a text of at most {_META_TEXTS[name]} characters"
-            )
+        if name in _META_TEXTS and not isinstance(value, str):
+            raise ValueError(f"its meta field {name!r} is not a text")
     return meta
 
 

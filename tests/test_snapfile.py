@@ -363,3 +363,15 @@ async def test_the_header_of_an_imported_pickle_says_unknown(tmp_path: Path) -> 
         first = app.query_one(HeaderBar).target_line(140).plain
         assert "time unknown · pid unknown · python unknown" in first, first
         await pilot.press("q")
+
+
+def test_deep_tracebacks_and_a_long_version_save_and_load(tmp_path: Path) -> None:
+    """tracemalloc allows 65535 frames and a program sets its own sys.version: memtop
+    reads back what it saved (the text cut), never refusing its own file."""
+    deep = tuple((f"m{i}.py", i + 1) for i in range(1500))
+    meta = {"python": "3.12" + "x" * 10_000, "nframe": 1500, "time": 1.0}
+    path = str(tmp_path / "deep.memtop")
+    snapfile.save(snapfile.SavedSnapshot(meta, [(deep, 64, 3)]), path)
+    loaded = snapfile.load(path)
+    assert loaded.entries == [(deep, 64, 3)]
+    assert loaded.meta["python"] == ("3.12" + "x" * 10_000)[:4096]
