@@ -310,6 +310,7 @@ def _export(args: argparse.Namespace) -> int:
         },
         err=sys.stderr,
         hung_up=signals.hung_up,
+        children=args.children,
     )
 
 

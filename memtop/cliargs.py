@@ -244,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="refresh period (default 15, a common scrape interval)",
     )
     export.add_argument(
+        "--children",
+        action="store_true",
+        help="also serve each PID's Python children, and new ones as they appear (workers)",
+    )
+    export.add_argument(
         "--keep-agent",
         action="store_true",
         help="on exit, leave the agents serving (as Q does) instead of detaching",

@@ -142,6 +142,7 @@ class GroupSource:
         self.parent = parent
         self.ended: dict[int, str] = {}
         self._refused: set[int] = set()
+        self.focus: int | None = None  # one process shown on its own, or None: all merged
         first = next(iter(self.members.values()))
         pids = sorted(self.members)
         self.info = TargetInfo(
@@ -174,7 +175,14 @@ class GroupSource:
                 self.note(f"pid {pid}: {exc.message}")
         if not samples:
             raise ConnectionLost("every watched process has ended")
-        return merge(samples, query, time.time())
+        merged = merge(samples, query, time.time())
+        focus = self.focus
+        if focus is None:
+            return merged
+        if focus not in samples:
+            self.focus = None  # it dropped out: back to the whole group
+            return merged
+        return dataclasses.replace(samples[focus], processes=merged.processes)
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks of a row across the processes that hold it."""
@@ -236,9 +244,8 @@ class GroupSource:
         if self.parent is None:
             return
         adopted = 0
-        for pid in children_of(self.parent):
-            if pid in self.members or pid in self.ended or pid in self._refused:
-                continue
+        known = set(self.members) | set(self.ended) | self._refused
+        for pid in children_of(self.parent, known):
             if adopted >= MAX_ADOPTED_PER_REFRESH:
                 break
             adopted += 1
@@ -267,16 +274,20 @@ class GroupSource:
         return None
 
 
-def children_of(parent: int) -> list[int]:
-    """The living descendants of `parent` that run CPython, oldest first."""
+def children_of(parent: int, known: Iterable[int] = ()) -> list[int]:
+    """The living descendants of `parent` that run CPython, oldest first; `known` ones are
+    left out without a look (telling CPython reads the process's memory map)."""
     from memtop.attach.pyversion import detect_python
 
     try:
         found = psutil.Process(parent).children(recursive=True)
     except psutil.Error:
         return []
+    skip = set(known)
     pids = []
     for child in sorted(found, key=lambda p: p.pid):
+        if child.pid in skip:
+            continue
         try:
             if child.status() == psutil.STATUS_ZOMBIE or detect_python(child.pid) is None:
                 continue

@@ -17,10 +17,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TARGETS, Targets, marked_lines, memtop_cli, wait_for, wait_state
+from conftest import (
+    ROOT,
+    TARGETS,
+    Plain,
+    Targets,
+    marked_lines,
+    memtop_cli,
+    wait_for,
+    wait_state,
+)
 
 LEAKY = str(TARGETS / "leaky.py")
 LIST_LEAK = marked_lines(TARGETS / "leaky.py")["list_leak"]
+POOL = str(TARGETS / "pool.py")
+WORKER_LEAK = marked_lines(TARGETS / "pool.py")["worker_leak"]
 
 
 def free_port() -> int:
@@ -199,3 +210,24 @@ def test_export_detaches_on_sigterm_and_keeps_the_agent_with_keep_agent(
     code, err = export.stop()
     assert code == 0 and "keeps serving" in err, err
     assert targets.connect(program).request("ping")  # still serving
+
+
+def test_export_children_serves_each_worker_of_a_pool(
+    plain: Plain, export_factory: list[Export]
+) -> None:
+    proc, state = plain.start(sys.executable, "pool.py", "2")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 2)["workers"]
+    export = Export(str(proc.pid), "--children", "-i", "0.5")
+    export_factory.append(export)
+
+    def every_worker_leaking() -> str | None:
+        text = export.metrics() if export.proc.poll() is None else ""
+        found = [
+            pid for pid in workers
+            if f'memtop_site_bytes{{pid="{pid}",site="{POOL}:{WORKER_LEAK}"}}' in text
+        ]  # fmt: skip
+        return text if len(found) == 2 else None
+
+    export.wait_serving()
+    text = wait_for(every_worker_leaking, 60, "both workers' leaking line")
+    assert f'memtop_rss_bytes{{pid="{proc.pid}"}}' in text

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TARGETS, Plain, marked_lines, memtop_cli, wait_for, wait_state
+from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines
 
-from memtop.group import children_of
+from memtop.group import ProcessTotals, children_of
+from memtop.model import Query, Sample
+from memtop.ui.app import MemtopApp
 
 APP = str(TARGETS / "wsgi_leaky.py")
 REQUEST_LEAK = marked_lines(TARGETS / "wsgi_leaky.py")["request_leak"]
@@ -188,3 +192,60 @@ def test_a_multiprocessing_pool_is_watched_as_one(plain: Plain) -> None:
     finally:
         code = watch.stop()
     assert code == 130, watch.notes
+
+
+# --- the live view of a group ---------------------------------------------------------------
+
+
+class FakeGroup(FakeSource):
+    """The fake program as two processes: 101 holds 60 % of every row, 102 the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.members = {101: None, 102: None}
+        self.focus: int | None = None
+        self.info = dataclasses.replace(self.info, how="group", cmdline="2 processes: 101 102")
+
+    def sample(self, query: Query, n: int) -> Sample:
+        whole = super().sample(query, n)
+        split = {
+            pid: tuple(
+                dataclasses.replace(row, size=row.size * share // 10, count=row.count * share // 10)
+                for row in whole.rows
+            )
+            for pid, share in ((101, 6), (102, 4))
+        }
+        processes = tuple(
+            ProcessTotals(pid, whole.rss, whole.uss, whole.traced_current, 0, 0, len(whole.rows))
+            for pid in (101, 102)
+        )
+        if self.focus is not None:
+            return dataclasses.replace(whole, rows=split[self.focus], processes=processes)
+        rows = tuple(
+            dataclasses.replace(
+                row, procs=((101, row.size * 6 // 10, 1), (102, row.size * 4 // 10, 1))
+            )
+            for row in whole.rows
+        )
+        return dataclasses.replace(whole, rows=rows, processes=processes)
+
+
+async def test_the_live_view_merges_a_group_and_p_shows_each_process() -> None:
+    source = FakeGroup()
+    app = MemtopApp(source, Query(), 1.0, clock=lambda: T0 + 90, cwd=CWD, autorefresh=False)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await settle(pilot)
+        assert "PROCS" in table_lines(app)[0]
+        assert "2 processes merged" in header(app)
+        await pilot.press("enter")
+        await settle(pilot)
+        body = str(app.screen.query_one("#traceback-body").render())
+        assert "per process" in body and "pid 101" in body and "60%" in body
+        await pilot.press("escape")
+        await pilot.press("p")
+        await settle(pilot)
+        assert source.focus == 101 and "pid 101 of 2 processes" in header(app)
+        assert "PROCS" not in table_lines(app)[0]
+        await pilot.press("p", "p")
+        await settle(pilot)
+        assert source.focus is None and "2 processes merged" in header(app)

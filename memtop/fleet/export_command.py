@@ -13,6 +13,7 @@ from prometheus_client.exposition import start_http_server
 from memtop.attach.chain import attach
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError, UsageError
 from memtop.fleet.metrics import HeapCollector, Watched
+from memtop.group import MAX_ADOPTED_PER_REFRESH, children_of
 from memtop.model import Query
 from memtop.source import LiveSource, wait_for_exit
 
@@ -51,8 +52,10 @@ def run_export(
     attach_options: dict[str, object],
     err: TextIO,
     hung_up: object = lambda: False,
+    children: bool = False,
 ) -> int:
-    """Attach to every pid, serve until interrupted or until every process ended."""
+    """Attach to every pid (with `children`, their Python children too, and new ones as
+    they appear), serve until interrupted or until every process ended."""
     host, port = parse_listen(listen)
     if not is_loopback(host):
         err.write(
@@ -66,11 +69,29 @@ def run_export(
     registry.register(collector)
     server = None
     try:
-        for pid in pids:
+        refused: set[int] = set()  # children that could not be attached, or ended
+
+        def adopt(pid: int) -> None:
             attached = attach(pid, **attach_options)  # type: ignore[arg-type]
             sources[pid] = LiveSource(attached.client, pid, attached.how, token=attached.token)
             watched[pid] = Watched(pid)
             err.write(f"memtop: attached to pid {pid} via {attached.how}\n")
+
+        def adopt_children(limit: int) -> None:
+            for parent in pids if children else ():
+                for child in children_of(parent, set(sources) | refused):
+                    if limit <= 0:
+                        break
+                    limit -= 1
+                    try:
+                        adopt(child)
+                    except MemtopError as exc:
+                        refused.add(child)
+                        err.write(f"memtop: child {child} not attached: {exc.message}\n")
+
+        for pid in pids:
+            adopt(pid)
+        adopt_children(limit=64)
         try:
             server, _ = start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
@@ -78,8 +99,11 @@ def run_export(
         err.write(f"memtop: serving heap metrics at http://{listen}/metrics\n")
         next_at = time.monotonic()
         while sources:
+            adopt_children(limit=MAX_ADOPTED_PER_REFRESH)
             for pid in list(sources):
                 _refresh(pid, sources, watched, collector, query, interval, err)
+                if pid not in sources:
+                    refused.add(pid)  # ended: never attached again
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))
         return EXIT_TARGET_GONE

@@ -319,6 +319,24 @@ class MemtopApp(App[Outcome]):
             self.on_screen = (sample, self.arrived)
             self._show_state()
 
+    def action_cycle_process(self) -> None:
+        """A group: the merged table, then each process on its own, in turn."""
+        members = getattr(self.source, "members", None)
+        if not members:
+            self._say("p: watching one process; `memtop PID --children` watches a pool.")
+            return
+        order: list[int | None] = [None, *sorted(members)]
+        current = getattr(self.source, "focus", None)
+        focus = order[(order.index(current) + 1) % len(order)] if current in order else None
+        self.source.focus = focus  # type: ignore[attr-defined]
+        self.history = History()  # one process's trend is not the group's
+        self._set_state(self.state.replace(process=focus), refresh=False)
+        self._say(
+            f"Showing pid {focus} on its own; p shows the next." if focus is not None
+            else f"Showing the {len(members)} processes merged."
+        )  # fmt: skip
+        self.refresh_now()
+
     def action_toggle_internal(self) -> None:
         self._set_state(self.state.replace(hide_internal=not self.state.hide_internal))
 

@@ -80,9 +80,17 @@ class HeaderBar(TextLines):
                 (Text(f"nframe {nframe}"), 4),
             ]
         else:
+            who = f"pid {info.pid}"
+            if info.how == "group":
+                count = len(sample.processes) if sample is not None else 0
+                who = (
+                    f"pid {self.state.process} of {count} processes · p: all"
+                    if self.state.process is not None
+                    else f"{count} processes merged · p: one"
+                )
             parts = [
                 (Text("memtop", style="bold"), 9),
-                (Text(f"pid {info.pid}"), 10),
+                (Text(who), 10),
                 (Text(f"python {clean_text(info.python)}"), 6),
                 (Text(clean_text(info.how)), 7),
                 (Text(f"up {self.uptime}"), 5),
