@@ -350,6 +350,7 @@ def test_view_of_an_imported_pickle_says_what_it_does_not_know(tmp_path: Path) -
 async def test_the_header_of_an_imported_pickle_says_unknown(tmp_path: Path) -> None:
     from memtop.ui.app import MemtopApp
     from memtop.ui.header_bar import HeaderBar
+    from memtop.ui.verdict_line import VerdictLine
 
     pickled = tmp_path / "in.pickle"
     _tracemalloc_pickle(pickled)
@@ -362,6 +363,8 @@ async def test_the_header_of_an_imported_pickle_says_unknown(tmp_path: Path) -> 
             await pilot.pause(0.05)
         first = app.query_one(HeaderBar).target_line(140).plain
         assert "time unknown · pid unknown · python unknown" in first, first
+        verdict = "\n".join(t.plain for t in app.query_one(VerdictLine)._texts)
+        assert "not in the file: pid, Python version, time taken, RSS, traced peak" in verdict
         await pilot.press("q")
 
 
