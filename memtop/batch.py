@@ -14,7 +14,14 @@ from memtop.compiled import compiled_hint
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
 from memtop.formatting import SUSPECT_MARK, clean_text, fit, format_count, format_size, location
 from memtop.history import History, Suspect, Verdict, format_rate
-from memtop.model import Query, Sample, sample_json
+from memtop.model import (
+    RESTARTED_BASELINE,
+    Query,
+    Sample,
+    empty_note,
+    only_new_note,
+    sample_json,
+)
 from memtop.source import Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
@@ -60,16 +67,25 @@ def render_text(
         "",
         _COLUMNS + "LOCATION / SOURCE",
     ]
+    notes = []
+    note = only_new_note(sample.tracing, sample.time)
+    if note is not None:
+        notes.append(f"warning: {note}")
+        if not sample.total_rows:
+            notes.append(f"warning: {empty_note(sample.tracing, sample.time)}")
+    if sample.baseline_restarted:
+        notes.append(f"warning: {RESTARTED_BASELINE}")
     hint = compiled_hint(sample, sample.extension_modules)
     if hint is not None:
         where = location(hint.row.filename, hint.row.lineno, 60, cwd)
-        lines.insert(3, f"note: {hint.text(where)}")
+        notes.append(f"note: {hint.text(where)}")
     if sample.processes:
         each = ", ".join(
             f"{p.pid} RSS {format_size(p.rss)} traced {format_size(p.traced)}"
             for p in sample.processes
         )
-        lines.insert(3, f"{len(sample.processes)} processes (summed above): {each}")
+        notes.insert(0, f"{len(sample.processes)} processes (summed above): {each}")
+    lines[3:3] = notes
     if suspects:
         ranked = sorted(
             suspects.items(), key=lambda kv: kv[1].rate * kv[1].confidence, reverse=True
@@ -78,7 +94,7 @@ def render_text(
             f"{fit(key, 60)} ({format_rate(s.rate)}, confidence {s.confidence:.0%})"
             for key, s in ranked
         )
-        lines.insert(3, f"leak suspects: {named}")
+        lines.insert(3 + len(notes), f"leak suspects: {named}")
     room = max(24, width - len(_COLUMNS))
     for rank, row in enumerate(sample.rows, 1):
         # The location keeps its line number; the source line gives way first.
@@ -153,6 +169,9 @@ def run_batch(
         while iterations is None or shown < iterations:
             started = time.monotonic()
             try:
+                if not shown:
+                    # Go on from the history the agent kept (a viewer left it serving).
+                    history.seed(source.resume(query))
                 sample = source.refresh(query, max_age=interval * 0.9)
             except ConnectionLost:
                 status = wait_for_exit(source, 2.0)

@@ -97,6 +97,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.force_gdb,
             args.wait,
             _warn,
+            keep=args.keep,
         )
         sys.stderr.write(f"memtop: {done}\n")
         return 0
@@ -203,6 +204,13 @@ def _view_file(args: argparse.Namespace) -> int:
     current = load(args.file, args.trust_pickle)
     base = load(args.base, args.trust_pickle) if args.base else None
     source = FileSource(current, args.file, base, args.base)
+    if source.sessions_differ():
+        _warn(
+            f"{args.file} and {args.base} come from two tracing sessions (tracing stopped or "
+            "restarted in between, or another process): what the later one never traced "
+            "shows as freed. Take both snapshots of one session: `memtop snapshot PID --keep` "
+            "first, then `memtop snapshot PID` later"
+        )
     if args.iterations is None and (args.batch or args.json):
         args.iterations = 1  # a file does not change: one refresh says it all
     return _view(source, _query(args), args)

@@ -203,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="when the attach starts tracing, trace this long before saving",
     )
+    snapshot.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the agent tracing after saving, so that a later snapshot of the same "
+        "tracing session shows what grew in between (`memtop detach PID` stops it)",
+    )
     _add_attach_options(snapshot)
 
     view = commands.add_parser("view", help="browse a saved snapshot, or the diff of two")

@@ -116,6 +116,9 @@ class MemtopApp(App[Outcome]):
         self.shown = 0
         self._busy = False
         self._again = False
+        # The grouping whose history the agent kept was last asked for: before the first
+        # refresh (a viewer that left with the agent serving, `Q`) and at each new grouping.
+        self._seeded: tuple[object, ...] | None = None
         self._saving = False
         self._note: Text | None = None  # the selected row's suspect reading
         self._hint: Text | None = None  # about the whole table (memtop.compiled)
@@ -193,6 +196,11 @@ class MemtopApp(App[Outcome]):
                     return
                 source.reconnect()
                 self.post_message(Reconnected())
+            seed = None
+            grouping = (query.group_by, query.cumulative, query.include, query.exclude)
+            if not self.state.offline and grouping != self._seeded:
+                seed = source.resume(query)
+                self._seeded = grouping
             sample = source.refresh(query, max_age=interval * 0.9)
         except ConnectionLost as exc:
             status = wait_for_exit(source, 1.0)
@@ -205,7 +213,7 @@ class MemtopApp(App[Outcome]):
         except Exception as exc:  # never a raw traceback on screen
             self.post_message(RefreshFailed(f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(SampleReady(sample))
+            self.post_message(SampleReady(sample, seed))
 
     def _fetched(self) -> None:
         self._busy = False
@@ -215,6 +223,7 @@ class MemtopApp(App[Outcome]):
 
     def on_sample_ready(self, message: SampleReady) -> None:
         sample = message.sample
+        self.history.seed(message.seed)
         self.history.add(sample)
         self.sample, self.arrived = sample, self.clock()
         self.shown += 1
