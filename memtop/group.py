@@ -158,6 +158,10 @@ class GroupSource:
 
     # --- tables ------------------------------------------------------------------------
 
+    def resume(self, query: Query) -> None:
+        """Each agent keeps its own history; a merged table starts its own."""
+        return None
+
     def refresh(self, query: Query, max_age: float) -> Sample:
         """Every process at once, merged; raises ConnectionLost once all have ended."""
         self._adopt_children()
@@ -244,9 +248,8 @@ class GroupSource:
         if self.parent is None:
             return
         adopted = 0
-        for pid in children_of(self.parent):
-            if pid in self.members or pid in self.ended or pid in self._refused:
-                continue
+        known = set(self.members) | set(self.ended) | self._refused
+        for pid in children_of(self.parent, known):
             if adopted >= MAX_ADOPTED_PER_REFRESH:
                 break
             adopted += 1
@@ -275,16 +278,20 @@ class GroupSource:
         return None
 
 
-def children_of(parent: int) -> list[int]:
-    """The living descendants of `parent` that run CPython, oldest first."""
+def children_of(parent: int, known: Iterable[int] = ()) -> list[int]:
+    """The living descendants of `parent` that run CPython, oldest first; `known` ones are
+    left out without a look (telling CPython reads the process's memory map)."""
     from memtop.attach.pyversion import detect_python
 
     try:
         found = psutil.Process(parent).children(recursive=True)
     except psutil.Error:
         return []
+    skip = set(known)
     pids = []
     for child in sorted(found, key=lambda p: p.pid):
+        if child.pid in skip:
+            continue
         try:
             if child.status() == psutil.STATUS_ZOMBIE or detect_python(child.pid) is None:
                 continue

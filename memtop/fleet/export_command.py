@@ -79,9 +79,9 @@ def run_export(
 
         def adopt_children(limit: int) -> None:
             for parent in pids if children else ():
-                for child in children_of(parent):
-                    if child in sources or child in refused or limit <= 0:
-                        continue
+                for child in children_of(parent, set(sources) | refused):
+                    if limit <= 0:
+                        break
                     limit -= 1
                     try:
                         adopt(child)
