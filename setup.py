@@ -34,8 +34,9 @@ def build_sampler(out_dir):
         if os.path.exists(error_file):
             os.remove(error_file)
         return
-    if os.path.exists(library + ".tmp"):
-        os.remove(library + ".tmp")
+    for stale in (library + ".tmp", library):  # an older build must not pass for this one
+        if os.path.exists(stale):
+            os.remove(stale)
     with open(error_file, "w", encoding="utf-8") as f:
         last = problem.splitlines()[-1] if problem else "unknown"
         f.write(f"the native sampler was not built ({compiler[0]} failed: {last}); ")

@@ -176,22 +176,27 @@ def test_the_long_stress(minor: str, allocator: str) -> None:
     assert result["walk_errors"] == 0
 
 
-def test_without_a_compiler_the_install_says_why(tmp_path: Path) -> None:
-    """The build step with CC=false leaves the reason, and loading reports it."""
+def build_with(compiler: str | None, out_dir: Path) -> None:
+    """Run the build step of `pip install` (setup.py) with CC set to `compiler`."""
     sys.path.insert(0, str(ROOT))
     try:
-        import setup  # the build step of `pip install`
+        import setup
     finally:
         sys.path.remove(str(ROOT))
-    saved = os.environ.get("CC")
-    os.environ["CC"] = "false"
+    saved = os.environ.pop("CC", None)
+    if compiler is not None:
+        os.environ["CC"] = compiler
     try:
-        setup.build_sampler(str(tmp_path))
+        setup.build_sampler(str(out_dir))
     finally:
-        if saved is None:
-            del os.environ["CC"]
-        else:
+        os.environ.pop("CC", None)
+        if saved is not None:
             os.environ["CC"] = saved
+
+
+def test_without_a_compiler_the_install_says_why(tmp_path: Path) -> None:
+    """The build step with CC=false leaves the reason, and loading reports it."""
+    build_with("false", tmp_path)
     assert not (tmp_path / bytesampler.LIBRARY_NAME).exists()
     with pytest.raises(bytesampler.Unavailable) as caught:
         bytesampler.library_path(str(tmp_path))
@@ -200,6 +205,16 @@ def test_without_a_compiler_the_install_says_why(tmp_path: Path) -> None:
         "sampled mode unavailable: the native sampler was not built (false failed"
     )
     assert "reinstall with a C compiler" in message
+
+
+def test_a_failed_rebuild_does_not_leave_the_older_library(tmp_path: Path) -> None:
+    """An older build must not pass for this one: a failed build removes it."""
+    need_library()
+    build_with(None, tmp_path)
+    assert bytesampler.library_path(str(tmp_path)) == str(tmp_path / bytesampler.LIBRARY_NAME)
+    build_with("false", tmp_path)
+    with pytest.raises(bytesampler.Unavailable, match="not built"):
+        bytesampler.library_path(str(tmp_path))
 
 
 def test_the_library_needs_nothing_newer_than_the_oldest_glibc_claimed() -> None:
