@@ -21,6 +21,7 @@ from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, Targe
 from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
 from memtop.model import INTERNAL_PATTERNS, Query
+from memtop.modes import mode_request, settle_mode
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
@@ -86,6 +87,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         sys.stderr.write(f"memtop: {detach(args.pid, args.method, args.force_gdb, args.timeout)}\n")
         return 0
     if args.command == "snapshot":
+        args.mode_request = mode_request(args, "sampled")
         path = args.output or offline.default_snapshot_path(args.pid)
         done = offline.take(
             args.pid,
@@ -98,6 +100,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.wait,
             _warn,
             keep=args.keep,
+            mode=args.mode_request,
         )
         sys.stderr.write(f"memtop: {done}\n")
         return 0
@@ -127,14 +130,22 @@ def _query(args: argparse.Namespace) -> Query:
 
 def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, module: bool) -> int:
     query = _query(args)
+    mode = mode_request(args, "exact")
     if args.iterations is not None and not (args.batch or args.json):
         args.batch = True
     program = start_program(
-        target, rest, module=module, python=args.python, nframe=args.nframe, log_path=args.log
+        target,
+        rest,
+        module=module,
+        python=args.python,
+        nframe=args.nframe,
+        log_path=args.log,
+        agent_config=mode.agent_config(),
     )
     sys.stderr.write(f"memtop: program pid {program.pid}, output in {program.log_path}\n")
     try:
         client = AgentClient.connect(program.socket_path, program.token, expected_pid=program.pid)
+        settle_mode(client, mode, _note)
     except MemtopError as exc:
         ended = program.wait_for_exit(2.0)
         status = ended or program.stop()
@@ -241,7 +252,15 @@ def _attach(args: argparse.Namespace) -> int:
     query = _query(args)
     if args.iterations is not None and not (args.batch or args.json):
         args.batch = True
-    attached = attach(args.pid, args.method, args.nframe, args.timeout, args.force_gdb)
+    attached = attach(
+        args.pid,
+        args.method,
+        args.nframe,
+        args.timeout,
+        args.force_gdb,
+        mode=mode_request(args, "sampled"),
+        note=_note,
+    )
     target = attached.target
     sys.stderr.write(
         f"memtop: attached to pid {target.pid} (CPython {target.python.label}, "
@@ -267,14 +286,15 @@ def _attach_group(args: argparse.Namespace) -> int:
     from memtop.group import GroupSource, children_of
 
     query = _query(args)
+    mode = mode_request(args, "sampled")
     if args.iterations is not None and not (args.batch or args.json):
         args.batch = True
-
-    def note(text: str) -> None:
-        sys.stderr.write(f"memtop: {text}\n")
+    note = _note
 
     def attach_member(pid: int) -> LiveSource:
-        attached = attach(pid, args.method, args.nframe, args.timeout, args.force_gdb)
+        attached = attach(
+            pid, args.method, args.nframe, args.timeout, args.force_gdb, mode=mode, note=note
+        )
         return LiveSource(attached.client, pid, attached.how, token=attached.token)
 
     pids = list(dict.fromkeys([args.pid, *args.more]))
@@ -315,6 +335,8 @@ def _export(args: argparse.Namespace) -> int:
             "nframe": args.nframe,
             "timeout": args.timeout,
             "force_gdb": args.force_gdb,
+            "mode": mode_request(args, "sampled"),
+            "note": _note,
         },
         err=sys.stderr,
         hung_up=signals.hung_up,
@@ -343,6 +365,10 @@ def _ps(args: argparse.Namespace) -> int:
             command = f"[container {row.container['namespace']}, pid {inside} there] {command}"
         sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
+
+
+def _note(text: str) -> None:
+    sys.stderr.write(f"memtop: {text}\n")
 
 
 def _warn(text: str) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from memtop import __version__
 from memtop.attach.chain import METHODS
 from memtop.errors import UsageError
+from memtop.modes import MODES, parse_rate
 from memtop.model import GROUP_KEYS, SORT_KEYS
 from memtop.offline import FORMATS
 
@@ -116,6 +117,25 @@ def _add_nframe_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_mode_options(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help="exact: tracemalloc, every allocation (5-25x slower while watched); sampled: "
+        f"a native byte sampler, estimates with error bars for a few percent (default: "
+        f"{default}; without sampled mode memtop says why and traces exactly)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=parse_rate,
+        default=None,
+        metavar="BYTES",
+        help="sampled mode: one block sampled per BYTES allocated, on average (default 256K; "
+        "smaller is more accurate: a site of B bytes is within about ±sqrt(R/B))",
+    )
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--python",
@@ -142,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_view_options(run)
     _add_run_options(run)
+    _add_mode_options(run, "exact")
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a library module")
     run.add_argument(
         "program",
@@ -153,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the bundled leaky demo program and view it")
     _add_view_options(demo)
     _add_run_options(demo)
+    _add_mode_options(demo, "exact")
 
     attach = commands.add_parser(
         "attach", help="attach to a running CPython process and view it (also: memtop PID)"
@@ -169,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_view_options(attach)
     _add_attach_options(attach)
+    _add_mode_options(attach, "sampled")
 
     ps = commands.add_parser("ps", help="list Python processes and whether an agent serves")
     ps.add_argument("--json", action="store_true", help="one JSON array on stdout")
@@ -210,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tracing session shows what grew in between (`memtop detach PID` stops it)",
     )
     _add_attach_options(snapshot)
+    _add_mode_options(snapshot, "sampled")
 
     view = commands.add_parser("view", help="browse a saved snapshot, or the diff of two")
     view.add_argument("file", metavar="FILE")
@@ -267,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_nframe_option(export)
     _add_attach_options(export)
+    _add_mode_options(export, "sampled")
 
     convert = commands.add_parser("convert", help="convert between memtop and tracemalloc files")
     convert.add_argument("source", metavar="IN")

@@ -50,6 +50,9 @@ class Row:
     traceback: tuple[Frame, ...]
     # Watching a group (memtop.group): (pid, size, count) of each process holding the row.
     procs: tuple[tuple[int, int, int], ...] = ()
+    # Sampled mode: 95 % half-widths of size and count (0 in exact mode).
+    size_error: int = 0
+    count_error: int = 0
 
     @property
     def average(self) -> float:
@@ -159,6 +162,14 @@ class Sample:
     processes: tuple[Any, ...] = ()  # a group's refresh: memtop.group.ProcessTotals each
     tracing: Tracing | None = None
     baseline_restarted: bool = False  # the baseline was read in an earlier tracing session
+    mode: str = "exact"  # or "sampled": sizes and counts are estimates (memtop.modes)
+    sample_rate: int | None = None  # sampled mode: mean bytes between samples
+    sampler_gaps: int = 0  # times the program unhooked the sampler (re-hooked each time)
+
+    @property
+    def sampled(self) -> bool:
+        """True when sizes and counts are the byte sampler's estimates."""
+        return self.mode == "sampled"
 
     @property
     def memtop_memory(self) -> int:
@@ -203,6 +214,8 @@ def row_from_reply(group_by: str, raw: dict[str, Any]) -> Row:
         count_diff=int(raw["count_diff"]),
         source=str(raw.get("source", "")),
         traceback=frames,
+        size_error=int(raw.get("size_error", 0)),
+        count_error=int(raw.get("count_error", 0)),
     )
 
 
@@ -241,7 +254,14 @@ def sample_from_reply(
         read_peak=int(info.get("read_peak", 0)),
         tracing=tracing_from_reply(reply.get("tracing")),
         baseline_restarted=bool(reply.get("baseline_restarted", False)),
+        mode="sampled" if totals.get("mode") == "sampled" else "exact",
+        sample_rate=_optional_int(totals.get("sample_rate")),
+        sampler_gaps=int(totals.get("sampler_gaps", 0)),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 RESTARTED_BASELINE = (
@@ -296,6 +316,9 @@ def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any
     return {
         "pid": sample.pid,
         "time": sample.time,
+        "mode": sample.mode,
+        "sample_rate": sample.sample_rate if sample.sampled else None,
+        "sampler_gaps": sample.sampler_gaps,
         "group_by": sample.query.group_by,
         "cumulative": sample.query.cumulative,
         "rss": sample.rss,
@@ -326,6 +349,8 @@ def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any
                 "lineno": row.lineno,
                 "size": row.size,
                 "count": row.count,
+                "size_error": row.size_error,
+                "count_error": row.count_error,
                 "size_diff": row.size_diff,
                 "count_diff": row.count_diff,
                 "source": row.source,

@@ -12,6 +12,7 @@ from memtop.attach.chain import attach
 from memtop.errors import UsageError
 from memtop.history import History, HistorySeed, judge
 from memtop.model import Query, Row, Sample, sample_json
+from memtop.modes import ModeRequest
 from memtop.snapfile import SavedSnapshot, export_tracemalloc, load, save, snapshot_of
 from memtop.source import Source, TargetInfo, TracebackEntry
 
@@ -52,6 +53,7 @@ def take(
     warn: Callable[[str], None] | None = None,
     *,
     keep: bool = False,
+    mode: ModeRequest | None = None,
 ) -> str:
     """`memtop snapshot PID -o FILE`: attach, save, and leave the target as it was, or,
     with `keep`, with the agent tracing on (and serving, with no idle timeout).
@@ -59,7 +61,7 @@ def take(
     tracemalloc sees only what is allocated after it starts: when this attach started it,
     waiting `wait` seconds first lets allocations accumulate, and keeping the agent lets a
     later snapshot of the same tracing session show what grew in between."""
-    attached = attach(pid, method, nframe, timeout, force_gdb)
+    attached = attach(pid, method, nframe, timeout, force_gdb, mode=mode, note=warn)
     try:
         ping = attached.client.request("ping")
         fresh = (
@@ -84,7 +86,8 @@ def take(
         attached.client.close()
     write(snapshot, path, file_format)
     blocks = sum(count for _, _, count in snapshot.entries)
-    done = f"saved {blocks} traced blocks of pid {pid} ({len(snapshot.entries)} entries) to {path}"
+    estimated = "an estimated " if snapshot.meta.get("mode") == "sampled" else ""
+    done = f"saved {estimated}{blocks} traced blocks of pid {pid} ({len(snapshot.entries)} entries) to {path}"
     if keep:
         done += f"; the agent keeps tracing (`memtop detach {pid}` stops it)"
     return done

@@ -90,7 +90,9 @@ class Sample:
         "own_size",
         "read_peak",
         "size",
+        "sampled",
         "time",
+        "variances",
     )
 
     def __init__(self, sample_id, when):
@@ -101,6 +103,10 @@ class Sample:
         self.size = self.count = 0
         self.own_size = self.own_count = 0
         self.read_peak = 0
+        # Sampled mode: {traceback: (size variance, count variance)}, and the sampler's
+        # table the estimates come from (its rate, gaps, memory).
+        self.variances = None
+        self.sampled = None
 
 
 def take_sample(sample_id, read=read_raw_traces):

@@ -2,16 +2,18 @@
 Arguments are checked in args.py; nothing from a request is ever evaluated, imported,
 unpickled or used as a path."""
 
+import math
 import os
 import sys
 import time
 import tracemalloc
 
-from . import checks, collector, timeline
+from . import checks, collector, modes, timeline
 from .checks import BadArgs
 from .object_commands import MAX_TRACEBACKS, ObjectCommands
 
 MAX_ROWS = 500
+Z95 = 1.959963984540054  # a 95 % interval of a normal estimate: ± Z95 standard deviations
 COMPARE_MODES = ("previous", "baseline")
 MAX_CONFIGS_PER_CLIENT = 8
 
@@ -64,6 +66,7 @@ class Commands(ObjectCommands):
             "origins": self.cmd_origins,
             "referrers": self.cmd_referrers,
             "history": self.cmd_history,
+            "mode": self.cmd_mode,
         }
 
     def handle(self, cmd, args, client):
@@ -142,6 +145,7 @@ class Commands(ObjectCommands):
         Returns (rows, total keys, seconds spent reading source lines)."""
         group_by = config[0]
         current = self.sampler.grouped(sample, config)
+        variances = self.sampler.variances(sample, config)
         if compare == "baseline":
             against = self.sampler.grouped(base, config) if base is not None else None
         else:
@@ -176,6 +180,7 @@ class Commands(ObjectCommands):
                     "count_diff": count_diff,
                     "source": lookup.get((filename, lineno), "") if lineno is not None else "",
                     "traceback": _frames_out(tb, lookup),
+                    **_errors(variances, key),
                 }
             )
         return out_rows, total, reading
@@ -221,11 +226,17 @@ class Commands(ObjectCommands):
             frames.update(tb)
         lookup = self.sources.lookup(frames)
         self.sampler.charge(time.thread_time() - started)
+        variances = sample.variances
         return {
             "sample": self.sampler.describe(sample, 0.0),
-            "nframe": tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() else 0,
+            "nframe": self.agent.traceback_depth(),
             "tracebacks": [
-                {"size": size, "count": count, "frames": _frames_out(tb, lookup)}
+                {
+                    "size": size,
+                    "count": count,
+                    "frames": _frames_out(tb, lookup),
+                    **_errors(variances, tb),
+                }
                 for tb, size, count in found
             ],
         }
@@ -241,7 +252,7 @@ class Commands(ObjectCommands):
         return {"baseline_time": sample.time, "sample": self.sampler.describe(sample, 0.0)}
 
     def cmd_reset_peak(self, args, client):
-        if not tracemalloc.is_tracing():
+        if self.sampler.byte_sampler is None and not tracemalloc.is_tracing():
             raise BadArgs("tracemalloc is not tracing")
         self.sampler.reset_peak()
         return self.sampler.totals()
@@ -255,6 +266,23 @@ class Commands(ObjectCommands):
                     raise BadArgs("idle_timeout must be positive or null")
             self.agent.idle_timeout = value
         return {"idle_timeout": self.agent.idle_timeout}
+
+    def cmd_mode(self, args, client):
+        """Switch between exact and sampled mode (every viewer's tables start over)."""
+        if "mode" not in args:
+            return modes.info(self.agent)
+        mode = checks.choice(args, "mode", modes.MODES, "exact")
+        rate = checks.get(args, "rate", int, self.agent.rate or modes.DEFAULT_RATE)
+        try:
+            modes.check(mode, rate)
+        except ValueError as exc:
+            raise BadArgs(str(exc)) from None
+        try:
+            modes.switch(self.agent, mode, rate)
+        except Exception as exc:  # bytesampler.Unavailable: the reason goes to the viewer
+            raise BadArgs(str(exc)) from None
+        client.baseline = None
+        return modes.info(self.agent)
 
     def cmd_detach(self, args, client):
         owner = self.agent.tracing_owner
@@ -274,6 +302,19 @@ class Commands(ObjectCommands):
             "stays": not self.agent.stopping,
             "other_viewers": 0,
         }
+
+
+def _errors(variances, key):
+    """A row's 95 % half-widths in sampled mode ({} in exact mode: the wire stays as it
+    was; the viewer reads a missing error as 0)."""
+    if variances is None:
+        return {}
+    # A row that vanished since the table it is compared with has no samples left.
+    var_size, var_count = variances.get(key, (0.0, 0.0))[:2]
+    return {
+        "size_error": round(Z95 * math.sqrt(var_size)) if var_size > 0 else 0,
+        "count_error": round(Z95 * math.sqrt(var_count)) if var_count > 0 else 0,
+    }
 
 
 def _count_entries(path):

@@ -21,7 +21,7 @@ import sys
 import time
 import tracemalloc
 
-from . import footprint, protocol, rundir
+from . import footprint, modes, protocol, rundir
 from .commands import Commands
 from .ownsocket import OwnSocket, fd_identity
 from .sampler import Sampler
@@ -66,6 +66,11 @@ class Agent:
         # programs pay nothing until someone looks). False: use the program's own tracing.
         self.trace_mode = config.get("trace", True)
         self.nframe = config.get("nframe", DEFAULT_NFRAME)
+        # exact (tracemalloc) or sampled (the native byte sampler, one block per `rate`
+        # bytes); `mode_note` says why sampled mode was asked for and could not run.
+        self.mode = config.get("mode", "exact")
+        self.rate = config.get("rate", modes.DEFAULT_RATE)
+        self.mode_note = None
         self.started = time.time()
         self.last_viewer = time.monotonic()
         self.errors = collections.deque(maxlen=20)
@@ -92,7 +97,10 @@ class Agent:
 
     @property
     def tracing_owner(self):
-        """Who owns tracing now: "agent" (the session it started), "target" or "none"."""
+        """Who owns tracing now: "agent" (the session it started, or its byte sampler),
+        "target" or "none"."""
+        if self.sampler is not None and self.sampler.byte_sampler is not None:
+            return "agent"
         self.follow_tracing()
         if self.trace_marker is not None:
             return "agent"
@@ -162,10 +170,19 @@ class Agent:
             "ft": self.free_threaded,
             "tracing_owner": self.tracing_owner,
             "tracing": self.tracing_info(),
-            "nframe": tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() else 0,
+            "nframe": self.traceback_depth(),
             "origin": self.origin,
+            **modes.info(self),
             "status": "ok",
         }
+
+    def traceback_depth(self):
+        """Frames kept per traceback: the sampler's deep stacks, or tracemalloc's limit."""
+        if self.sampler is not None and self.sampler.byte_sampler is not None:
+            from .nativelib import MAX_FRAMES  # loaded already: the sampler runs
+
+            return MAX_FRAMES
+        return tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() else 0
 
     def token_ok(self, token):
         given = token.encode("utf-8", "surrogatepass")
@@ -213,7 +230,15 @@ class Agent:
             self.sampler.owns_tracing = self.tracing_owner == "agent"
 
     def stop_tracing(self):
-        """Stop the tracing the agent started (a program's own tracing is left alone)."""
+        """Stop the tracing the agent started (a program's own tracing is left alone):
+        its tracemalloc session or its byte sampler (the allocators restored)."""
+        sampler = self.sampler
+        if sampler is not None and sampler.byte_sampler is not None:
+            try:
+                sampler.byte_sampler.stop()
+            finally:
+                sampler.byte_sampler = None
+                self.timeline.end()
         if self.tracing_owner == "agent":
             tracemalloc.stop()
         self.trace_marker = None
@@ -249,7 +274,9 @@ def start(config=None):
     config keys, all optional: token (str; generated when missing), write_token_file
     (bool; default True for opt-in), rundir (str), nframe (int), idle_timeout (seconds or
     None), budget (0..1), trace (True, False or "on-connect"), origin (run, attach,
-    opt-in). Returns status() of the running agent. Raises AgentStartError."""
+    opt-in), mode ("exact" or "sampled"), rate (bytes, sampled mode), strict (bool:
+    fail rather than trace exactly when sampled mode cannot run). Returns status() of the
+    running agent. Raises AgentStartError."""
     global _agent
     config = dict(config or {})
     with _lock:
@@ -291,6 +318,10 @@ def _start(agent, config):
         raise AgentStartError("origin must be run, attach or opt-in")
     if agent.trace_mode not in (True, False, "on-connect"):
         raise AgentStartError('trace must be true, false or "on-connect"')
+    try:
+        modes.check(agent.mode, agent.rate)
+    except ValueError as exc:
+        raise AgentStartError(str(exc)) from None
     if not isinstance(nframe, int) or not 1 <= nframe <= 1000:
         raise AgentStartError("nframe must be an integer from 1 to 1000")
     if not isinstance(budget, (int, float)) or not 0 < budget <= 1:
@@ -315,7 +346,9 @@ def _start(agent, config):
     listener.listen(64)
     listener.setblocking(False)
     agent.sampler = Sampler(budget=float(budget))
-    if agent.trace_mode is True or tracemalloc.is_tracing():
+    if agent.mode == "sampled" and agent.trace_mode is True:
+        _start_sampled(agent, config.get("strict", False))
+    elif agent.trace_mode is True or tracemalloc.is_tracing():
         agent.start_tracing()
     agent.commands = Commands(agent)
     agent.server = Server(agent, agent.listener)
@@ -336,6 +369,19 @@ def _start(agent, config):
     except BaseException:
         agent.done.release()
         raise
+
+
+def _start_sampled(agent, strict):
+    """Sampled mode, or (unless `strict`) exact mode with the reason it could not run."""
+    from .bytesampler import Unavailable
+
+    try:
+        modes.use_sampled(agent, agent.rate)
+    except Unavailable as exc:
+        if strict:
+            raise AgentStartError(str(exc)) from None
+        agent.mode_note = str(exc)
+        agent.start_tracing()
 
 
 def _serve(agent):
@@ -412,6 +458,7 @@ def _status(agent):
         "token_file": agent.token_path,
         "idle_timeout": agent.idle_timeout,
         "version": agent.version,
+        **modes.info(agent),
     }
 
 

@@ -136,7 +136,10 @@ class ObjectCommands:
         part = checks.get(args, "part", int, 0)
         if part == 0:
             started = time.thread_time()
-            client.export = (int(time.time() * 1000), export.build(self.sources))
+            sampled = None
+            if self.sampler.byte_sampler is not None:
+                sampled, _ = self.sampler.sample(0.0)
+            client.export = (int(time.time() * 1000), export.build(self.sources, sampled))
             # Which tracing session it comes from: a diff of two snapshots is only meaningful
             # within one (see memtop view --base).
             client.export[1][0]["header"]["tracing"] = self.agent.tracing_info()

@@ -9,6 +9,10 @@ The sampler keeps that work under a duty-cycle budget: a new sample is taken onl
 `cost / budget` seconds have passed since the previous one started, so snapshot work
 stays at or below `budget` of wall time at any heap size. Totals (`get_traced_memory`)
 are cheap and always fresh.
+
+In sampled mode the table comes from the native byte sampler (`byte_sampler`): reading it
+costs microseconds whatever the heap, each refresh first checks that its hooks are still
+live, and the totals are its estimates.
 """
 
 import sys
@@ -35,6 +39,8 @@ class Sampler:
         self._held = 0
         # Untraced memory the reads of the trace table left behind, in total (footprint).
         self.residue = 0
+        # Sampled mode: the running ByteSampler (None in exact mode).
+        self.byte_sampler = None
 
     def clear(self):
         """Drop every cached sample and grouping."""
@@ -59,6 +65,11 @@ class Sampler:
             return latest, 0.0
         self._started_at = time.monotonic()
         self.samples_taken += 1
+        if self.byte_sampler is not None:
+            fresh = _take_sampled(self.samples_taken, self.byte_sampler)
+            self.latest = fresh
+            self._derived = {}
+            return fresh, fresh.cost
         before = footprint.untraced_bytes()
         fresh = collector.take_sample(self.samples_taken)
         started = time.thread_time()
@@ -76,6 +87,20 @@ class Sampler:
         if self.latest is not None:
             self.latest.cost += seconds
 
+    def variances(self, sample, config):
+        """The variances of `sample`'s estimates grouped like `grouped` (sampled mode;
+        None in exact mode)."""
+        if sample.variances is None:
+            return None
+        key = ("variances", config)
+        found = self._derived.get(key) if sample is self.latest else None
+        if found is None:
+            keep = collector.filename_filter(config[2], config[3])
+            found = collector.group(sample.variances, config[0], config[1], keep)
+            if sample is self.latest:
+                self._derived[key] = found
+        return found
+
     def grouped(self, sample, config):
         """Grouping of `sample` for config (group_by, cumulative, include, exclude), cached
         while `sample` is the latest. The caller charges the time it took."""
@@ -89,7 +114,7 @@ class Sampler:
 
     def note_peak(self):
         """Remember the traced peak before the agent allocates for its own work."""
-        if tracemalloc.is_tracing():
+        if self.byte_sampler is None and tracemalloc.is_tracing():
             peak = tracemalloc.get_traced_memory()[1] - self._held
             if peak > self._peak:
                 self._peak = peak
@@ -102,17 +127,20 @@ class Sampler:
         keeps past its work (replies a slow viewer has not read yet): the reset peak
         includes it, so later readings discount it. A target that traces on its own keeps
         its peak untouched."""
-        if self.owns_tracing and tracemalloc.is_tracing():
+        if self.byte_sampler is None and self.owns_tracing and tracemalloc.is_tracing():
             tracemalloc.reset_peak()
             self._held = held
 
     def reset_peak(self):
         """The user asked to restart peak tracking from now."""
-        tracemalloc.reset_peak()
+        if self.byte_sampler is None:
+            tracemalloc.reset_peak()
         self._peak = 0
 
     def totals(self):
         """Cheap figures, fresh on every call."""
+        if self.byte_sampler is not None:
+            return self._sampled_totals()
         tracing = tracemalloc.is_tracing()
         current, peak = tracemalloc.get_traced_memory() if tracing else (0, 0)
         if self.owns_tracing:
@@ -130,6 +158,33 @@ class Sampler:
             # its reads of the trace table left behind (footprint).
             "memtop_traced": latest.own_size if latest is not None else 0,
             "memtop_residue": self.residue,
+            "mode": "exact",
+            "sample_rate": None,
+            "sampler_gaps": 0,
+        }
+
+    def _sampled_totals(self):
+        """The estimates of a fresh sampler table (at most `min_interval` old): reading it
+        takes microseconds, and every read checks that the hooks are still live."""
+        from .nativelib import MAX_FRAMES  # loaded already: the sampler runs
+
+        latest, _ = self.sample(0.0)
+        table = latest.sampled
+        current = latest.size + latest.own_size
+        self._peak = max(self._peak, current)
+        return {
+            "tracing": True,
+            "traced_current": current,
+            "traced_peak": self._peak,
+            "tracemalloc_memory": table.table_bytes,
+            "nframe": MAX_FRAMES,
+            "allocated_blocks": sys.getallocatedblocks(),
+            "traced_blocks": latest.count,
+            "memtop_traced": latest.own_size,
+            "memtop_residue": 0,
+            "mode": "sampled",
+            "sample_rate": self.byte_sampler.rate,
+            "sampler_gaps": table.gaps,
         }
 
     def describe(self, sample, cost):
@@ -148,6 +203,22 @@ class Sampler:
             # Extra resident memory this sample's read needed while it lasted.
             "read_peak": sample.read_peak,
         }
+
+
+def _take_sampled(sample_id, byte_sampler):
+    """A sample of the byte sampler's estimates, after re-hooking it if a program's
+    tracemalloc.stop() unhooked it (the gap is counted in the table)."""
+    started = time.thread_time()
+    sample = collector.Sample(sample_id, time.time())
+    byte_sampler.ensure_live()
+    table = byte_sampler.table()
+    sample.by_traceback = table.by_traceback
+    sample.variances = table.variance_by_traceback
+    sample.size, sample.count = table.size, table.count
+    sample.own_size, sample.own_count = table.own_size, table.own_count
+    sample.sampled = table
+    sample.cost = time.thread_time() - started
+    return sample
 
 
 def _group(sample, config):

@@ -25,6 +25,8 @@ VIEWER_SPACING = 0.2  # at a viewer's refreshes
 MAX_TABLES = 30  # tables per grouping: the viewer's per-row trend length
 MAX_ROWS = 100  # rows kept per table, the largest first
 MAX_GROUPINGS = 4
+# The marker of a session of the byte sampler: tracemalloc's state does not end it.
+SAMPLED = "sampled"
 _POINT_FIELDS = ("traced_current", "tracemalloc_memory", "memtop_traced", "memtop_residue")
 _WIDTH = 2 + len(_POINT_FIELDS)
 
@@ -48,21 +50,27 @@ class Timeline:
         self._keys = {}
         self._recorded = 0
 
-    def begin(self, since=None):
-        """A new session starts now (`since`: when tracing started, if known)."""
+    def begin(self, since=None, sampled=False):
+        """A new session starts now (`since`: when tracing started, if known); a `sampled`
+        one lasts until the agent ends it, whatever tracemalloc does."""
         self._forget()
         now = time.time()
         self.session = binascii.hexlify(os.urandom(6)).decode("ascii")
         self.since = since
         self.begun = since if since is not None else now
+        if sampled:
+            self._marker = SAMPLED
+            return
         marker = object()
         traced = tracemalloc.is_tracing() and tracemalloc.get_object_traceback(marker)
         self._marker = marker if traced else False
 
     def follow(self):
         """Notice a session that ended or began since the last call; True when one did."""
-        tracing = tracemalloc.is_tracing()
         marker = self._marker
+        if marker is SAMPLED:
+            return False
+        tracing = tracemalloc.is_tracing()
         if marker is None:
             if not tracing:
                 return False
@@ -74,6 +82,10 @@ class Timeline:
         if tracing:
             self.begin()
         return True
+
+    def end(self):
+        """The agent ended the session (a switch of mode): its history goes with it."""
+        self._forget()
 
     def _forget(self):
         self.session = self.since = None

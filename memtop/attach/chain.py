@@ -34,6 +34,7 @@ from memtop.attach.session import (
 )
 from memtop.client import AgentClient
 from memtop.errors import AttachError, MemtopError, TargetExited, UsageError
+from memtop.modes import ModeRequest, settle_mode
 
 METHODS = ("auto", "remote-exec", "gdb", "gdb-parked")
 POLL = 0.05
@@ -125,9 +126,28 @@ def plan(target: Target, method: str, force_gdb: bool = False) -> list[str]:
 
 
 def attach(
-    pid: int, method: str = "auto", nframe: int = 4, timeout: float = 5.0, force_gdb: bool = False
+    pid: int,
+    method: str = "auto",
+    nframe: int = 4,
+    timeout: float = 5.0,
+    force_gdb: bool = False,
+    mode: ModeRequest | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> Attached:
-    """Attach to `pid` and return a connected, authenticated client."""
+    """Attach to `pid` and return a connected, authenticated client whose agent runs in
+    `mode` (default: exact, as before; `note` hears why sampled mode could not run)."""
+    attached = _attach(pid, method, nframe, timeout, force_gdb, mode or ModeRequest("exact"))
+    try:
+        settle_mode(attached.client, mode or ModeRequest("exact"), note or (lambda text: None))
+    except BaseException:
+        attached.client.close()
+        raise
+    return attached
+
+
+def _attach(
+    pid: int, method: str, nframe: int, timeout: float, force_gdb: bool, mode: ModeRequest
+) -> Attached:
     started = time.monotonic()
     target = preflight(pid)
     path = target_run_dir(pid, target.uid)
@@ -139,7 +159,7 @@ def attach(
             return Attached(target, client, token, how, time.monotonic() - started)
         routes = plan(target, method, force_gdb)
         agent_dir = stage_agent(run_dir)
-        request = {"config": {"nframe": nframe}}
+        request = {"config": {"nframe": nframe, **mode.agent_config()}}
         new = partial(new_session, run_dir, pid, target.start, agent_dir, request)
         for index, route in enumerate(routes):
             fallback = index + 1 < len(routes) and routes[index + 1] == "gdb-parked"

@@ -88,7 +88,14 @@ def agent_files(paths: Sequence[Path] | None = None) -> list[tuple[str, bytes, i
     """(name relative to the agent package, content, mode) of each file to stage: by
     default the agent's modules. Any file under the package may be listed (binary too)."""
     if paths is None:
-        paths = sorted(AGENT_SOURCE.glob("*.py"))
+        # The sampler's library (or the reason it was not built) goes with the modules:
+        # the staged agent loads it from its own copy.
+        native = AGENT_SOURCE / "native"
+        paths = sorted(AGENT_SOURCE.glob("*.py")) + [
+            path
+            for path in (native / "libmemtopsampler.so", native / "build-error.txt")
+            if path.is_file()
+        ]
     files = []
     for path in paths:
         relative = path.resolve().relative_to(AGENT_SOURCE).as_posix()
