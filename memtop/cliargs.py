@@ -9,8 +9,8 @@ from collections.abc import Callable
 from memtop import __version__
 from memtop.attach.chain import METHODS
 from memtop.errors import UsageError
-from memtop.modes import MODES, parse_rate
 from memtop.model import GROUP_KEYS, SORT_KEYS
+from memtop.modes import MODES, parse_rate
 from memtop.offline import FORMATS
 
 

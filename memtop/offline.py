@@ -87,7 +87,8 @@ def take(
     write(snapshot, path, file_format)
     blocks = sum(count for _, _, count in snapshot.entries)
     estimated = "an estimated " if snapshot.meta.get("mode") == "sampled" else ""
-    done = f"saved {estimated}{blocks} traced blocks of pid {pid} ({len(snapshot.entries)} entries) to {path}"
+    entries = len(snapshot.entries)
+    done = f"saved {estimated}{blocks} traced blocks of pid {pid} ({entries} entries) to {path}"
     if keep:
         done += f"; the agent keeps tracing (`memtop detach {pid}` stops it)"
     return done

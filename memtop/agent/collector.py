@@ -89,8 +89,8 @@ class Sample:
         "own_count",
         "own_size",
         "read_peak",
-        "size",
         "sampled",
+        "size",
         "time",
         "variances",
     )

@@ -22,7 +22,9 @@ def check(mode, rate):
     if rate is not None and (
         isinstance(rate, bool) or not isinstance(rate, int) or not MIN_RATE <= rate <= MAX_RATE
     ):
-        raise ValueError("rate must be a whole number of bytes from %d to %d" % (MIN_RATE, MAX_RATE))
+        raise ValueError(
+            "rate must be a whole number of bytes from %d to %d" % (MIN_RATE, MAX_RATE)
+        )
 
 
 def use_sampled(agent, rate):
