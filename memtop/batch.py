@@ -19,12 +19,16 @@ from memtop.model import (
     Query,
     Sample,
     empty_note,
+    gaps_note,
+    mode_text,
     only_new_note,
     sample_json,
 )
 from memtop.source import Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
+# Sampled mode: sizes and counts are estimates, each with its 95 % half-width.
+_SAMPLED_COLUMNS = "    #       SIZE     ±SIZE      dSIZE    COUNT   ±COUNT   dCOUNT      AVG  "
 
 
 def render_text(
@@ -57,15 +61,19 @@ def render_text(
     )
     if taken:
         table_note = taken
-    mode = f"{sample.query.group_by}{' cumulative' if sample.query.cumulative else ''}"
+    grouping = f"{sample.query.group_by}{' cumulative' if sample.query.cumulative else ''}"
+    about = "≈" if sample.sampled else ""
+    columns = _SAMPLED_COLUMNS if sample.sampled else _COLUMNS
     lines = [
-        f"memtop {__version__}{stamp} - {source_info} - group {mode}, nframe {sample.nframe}",
-        f"RSS {format_size(sample.rss)}{uss}  traced {format_size(sample.traced_current)}"
-        f"  peak {format_size(sample.traced_peak)}  tracer {format_size(sample.tracemalloc_memory)}"
-        f"  untraced {format_size(untraced)}{share}{memtop}",
+        f"memtop {__version__}{stamp} - {source_info} - {mode_text(sample)} - group {grouping}, "
+        f"nframe {sample.nframe}",
+        f"RSS {format_size(sample.rss)}{uss}  traced {about}{format_size(sample.traced_current)}"
+        f"  peak {about}{format_size(sample.traced_peak)}"
+        f"  tracer {format_size(sample.tracemalloc_memory)}"
+        f"  untraced {about}{format_size(untraced)}{share}{memtop}",
         f"{table_note}; {sample.total_rows} rows; verdict: {verdict.text}",
         "",
-        _COLUMNS + "LOCATION / SOURCE",
+        columns + "LOCATION / SOURCE",
     ]
     notes = []
     note = only_new_note(sample.tracing, sample.time)
@@ -95,7 +103,9 @@ def render_text(
             for key, s in ranked
         )
         lines.insert(3 + len(notes), f"leak suspects: {named}")
-    room = max(24, width - len(_COLUMNS))
+    if sample.sampler_gaps:
+        notes.append(f"warning: {gaps_note(sample.sampler_gaps)}")
+    room = max(24, width - len(columns))
     for rank, row in enumerate(sample.rows, 1):
         # The location keeps its line number; the source line gives way first.
         where = location(row.filename, row.lineno, min(room, 48), cwd)
@@ -106,9 +116,19 @@ def render_text(
                 "  [" + ", ".join(f"{pid} {format_size(size)}" for pid, size, _ in row.procs) + "]"
             )
         mark = SUSPECT_MARK if row.key in suspects else " "
+        if sample.sampled:
+            numbers = (
+                f"{format_size(row.size):>10} {'±' + format_size(row.size_error):>9}"
+                f" {format_size(row.size_diff, True):>10} {format_count(row.count):>8}"
+                f" {'±' + format_count(row.count_error):>8}"
+            )
+        else:
+            numbers = (
+                f"{format_size(row.size):>10} {format_size(row.size_diff, True):>10}"
+                f" {format_count(row.count):>8}"
+            )
         lines.append(
-            f"{rank:4d}{mark} {format_size(row.size):>10} {format_size(row.size_diff, True):>10}"
-            f" {format_count(row.count):>8} {format_count(row.count_diff, True):>8}"
+            f"{rank:4d}{mark} {numbers} {format_count(row.count_diff, True):>8}"
             f" {format_size(row.average):>8}  {rest}"
         )
     return "\n".join(lines) + "\n"

@@ -214,6 +214,9 @@ class FileSource:
     def reset_peak(self) -> None:
         raise MemtopError("a saved snapshot's peak cannot be reset")
 
+    def set_mode(self, mode: str, rate: int | None = None) -> str:
+        raise MemtopError("a saved snapshot has no mode to switch: attach to the process")
+
     def exit_status(self) -> str | None:
         return None
 

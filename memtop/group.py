@@ -219,6 +219,14 @@ class GroupSource:
         for member in list(self.members.values()):
             member.reset_peak()
 
+    def set_mode(self, mode: str, rate: int | None = None) -> str:
+        """Every process switches; the words of the last one say what it means."""
+        said = ""
+        for member in list(self.members.values()):
+            said = member.set_mode(mode, rate)
+        self.info = dataclasses.replace(self.info, mode=mode)
+        return said
+
     def types(self, mark: bool = False, limit: int = 100) -> object:
         raise MemtopError(self._one_process("the types view"))
 

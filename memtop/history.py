@@ -140,6 +140,9 @@ class History:
     points: deque[MemoryPoint] = field(default_factory=deque)
     # per row: (table time, size) of the recent tables that showed it
     _trends: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    # per row, in step with _trends: the 95 % half-width of each size (sampled mode; 0 in
+    # exact mode, None where a resumed history did not say)
+    _errors: dict[str, deque[int | None]] = field(default_factory=dict)
     _trend_query: Query | None = None
     _last_table: int | None = None
     # The tracing session the history belongs to, and how many restarts it has seen.
@@ -160,11 +163,13 @@ class History:
             self.points.popleft()
         self._trend_query = seed.query
         self._trends = {}
+        self._errors = {}
         self._last_table = None
         for table_id, when, rows in seed.tables:
             for key, size in rows:
                 series = self._trends.setdefault(key, deque(maxlen=self.row_points))
                 series.append((when, size))
+                self._errors.setdefault(key, deque(maxlen=self.row_points)).append(None)
             self._last_table = table_id
 
     def _follow_session(self, sample: Sample) -> None:
@@ -175,6 +180,7 @@ class History:
         if self.session is not None and session != self.session:
             self.points.clear()
             self._trends = {}
+            self._errors = {}
             self._last_table = None
             self.restarts += 1
         self.session = session
@@ -207,6 +213,7 @@ class History:
             self._trend_query.exclude,
         ):
             self._trends = {}
+            self._errors = {}
             self._last_table = None
         self._trend_query = sample.query
         if sample.table.sample_id == self._last_table:
@@ -215,9 +222,12 @@ class History:
         for row in sample.rows:
             series = self._trends.setdefault(row.key, deque(maxlen=self.row_points))
             series.append((sample.table.time, row.size))
+            errors = self._errors.setdefault(row.key, deque(maxlen=self.row_points))
+            errors.append(row.size_error)
         if len(self._trends) > 4 * max(len(sample.rows), 50):
             keep = {row.key for row in sample.rows}
             self._trends = {k: v for k, v in self._trends.items() if k in keep}
+            self._errors = {k: v for k, v in self._errors.items() if k in keep}
 
     def trend(self, key: str) -> tuple[int, ...]:
         """Recent sizes of one row, oldest first."""
@@ -228,9 +238,19 @@ class History:
         found = {}
         for key, series in self._trends.items():
             suspect = judge_growth(list(series))
-            if suspect is not None:
+            if suspect is not None and self._beyond_noise(key, series):
                 found[key] = suspect
         return found
+
+    def _beyond_noise(self, key: str, series: deque[tuple[float, int]]) -> bool:
+        """Sampled mode: the growth exceeds the error bars of its first and last sizes
+        (a site that flickers between 0 and one sample's weight is noise, not a leak)."""
+        errors = self._errors.get(key)
+        if not errors or len(errors) != len(series):
+            return True
+        last = errors[-1] or 0
+        first = errors[0] if errors[0] is not None else last
+        return series[-1][1] - series[0][1] > first + last
 
     def growth_rate(self, key: str) -> float | None:
         """Bytes per minute over the row's recent tables (None with fewer than 3)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from memtop.formatting import format_size
+
 if TYPE_CHECKING:
     from memtop.history import History
 
@@ -286,6 +288,23 @@ def empty_note(tracing: Tracing | None, now: float) -> str | None:
     age = tracing.age(now)
     when = "" if age is None else f" {_duration(age)} ago"
     return f"0 rows: nothing allocated since the attach{when} is held"
+
+
+def mode_text(sample: Sample) -> str:
+    """The mode in words: 'exact (tracemalloc)' or 'sampled, 1 per 256 KiB'."""
+    if not sample.sampled:
+        return "exact (tracemalloc)"
+    rate = format_size(sample.sample_rate).replace(".0 ", " ") if sample.sample_rate else "?"
+    return f"sampled, 1 per {rate}"
+
+
+def gaps_note(gaps: int) -> str:
+    """What the sampler's gaps mean: the program unhooked it (tracemalloc.stop())."""
+    times = "once" if gaps == 1 else f"{gaps} times"
+    return (
+        f"the program unhooked the sampler {times} (tracemalloc.stop()); memtop hooked it "
+        "again, and what was allocated in between is not in the table"
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from memtop.client import AgentClient
 from memtop.compiled import crowded_line, read_extension_modules
 from memtop.errors import AgentError, ConnectionLost, MemtopError
+from memtop.formatting import format_size
 from memtop.history import HistorySeed, seed_from_reply
 from memtop.leaks import (
     Origins,
@@ -43,6 +44,8 @@ class TargetInfo:
     log_path: str | None = None
     started: float | None = None  # the process's start time (epoch seconds)
     label: str = ""  # for a saved snapshot: "new.memtop", or "new.memtop vs old.memtop"
+    mode: str = "exact"  # or "sampled" (memtop.modes)
+    sample_rate: int | None = None  # sampled mode: mean bytes between samples
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class Source(Protocol):
 
     def close(self, keep_agent: bool = False) -> str | None: ...
 
+    # Live sources: switch between exact and sampled mode; returns what it means.
+    def set_mode(self, mode: str, rate: int | None = None) -> str: ...
+
 
 class LiveSource:
     """A real agent connection (and, under `memtop run`, the program memtop started).
@@ -119,6 +125,7 @@ class LiveSource:
             nframe=int(greeting.get("nframe", 0)),
             log_path=program.log_path if program is not None else None,
             started=self.proc.create_time(),
+            **_mode_fields(greeting),
         )
 
     def refresh(self, query: Query, max_age: float) -> Sample:
@@ -161,6 +168,16 @@ class LiveSource:
             )
             for entry in reply["tracebacks"]
         ]
+
+    def set_mode(self, mode: str, rate: int | None = None) -> str:
+        """Switch the agent to `mode` (sampled at `rate`, or the rate it had, or the
+        default); every viewer's tables start over. Returns what the switch means."""
+        args: dict[str, object] = {"mode": mode}
+        if rate is not None:
+            args["rate"] = rate
+        reply = self._request("mode", **args)
+        self.info = dataclasses.replace(self.info, **_mode_fields(reply))
+        return switched_text(self.info.mode, self.info.sample_rate)
 
     def set_baseline(self) -> None:
         self._request("baseline", action="set")
@@ -245,6 +262,30 @@ class LiveSource:
         if self.program is not None and not keep_agent:
             status = self.program.stop()
         return status
+
+
+def _mode_fields(reply: dict[str, Any]) -> dict[str, Any]:
+    """TargetInfo's mode fields from a greeting or a `mode` reply."""
+    sampled = reply.get("mode") == "sampled"
+    rate = reply.get("sample_rate")
+    return {
+        "mode": "sampled" if sampled else "exact",
+        "sample_rate": int(rate) if sampled and isinstance(rate, int) else None,
+    }
+
+
+def switched_text(mode: str, rate: int | None) -> str:
+    """What a switch of mode means for the program and the table."""
+    if mode == "sampled":
+        every = format_size(rate).replace(".0 ", " ") if rate else "?"
+        return (
+            f"Sampled mode, 1 sample per {every}: sizes are estimates (±), the program pays "
+            "a few percent; the table starts over."
+        )
+    return (
+        "Exact mode: tracemalloc traces every allocation from now on (the program runs "
+        "5-25x slower while watched); the table starts over."
+    )
 
 
 def wait_for_exit(source: Source, timeout: float) -> str | None:

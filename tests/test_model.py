@@ -105,7 +105,10 @@ def test_json_line_has_exactly_the_documented_row_fields() -> None:
         "traceback",
     }
     added = {"growth_rate", "suspect", "suspect_confidence"}  # leak hunting, additive
-    assert set(row) == documented | added
+    modes = {"size_error", "count_error"}  # DESIGN.md §7 Modes: 0 in exact mode
+    assert set(row) == documented | added | modes
+    assert row["size_error"] == 0 and row["count_error"] == 0
+    assert data["mode"] == "exact" and data["sample_rate"] is None
     assert row["growth_rate"] is None and row["suspect"] is False
     assert row["traceback"] == [
         {"filename": "/app/main.py", "lineno": 10},

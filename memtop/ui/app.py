@@ -392,6 +392,12 @@ class MemtopApp(App[Outcome]):
             return
         self._set_state(self.state.replace(patterns=patterns))
 
+    def action_toggle_mode(self) -> None:
+        current = self.sample.mode if self.sample is not None else self.source.info.mode
+        target = "exact" if current == "sampled" else "sampled"
+        self._say(f"Switching to {target} mode…")
+        self._command("mode", partial(self.source.set_mode, target, None))
+
     def action_set_baseline(self) -> None:
         self._command("baseline", self.source.set_baseline)
 
@@ -428,6 +434,11 @@ class MemtopApp(App[Outcome]):
             now = self.clock()
             self._set_state(self.state.replace(baseline_time=now))
             self._say(f"Baseline set at {clock_time(now)}: Δ columns show growth since then.")
+        elif message.action == "mode":
+            self.header_bar.info = self.source.info
+            self._set_state(self.state.replace(baseline_time=None))
+            self._say(message.result or "Mode switched.")
+            self.refresh_now()
         elif message.action == "clear_baseline":
             self._set_state(self.state.replace(baseline_time=None))
             self._say("Baseline cleared: Δ columns show change per refresh.")

@@ -39,12 +39,19 @@ class Column:
 
 
 def columns_for(
-    query: Query, narrow: bool, suspects_first: bool = False, group: bool = False
+    query: Query,
+    narrow: bool,
+    suspects_first: bool = False,
+    group: bool = False,
+    sampled: bool = False,
 ) -> tuple[Column, ...]:
     """The columns for a sort order; narrow terminals keep the essential ones. Sorted by
     suspects, the growth rate takes the place of the average block size. A group's merged
-    table says in how many processes each row is (PROCS)."""
+    table says in how many processes each row is (PROCS); sampled estimates carry their
+    95 % half-width (±SIZE) next to the size."""
     columns = _columns(query, narrow, suspects_first)
+    if sampled:
+        columns = (*columns[:2], Column("size_error", "±SIZE", 10), *columns[2:])
     if not group:
         return columns
     return (*columns[:-2], Column("procs", "PROCS", 5), *columns[-2:])
@@ -138,6 +145,10 @@ def row_cells(
             cells.append(rank_cell(rank, suspect is not None, styles))
         elif key == "size":
             cells.append(Text(format_size(row.size), style=heat, justify="right"))
+        elif key == "size_error":
+            cells.append(
+                Text(f"±{format_size(row.size_error)}", style=styles["dim"], justify="right")
+            )
         elif key == "size_diff":
             cells.append(signed_cell(format_size(row.size_diff, True), row.size_diff, styles))
         elif key == "count":

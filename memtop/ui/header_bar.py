@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from memtop.formatting import clean_text, display_command
+from memtop.formatting import clean_text, display_command, format_size
 from memtop.model import Sample, empty_note, only_new_note
 from memtop.source import TargetInfo
 from memtop.ui.suspects import MARK
@@ -92,12 +92,14 @@ class HeaderBar(TextLines):
                 )
             parts = [
                 (Text("memtop", style="bold"), 9),
+                (self.mode_text(), 9),
                 (Text(who), 10),
                 (Text(f"python {clean_text(info.python)}"), 6),
                 (Text(clean_text(info.how)), 7),
                 (Text(f"up {self.uptime}"), 5),
                 (Text(f"every {format_interval(self.state.interval)}"), 8),
                 (Text(f"nframe {nframe}"), 4),
+                (self.cost_text(), 8),
             ]
         line = Text(" · ", style="dim").join(text for text, _ in parts)
         command = display_command(info.cmdline)
@@ -107,6 +109,26 @@ class HeaderBar(TextLines):
             line.append(command if len(command) <= room else command[: room - 1] + "…", "dim")
             return line
         return fit_parts(parts, width)
+
+    def mode_text(self) -> Text:
+        """exact, or sampled with its rate: the table's sizes are estimates then."""
+        sample = self.sample
+        mode = sample.mode if sample is not None else self.info.mode
+        rate = sample.sample_rate if sample is not None else self.info.sample_rate
+        if mode != "sampled":
+            return Text("exact", style="bold")
+        every = format_size(rate).replace(".0 ", " ") if rate else "?"
+        return Text(f"sampled 1/{every} ±", style="bold")
+
+    def cost_text(self) -> Text:
+        """What watching costs, as measured: the agent's pause per refresh and the
+        tracer's memory."""
+        sample = self.sample
+        if sample is None:
+            return Text("cost …")
+        return Text(
+            f"cost {sample.pause_ms:.1f} ms/refresh, {format_size(sample.tracemalloc_memory)}"
+        )
 
     def table_line(self, width: int) -> Text:
         state, sample = self.state, self.on_screen

@@ -102,6 +102,15 @@ KEYS: tuple[Key, ...] = (
         VIEW,
         True,
     ),
+    Key(
+        "m",
+        "m",
+        "toggle_mode",
+        "Mode",
+        "switch between sampled mode (estimates with ± error bars, a few percent of cost) "
+        "and exact mode (tracemalloc: every allocation, 5-25x slower; starts tracing afresh)",
+        VIEW,
+    ),
     Key("plus", "+", "interval(1)", "Slower", "refresh less often (longer interval)", VIEW),
     Key("minus", "-", "interval(-1)", "Faster", "refresh more often (shorter interval)", VIEW),
     Key(
@@ -209,6 +218,7 @@ KEYS: tuple[Key, ...] = (
 
 # Actions that need the agent: greyed out while it cannot be reached.
 AGENT_ACTIONS = {
+    "toggle_mode",
     "set_baseline",
     "clear_baseline",
     "reset_peak",
@@ -219,6 +229,7 @@ AGENT_ACTIONS = {
 # Actions that mean nothing for a saved snapshot (memtop view FILE): greyed out, and a key
 # press says why.
 LIVE_ONLY = {
+    "toggle_mode",
     "toggle_pause",
     "interval",
     "set_baseline",

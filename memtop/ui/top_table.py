@@ -123,7 +123,9 @@ class TopTable(ScrollView, can_focus=True):
         rows = suspect_order(sample.rows, suspects) if suspects_first else sample.rows
         width = self._width()
         group = bool(sample.processes) and any(row.procs for row in sample.rows)
-        columns = fit_columns(columns_for(query, self.narrow, suspects_first, group), width)
+        columns = fit_columns(
+            columns_for(query, self.narrow, suspects_first, group, sample.sampled), width
+        )
         where_width = _where_room(columns, width)
         grouping = (query.group_by, query.cumulative, query.include, query.exclude)
         followed = self._followed_key() if grouping == self._grouping else None
