@@ -234,6 +234,45 @@ async def test_r_resets_the_traced_peak() -> None:
         assert any("peak reset" in n.message for n in app._notifications)
 
 
+async def test_m_switches_to_sampled_mode_and_the_header_and_table_say_so() -> None:
+    """m asks the source to switch; the header names the mode and rate, sizes get ±."""
+    source = FakeSource()
+    app = make_app(source)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        assert "exact" in header(app) and "sampled" not in header(app)
+        assert "±SIZE" not in "\n".join(table_lines(app))
+        await pilot.press("m")
+        await settle(pilot)
+        assert source.calls[-1] == "mode sampled"
+        await refresh(pilot)
+        assert "sampled 1/256 KiB ±" in header(app)
+        assert "cost 12.5 ms/refresh" in header(app)
+        assert "±SIZE" in "\n".join(table_lines(app))
+        assert any("Sampled mode, 1 sample per 256 KiB" in n.message for n in app._notifications)
+        await pilot.press("m")
+        await settle(pilot)
+        assert source.calls[-1] == "mode exact"
+        await refresh(pilot)
+        assert "exact" in header(app) and "sampled" not in header(app)
+        assert any("Exact mode: tracemalloc" in n.message for n in app._notifications)
+
+
+async def test_a_mode_the_agent_refuses_is_said_and_nothing_changes() -> None:
+    """The agent's reason (sampled mode unavailable: …) reaches the user."""
+    source = FakeSource()
+    app = make_app(source)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        source.fail = AgentError("bad_args", "sampled mode unavailable: free-threaded build")
+        await pilot.press("m")
+        await settle(pilot)
+        source.fail = None
+        assert any("free-threaded build" in n.message for n in app._notifications)
+        await refresh(pilot)
+        assert "exact" in header(app) and "sampled" not in header(app)
+
+
 async def test_space_freezes_the_table_but_not_the_memory_numbers() -> None:
     source = FakeSource()
     app = make_app(source)

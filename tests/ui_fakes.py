@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import time
 from dataclasses import dataclass
@@ -12,11 +13,12 @@ from memtop.history import MIB, History
 from memtop.leaks import ChainStep, Origins, OriginSite, ReferrerChain, TypeRow, TypesTable
 from memtop.model import Frame, Query, Row, Sample, TableInfo, Tracing
 from memtop.snapfile import SavedSnapshot
-from memtop.source import TargetInfo, TracebackEntry
+from memtop.source import TargetInfo, TracebackEntry, switched_text
 from memtop.ui.app import MemtopApp
 from memtop.ui.text_lines import TextLines
 
 T0 = 1_764_000_000.0  # the fake's "now" at its first refresh
+RATE = 256 * 1024  # the fake's sample rate in sampled mode
 CWD = "/srv/app"
 
 
@@ -108,9 +110,12 @@ class FakeSource:
         sites: tuple[Site, ...] = SITES,
         nframe: int = 4,
         tracing_owner: str = "agent",
+        mode: str = "exact",
     ) -> None:
         self.sites = sites
         self.nframe = nframe
+        # exact, or sampled at RATE: rows then carry error bars (a tenth of their size)
+        self.mode = mode
         self.info = TargetInfo(
             pid=4242,
             python="3.12.1",
@@ -120,6 +125,8 @@ class FakeSource:
             nframe=nframe,
             log_path="/tmp/memtop-1000/app.log",
             started=T0 - 3723.0,
+            mode=mode,
+            sample_rate=RATE if mode == "sampled" else None,
         )
         self.refreshes = 0
         self.queries: list[Query] = []
@@ -160,6 +167,16 @@ class FakeSource:
                 (Frame(f"{CWD}/worker.py", 55, "run_batch(jobs)"), *row.traceback[-1:]),
             ),
         ][:limit]
+
+    def set_mode(self, mode: str, rate: int | None = None) -> str:
+        """As the agent does: the mode changes, the rows become (or stop being) estimates."""
+        self.calls.append(f"mode {mode}")
+        if self.fail is not None:
+            raise self.fail
+        self.mode = mode
+        sample_rate = (rate or RATE) if mode == "sampled" else None
+        self.info = dataclasses.replace(self.info, mode=mode, sample_rate=sample_rate)
+        return switched_text(mode, sample_rate)
 
     def set_baseline(self) -> None:
         self.calls.append("baseline set")
@@ -302,6 +319,8 @@ class FakeSource:
             baseline_time=T0 if query.compare == "baseline" else None,
             tracing=self.tracing,
             baseline_restarted=self.restarted and query.compare == "baseline",
+            mode=self.mode,
+            sample_rate=self.info.sample_rate,
         )
 
     def _size(self, site: Site, n: int) -> int:
@@ -328,8 +347,19 @@ class FakeSource:
             if old is not None:
                 size, diff = size + old.size, diff + old.size_diff
             count = site.count + site.growth // 100 * n
+            error = size // 10 if self.mode == "sampled" else 0
             grouped[key] = Row(
-                key, site.filename, lineno, size, count, diff, count_diff, source, frames
+                key,
+                site.filename,
+                lineno,
+                size,
+                count,
+                diff,
+                count_diff,
+                source,
+                frames,
+                size_error=error,
+                count_error=count // 10 if error else 0,
             )
         order = {
             "size": lambda r: r.size,
