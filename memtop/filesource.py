@@ -144,6 +144,9 @@ class FileSource:
             total_rows=total,
             tracing=tracing_from_reply(meta.get("tracing")),
             baseline_restarted=self.sessions_differ(),
+            # A snapshot of sampled mode holds estimates (their error bars are not kept).
+            mode="sampled" if meta.get("mode") == "sampled" else "exact",
+            sample_rate=_rate(meta.get("sample_rate")),
         )
 
     def sessions_differ(self) -> bool:
@@ -225,3 +228,10 @@ class FileSource:
 
     def close(self, keep_agent: bool = False) -> str | None:
         return None
+
+
+def _rate(value: object) -> int | None:
+    """A saved sample rate, when it is one."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 2**40:
+        return int(value)
+    return None

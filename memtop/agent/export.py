@@ -75,7 +75,7 @@ def build(sources, sampled=None):
             tracemalloc.get_tracemalloc_memory() if sampled is None else sampled.sampled.table_bytes
         ),
         "mode": "exact" if sampled is None else "sampled",
-        "sample_rate": None if sampled is None else sampled.sampled.rate,
+        "sample_rate": None if sampled is None else int(sampled.sampled.rate),
         "traced_size": total_size,
         "traced_blocks": total_count,
         "counts": {
