@@ -23,6 +23,7 @@ from conftest import (
     marked_lines,
     need_attachable,
     read_state,
+    run_commands,
     stream_json,
     wait_for,
     wait_state,
@@ -221,3 +222,23 @@ def test_a_sampled_snapshot_is_saved_and_viewed_as_estimates(plain: Plain, short
     assert line["mode"] == "sampled" and line["sample_rate"] == 256 * 1024
     assert site_rows(line, {RING})
     assert os.path.exists(path)
+
+
+def test_a_program_unhooking_the_sampler_is_hooked_again_and_the_gap_reported(
+    targets: Targets, short_tmp: Path
+) -> None:
+    """The program traces on its own when sampling starts (the sampler hooks above its
+    tracemalloc); its tracemalloc.stop() unhooks the sampler: the next refresh hooks it
+    again and counts the gap."""
+    need_library()
+    commands = short_tmp / "commands"
+    program, state = targets.start("retracer.py", str(commands))
+    wait_state(state)
+    run_commands(commands, state, "restart:1")  # the program's own tracing now
+    client = targets.connect(program)
+    assert client.request("mode", mode="sampled", rate=65536)["mode"] == "sampled"
+    assert client.request("top", max_age=0.0)["totals"]["sampler_gaps"] == 0
+    run_commands(commands, state, "restart:1", "stop")
+    totals = client.request("top", max_age=0.0)["totals"]
+    assert totals["sampler_gaps"] == 1 and totals["mode"] == "sampled"
+    assert client.request("top", max_age=0.0)["totals"]["sampler_gaps"] == 1

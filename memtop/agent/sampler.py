@@ -165,9 +165,11 @@ class Sampler:
 
     def _sampled_totals(self):
         """The estimates of a fresh sampler table (at most `min_interval` old): reading it
-        takes microseconds, and every read checks that the hooks are still live."""
+        takes microseconds. Every call checks that the hooks are still live."""
         from .nativelib import MAX_FRAMES  # loaded already: the sampler runs
 
+        if not self.byte_sampler.ensure_live():
+            self.latest = None  # its samples include the gap's: read afresh
         latest, _ = self.sample(0.0)
         table = latest.sampled
         current = latest.size + latest.own_size
@@ -184,7 +186,7 @@ class Sampler:
             "memtop_residue": 0,
             "mode": "sampled",
             "sample_rate": self.byte_sampler.rate,
-            "sampler_gaps": table.gaps,
+            "sampler_gaps": self.byte_sampler.gaps,
         }
 
     def describe(self, sample, cost):

@@ -27,7 +27,7 @@ from memtop.compiled import compiled_hint
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError
 from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
-from memtop.model import Query, Sample
+from memtop.model import Query, Sample, gaps_note
 from memtop.source import Source, wait_for_exit
 from memtop.ui import keys
 from memtop.ui.cells import NARROW_BELOW
@@ -223,6 +223,8 @@ class MemtopApp(App[Outcome]):
 
     def on_sample_ready(self, message: SampleReady) -> None:
         sample = message.sample
+        if self.sample is not None and sample.sampler_gaps > self.sample.sampler_gaps:
+            self._say(gaps_note(sample.sampler_gaps), severity="warning")
         self.history.seed(message.seed)
         self.history.add(sample)
         self.sample, self.arrived = sample, self.clock()
