@@ -117,7 +117,7 @@ class HeapCollector(Collector):
             for name, value in values.items():
                 if value is not None:
                     process[name].add_metric([label], float(value))
-            mode.add_metric([label, "exact"], 1.0)
+            mode.add_metric([label, sample.mode], 1.0)
             for row in sorted(sample.rows, key=lambda r: r.size, reverse=True)[: self.top]:
                 labels = [label, row.key]
                 sites["site_bytes"].add_metric(labels, float(row.size))
