@@ -75,7 +75,11 @@ def settle_mode(client: AgentClient, request: ModeRequest, note: Callable[[str],
     mode = str(greeting.get("mode", "exact"))
     reason = greeting.get("mode_note")
     rate = greeting.get("sample_rate")
-    wrong_rate = request.explicit and mode == "sampled" and rate != request.rate
+    if not request.explicit and reason is None:
+        # An agent already serving keeps the mode it has (its history with it) unless
+        # the user names one; every view shows which it is.
+        return mode
+    wrong_rate = mode == "sampled" and rate != request.rate
     if mode != request.mode or wrong_rate:
         try:
             reply = client.request("mode", mode=request.mode, rate=request.rate)
