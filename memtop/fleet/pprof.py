@@ -11,6 +11,7 @@ schema of google/pprof's proto/profile.proto, the fields memtop writes).
 from __future__ import annotations
 
 import gzip
+import math
 import time
 from typing import Any
 
@@ -59,6 +60,7 @@ _SCHEMA: dict[str, list[tuple[str, int, int, bool, str]]] = {
     ],
 }
 _PACKAGE = "perftools.profiles"
+_INT64_MAX = 2**63 - 1  # a saved file may hold size x count beyond a proto int64
 
 
 def _profile_class() -> Any:
@@ -90,8 +92,34 @@ class _Strings:
         found = self.index.get(text)
         if found is None:
             found = self.index[text] = len(self.table)
-            self.table.append(text)
+            self.table.append(_utf8(text))
         return found
+
+
+def _utf8(text: str) -> str:
+    """`text` as valid UTF-8, which proto strings must be: a file name that is not UTF-8
+    (Python keeps its bytes as lone surrogates) shows those bytes as \\xNN."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        errors = "surrogateescape" if _escaped_bytes(text) else "backslashreplace"
+        raw = text.encode("utf-8", errors)
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def _escaped_bytes(text: str) -> bool:
+    """Whether every lone surrogate in `text` stands for an undecodable byte."""
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+def _time_nanos(taken: object) -> int:
+    """The snapshot's time in ns since the epoch; now when the file's is absent or absurd."""
+    if isinstance(taken, (int, float)) and not isinstance(taken, bool):
+        seconds = float(taken)
+        if math.isfinite(seconds) and 0 <= seconds * 1e9 <= _INT64_MAX:
+            return int(seconds * 1e9)
+    return int(time.time() * 1e9)
 
 
 def profile_bytes(snapshot: SavedSnapshot) -> bytes:
@@ -103,9 +131,7 @@ def profile_bytes(snapshot: SavedSnapshot) -> bytes:
     profile.default_sample_type = space.type
     profile.period_type.type, profile.period_type.unit = strings("space"), strings("bytes")
     profile.period = 1  # exact: every block counted (tracemalloc), not sampled
-    taken = snapshot.meta.get("time")
-    seconds = float(taken) if isinstance(taken, (int, float)) else time.time()
-    profile.time_nanos = int(seconds * 1e9)
+    profile.time_nanos = _time_nanos(snapshot.meta.get("time"))
     pid = snapshot.meta.get("pid")
     profile.comment.append(strings(f"memtop snapshot of pid {pid}" if pid else "memtop snapshot"))
     locations: dict[tuple[str, int], int] = {}
@@ -124,7 +150,7 @@ def profile_bytes(snapshot: SavedSnapshot) -> bytes:
                 location = profile.location.add(id=location_id)
                 location.line.add(function_id=location_id, line=lineno)
             ids.append(location_id)
-        profile.sample.add(location_id=ids, value=[count, size])
+        profile.sample.add(location_id=ids, value=[min(count, _INT64_MAX), min(size, _INT64_MAX)])
     profile.string_table.extend(strings.table)
     return bytes(profile.SerializeToString())
 
