@@ -247,18 +247,28 @@ def _attach_group(args: argparse.Namespace) -> int:
         return LiveSource(attached.client, pid, attached.how, token=attached.token)
 
     pids = list(dict.fromkeys([args.pid, *args.more]))
-    if args.children:
-        pids += [pid for pid in children_of(args.pid) if pid not in pids]
+    found = [pid for pid in children_of(args.pid) if pid not in pids] if args.children else []
     members: dict[int, LiveSource] = {}
+    refused: set[int] = set()
     try:
         for pid in pids:
             members[pid] = attach_member(pid)
+        for pid in found:
+            # A child found, not typed: it may refuse (opted out, another user) or end
+            # meanwhile, as later children may; the group goes on without it.
+            try:
+                members[pid] = attach_member(pid)
+            except MemtopError as exc:
+                refused.add(pid)
+                note(f"child {pid} not attached: {exc.message}")
     except BaseException:
         for member in members.values():
             member.close()
         raise
     note(f"watching {len(members)} processes: {' '.join(str(p) for p in members)}")
-    source = GroupSource(members, attach_member, note, parent=args.pid if args.children else None)
+    source = GroupSource(
+        members, attach_member, note, parent=args.pid if args.children else None, refused=refused
+    )
     try:
         return _view(source, query, args)
     finally:

@@ -133,15 +133,17 @@ class GroupSource:
         attach_member: Callable[[int], LiveSource],
         note: Callable[[str], None],
         parent: int | None = None,
+        refused: Iterable[int] = (),
     ) -> None:
         """`members`: the processes attached so far; `parent`: adopt its new children
-        through `attach_member`; `note` says when a process joins or drops out."""
+        through `attach_member` (not the `refused` ones); `note` says when a process joins
+        or drops out."""
         self.members = dict(members)
         self.attach_member = attach_member
         self.note = note
         self.parent = parent
         self.ended: dict[int, str] = {}
-        self._refused: set[int] = set()
+        self._refused: set[int] = set(refused)
         self.focus: int | None = None  # one process shown on its own, or None: all merged
         first = next(iter(self.members.values()))
         pids = sorted(self.members)

@@ -16,7 +16,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TARGETS, Plain, marked_lines, memtop_cli, wait_for, wait_state
+from conftest import (
+    ROOT,
+    TARGETS,
+    Plain,
+    marked_lines,
+    memtop_cli,
+    need_interpreter,
+    wait_for,
+    wait_state,
+)
 from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines
 
 from memtop.group import ProcessTotals, children_of
@@ -249,3 +258,42 @@ async def test_the_live_view_merges_a_group_and_p_shows_each_process() -> None:
         await pilot.press("p", "p")
         await settle(pilot)
         assert source.focus is None and "2 processes merged" in header(app)
+
+
+FAMILY = """
+import json, subprocess, sys, time
+nap = "import time; time.sleep(300)"
+kids = [subprocess.Popen([sys.argv[2], "-c", nap]),
+        subprocess.Popen([sys.argv[3], "-X", "disable-remote-debug", "-c", nap])]
+with open(sys.argv[1] + ".tmp", "w") as f:
+    json.dump({"children": [k.pid for k in kids]}, f)
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(300)
+"""
+
+
+def test_a_child_that_refuses_attach_leaves_the_rest_of_the_group_watched(
+    short_tmp: Path,
+) -> None:
+    """Only the pids typed are required; a child found by --children may refuse (it opted
+    out, belongs to another user, or ended meanwhile) and the group goes on without it."""
+    opted_out = need_interpreter("3.14")
+    script, state = short_tmp / "family.py", short_tmp / "family.json"
+    script.write_text(FAMILY)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(state), sys.executable, opted_out],
+        start_new_session=True,
+    )
+    try:
+        willing, refusing = wait_state(state)["children"]
+        wait_for(lambda: len(children_of(parent.pid)) == 2, 30, "both children to run Python")
+        done = memtop_cli(str(parent.pid), "--children", "--json", "-n", "1", timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        line = json.loads(done.stdout.splitlines()[-1])
+        assert {p["pid"] for p in line["processes"]} == {parent.pid, willing}
+        assert f"child {refusing} not attached" in done.stderr
+        assert "opted out" in done.stderr
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
