@@ -113,6 +113,13 @@ class AgentClient:
         except OSError:
             pass
 
+    def abort(self) -> None:
+        """End a request another thread is waiting on (close alone does not wake it)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _send(self, message: dict[str, Any]) -> None:
         try:
             self.sock.sendall(protocol.encode(message, limit=protocol.MAX_REQUEST))

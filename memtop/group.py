@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import psutil
@@ -20,6 +20,7 @@ from memtop.model import Query, Row, Sample, TableInfo
 from memtop.source import LiveSource, TargetInfo, TracebackEntry
 
 MAX_ADOPTED_PER_REFRESH = 2  # attaching takes a while: new children join a few at a time
+MEMBER_WAIT = 3.0  # seconds a refresh waits for a process before showing its last table
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,9 @@ class GroupSource:
         self.parent = parent
         self.ended: dict[int, str] = {}
         self._refused: set[int] = set(refused)
+        self._pending: dict[int, tuple[Query, Future[Sample]]] = {}  # requests under way
+        self._last: dict[int, Sample] = {}
+        self._slow: set[int] = set()  # processes said not to answer
         self.focus: int | None = None  # one process shown on its own, or None: all merged
         first = next(iter(self.members.values()))
         pids = sorted(self.members)
@@ -161,20 +165,22 @@ class GroupSource:
     # --- tables ------------------------------------------------------------------------
 
     def refresh(self, query: Query, max_age: float) -> Sample:
-        """Every process at once, merged; raises ConnectionLost once all have ended."""
+        """Every process at once, merged; raises ConnectionLost once all have ended.
+
+        A process that does not answer within the wait (stopped, or its agent starved of
+        the GIL) does not hold up the others: its last table stands in, and its request
+        is left to finish, to be read on a later refresh."""
         self._adopt_children()
-        pids = sorted(self.members)
-        futures = {
-            pid: self._pool.submit(self.members[pid].refresh, query, max_age) for pid in pids
-        }
-        samples: dict[int, Sample] = {}
-        for pid, future in futures.items():
-            try:
-                samples[pid] = future.result()
-            except ConnectionLost:
-                self._drop(pid)
-            except MemtopError as exc:
-                self.note(f"pid {pid}: {exc.message}")
+        for pid in sorted(self.members):
+            if pid not in self._pending:
+                self._pending[pid] = (
+                    query,
+                    self._pool.submit(self.members[pid].refresh, query, max_age),
+                )
+        samples = self._collect(query, max(MEMBER_WAIT, 3 * max_age))
+        while not samples and self._pending:
+            # Nothing to show at all: wait for whichever process answers first.
+            samples = self._collect(query, None)
         if not samples:
             raise ConnectionLost("every watched process has ended")
         merged = merge(samples, query, time.time())
@@ -185,6 +191,37 @@ class GroupSource:
             self.focus = None  # it dropped out: back to the whole group
             return merged
         return dataclasses.replace(samples[focus], processes=merged.processes)
+
+    def _collect(self, query: Query, timeout: float | None) -> dict[int, Sample]:
+        """The tables answered within `timeout` (None: until the first answer), and the
+        last tables of the processes still being asked."""
+        futures = [future for _, future in self._pending.values()]
+        wait(futures, timeout, return_when=ALL_COMPLETED if timeout else FIRST_COMPLETED)
+        samples: dict[int, Sample] = {}
+        for pid, (asked, future) in sorted(self._pending.items()):
+            if not future.done():
+                if pid not in self._slow:
+                    self._slow.add(pid)
+                    self.note(f"pid {pid} is not answering (stopped?): showing its last table")
+                last = self._last.get(pid)
+                if last is not None and last.query == query:
+                    samples[pid] = last
+                continue
+            del self._pending[pid]
+            self._slow.discard(pid)
+            try:
+                sample = future.result()
+            except ConnectionLost:
+                self._drop(pid)
+                continue
+            except MemtopError as exc:
+                self.note(f"pid {pid}: {exc.message}")
+                continue
+            if asked == query:
+                samples[pid] = self._last[pid] = sample
+            elif pid in self._last and self._last[pid].query == query:
+                samples[pid] = self._last[pid]
+        return samples
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks of a row across the processes that hold it."""
@@ -237,6 +274,7 @@ class GroupSource:
 
     def _drop(self, pid: int) -> None:
         member = self.members.pop(pid)
+        self._last.pop(pid, None)
         status = member.exit_status() or "closed its agent connection"
         self.ended[pid] = status
         self.note(f"pid {pid} {status}: dropped from the group")
@@ -270,7 +308,11 @@ class GroupSource:
 
     def close(self, keep_agent: bool | None = None) -> str | None:
         keep = self.keep_agent if keep_agent is None else keep_agent
-        for member in self.members.values():
+        for pid, member in self.members.items():
+            if pid in self._pending and not self._pending[pid][1].done():
+                # Its request is still under way (a stopped process): shutting the socket
+                # down ends the wait; its agent detaches by itself once idle.
+                member.client.abort()
             member.close(keep_agent=keep)
         self._pool.shutdown(wait=False)
         return None

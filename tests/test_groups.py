@@ -297,3 +297,27 @@ def test_a_child_that_refuses_attach_leaves_the_rest_of_the_group_watched(
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
+
+
+def test_a_stopped_worker_does_not_hold_up_the_group(plain: Plain) -> None:
+    """A process that stops answering (SIGSTOP) keeps its last table; the others refresh
+    on, and quitting does not wait for it."""
+    proc, state = plain.start(sys.executable, "pool.py", "2")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 2)["workers"]
+    watch = Stream(str(proc.pid), "--children", "--json", "-i", "0.5", "-n", "1000")
+    stopped = workers[0]
+    try:
+        watch.next_line(lambda line: len(line.get("processes", [])) == 3)
+        os.kill(stopped, signal.SIGSTOP)
+        watch.wait_note(f"pid {stopped} is not answering", timeout=20)
+        seen = len(watch.lines)
+        # The client's own timeout is 60 s: three refreshes in 20 s means nobody waited it.
+        wait_for(lambda: len(watch.lines) >= seen + 3, 20, "refreshes with a worker stopped")
+        assert {p["pid"] for p in watch.lines[-1]["processes"]} == {proc.pid, *workers}
+        watch.proc.send_signal(signal.SIGINT)
+        code = watch.proc.wait(timeout=20)
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+        watch.stop()
+    assert code == 130, watch.notes
+    assert not any("Traceback" in note for note in watch.notes)
