@@ -5,6 +5,7 @@ loopback-only by default, and detaches cleanly."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -231,3 +232,36 @@ def test_export_children_serves_each_worker_of_a_pool(
     export.wait_serving()
     text = wait_for(every_worker_leaking, 60, "both workers' leaking line")
     assert f'memtop_rss_bytes{{pid="{proc.pid}"}}' in text
+
+
+def test_a_site_in_a_hostile_file_name_leaves_the_endpoint_parseable(
+    short_tmp: Path, export_factory: list[Export]
+) -> None:
+    """A file name with a quote, a newline and a byte that is not UTF-8 (which Python keeps
+    as a lone surrogate): one such site must not break the scrape of every process."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    script = Path(os.fsdecode(bytes(short_tmp) + b'/q"u\nx\xff.py'))
+    ready = short_tmp / "ready"
+    script.write_text(
+        "import time\n"
+        "held = [bytearray(4096) for _ in range(2000)]\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "time.sleep(300)\n"
+    )
+    program = subprocess.Popen([sys.executable, "-X", "tracemalloc=1", str(script)])
+    try:
+        wait_for(ready.exists, what="the program to allocate")
+        export = Export(str(program.pid), "-i", "0.3")
+        export_factory.append(export)
+        text = export.wait_serving()
+        sites = {
+            sample.labels["site"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "memtop_site_bytes"
+            for sample in family.samples
+        }
+        assert sites[f'{short_tmp}/q"u\nx\\xff.py:2'] >= 2000 * 4096
+    finally:
+        program.kill()
+        program.wait()

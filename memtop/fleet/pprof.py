@@ -18,6 +18,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from memtop.errors import UsageError
+from memtop.formatting import utf8_text
 from memtop.snapfile import SavedSnapshot
 
 _INT64 = descriptor_pb2.FieldDescriptorProto.TYPE_INT64
@@ -92,25 +93,8 @@ class _Strings:
         found = self.index.get(text)
         if found is None:
             found = self.index[text] = len(self.table)
-            self.table.append(_utf8(text))
+            self.table.append(utf8_text(text))  # proto strings must be UTF-8
         return found
-
-
-def _utf8(text: str) -> str:
-    """`text` as valid UTF-8, which proto strings must be: a file name that is not UTF-8
-    (Python keeps its bytes as lone surrogates) shows those bytes as \\xNN."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        errors = "surrogateescape" if _escaped_bytes(text) else "backslashreplace"
-        raw = text.encode("utf-8", errors)
-        return raw.decode("utf-8", "backslashreplace")
-
-
-def _escaped_bytes(text: str) -> bool:
-    """Whether every lone surrogate in `text` stands for an undecodable byte."""
-    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
 
 
 def _time_nanos(taken: object) -> int:
