@@ -265,3 +265,37 @@ def test_a_site_in_a_hostile_file_name_leaves_the_endpoint_parseable(
     finally:
         program.kill()
         program.wait()
+
+
+def test_a_stopped_process_does_not_freeze_the_others_metrics(
+    targets: Targets, export_factory: list[Export]
+) -> None:
+    """Processes are refreshed side by side: one that stops answering (SIGSTOP) leaves the
+    others' series moving, and SIGTERM still ends the export at once."""
+    stopped, stopped_state = targets.start("leaky.py", "list")
+    running, running_state = targets.start("leaky.py", "list")
+    for state in (stopped_state, running_state):
+        wait_state(state, lambda s: s["counter"] >= 2)
+    export = Export(str(stopped.pid), str(running.pid), "-i", "0.3")
+    export_factory.append(export)
+    export.wait_serving()
+    metric = f'memtop_traced_bytes{{pid="{running.pid}"}}'
+
+    def traced() -> float | None:
+        line = next((x for x in export.metrics().splitlines() if x.startswith(metric)), None)
+        return float(line.rsplit(" ", 1)[1]) if line is not None else None
+
+    wait_for(lambda: traced() is not None, 20, "both processes served")
+    os.kill(stopped.pid, signal.SIGSTOP)
+    try:
+        seen = {traced()}
+        # The client's own timeout is 60 s: new values all along means nobody waited it,
+        # over a span longer than the few seconds after which a process is said to be stopped.
+        for _ in range(20):
+            wait_for(lambda: traced() not in seen, 20, "the running process's next refresh")
+            seen.add(traced())
+        code, err = export.stop()
+    finally:
+        os.kill(stopped.pid, signal.SIGCONT)
+    assert code == 0 and "Traceback" not in err, err
+    assert f"pid {stopped.pid} is not answering" in err
