@@ -205,7 +205,7 @@ class GroupSource:
                     self.note(f"pid {pid} is not answering (stopped?): showing its last table")
                 last = self._last.get(pid)
                 if last is not None and last.query == query:
-                    samples[pid] = last
+                    samples[pid] = _aged(last, time.time())
                 continue
             del self._pending[pid]
             self._slow.discard(pid)
@@ -316,6 +316,14 @@ class GroupSource:
             member.close(keep_agent=keep)
         self._pool.shutdown(wait=False)
         return None
+
+
+def _aged(sample: Sample, now: float) -> Sample:
+    """A process's last table standing in for a new one: as old as it really is now."""
+    age = sample.table.age + max(0.0, now - sample.time)
+    return dataclasses.replace(
+        sample, table=dataclasses.replace(sample.table, age=age, fresh=False)
+    )
 
 
 def children_of(parent: int, known: Iterable[int] = ()) -> list[int]:

@@ -314,6 +314,9 @@ def test_a_stopped_worker_does_not_hold_up_the_group(plain: Plain) -> None:
         # The client's own timeout is 60 s: three refreshes in 20 s means nobody waited it.
         wait_for(lambda: len(watch.lines) >= seen + 3, 20, "refreshes with a worker stopped")
         assert {p["pid"] for p in watch.lines[-1]["processes"]} == {proc.pid, *workers}
+        # The table merged with a stopped process's last one is as old as that one: it ages.
+        wait_for(lambda: watch.lines[-1]["table"]["age"] > 5, 20, "the stopped table to age")
+        assert not watch.lines[-1]["table"]["fresh"]
         watch.proc.send_signal(signal.SIGINT)
         code = watch.proc.wait(timeout=20)
     finally:
