@@ -227,11 +227,27 @@ class GroupSource:
         """The heaviest tracebacks of a row across the processes that hold it."""
         merged: dict[tuple[object, ...], TracebackEntry] = {}
         holders = [pid for pid, _, _ in row.procs] or sorted(self.members)
-        for pid in holders:
-            member = self.members.get(pid)
-            if member is None:
+        # Asked side by side; a process that ended or does not answer in time (stopped)
+        # leaves out only its own part.
+        members = dict(self.members)  # a refresh in another thread may drop one
+        asked = [
+            self._pool.submit(members[pid].tracebacks, query, row, limit)
+            for pid in holders
+            if pid in members
+        ]
+        done, _ = wait(asked, timeout=MEMBER_WAIT)
+        answers = []
+        for future in asked:
+            if future not in done:
                 continue
-            for entry in member.tracebacks(query, row, limit):
+            try:
+                answers.append(future.result())
+            except MemtopError:
+                continue
+        if asked and not answers:
+            raise MemtopError("no process holding this row answered")
+        for answer in answers:
+            for entry in answer:
                 old = merged.get(entry.frames)
                 merged[entry.frames] = (
                     entry

@@ -324,3 +324,56 @@ def test_a_stopped_worker_does_not_hold_up_the_group(plain: Plain) -> None:
         watch.stop()
     assert code == 130, watch.notes
     assert not any("Traceback" in note for note in watch.notes)
+
+
+def test_a_rows_tracebacks_come_from_the_processes_that_still_answer(plain: Plain) -> None:
+    """Enter on a row held by two workers, one killed and one stopped meanwhile: the panel
+    gets what the answering processes hold, promptly, instead of an error or a 60 s wait."""
+    from memtop.attach.chain import attach
+    from memtop.group import GroupSource
+    from memtop.source import LiveSource
+
+    _, state = plain.start(sys.executable, "pool.py", "3")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 3)["workers"]
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, "auto", 4, 30.0, False)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    notes: list[str] = []
+    group = GroupSource({pid: attach_member(pid) for pid in workers}, attach_member, notes.append)
+    query = Query()
+    killed, stopped, _ = workers  # the third answers
+    try:
+
+        def leak_row() -> object:
+            sample = group.refresh(query, 0.5)
+            row = next(
+                (r for r in sample.rows if (r.filename, r.lineno) == (POOL, WORKER_LEAK)), None
+            )
+            return row if row is not None and len(row.procs) == 3 else None
+
+        row = wait_for(leak_row, 30, "the leaking line in all three workers")
+        os.kill(killed, signal.SIGKILL)
+        os.kill(stopped, signal.SIGSTOP)
+        wait_for(lambda: not psutil_alive(killed), 10, "the killed worker to end")
+        got: list[object] = []
+        asking = threading.Thread(target=lambda: got.append(group.tracebacks(query, row)))
+        asking.start()
+        # The client's own timeout is 60 s: an answer within 30 s means nobody waited it.
+        wait_for(lambda: got, 30, "the row's tracebacks")
+        entries = got[0]
+        assert isinstance(entries, list) and entries
+        assert all(e.frames[-1].lineno == WORKER_LEAK for e in entries)
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+        group.close()
+
+
+def psutil_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
