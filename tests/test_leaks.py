@@ -211,3 +211,17 @@ def test_bad_arguments_are_refused(leaking) -> None:
             client.request(cmd, **args)
         assert caught.value.code == "bad_args"
     assert client.request("types", limit=10**9)["rows"]  # capped, not refused
+
+
+def test_a_thread_that_computes_its_name_runs_no_code_of_the_program(
+    targets: Targets,
+) -> None:
+    """A Thread subclass with a `name` property: the thread root is named without calling it."""
+    program, state = targets.start("costumed_thread.py")
+    wait_state(state)
+    answer = targets.connect(program).request("referrers", type="__main__.Kept")
+    assert answer["found"], answer
+    root = answer["steps"][0]
+    assert root["edge"] == "local keep"
+    assert root["root"].startswith("thread ") and "keep_one()" in root["root"], root
+    assert not Path(f"{state}.ran").exists()

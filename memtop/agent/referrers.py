@@ -131,7 +131,7 @@ def _other_thread_frames():
     # threading only if the program imported it: importing it from the agent's thread
     # would make that thread the program's "main thread".
     threading = sys.modules.get("threading")
-    names = {t.ident: t.name for t in threading.enumerate()} if threading else {}
+    names = _thread_names(threading) if threading else {}
     me = _thread.get_ident()
     frames = {}
     stacks = []
@@ -143,6 +143,28 @@ def _other_thread_frames():
             stacks.append(frame)
             frame = frame.f_back
     return frames, stacks
+
+
+def _thread_names(threading):
+    """{ident: name} of the threads threading knows, read from its table and each thread's
+    own dict: `name` and `ident` are properties a Thread subclass may compute in Python,
+    and no code of the program may run here."""
+    active = getattr(threading, "_active", None)
+    thread_class = getattr(threading, "Thread", None)
+    if type(active) is not dict or not isinstance(thread_class, type):
+        return {}
+    instance_dict = _TYPE_DICT.__get__(thread_class).get("__dict__")
+    if type(instance_dict) is not types.GetSetDescriptorType:
+        return {}
+    names = {}
+    for ident, thread in list(active.items()):
+        try:
+            name = instance_dict.__get__(thread).get("_name")
+        except (AttributeError, TypeError):
+            continue
+        if type(ident) is int and type(name) is str:
+            names[ident] = name
+    return names
 
 
 def _is_root(obj, roots, frames):
