@@ -225,3 +225,22 @@ def test_a_thread_that_computes_its_name_runs_no_code_of_the_program(
     assert root["edge"] == "local keep"
     assert root["root"].startswith("thread ") and "keep_one()" in root["root"], root
     assert not Path(f"{state}.ran").exists()
+
+
+def test_a_walk_through_disguised_objects_runs_no_code_of_the_program(
+    targets: Targets,
+) -> None:
+    """__class__ and __getattr__ of a slotted class, items() and __iter__ of container
+    subclasses, a key's __repr__, a metaclass's __qualname__, a lazily loaded module: the
+    agent reads through all of them with the built-in types' own getters."""
+    program, state = targets.start("disguised.py")
+    wait_state(state)
+    client = targets.connect(program)
+    types = {row["type"] for row in client.request("types", limit=200)["rows"]}
+    assert "__main__.Kept" in types
+    answer = client.request("referrers", type="__main__.Kept")
+    assert answer["found"], answer
+    edges = [step["edge"] for step in answer["steps"]]
+    assert edges == ["global HOLD", "[<__main__.Key>]", "[0]", ".held", ""], edges
+    ran = Path(f"{state}.ran")
+    assert not ran.exists(), ran.read_text()

@@ -13,17 +13,10 @@ import sys
 import time
 import tracemalloc
 
+from .inert import type_name
+
 MAX_TYPES = 200
 MAX_SAMPLE = 1000
-
-
-def type_name(kind):
-    """'module.Qualname' of a type (builtins without the module)."""
-    module = getattr(kind, "__module__", None) or "?"
-    name = getattr(kind, "__qualname__", None) or getattr(kind, "__name__", "?")
-    if not isinstance(module, str) or not isinstance(name, str):
-        return "?"
-    return name if module == "builtins" else module + "." + name
 
 
 def count_types():

@@ -13,6 +13,7 @@ import gc
 import sys
 import types
 
+from .inert import class_dict, dict_items, instance_dict, is_a, module_dict, mro, sequence_items
 from .objects import Deadline, type_name
 
 MAX_DEPTH = 12
@@ -107,9 +108,9 @@ def _own_objects():
 def _module_dicts():
     """{id(module.__dict__): module name} for every loaded module."""
     return {
-        id(module.__dict__): name
+        id(module_dict(module)): name
         for name, module in list(sys.modules.items())
-        if isinstance(module, types.ModuleType)
+        if is_a(module, types.ModuleType)
         and name != "_memtop_agent"
         and not name.startswith("_memtop_agent.")
     }
@@ -151,24 +152,19 @@ def _thread_names(threading):
     and no code of the program may run here."""
     active = getattr(threading, "_active", None)
     thread_class = getattr(threading, "Thread", None)
-    if type(active) is not dict or not isinstance(thread_class, type):
-        return {}
-    instance_dict = _TYPE_DICT.__get__(thread_class).get("__dict__")
-    if type(instance_dict) is not types.GetSetDescriptorType:
+    if type(active) is not dict or not is_a(thread_class, type):
         return {}
     names = {}
     for ident, thread in list(active.items()):
-        try:
-            name = instance_dict.__get__(thread).get("_name")
-        except (AttributeError, TypeError):
-            continue
+        namespace = instance_dict(thread)
+        name = namespace.get("_name") if namespace is not None else None
         if type(ident) is int and type(name) is str:
             names[ident] = name
     return names
 
 
 def _is_root(obj, roots, frames):
-    return id(obj) in roots or isinstance(obj, type) or id(obj) in frames
+    return id(obj) in roots or is_a(obj, type) or id(obj) in frames
 
 
 def _describe(root, parents, roots, frames):
@@ -191,12 +187,14 @@ def _describe(root, parents, roots, frames):
             edge = _namespace_edge(node, child, after)
             index += 1  # the namespace dict itself is not a step of its own
         elif (
-            isinstance(node, types.FunctionType)
+            is_a(node, types.FunctionType)
             and child is node.__closure__
-            and isinstance(after, types.CellType)
+            and is_a(after, types.CellType)
             and value is not None
         ):
-            edge = "closure variable %s" % node.__code__.co_freevars[child.index(after)]
+            # By identity: cells compare by their contents (the program's __eq__).
+            at = next(i for i, cell in enumerate(child) if cell is after)
+            edge = "closure variable %s" % node.__code__.co_freevars[at]
             index += 2  # nor are the closure tuple and the cell
         step = {
             "type": type_name(type(node)),
@@ -214,24 +212,24 @@ def _describe(root, parents, roots, frames):
 
 def _is_namespace(owner, child):
     """True when `child` is the attribute dict of `owner` (an instance or a class)."""
-    if not isinstance(child, dict):
+    if not is_a(child, dict):
         return False
-    if isinstance(owner, type):
-        return child in gc.get_referents(owner)
-    return getattr(owner, "__dict__", None) is child
+    if is_a(owner, type):
+        return any(item is child for item in gc.get_referents(owner))
+    return instance_dict(owner) is child
 
 
 def _namespace_edge(owner, namespace, value):
-    for name, item in list(namespace.items()):
-        if item is value and isinstance(name, str):
-            return ("attribute %s" % name) if isinstance(owner, type) else ("." + name)
+    for name, item in dict_items(namespace):
+        if item is value and type(name) is str:
+            return ("attribute %s" % name) if is_a(owner, type) else ("." + name)
     return "(an attribute)"
 
 
 def _root_label(node, roots, frames):
     if id(node) in roots:
         return "module %s" % roots[id(node)]
-    if isinstance(node, type):
+    if is_a(node, type):
         return "class %s" % type_name(node)
     frame = node
     return "thread %s: %s() at %s:%d" % (
@@ -244,47 +242,45 @@ def _root_label(node, roots, frames):
 
 def _edge(parent, child, roots):
     """How `parent` refers to `child`, in words fit for display."""
-    if isinstance(parent, dict):
-        for key, value in list(parent.items()):
+    if is_a(parent, dict):
+        for key, value in dict_items(parent):
             if value is child:
-                if id(parent) in roots and isinstance(key, str):
+                if id(parent) in roots and type(key) is str:
                     return "global %s" % key
                 return "[%s]" % _key_text(key)
             if key is child:
                 return "(a key)"
         return "(a dict entry)"
-    if isinstance(parent, (list, tuple)):
-        for index, value in enumerate(parent):
+    if is_a(parent, (list, tuple)):
+        for index, value in enumerate(sequence_items(parent)):
             if value is child:
                 return "[%d]" % index
-    if isinstance(parent, (set, frozenset)):
+    if is_a(parent, (set, frozenset)):
         return "(a member)"
-    if isinstance(parent, types.FrameType):
+    if is_a(parent, types.FrameType):
         for name, value in list(parent.f_locals.items()):
             if value is child:
                 return "local %s" % name
         return "(a frame reference)"
-    if isinstance(parent, types.CellType):
+    if is_a(parent, types.CellType):
         return "(closure cell)"
-    if isinstance(parent, types.FunctionType):
+    if is_a(parent, types.FunctionType):
         if parent.__closure__ is child:
             return "closure of %s" % parent.__qualname__
         if parent.__globals__ is child:
             return "(globals of %s)" % parent.__qualname__
         return "(referenced by %s)" % parent.__qualname__
-    if isinstance(parent, type):
-        for name, value in list(vars(parent).items()):
-            if value is child:
+    if is_a(parent, type):
+        for name, value in list(class_dict(parent).items()):
+            if value is child and type(name) is str:
                 return "attribute %s" % name
         return "(class internals)"
-    namespace = getattr(parent, "__dict__", None)
+    namespace = instance_dict(parent)
     if namespace is child:
         return ".__dict__"
-    if isinstance(namespace, dict):
-        # (Since 3.11 an instance may hold its attributes without a dict object; asking
-        # for __dict__ creates one: a small, one-off cost for one object on the chain.)
-        for name, value in list(namespace.items()):
-            if value is child and isinstance(name, str):
+    if namespace is not None:
+        for name, value in dict_items(namespace):
+            if value is child and type(name) is str:
                 return "." + name
     slot = _slot_holding(parent, child)
     return "." + slot if slot else "(referenced)"
@@ -294,9 +290,9 @@ def _slot_holding(owner, child):
     """The name of the `__slots__` member of `owner` that holds `child`, or None. Read
     through the classes' own dicts and the slots' C descriptors: no code of the program
     (a metaclass, a property, __getattr__) runs."""
-    for klass in _TYPE_MRO.__get__(type(owner)):
-        for name, member in list(_TYPE_DICT.__get__(klass).items()):
-            if type(member) is not types.MemberDescriptorType or not isinstance(name, str):
+    for klass in mro(type(owner)):
+        for name, member in list(class_dict(klass).items()):
+            if type(member) is not types.MemberDescriptorType or type(name) is not str:
                 continue
             try:
                 value = member.__get__(owner, klass)
@@ -307,12 +303,8 @@ def _slot_holding(owner, child):
     return None
 
 
-_TYPE_MRO = type.__dict__["__mro__"]
-_TYPE_DICT = type.__dict__["__dict__"]
-
-
 def _key_text(key):
-    if isinstance(key, _SAFE_KEYS):
+    if type(key) in _SAFE_KEYS:  # exactly: a subclass's __repr__ is the program's code
         text = repr(key)
         return text if len(text) <= 60 else text[:57] + "..."
     return "<%s>" % type_name(type(key))
