@@ -231,13 +231,15 @@ def test_a_walk_through_disguised_objects_runs_no_code_of_the_program(
     targets: Targets,
 ) -> None:
     """__class__ and __getattr__ of a slotted class, items() and __iter__ of container
-    subclasses, a key's __repr__, a metaclass's __qualname__, a lazily loaded module: the
+    subclasses, a key's __repr__, a metaclass's __qualname__, a __sizeof__ (the types
+    view), a lazily loaded module: the
     agent reads through all of them with the built-in types' own getters."""
     program, state = targets.start("disguised.py")
     wait_state(state)
     client = targets.connect(program)
-    types = {row["type"] for row in client.request("types", limit=200)["rows"]}
+    types = {row["type"]: row for row in client.request("types", limit=200)["rows"]}
     assert "__main__.Kept" in types
+    assert types["__main__.Sized"]["count"] == 3 and types["__main__.Sized"]["size"] > 0
     answer = client.request("referrers", type="__main__.Kept")
     assert answer["found"], answer
     edges = [step["edge"] for step in answer["steps"]]

@@ -6,6 +6,8 @@ a metaclass's `__getattribute__`, iterating a list or dict subclass runs its `__
 it. These read through the built-in types' own C getters instead.
 """
 
+import gc
+import sys
 import types
 
 _TYPE_DICT = type.__dict__["__dict__"]
@@ -75,3 +77,22 @@ def sequence_items(sequence):
     if issubclass(type(sequence), list):
         return list.copy(sequence)
     return tuple.__getitem__(sequence, slice(None))
+
+
+_GC_HEAD = sys.getsizeof([]) - [].__sizeof__()  # what getsizeof adds for a tracked object
+
+
+def sizer(kind):
+    """sys.getsizeof for objects of `kind`, or, where the program's code defines
+    `__sizeof__` (pandas computes a deep size there), the built-in one beneath it."""
+    first = True
+    for klass in mro(kind):
+        found = class_dict(klass).get("__sizeof__")
+        if found is None:
+            continue
+        if type(found) is types.MethodDescriptorType:
+            if first:
+                return sys.getsizeof
+            return lambda obj: found(obj) + (_GC_HEAD if gc.is_tracked(obj) else 0)
+        first = False
+    return sys.getsizeof

@@ -9,11 +9,10 @@ alive what it was asked to look at.
 """
 
 import gc
-import sys
 import time
 import tracemalloc
 
-from .inert import type_name
+from .inert import sizer, type_name
 
 MAX_TYPES = 200
 MAX_SAMPLE = 1000
@@ -39,7 +38,7 @@ def count_types():
         for kind, members in groups.items():
             name = type_name(kind)
             count, size = totals.get(name, (0, 0))
-            totals[name] = (count + len(members), size + sum(map(sys.getsizeof, members)))
+            totals[name] = (count + len(members), size + sum(map(sizer(kind), members)))
             del members[:]
         groups.clear()
         return totals

@@ -1,8 +1,9 @@
 """Objects whose classes run Python code when looked at: a `__class__` property, a
 `__getattr__` on a slotted class, a dict subclass with its own items(), a list subclass with
 its own __iter__, a str key with its own __repr__, a metaclass computing the class's name,
-and a lazily loaded module. One Kept sits at the end of a chain through all of them; any
-of that code running leaves a mark in STATE.ran (the tests look for it).
+a `__sizeof__` of the program's own, and a lazily loaded module. One Kept sits at the end
+of a chain through them; any of that code running leaves a mark in STATE.ran (the tests
+look for it).
 
 argv: STATE
 """
@@ -31,6 +32,15 @@ class Named(type):
 
 class Kept(metaclass=Named):
     pass
+
+
+class Sized:
+    def __sizeof__(self):
+        mark("__sizeof__")
+        raise RuntimeError("deep sizes are the program's business")
+
+
+SIZED = [Sized() for _ in range(3)]
 
 
 class Slotted:
