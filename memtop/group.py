@@ -259,16 +259,25 @@ class GroupSource:
         return sorted(merged.values(), key=lambda e: -e.size)[:limit]
 
     def set_baseline(self) -> None:
-        for member in list(self.members.values()):
-            member.set_baseline()
+        self._each(lambda member: member.set_baseline())
 
     def clear_baseline(self) -> None:
-        for member in list(self.members.values()):
-            member.clear_baseline()
+        self._each(lambda member: member.clear_baseline())
 
     def reset_peak(self) -> None:
-        for member in list(self.members.values()):
-            member.reset_peak()
+        self._each(lambda member: member.reset_peak())
+
+    def _each(self, call: Callable[[LiveSource], None]) -> None:
+        """`call` on every process side by side; one that ended or does not answer in time
+        (stopped) is left out, and it is an error only when none answered."""
+        asked = [self._pool.submit(call, member) for member in list(self.members.values())]
+        done, _ = wait(asked, timeout=MEMBER_WAIT)
+        failed = [f.exception() for f in done if f.exception() is not None]
+        if asked and len(failed) == len(asked):
+            error = failed[0]
+            raise error if isinstance(error, MemtopError) else MemtopError(str(error))
+        if asked and not done:
+            raise MemtopError("no process of the group answered in time")
 
     def types(self, mark: bool = False, limit: int = 100) -> object:
         raise MemtopError(self._one_process("the types view"))

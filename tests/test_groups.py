@@ -377,3 +377,43 @@ def psutil_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_a_baseline_is_set_in_the_processes_that_still_answer(plain: Plain) -> None:
+    """`b` with one worker killed and one stopped: the others take the baseline, at once."""
+    from memtop.attach.chain import attach
+    from memtop.group import GroupSource
+    from memtop.source import LiveSource
+
+    _, state = plain.start(sys.executable, "pool.py", "3")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 3)["workers"]
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, "auto", 4, 30.0, False)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    group = GroupSource({pid: attach_member(pid) for pid in workers}, attach_member, print)
+    killed, stopped, answering = workers
+    try:
+        group.refresh(Query(), 0.5)
+        os.kill(killed, signal.SIGKILL)
+        os.kill(stopped, signal.SIGSTOP)
+        wait_for(lambda: not psutil_alive(killed), 10, "the killed worker to end")
+        outcome: list[object] = []
+
+        def set_baseline() -> None:
+            try:
+                group.set_baseline()
+                outcome.append("set")
+            except Exception as exc:
+                outcome.append(exc)
+
+        threading.Thread(target=set_baseline).start()
+        # The client's own timeout is 60 s: an answer within 30 s means nobody waited it.
+        wait_for(lambda: outcome, 30, "the baseline")
+        assert outcome == ["set"]
+        sample = group.refresh(Query(compare="baseline"), 0.5)
+        assert answering in {p.pid for p in sample.processes}
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+        group.close()
