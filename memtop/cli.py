@@ -9,7 +9,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from memtop import offline, signals
 from memtop.attach.chain import attach, detach
@@ -17,13 +17,14 @@ from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
-from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
+from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
 from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
+from memtop.terminal import SafeStream, clean_text
 
 DEMO_PROGRAM = str(Path(__file__).resolve().parent / "demo.py")
 
@@ -34,16 +35,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0].isdigit():
         args_list.insert(0, "attach")  # `memtop PID` is `memtop attach PID`
     signals.install()
+    # Everything memtop prints quotes the target or a file somewhere: both streams let
+    # no control character through (the TUI draws on sys.__stderr__, untouched).
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(sys.stdout), SafeStream(sys.stderr)
     try:
         args = build_parser().parse_args(args_list)
         if args.command is None:
             raise UsageError("no command given (see `memtop --help`)")
         return _dispatch(args)
     except MemtopError as exc:
-        sys.stderr.write(f"memtop: {exc.message}\n")
+        sys.stderr.write(f"memtop: {clean_text(exc.message, keep=chr(10))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do. Every cleanup
+        # on the way here ran as usual; stdout now goes nowhere, so that the interpreter's
+        # last flush at exit finds no closed pipe either.
+        _discard_stdout(streams[0])
+        return EXIT_BROKEN_PIPE
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _discard_stdout(stdout: TextIO) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stdout.fileno())
+    except (OSError, ValueError):
+        pass  # not a real file (a test's StringIO): nothing will flush into a pipe
+    finally:
+        os.close(devnull)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -74,6 +97,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.force_gdb,
             args.wait,
             _warn,
+            keep=args.keep,
         )
         sys.stderr.write(f"memtop: {done}\n")
         return 0
@@ -180,6 +204,13 @@ def _view_file(args: argparse.Namespace) -> int:
     current = load(args.file, args.trust_pickle)
     base = load(args.base, args.trust_pickle) if args.base else None
     source = FileSource(current, args.file, base, args.base)
+    if source.sessions_differ():
+        _warn(
+            f"{args.file} and {args.base} come from two tracing sessions (tracing stopped or "
+            "restarted in between, or another process): what the later one never traced "
+            "shows as freed. Take both snapshots of one session: `memtop snapshot PID --keep` "
+            "first, then `memtop snapshot PID` later"
+        )
     if args.iterations is None and (args.batch or args.json):
         args.iterations = 1  # a file does not change: one refresh says it all
     return _view(source, _query(args), args)
@@ -317,6 +348,9 @@ def _ps(args: argparse.Namespace) -> int:
             f"{'yes' if row.agent else '-':<6} {fit(row.user, 10):<10} "
         )
         command = ("  " * (depth - 1) + "└─ " if depth else "") + display_command(row.command)
+        if row.container is not None:
+            inside = row.container["pid_inside"]
+            command = f"[container {row.container['namespace']}, pid {inside} there] {command}"
         sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 

@@ -203,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="when the attach starts tracing, trace this long before saving",
     )
+    snapshot.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the agent tracing after saving, so that a later snapshot of the same "
+        "tracing session shows what grew in between (`memtop detach PID` stops it)",
+    )
     _add_attach_options(snapshot)
 
     view = commands.add_parser("view", help="browse a saved snapshot, or the diff of two")
@@ -265,7 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="convert between memtop and tracemalloc files")
     convert.add_argument("source", metavar="IN")
     convert.add_argument("target", metavar="OUT")
-    convert.add_argument("--to", choices=FORMATS, default="tracemalloc")
+    convert.add_argument(
+        "--to",
+        choices=FORMATS,
+        default=None,
+        help="the output format (default from OUT's name: .memtop memtop, .pb.gz or .pprof "
+        "pprof, anything else tracemalloc)",
+    )
     convert.add_argument(
         "--trust-pickle",
         action="store_true",

@@ -164,6 +164,10 @@ class GroupSource:
 
     # --- tables ------------------------------------------------------------------------
 
+    def resume(self, query: Query) -> None:
+        """Each agent keeps its own history; a merged table starts its own."""
+        return None
+
     def refresh(self, query: Query, max_age: float) -> Sample:
         """Every process at once, merged; raises ConnectionLost once all have ended.
 

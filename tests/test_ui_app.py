@@ -210,6 +210,19 @@ async def test_b_sets_a_baseline_and_B_clears_it() -> None:
         assert "Δ per refresh" in header(app)
 
 
+async def test_a_baseline_from_before_a_tracing_restart_is_flagged_in_the_header() -> None:
+    source = FakeSource()
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        assert "tracing restart" not in header(app)
+        source.restarted = True
+        await refresh(pilot)
+        assert "(before a tracing restart: b sets a new one)" in header(app)
+
+
 async def test_r_resets_the_traced_peak() -> None:
     source = FakeSource()
     app = make_app(source)
@@ -633,3 +646,6 @@ async def test_the_clock_ticking_while_the_app_closes_is_harmless() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
     app._show_state()  # raised NoMatches when it looked the header up
+    # A refresh that lands while the app closes draws the memory panel: the same.
+    assert app.sample is not None
+    app.memory_panel.show(app.sample, app.history, app.history.verdict())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from memtop.errors import AgentError, ConnectionLost
 from memtop.history import MIB, History
 from memtop.leaks import ChainStep, Origins, OriginSite, ReferrerChain, TypeRow, TypesTable
-from memtop.model import Frame, Query, Row, Sample, TableInfo
+from memtop.model import Frame, Query, Row, Sample, TableInfo, Tracing
 from memtop.snapfile import SavedSnapshot
 from memtop.source import TargetInfo, TracebackEntry
 from memtop.ui.app import MemtopApp
@@ -129,11 +130,16 @@ class FakeSource:
         self.stretched = False
         self.types_list = TYPES
         self.walks = 0
+        self.tracing: Tracing | None = None  # the tracing session each table names
+        self.restarted = False  # tracing restarted since the baseline (as the agent says)
         # (time, walk number) of the previous types walk, and of the marked one
         self._looked: tuple[float, int] | None = None
         self._mark: tuple[float, int] | None = None
 
     # --- Source ------------------------------------------------------------------------
+
+    def resume(self, query: Query) -> None:
+        return None
 
     def refresh(self, query: Query, max_age: float) -> Sample:
         self.queries.append(query)
@@ -294,6 +300,8 @@ class FakeSource:
             rows=tuple(rows[: query.limit]),
             total_rows=len(rows),
             baseline_time=T0 if query.compare == "baseline" else None,
+            tracing=self.tracing,
+            baseline_restarted=self.restarted and query.compare == "baseline",
         )
 
     def _size(self, site: Site, n: int) -> int:
@@ -361,6 +369,7 @@ __all__ = [
     "Site",
     "filled_history",
     "settle",
+    "until",
 ]
 
 
@@ -370,10 +379,21 @@ async def settle(pilot: Any) -> None:
     for _ in range(200):
         await app.workers.wait_for_complete()
         await pilot.pause()
-        if not any(w.is_running for w in app.workers) and not app.refreshing:
+        busy = app.refreshing or getattr(app.screen, "walking", False)
+        if not any(w.is_running for w in app.workers) and not busy:
             await pilot.pause()
             return
     raise AssertionError("the app never settled")
+
+
+async def until(pilot: Any, condition: Any, what: str, timeout: float = 20.0) -> None:
+    """Let the app run until `condition()` holds (a message handled, a notice shown):
+    on a loaded machine a worker's result can land after every worker finished."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await pilot.pause(0.02)
 
 
 # --- reading the screen -----------------------------------------------------------------

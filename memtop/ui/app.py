@@ -100,12 +100,25 @@ class MemtopApp(App[Outcome]):
         )
         # FileSource names its file(s): 'b.memtop vs a.memtop' for a diff.
         self.file_label = (source.info.label or "saved snapshot") if offline else ""
+        # What a file does not record (a tracemalloc pickle: RSS, peak, tracer...) is said
+        # where its figures would be read.
+        unknown = getattr(source, "unknown", ()) if offline else ()
+        self.file_verdict = (
+            Verdict(
+                FILE_VERDICT.kind, f"{FILE_VERDICT.text}; not in the file: {', '.join(unknown)}"
+            )
+            if unknown
+            else FILE_VERDICT
+        )
         self.sample: Sample | None = None
         self.arrived = 0.0  # when self.sample arrived, by self.clock
         self.on_screen: tuple[Sample, float] | None = None  # the table's sample, its arrival
         self.shown = 0
         self._busy = False
         self._again = False
+        # The grouping whose history the agent kept was last asked for: before the first
+        # refresh (a viewer that left with the agent serving, `Q`) and at each new grouping.
+        self._seeded: tuple[object, ...] | None = None
         self._saving = False
         self._note: Text | None = None  # the selected row's suspect reading
         self._hint: Text | None = None  # about the whole table (memtop.compiled)
@@ -183,6 +196,11 @@ class MemtopApp(App[Outcome]):
                     return
                 source.reconnect()
                 self.post_message(Reconnected())
+            seed = None
+            grouping = (query.group_by, query.cumulative, query.include, query.exclude)
+            if not self.state.offline and grouping != self._seeded:
+                seed = source.resume(query)
+                self._seeded = grouping
             sample = source.refresh(query, max_age=interval * 0.9)
         except ConnectionLost as exc:
             status = wait_for_exit(source, 1.0)
@@ -195,7 +213,7 @@ class MemtopApp(App[Outcome]):
         except Exception as exc:  # never a raw traceback on screen
             self.post_message(RefreshFailed(f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(SampleReady(sample))
+            self.post_message(SampleReady(sample, seed))
 
     def _fetched(self) -> None:
         self._busy = False
@@ -205,6 +223,7 @@ class MemtopApp(App[Outcome]):
 
     def on_sample_ready(self, message: SampleReady) -> None:
         sample = message.sample
+        self.history.seed(message.seed)
         self.history.add(sample)
         self.sample, self.arrived = sample, self.clock()
         self.shown += 1
@@ -219,7 +238,7 @@ class MemtopApp(App[Outcome]):
         if sample.query == self.state.query and not self.state.paused:
             self.table.show(sample, self.history, self.state.suspects_first)
             self.on_screen = (sample, self.arrived)
-        verdict = FILE_VERDICT if self.state.offline else self.history.verdict()
+        verdict = self.file_verdict if self.state.offline else self.history.verdict()
         self.memory_panel.show(sample, self.history, verdict)
         self._show_state()
         self._fetched()
