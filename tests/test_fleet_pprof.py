@@ -120,12 +120,12 @@ def test_a_program_file_named_in_bytes_that_are_not_utf8_gives_a_readable_profil
 def test_convert_of_a_file_with_absurd_numbers_writes_a_readable_profile(
     tmp_path: Path,
 ) -> None:
-    """A saved file is input from anywhere: a time of Infinity, size x count beyond int64."""
+    """A saved file is input from anywhere: size x count beyond a proto int64."""
     saved, profile = tmp_path / "odd.memtop", tmp_path / "odd.pb.gz"
     big = snapfile.MAX_NUMBER
     snapfile.save(
         snapfile.SavedSnapshot(
-            meta={"pid": 7, "time": float("inf")},
+            meta={"pid": 7, "time": 1.7e9},
             entries=[((("/srv/app.py", 3),), big, big), ((("/srv/\udcff.py", 9),), 8, 2)],
         ),
         str(saved),
