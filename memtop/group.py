@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -141,7 +142,8 @@ class GroupSource:
         or drops out."""
         self.members = dict(members)
         self.attach_member = attach_member
-        self.note = note
+        self._note = note
+        self._notes: deque[str] = deque(maxlen=20)  # for a view that shows them itself
         self.parent = parent
         self.ended: dict[int, str] = {}
         self._refused: set[int] = set(refused)
@@ -161,6 +163,18 @@ class GroupSource:
             started=first.info.started,
         )
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="memtop-group")
+
+    def note(self, text: str) -> None:
+        """Say that a process joined, dropped out or stopped answering."""
+        self._notes.append(text)
+        self._note(text)
+
+    def take_notes(self) -> list[str]:
+        """The notes since the last call (the live view shows them; stderr is under it)."""
+        taken = []
+        while self._notes:
+            taken.append(self._notes.popleft())
+        return taken
 
     # --- tables ------------------------------------------------------------------------
 

@@ -417,3 +417,37 @@ def test_a_baseline_is_set_in_the_processes_that_still_answer(plain: Plain) -> N
     finally:
         os.kill(stopped, signal.SIGCONT)
         group.close()
+
+
+async def test_the_live_view_says_when_a_worker_drops_out(plain: Plain) -> None:
+    """The text view writes the group's notes to stderr; on screen they are notices."""
+    from memtop.attach.chain import attach
+    from memtop.group import GroupSource
+    from memtop.source import LiveSource
+
+    _, state = plain.start(sys.executable, "pool.py", "2")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 2)["workers"]
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, "auto", 4, 30.0, False)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    group = GroupSource({pid: attach_member(pid) for pid in workers}, attach_member, print)
+    app = MemtopApp(group, Query(), 0.3, cwd=CWD)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            for _ in range(300):  # up to 30 s for the first table
+                if app.sample is not None:
+                    break
+                await pilot.pause(0.1)
+            assert app.sample is not None
+            os.kill(workers[0], signal.SIGKILL)
+            wanted = f"pid {workers[0]}"
+            for _ in range(300):  # up to 30 s
+                if any(wanted in n.message for n in app._notifications):
+                    break
+                await pilot.pause(0.1)
+            messages = [n.message for n in app._notifications]
+            assert any(wanted in m and "dropped from the group" in m for m in messages), messages
+    finally:
+        group.close()

@@ -223,6 +223,11 @@ class MemtopApp(App[Outcome]):
 
     def on_sample_ready(self, message: SampleReady) -> None:
         sample = message.sample
+        # A group's notes (a worker dropped out, joined, stopped answering): the text view
+        # writes them to stderr, which is under this screen.
+        take_notes = getattr(self.source, "take_notes", None)
+        for note in take_notes() if take_notes is not None else ():
+            self._say(clean_text(note), severity="warning")
         self.history.seed(message.seed)
         self.history.add(sample)
         self.sample, self.arrived = sample, self.clock()
