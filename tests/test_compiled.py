@@ -8,14 +8,15 @@ import dataclasses
 import json
 import shutil
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
-from conftest import TARGETS, marked_lines, memtop_cli
+from conftest import TARGETS, marked_lines, memtop_cli, wait_for
 from ui_fakes import CWD, T0, FakeSource, settle, status
 
-from memtop.compiled import extension_modules
+from memtop.compiled import extension_modules, read_extension_modules
 from memtop.model import Query, Sample
 from memtop.ui.app import MemtopApp
 
@@ -119,3 +120,23 @@ async def test_the_live_view_says_where_compiled_code_put_its_memory() -> None:
         line = status(app)
         assert "80% of traced memory is charged to app/cache.py:42" in line
         assert "(12 extension modules loaded)" in line and "deeper nframe" in line
+
+
+def test_an_extension_replaced_on_disk_still_counts(extension: Path, tmp_path: Path) -> None:
+    """After a deploy or `pip install -U`, the maps name the loaded module '(deleted)'."""
+    moved = tmp_path / "ext"
+    shutil.copytree(extension, moved)
+    ready = tmp_path / "ready"
+    program = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import sys, time; sys.path.insert(0, {str(moved)!r}); import allocmod; "
+         f"open({str(ready)!r}, 'w').close(); time.sleep(120)"],
+    )  # fmt: skip
+    try:
+        wait_for(ready.exists, 30, "the program to load the extension")
+        (loaded,) = moved.glob("allocmod*")
+        loaded.unlink()
+        assert str(loaded) in (read_extension_modules(program.pid) or ())
+    finally:
+        program.kill()
+        program.wait()
