@@ -140,6 +140,7 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot write {args.record}: {exc.strerror}") from exc
         shown = offline.RecordingSource(source, record)
+    keep = False
     try:
         terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
         if args.batch or args.json or args.iterations is not None or not terminal:
@@ -153,7 +154,6 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
                 err=sys.stderr,
                 width=_batch_width(),
             )
-            keep = False
         else:
             from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
 
@@ -162,7 +162,8 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
     finally:
         if record is not None:
             record.close()
-    source.keep_agent = keep or signals.hung_up()
+        # Also when the view ended in KeyboardInterrupt: SIGHUP arrives as one.
+        source.keep_agent = keep or signals.hung_up()
     return code
 
 

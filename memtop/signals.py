@@ -8,7 +8,9 @@ history. Both arrive as KeyboardInterrupt, so every view's usual exit path runs.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from types import FrameType
 
 
@@ -33,4 +35,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _hang_up(signum: int, frame: FrameType | None) -> None:
     _State.hung_up = True
+    # The terminal is gone: writing to it fails (EIO), and nobody would read it.
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            gone = stream is not None and stream.isatty()
+        except (OSError, ValueError):
+            gone = True
+        if gone:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the rest of the run
     raise KeyboardInterrupt

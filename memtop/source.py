@@ -213,8 +213,12 @@ class LiveSource:
             keep_agent = self.keep_agent
         status = None
         try:
-            if keep_agent:
-                self._request("configure", idle_timeout=None)
+            if keep_agent and self.program is not None:
+                # The program memtop started keeps its agent for as long as it runs.
+                self._request("configure", keep_token=True, idle_timeout=None)
+            elif keep_agent:
+                # An attached agent detaches by itself after its idle timeout.
+                self._request("configure", keep_token=True)
             elif self.program is None:
                 self._request("detach")
         except MemtopError:
