@@ -17,6 +17,7 @@ from memtop.attach.discovery import python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
+from memtop.ending import Ending
 from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
 from memtop.formatting import fit, format_size
@@ -178,13 +179,13 @@ def _view_file(args: argparse.Namespace) -> int:
     return _view(source, _query(args), args)
 
 
-def _report_program_end(program: Program, ended: str | None, status: str | None) -> None:
+def _report_program_end(program: Program, ended: Ending | None, status: Ending | None) -> None:
     """Say where the output went; show its last lines when the program failed by itself."""
     if ended is None:
         sys.stderr.write(f"memtop: stopped the program ({status}); output in {program.log_path}\n")
         return
     sys.stderr.write(f"memtop: the program's output is in {program.log_path}\n")
-    if ended != "exited with code 0":
+    if ended.code != 0:
         tail = log_tail(program.log_path)
         if tail:
             sys.stderr.write(f"memtop: last lines of its output:\n{tail}\n")

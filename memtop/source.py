@@ -11,7 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from memtop.attach import procfs
+from memtop.attach.diagnose import ending_of
 from memtop.client import AgentClient
+from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
 from memtop.leaks import (
     Origins,
@@ -78,11 +81,11 @@ class Source(Protocol):
 
     def snapshot(self) -> SavedSnapshot: ...
 
-    def exit_status(self) -> str | None: ...
+    def exit_status(self) -> Ending | None: ...
 
     def reconnect(self) -> None: ...
 
-    def close(self, keep_agent: bool = False) -> str | None: ...
+    def close(self, keep_agent: bool = False) -> Ending | None: ...
 
 
 class LiveSource:
@@ -103,6 +106,10 @@ class LiveSource:
         self.program = program
         self.token = token if token is not None else (program.token if program else None)
         self.proc = ProcInfo(pid)
+        try:
+            self._start: int | None = procfs.start_time(pid)
+        except (OSError, ValueError, IndexError):
+            self._start = None  # gone already
         self._lock = threading.Lock()
         greeting = client.greeting
         self.info = TargetInfo(
@@ -195,17 +202,19 @@ class LiveSource:
         with self._lock:
             return self.client.request(cmd, **args)
 
-    def exit_status(self) -> str | None:
+    def exit_status(self) -> Ending | None:
         """How the target ended, or None while it runs."""
         if self.program is not None:
             return self.program.exit_status()
-        return None if self.proc.alive() else "exited"
+        if self._start is None:
+            return Ending()
+        return ending_of(self.pid, self._start)
 
     # A view sets this when the user chose to leave the agent serving (the TUI's `Q`);
     # close() without an argument then keeps the agent.
     keep_agent = False
 
-    def close(self, keep_agent: bool | None = None) -> str | None:
+    def close(self, keep_agent: bool | None = None) -> Ending | None:
         """Leave: stop the program memtop started, or detach the agent unless `keep_agent`
         (default: the `keep_agent` attribute). Returns the program's exit status when
         memtop stopped it."""
@@ -230,7 +239,7 @@ class LiveSource:
         return status
 
 
-def wait_for_exit(source: Source, timeout: float) -> str | None:
+def wait_for_exit(source: Source, timeout: float) -> Ending | None:
     """After the connection dropped: how the target ended, if it did within `timeout`."""
     deadline = time.monotonic() + timeout
     while True:

@@ -179,20 +179,22 @@ def test_forked_child_has_no_agent_and_no_tracing(targets: Targets, short_tmp: P
 
 
 @pytest.mark.parametrize(
-    ("mode", "wording"),
+    ("mode", "wording", "status"),
     [
-        ("code", "exited with code 3"),
-        ("sigterm", "killed by SIGTERM"),
-        ("sigkill", "killed by SIGKILL"),
-        ("os_exit", "exited with code 4"),
+        ("code", "exited with code 3", 3),
+        ("sigterm", "killed by SIGTERM", 143),
+        ("sigkill", "killed by SIGKILL", 137),
+        ("os_exit", "exited with code 4", 4),
     ],
 )
-def test_viewer_reports_how_the_target_ended(short_tmp: Path, mode: str, wording: str) -> None:
+def test_viewer_reports_how_the_target_ended(
+    short_tmp: Path, mode: str, wording: str, status: int
+) -> None:
     state = short_tmp / "exiter.json"
     result = memtop_cli(
         "run", "--json", "-i", "0.2", "tests/targets/exiter.py", str(state), mode, "1.0"
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == status, result.stderr
     assert f"target {read_state(state)['pid']} {wording}" in result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines and all(line["pid"] == read_state(state)["pid"] for line in lines)

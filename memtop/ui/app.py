@@ -418,8 +418,11 @@ class MemtopApp(App[Outcome]):
         self.exit(self._outcome(keep_agent=True))
 
     def _outcome(self, keep_agent: bool) -> Outcome:
-        gone = self.shown == 0 and self.state.connection == "ended"
-        return Outcome(keep_agent, EXIT_TARGET_GONE if gone else EXIT_OK)
+        """memtop's exit code: after the target ended, its own status (memtop.ending)."""
+        ended = self.state.ended
+        if self.state.connection != "ended" or ended is None:
+            return Outcome(keep_agent, EXIT_OK)
+        return Outcome(keep_agent, ended.exit_status if self.shown else EXIT_TARGET_GONE)
 
     def _say(self, message: str, severity: SeverityLevel = "information") -> None:
         """A toast; short-lived unless it is a warning (toasts cover the table)."""

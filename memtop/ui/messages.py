@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from textual.message import Message
 
+from memtop.ending import Ending
 from memtop.errors import MemtopError
 from memtop.leaks import Origins, ReferrerChain, TypesTable
 from memtop.model import Sample
@@ -57,7 +58,7 @@ class Reconnected(Message):
 class TargetEnded(Message):
     """The target process is gone."""
 
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: Ending) -> None:
         super().__init__()
         self.status = status
 

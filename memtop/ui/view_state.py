@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from memtop.ending import Ending
 from memtop.model import SORT_KEYS, Query
 
 # Allocations that are rarely what a leak hunt is after: the import system, frames
@@ -56,7 +57,7 @@ class ViewState:
     paused: bool = False
     baseline_time: float | None = None
     connection: str = "live"  # live | lost | ended
-    ended: str | None = None  # how the target ended
+    ended: Ending | None = None  # how the target ended
     error: str | None = None  # the agent's last error, until a refresh succeeds
     attempts: int = 0  # reconnect attempts since the connection dropped
     offline: bool = False  # a saved snapshot: nothing changes, live-only keys are off
