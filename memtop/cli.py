@@ -159,6 +159,8 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
             from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
 
             outcome = run_tui(shown, query, args.interval)
+            if outcome.error is not None:
+                raise MemtopError(outcome.error, outcome.exit_code)
             code, keep = outcome.exit_code, outcome.keep_agent
     finally:
         if record is not None:
@@ -219,7 +221,7 @@ def _attach(args: argparse.Namespace) -> int:
                 f"memtop: the agent keeps serving in pid {target.pid}: `memtop {target.pid}` "
                 f"resumes, `memtop detach {target.pid}` stops it\n"
             )
-        elif ended is None:
+        elif ended is None and source.detached:
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
 
 

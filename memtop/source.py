@@ -213,6 +213,7 @@ class LiveSource:
     # A view sets this when the user chose to leave the agent serving (the TUI's `Q`);
     # close() without an argument then keeps the agent.
     keep_agent = False
+    detached = False  # set by close() once the agent answered its detach
 
     def close(self, keep_agent: bool | None = None) -> Ending | None:
         """Leave: stop the program memtop started, or detach the agent unless `keep_agent`
@@ -230,6 +231,7 @@ class LiveSource:
                 self._request("configure", keep_token=True)
             elif self.program is None:
                 self._request("detach")
+                self.detached = True
         except MemtopError:
             pass
         finally:

@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
 
-from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError
+from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, BadReply, ConnectionLost, MemtopError
 from memtop.formatting import clean_text
 from memtop.history import History, Verdict
 from memtop.model import Query, Sample
@@ -35,6 +35,7 @@ from memtop.ui.header_bar import HeaderBar
 from memtop.ui.help_screen import HelpScreen
 from memtop.ui.memory_panel import MemoryPanel
 from memtop.ui.messages import (
+    AgentUnusable,
     CommandDone,
     ConnectionDropped,
     Reconnected,
@@ -59,10 +60,12 @@ FILE_VERDICT = Verdict("collecting", "a saved snapshot: no history to read a tre
 
 @dataclass(frozen=True)
 class Outcome:
-    """How the user left: whether the agent stays serving, and the exit code."""
+    """How the view ended: whether the agent stays serving, the exit code, and the error
+    that ended it (an agent memtop cannot use), if any."""
 
     keep_agent: bool = False
     exit_code: int = EXIT_OK
+    error: str | None = None
 
 
 class MemtopApp(App[Outcome]):
@@ -171,6 +174,8 @@ class MemtopApp(App[Outcome]):
         except ConnectionLost as exc:
             status = wait_for_exit(source, 1.0)
             self.post_message(TargetEnded(status) if status else ConnectionDropped(exc.message))
+        except BadReply as exc:
+            self.post_message(AgentUnusable(exc.message, exc.exit_code))
         except MemtopError as exc:
             lost = connection != "live"  # a failed reconnect: keep trying
             self.post_message(
@@ -224,6 +229,10 @@ class MemtopApp(App[Outcome]):
         else:
             self._say("Reconnected to the agent.")
         self._set_state(self.state.replace(baseline_time=None))
+
+    def on_agent_unusable(self, message: AgentUnusable) -> None:
+        # Nothing on screen can be trusted or refreshed: leave, and say why (cli prints it).
+        self.exit(Outcome(exit_code=message.exit_code, error=message.error))
 
     def on_target_ended(self, message: TargetEnded) -> None:
         # The status line says so, in words and colour; a toast would cover it.

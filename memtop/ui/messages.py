@@ -55,6 +55,15 @@ class Reconnected(Message):
     """A new connection to the same agent (it forgot this viewer's baseline)."""
 
 
+class AgentUnusable(Message):
+    """The agent sent something memtop cannot use: the view ends with `error`."""
+
+    def __init__(self, error: str, exit_code: int) -> None:
+        super().__init__()
+        self.error = error
+        self.exit_code = exit_code
+
+
 class TargetEnded(Message):
     """The target process is gone."""
 
