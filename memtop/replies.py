@@ -248,7 +248,7 @@ RESULTS: dict[str, Spec] = {
         },
         {"allocated_at": List(Pair(TEXT, LINENO)), "note": TEXT, "reason": TEXT},
     ),
-    "ping": Obj({}, {"uptime": NUM}),
+    "ping": Obj({"uptime": NUM}),
     "detach": Obj({}, {"other_viewers": COUNT, "stays": BOOL, "tracing_owner": TEXT}),
     "snapshot": SNAPSHOT_PART,
 }
