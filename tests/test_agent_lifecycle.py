@@ -240,6 +240,25 @@ def test_configure_without_idle_timeout_keeps_the_agent(targets: Targets) -> Non
     assert connect(program).call("ping")["ok"]
 
 
+def test_configure_keep_token_leaves_the_viewers_token_for_the_next(targets: Targets) -> None:
+    """An attached agent keeps no token file until a viewer leaves it serving (`Q`, a
+    dropped terminal); then the next viewer authenticates with the file's token, and the
+    file goes when the agent stops."""
+    program, state = targets.start("idle.py", origin="attach", write_token_file=False)
+    wait_state(state)
+    token_file = Path(program.socket_path).with_suffix(".token")
+    assert not token_file.exists()
+    client = connect(program)
+    assert client.call("configure", keep_token=True)["ok"]
+    client.close()
+    assert token_file.read_text() == program.token
+    assert (token_file.stat().st_mode & 0o777) == 0o600
+    again = Raw(program.socket_path)
+    assert again.hello(token_file.read_text())["ok"]
+    assert again.call("detach")["result"]["detaching"] is True
+    wait_for(lambda: not token_file.exists(), 10, "the token file to go with the agent")
+
+
 # --- duty-cycle budget ------------------------------------------------------------------
 
 
