@@ -161,6 +161,8 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
             outcome = run_tui(shown, query, args.interval)
             if outcome.error is not None:
                 raise MemtopError(outcome.error, outcome.exit_code)
+            if outcome.ended is not None:  # said on screen; said again once it is gone
+                sys.stderr.write(f"memtop: target {source.info.pid} {outcome.ended}\n")
             code, keep = outcome.exit_code, outcome.keep_agent
     finally:
         if record is not None:

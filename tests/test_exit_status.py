@@ -91,7 +91,8 @@ def test_attach_says_when_the_exit_code_cannot_be_known(plain: Plain) -> None:
 
 def _tui_exit_status(command: str, go: Path, done: Path) -> tuple[int, str]:
     """Run memtop's live view in tmux; end the program once the table shows, read what
-    the screen says, quit with `q`; returns memtop's exit status and that screen."""
+    the screen says, quit with `q`; returns memtop's exit status and the screen after
+    (the view's, then what memtop printed once it had gone)."""
     terminal = Terminal(f"{command}; echo $? > {done}", {"TERM": "xterm-256color"})
     try:
         terminal.wait_for("LOCATION", timeout=60)
@@ -100,7 +101,7 @@ def _tui_exit_status(command: str, go: Path, done: Path) -> tuple[int, str]:
         screen = terminal.wait_for("■ target")
         terminal.keys("q")
         wait_for(lambda: done.exists() and done.read_text().strip(), 20, "memtop to exit")
-        return int(done.read_text()), screen
+        return int(done.read_text()), screen + terminal.screen()
     finally:
         terminal.close()
 
@@ -117,6 +118,8 @@ def test_live_view_under_run_exits_with_the_programs_status(
     status, screen = _tui_exit_status(command, go, done)
     assert status == code
     assert f"■ target {words}" in screen
+    pid = wait_state(state)["pid"]
+    assert f"memtop: target {pid} {words}" in screen
 
 
 def test_live_view_attached_exits_with_the_programs_status(plain: Plain) -> None:
@@ -127,3 +130,4 @@ def test_live_view_attached_exits_with_the_programs_status(plain: Plain) -> None
     status, screen = _tui_exit_status(f"{sys.executable} -m memtop {proc.pid} -i 0.3", go, done)
     assert status == 139
     assert "■ target killed by SIGSEGV" in screen
+    assert f"memtop: target {proc.pid} killed by SIGSEGV" in screen

@@ -452,7 +452,7 @@ async def test_target_exit_is_shown_and_becomes_the_exit_code(
         assert len(source.queries) == asked
         assert app.table.keys  # the last table stays on screen
         await pilot.press("q")
-    assert app.return_value == Outcome(keep_agent=False, exit_code=code)
+    assert app.return_value == Outcome(keep_agent=False, exit_code=code, ended=ending)
 
 
 async def test_target_gone_before_any_refresh_exits_3() -> None:
@@ -463,7 +463,7 @@ async def test_target_gone_before_any_refresh_exits_3() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         await pilot.press("q")
-    assert app.return_value == Outcome(keep_agent=False, exit_code=3)
+    assert app.return_value == Outcome(keep_agent=False, exit_code=3, ended=Ending(code=1))
 
 
 @pytest.mark.parametrize(

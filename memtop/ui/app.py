@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
 
+from memtop.ending import Ending
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, BadReply, ConnectionLost, MemtopError
 from memtop.formatting import clean_text
 from memtop.history import History, Verdict
@@ -66,6 +67,7 @@ class Outcome:
     keep_agent: bool = False
     exit_code: int = EXIT_OK
     error: str | None = None
+    ended: Ending | None = None  # how the target ended, when it did while watched
 
 
 class MemtopApp(App[Outcome]):
@@ -431,7 +433,8 @@ class MemtopApp(App[Outcome]):
         ended = self.state.ended
         if self.state.connection != "ended" or ended is None:
             return Outcome(keep_agent, EXIT_OK)
-        return Outcome(keep_agent, ended.exit_status if self.shown else EXIT_TARGET_GONE)
+        code = ended.exit_status if self.shown else EXIT_TARGET_GONE
+        return Outcome(keep_agent, code, ended=ended)
 
     def _say(self, message: str, severity: SeverityLevel = "information") -> None:
         """A toast; short-lived unless it is a warning (toasts cover the table)."""
