@@ -10,10 +10,18 @@ from datetime import datetime
 from typing import TextIO
 
 from memtop import __version__
+from memtop.compiled import compiled_hint
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
-from memtop.formatting import fit, format_count, format_size, location
+from memtop.formatting import SUSPECT_MARK, fit, format_count, format_size, location
 from memtop.history import History, Suspect, Verdict, format_rate
-from memtop.model import Query, Sample, sample_json
+from memtop.model import (
+    RESTARTED_BASELINE,
+    Query,
+    Sample,
+    empty_note,
+    only_new_note,
+    sample_json,
+)
 from memtop.source import Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
@@ -28,7 +36,7 @@ def render_text(
     suspects: dict[str, Suspect] | None = None,
 ) -> str:
     """One `--batch` refresh: a header of vital numbers, then the table. Leak suspects
-    are marked with `!` after their rank and listed under the header."""
+    are marked with ▲ (as on screen) after their rank and listed under the header."""
     suspects = suspects or {}
     stamp = datetime.fromtimestamp(sample.time).strftime("%H:%M:%S")
     table = sample.table
@@ -55,6 +63,25 @@ def render_text(
         "",
         _COLUMNS + "LOCATION / SOURCE",
     ]
+    notes = []
+    note = only_new_note(sample.tracing, sample.time)
+    if note is not None:
+        notes.append(f"warning: {note}")
+        if not sample.total_rows:
+            notes.append(f"warning: {empty_note(sample.tracing, sample.time)}")
+    if sample.baseline_restarted:
+        notes.append(f"warning: {RESTARTED_BASELINE}")
+    hint = compiled_hint(sample, sample.extension_modules)
+    if hint is not None:
+        where = location(hint.row.filename, hint.row.lineno, 60, cwd)
+        notes.append(f"note: {hint.text(where)}")
+    if sample.processes:
+        each = ", ".join(
+            f"{p.pid} RSS {format_size(p.rss)} traced {format_size(p.traced)}"
+            for p in sample.processes
+        )
+        notes.insert(0, f"{len(sample.processes)} processes (summed above): {each}")
+    lines[3:3] = notes
     if suspects:
         ranked = sorted(
             suspects.items(), key=lambda kv: kv[1].rate * kv[1].confidence, reverse=True
@@ -63,14 +90,18 @@ def render_text(
             f"{fit(key, 60)} ({format_rate(s.rate)}, confidence {s.confidence:.0%})"
             for key, s in ranked
         )
-        lines.insert(3, f"leak suspects: {named}")
+        lines.insert(3 + len(notes), f"leak suspects: {named}")
     room = max(24, width - len(_COLUMNS))
     for rank, row in enumerate(sample.rows, 1):
         # The location keeps its line number; the source line gives way first.
         where = location(row.filename, row.lineno, min(room, 48), cwd)
         left = room - len(where) - 2
         rest = f"{where}  {fit(row.source, left)}" if row.source and left >= 8 else where
-        mark = "!" if row.key in suspects else " "
+        if row.procs:  # a group: what each process holds, largest first
+            rest += (
+                "  [" + ", ".join(f"{pid} {format_size(size)}" for pid, size, _ in row.procs) + "]"
+            )
+        mark = SUSPECT_MARK if row.key in suspects else " "
         lines.append(
             f"{rank:4d}{mark} {format_size(row.size):>10} {format_size(row.size_diff, True):>10}"
             f" {format_count(row.count):>8} {format_count(row.count_diff, True):>8}"
@@ -84,6 +115,9 @@ def render_json(sample: Sample, verdict: Verdict, history: History | None = None
     data = sample_json(sample, history)
     data["verdict"] = verdict.text
     data["verdict_kind"] = verdict.kind
+    # Most memory at one line while compiled code is loaded (see memtop.compiled), or null.
+    hint = compiled_hint(sample, sample.extension_modules)
+    data["compiled_code"] = hint.as_json() if hint is not None else None
     # Bytes per minute of each part of the account the verdict read (see memtop.verdict).
     data["rates"] = {
         "rss": round(verdict.rss.per_minute),
@@ -117,6 +151,9 @@ def run_batch(
         while iterations is None or shown < iterations:
             started = time.monotonic()
             try:
+                if not shown:
+                    # Go on from the history the agent kept (a viewer left it serving).
+                    history.seed(source.resume(query))
                 sample = source.refresh(query, max_age=interval * 0.9)
             except ConnectionLost:
                 status = wait_for_exit(source, 2.0)

@@ -13,15 +13,15 @@ from typing import Any
 
 from memtop import offline, signals
 from memtop.attach.chain import attach, detach
-from memtop.attach.discovery import python_processes
+from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
 from memtop.ending import Ending
 from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
-from memtop.formatting import fit, format_size
-from memtop.model import Query
+from memtop.formatting import display_command, fit, format_size
+from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
@@ -75,11 +75,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.force_gdb,
             args.wait,
             _warn,
+            keep=args.keep,
         )
         sys.stderr.write(f"memtop: {done}\n")
         return 0
     if args.command == "view":
         return _view_file(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "convert":
         sys.stderr.write(
             f"memtop: {offline.convert(args.source, args.target, args.to, args.trust_pickle)}\n"
@@ -91,7 +94,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> Query:
     if args.cumulative and args.group == "traceback":
         raise UsageError("--cumulative applies to lineno and filename grouping only")
-    return Query(group_by=args.group, cumulative=args.cumulative, limit=args.limit, sort=args.sort)
+    return Query(
+        group_by=args.group,
+        cumulative=args.cumulative,
+        limit=args.limit,
+        sort=args.sort,
+        exclude=INTERNAL_PATTERNS if args.hide_internal else (),
+    )
 
 
 def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, module: bool) -> int:
@@ -158,7 +167,7 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
         else:
             from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
 
-            outcome = run_tui(shown, query, args.interval)
+            outcome = run_tui(shown, query, args.interval, args.hide_internal)
             if outcome.error is not None:
                 raise MemtopError(outcome.error, outcome.exit_code)
             if outcome.ended is not None:  # said on screen; said again once it is gone
@@ -178,6 +187,13 @@ def _view_file(args: argparse.Namespace) -> int:
     current = load(args.file, args.trust_pickle)
     base = load(args.base, args.trust_pickle) if args.base else None
     source = FileSource(current, args.file, base, args.base)
+    if source.sessions_differ():
+        _warn(
+            f"{args.file} and {args.base} come from two tracing sessions (tracing stopped or "
+            "restarted in between, or another process): what the later one never traced "
+            "shows as freed. Take both snapshots of one session: `memtop snapshot PID --keep` "
+            "first, then `memtop snapshot PID` later"
+        )
     if args.iterations is None and (args.batch or args.json):
         args.iterations = 1  # a file does not change: one refresh says it all
     return _view(source, _query(args), args)
@@ -203,6 +219,8 @@ def _batch_width() -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
+    if args.more or args.children:
+        return _attach_group(args)
     query = _query(args)
     if args.iterations is not None and not (args.batch or args.json):
         args.batch = True
@@ -227,20 +245,83 @@ def _attach(args: argparse.Namespace) -> int:
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
 
 
+def _attach_group(args: argparse.Namespace) -> int:
+    """`memtop PID PID…` or `memtop PID --children`: several processes as one table."""
+    from memtop.group import GroupSource, children_of
+
+    query = _query(args)
+    if args.iterations is not None and not (args.batch or args.json):
+        args.batch = True
+
+    def note(text: str) -> None:
+        sys.stderr.write(f"memtop: {text}\n")
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, args.method, args.nframe, args.timeout, args.force_gdb)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    pids = list(dict.fromkeys([args.pid, *args.more]))
+    if args.children:
+        pids += [pid for pid in children_of(args.pid) if pid not in pids]
+    members: dict[int, LiveSource] = {}
+    try:
+        for pid in pids:
+            members[pid] = attach_member(pid)
+    except BaseException:
+        for member in members.values():
+            member.close()
+        raise
+    note(f"watching {len(members)} processes: {' '.join(str(p) for p in members)}")
+    source = GroupSource(members, attach_member, note, parent=args.pid if args.children else None)
+    try:
+        return _view(source, query, args)
+    finally:
+        source.close()
+
+
+def _export(args: argparse.Namespace) -> int:
+    from memtop.fleet.export_command import run_export  # prometheus_client loads only here
+
+    query = Query(
+        limit=max(args.top, 50),
+        exclude=INTERNAL_PATTERNS if args.hide_internal else (),
+    )
+    return run_export(
+        args.pids,
+        args.listen,
+        query,
+        top=args.top,
+        interval=args.interval,
+        keep_agent=args.keep_agent,
+        attach_options={
+            "method": args.method,
+            "nframe": args.nframe,
+            "timeout": args.timeout,
+            "force_gdb": args.force_gdb,
+        },
+        err=sys.stderr,
+        hung_up=signals.hung_up,
+        children=args.children,
+    )
+
+
 def _ps(args: argparse.Namespace) -> int:
     rows = python_processes(all_users=args.all)
+    ordered = as_tree(rows) if args.tree else [(0, row) for row in rows]
     if args.json:
-        json.dump([row.as_json() for row in rows], sys.stdout)
+        listed = [{**row.as_json(), "depth": depth} for depth, row in ordered]
+        json.dump(listed if args.tree else [row.as_json() for row in rows], sys.stdout)
         sys.stdout.write("\n")
         return 0
     sys.stdout.write(f"{'PID':>7} {'PYTHON':<8} {'RSS':>10} {'AGENT':<6} {'USER':<10} COMMAND\n")
     width = _batch_width()
-    for row in rows:
+    for depth, row in ordered:
         line = (
             f"{row.pid:>7} {row.python:<8} {format_size(row.rss):>10} "
             f"{'yes' if row.agent else '-':<6} {fit(row.user, 10):<10} "
         )
-        sys.stdout.write(line + fit(row.command, max(10, width - len(line))) + "\n")
+        command = ("  " * (depth - 1) + "└─ " if depth else "") + display_command(row.command)
+        sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 
 

@@ -22,6 +22,7 @@ class Ending:
 
     code: int | None = None
     signal: int | None = None
+    words: str = UNKNOWN  # what to say when neither is known
 
     @classmethod
     def from_returncode(cls, returncode: int) -> Ending:
@@ -53,7 +54,7 @@ class Ending:
             return f"killed by {signal_name(self.signal)}"
         if self.code is not None:
             return f"exited with code {self.code}"
-        return UNKNOWN
+        return self.words
 
 
 def signal_name(number: int) -> str:

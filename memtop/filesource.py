@@ -13,11 +13,17 @@ from typing import Any
 from memtop.agent import collector
 from memtop.ending import Ending
 from memtop.errors import MemtopError
-from memtop.model import Frame, Query, Row, Sample, TableInfo, row_key
+from memtop.model import Frame, Query, Row, Sample, TableInfo, row_key, tracing_from_reply
 from memtop.snapfile import SavedSnapshot, Traceback
 from memtop.source import TargetInfo, TracebackEntry
 
 LIVE_ONLY = "{what} need the live process: a saved snapshot holds traces only"
+
+
+def _session(meta: dict[str, Any]) -> str | None:
+    tracing = meta.get("tracing")
+    session = tracing.get("session") if isinstance(tracing, dict) else None
+    return session if isinstance(session, str) else None
 
 
 class FileSource:
@@ -51,6 +57,10 @@ class FileSource:
             label=label,
         )
         self._tables: dict[Query, Sample] = {}
+
+    def resume(self, query: Query) -> None:
+        """A file has no history to go on from."""
+        return None
 
     def refresh(self, query: Query, max_age: float) -> Sample:
         """The table of the file (diffs against the base file, if any); a file does not
@@ -94,7 +104,18 @@ class FileSource:
             ),
             rows=tuple(self._row(query.group_by, raw) for raw in rows),
             total_rows=total,
+            tracing=tracing_from_reply(meta.get("tracing")),
+            baseline_restarted=self.sessions_differ(),
         )
+
+    def sessions_differ(self) -> bool:
+        """True when the base file comes from another tracing session (tracing restarted
+        between the two, or another process): memory the later one never traced looks
+        freed. Files that do not say (older ones, tracemalloc pickles) are not judged."""
+        if self.base is None:
+            return False
+        sessions = [_session(self.current.meta), _session(self.base.meta)]
+        return None not in sessions and sessions[0] != sessions[1]
 
     def _row(self, group_by: str, raw: tuple[Any, ...]) -> Row:
         key, size, size_diff, count, count_diff, tb = raw

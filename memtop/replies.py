@@ -248,6 +248,20 @@ RESULTS: dict[str, Spec] = {
         },
         {"allocated_at": List(Pair(TEXT, LINENO)), "note": TEXT, "reason": TEXT},
     ),
+    # Present only with a session; memtop.history says what a missing part means.
+    "history": Obj(
+        {},
+        {
+            "session": Opt(TEXT),
+            "since": Opt(NUM),
+            "point_fields": List(TEXT),
+            "points": List(List(Opt(NUM))),
+            "keys": List(
+                Obj({"filename": TEXT}, {"lineno": Opt(LINENO), "traceback": List(FRAME)})
+            ),
+            "tables": List(Obj({"id": Int(), "time": NUM, "rows": List(Pair(COUNT, Int()))})),
+        },
+    ),
     "ping": Obj({"uptime": NUM}),
     "detach": Obj({}, {"other_viewers": COUNT, "stays": BOOL, "tracing_owner": TEXT}),
     "snapshot": SNAPSHOT_PART,

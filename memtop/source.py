@@ -6,6 +6,7 @@ with the same methods.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -14,8 +15,10 @@ from typing import Any, Protocol
 from memtop.attach import procfs
 from memtop.attach.diagnose import ending_of
 from memtop.client import AgentClient
+from memtop.compiled import crowded_line, read_extension_modules
 from memtop.ending import Ending
-from memtop.errors import ConnectionLost, MemtopError
+from memtop.errors import AgentError, ConnectionLost, MemtopError
+from memtop.history import HistorySeed, seed_from_reply
 from memtop.leaks import (
     Origins,
     ReferrerChain,
@@ -60,6 +63,8 @@ class Source(Protocol):
     info: TargetInfo
 
     def refresh(self, query: Query, max_age: float) -> Sample: ...
+
+    def resume(self, query: Query) -> HistorySeed | None: ...
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]: ...
 
@@ -127,7 +132,23 @@ class LiveSource:
         """One refresh: the agent's rows and totals, RSS/USS read from outside."""
         reply = self._request("top", **query.top_args(max_age))
         memory = self.proc.memory()
-        return sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
+        sample = sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
+        if crowded_line(sample) is None:
+            return sample  # the count matters only then: not read
+        found = read_extension_modules(self.pid)
+        return dataclasses.replace(sample, extension_modules=len(found or ()))
+
+    def resume(self, query: Query) -> HistorySeed | None:
+        """The history the agent kept for this tracing session, for `query`'s grouping:
+        a viewer that comes back goes on from it (None from an agent that keeps none)."""
+        try:
+            reply = self._request("history", **query.grouping_args())
+        except AgentError:
+            return None  # an agent of an older memtop, still loaded in the program
+        try:
+            return seed_from_reply(query, reply)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MemtopError(f"the agent sent an invalid history: {exc!r}") from exc
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks counted in `row`."""

@@ -23,9 +23,10 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
 
+from memtop.compiled import compiled_hint
 from memtop.ending import Ending
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, BadReply, ConnectionLost, MemtopError
-from memtop.formatting import clean_text
+from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
 from memtop.model import Query, Sample
 from memtop.source import Source, wait_for_exit
@@ -87,6 +88,7 @@ class MemtopApp(App[Outcome]):
         cwd: str | None = None,
         history: History | None = None,
         autorefresh: bool = True,
+        hide_internal: bool = True,
     ) -> None:
         """`autorefresh=False` refreshes only on mount and when asked (tests, screenshots).
         A saved snapshot (source.info.how == "file") never changes: it refreshes only when
@@ -98,30 +100,47 @@ class MemtopApp(App[Outcome]):
         self.clock = clock
         self.cwd = os.getcwd() if cwd is None else cwd
         self.history = History() if history is None else history
-        self.state = ViewState.from_query(query, interval).replace(offline=offline)
+        self.state = ViewState.from_query(query, interval).replace(
+            offline=offline, hide_internal=hide_internal
+        )
         # FileSource names its file(s): 'b.memtop vs a.memtop' for a diff.
         self.file_label = (source.info.label or "saved snapshot") if offline else ""
         self.sample: Sample | None = None
+        self.arrived = 0.0  # when self.sample arrived, by self.clock
+        self.on_screen: tuple[Sample, float] | None = None  # the table's sample, its arrival
         self.shown = 0
         self._busy = False
         self._again = False
+        # The grouping whose history the agent kept was last asked for: before the first
+        # refresh (a viewer that left with the agent serving, `Q`) and at each new grouping.
+        self._seeded: tuple[object, ...] | None = None
         self._saving = False
         self._note: Text | None = None  # the selected row's suspect reading
+        self._hint: Text | None = None  # about the whole table (memtop.compiled)
         self._timer: Timer | None = None
         self._enabled: tuple[bool | None, ...] = ()
 
     # --- layout -------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield HeaderBar(self.source.info, self.state, file=self.file_label, id="header")
-        yield MemoryPanel(id="memory")
-        yield TopTable(cwd=self.cwd, id="top")
-        yield StatusLine(self.state, id="status")
-        yield Footer(show_command_palette=False)
+        # Kept by reference: App.query_one searches the screen on top, which is a panel or
+        # the types view while one is open, and refreshes and the clock go on under it.
+        self.header_bar = HeaderBar(self.source.info, self.state, file=self.file_label, id="header")
+        self.memory_panel = MemoryPanel(id="memory")
+        self.top_table = TopTable(cwd=self.cwd, id="top")
+        self.status_line = StatusLine(self.state, id="status")
+        self.footer_bar = Footer(show_command_palette=False)
+        yield from (
+            self.header_bar,
+            self.memory_panel,
+            self.top_table,
+            self.status_line,
+            self.footer_bar,
+        )
 
     def on_mount(self) -> None:
         self._fit(self.size.width)
-        self.query_one(TopTable).focus()
+        self.top_table.focus()
         self._timer = self.set_interval(
             self.state.interval, self.refresh_now, pause=not self.autorefresh
         )
@@ -135,12 +154,12 @@ class MemtopApp(App[Outcome]):
     def _fit(self, width: int) -> None:
         narrow = width < NARROW_BELOW
         self.set_class(narrow, "narrow")
-        self.query_one(TopTable).set_narrow(narrow)
-        self.query_one(Footer).compact = narrow  # every footer key fits in 80 columns
+        self.top_table.set_narrow(narrow)
+        self.footer_bar.compact = narrow  # every footer key fits in 80 columns
 
     @property
     def table(self) -> TopTable:
-        return self.query_one(TopTable)
+        return self.top_table
 
     @property
     def refreshing(self) -> bool:
@@ -172,6 +191,11 @@ class MemtopApp(App[Outcome]):
                     return
                 source.reconnect()
                 self.post_message(Reconnected())
+            seed = None
+            grouping = (query.group_by, query.cumulative, query.include, query.exclude)
+            if not self.state.offline and grouping != self._seeded:
+                seed = source.resume(query)
+                self._seeded = grouping
             sample = source.refresh(query, max_age=interval * 0.9)
         except ConnectionLost as exc:
             status = wait_for_exit(source, 1.0)
@@ -186,7 +210,7 @@ class MemtopApp(App[Outcome]):
         except Exception as exc:  # never a raw traceback on screen
             self.post_message(RefreshFailed(f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(SampleReady(sample))
+            self.post_message(SampleReady(sample, seed))
 
     def _fetched(self) -> None:
         self._busy = False
@@ -196,15 +220,23 @@ class MemtopApp(App[Outcome]):
 
     def on_sample_ready(self, message: SampleReady) -> None:
         sample = message.sample
+        self.history.seed(message.seed)
         self.history.add(sample)
-        self.sample = sample
+        self.sample, self.arrived = sample, self.clock()
         self.shown += 1
+        hint = compiled_hint(sample, sample.extension_modules)
+        self._hint = (
+            Text(hint.text(location(hint.row.filename, hint.row.lineno, 40, self.cwd)))
+            if hint is not None
+            else None
+        )
         if self.state.error or not self.state.live:
             self.state = self.state.replace(error=None, connection="live", attempts=0)
         if sample.query == self.state.query and not self.state.paused:
             self.table.show(sample, self.history, self.state.suspects_first)
+            self.on_screen = (sample, self.arrived)
         verdict = FILE_VERDICT if self.state.offline else self.history.verdict()
-        self.query_one(MemoryPanel).show(sample, self.history, verdict)
+        self.memory_panel.show(sample, self.history, verdict)
         self._show_state()
         self._fetched()
 
@@ -256,8 +288,9 @@ class MemtopApp(App[Outcome]):
 
     def _show_state(self) -> None:
         now = self.clock()
-        self.query_one(HeaderBar).show(self.state, self.sample, now, self.table.suspect_count)
-        self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
+        header = self.header_bar
+        header.show(self.state, self.sample, now, self.table.suspect_count, self.on_screen)
+        self.status_line.show(self.state, self.sample is None, self._note, self._hint)
         enabled = tuple(self.check_action(action, ()) for action in STATEFUL_ACTIONS)
         if enabled != self._enabled:
             # Only when it changes: the footer rebuilds its keys on every refresh_bindings.
@@ -303,7 +336,26 @@ class MemtopApp(App[Outcome]):
         sample = self.sample
         if sample is not None and sample.query == self.state.query and not self.state.paused:
             self.table.show(sample, self.history, self.state.suspects_first)
+            self.on_screen = (sample, self.arrived)
             self._show_state()
+
+    def action_cycle_process(self) -> None:
+        """A group: the merged table, then each process on its own, in turn."""
+        members = getattr(self.source, "members", None)
+        if not members:
+            self._say("p: watching one process; `memtop PID --children` watches a pool.")
+            return
+        order: list[int | None] = [None, *sorted(members)]
+        current = getattr(self.source, "focus", None)
+        focus = order[(order.index(current) + 1) % len(order)] if current in order else None
+        self.source.focus = focus  # type: ignore[attr-defined]
+        self.history = History()  # one process's trend is not the group's
+        self._set_state(self.state.replace(process=focus), refresh=False)
+        self._say(
+            f"Showing pid {focus} on its own; p shows the next." if focus is not None
+            else f"Showing the {len(members)} processes merged."
+        )  # fmt: skip
+        self.refresh_now()
 
     def action_toggle_internal(self) -> None:
         self._set_state(self.state.replace(hide_internal=not self.state.hide_internal))
@@ -401,7 +453,7 @@ class MemtopApp(App[Outcome]):
     def on_top_table_highlighted(self, event: TopTable.Highlighted) -> None:
         row, suspect = event.row, event.suspect
         self._note = suspect_note(row, suspect, self.cwd) if row and suspect else None
-        self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
+        self.status_line.show(self.state, self.sample is None, self._note, self._hint)
 
     def action_types(self) -> None:
         self.push_screen(TypesScreen(self.source, self.cwd))
@@ -453,8 +505,8 @@ class MemtopApp(App[Outcome]):
             yield SystemCommand(title, key.help, partial(self.run_action, key.action))
 
 
-def run_tui(source: Source, query: Query, interval: float) -> Outcome:
+def run_tui(source: Source, query: Query, interval: float, hide_internal: bool = True) -> Outcome:
     """Run the viewer in this terminal until the user quits; no mouse capture, so the
     terminal's own text selection keeps working over SSH."""
-    outcome = MemtopApp(source, query, interval).run(mouse=False)
+    outcome = MemtopApp(source, query, interval, hide_internal=hide_internal).run(mouse=False)
     return outcome if outcome is not None else Outcome()

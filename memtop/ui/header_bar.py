@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from memtop.formatting import clean_text
-from memtop.model import Sample
+from memtop.formatting import clean_text, display_command
+from memtop.model import Sample, empty_note, only_new_note
 from memtop.source import TargetInfo
 from memtop.ui.suspects import MARK
 from memtop.ui.text_lines import TextLines
 from memtop.ui.texts import (
     SORT_NAMES,
     clock_time,
-    display_command,
     fit_parts,
     format_interval,
     format_uptime,
@@ -37,14 +36,33 @@ class HeaderBar(TextLines):
         self.state = state
         self.file = file
         self.sample: Sample | None = None
+        self.on_screen: Sample | None = None
+        self.frozen_age = 0.0
         self.uptime = ""
         self.suspects = 0
+        self.now = 0.0
 
-    def show(self, state: ViewState, sample: Sample | None, now: float, suspects: int = 0) -> None:
-        """Redraw if something shown changed (it is asked every second)."""
+    def show(
+        self,
+        state: ViewState,
+        sample: Sample | None,
+        now: float,
+        suspects: int = 0,
+        on_screen: tuple[Sample, float] | None = None,
+    ) -> None:
+        """Redraw if something shown changed (it is asked every second).
+
+        `sample` is the newest refresh; `on_screen` the one whose rows the table shows and
+        when it arrived (they differ while paused): the table's facts are the latter's."""
         started = self.info.started if self.info.started is not None else now
         self.state, self.sample, self.uptime = state, sample, format_uptime(now - started)
+        self.on_screen, self.frozen_age = sample, 0.0
+        if on_screen is not None:
+            shown, arrived = on_screen
+            self.on_screen = shown
+            self.frozen_age = shown.table.age + max(0.0, now - arrived)
         self.suspects = suspects
+        self.now = now
         self.update_lines()
 
     def lines(self, width: int) -> list[Text]:
@@ -64,9 +82,17 @@ class HeaderBar(TextLines):
                 (Text(f"nframe {nframe}"), 4),
             ]
         else:
+            who = f"pid {info.pid}"
+            if info.how == "group":
+                count = len(sample.processes) if sample is not None else 0
+                who = (
+                    f"pid {self.state.process} of {count} processes · p: all"
+                    if self.state.process is not None
+                    else f"{count} processes merged · p: one"
+                )
             parts = [
                 (Text("memtop", style="bold"), 9),
-                (Text(f"pid {info.pid}"), 10),
+                (Text(who), 10),
                 (Text(f"python {info.python}"), 6),
                 (Text(info.how), 7),
                 (Text(f"up {self.uptime}"), 5),
@@ -83,7 +109,7 @@ class HeaderBar(TextLines):
         return fit_parts(parts, width)
 
     def table_line(self, width: int) -> Text:
-        state, sample = self.state, self.sample
+        state, sample = self.state, self.on_screen
         parts = [
             (Text(f"group {grouping_text(state.query)}"), 9),
             (Text(f"sort {SORT_NAMES[state.sort]}"), 8),
@@ -92,17 +118,47 @@ class HeaderBar(TextLines):
         if not self.file:
             if state.baseline_time is not None:
                 since = Text(f"Δ since {clock_time(state.baseline_time)}", style="bold")
+                if sample is not None and sample.baseline_restarted:
+                    since.append(" (before a tracing restart: b sets a new one)", "bold red")
                 parts.append((since, 7))
             else:
                 parts.append((Text("Δ per refresh"), 2))
+        if sample is not None and self.file and sample.baseline_restarted:
+            parts.append((Text("two tracing sessions: Δ is not growth", "bold red"), 8))
         if self.suspects:
             plural = "s" if self.suspects != 1 else ""
             parts.append((Text(f"{MARK} {self.suspects} suspect{plural}", style="bold"), 8))
+        note = empty = None
         if sample is not None:
-            parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
+            # A file: how long it had traced when it was taken.
+            now = sample.time if self.file else self.now
+            note = only_new_note(sample.tracing, now)
+            empty = empty_note(sample.tracing, now)
+        if sample is not None:
+            if empty is not None and not sample.total_rows:
+                # An idle program just attached to: nothing it allocated since is held.
+                # On an empty table this matters more than the grouping or the sort.
+                parts.append((Text(empty, "bold"), 10))
+            else:
+                parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
             if not self.file:
-                parts.append((Text(f"pause {sample.pause_ms:.1f} ms"), 4))
-                stretched = table_age(sample.table, state.interval)
-                if stretched:
-                    parts.append((Text(stretched, style="bold"), 6))
-        return fit_parts(parts, width)
+                newest = self.sample if self.sample is not None else sample
+                parts.append((Text(f"pause {newest.pause_ms:.1f} ms"), 4))
+                # How old the rows on screen are is never dropped: a stale table read as a
+                # fresh one misleads. Paused, the table on screen ages by the clock.
+                if state.paused:
+                    old = f"paused, table {self.frozen_age:.0f} s old"
+                    parts.append((Text(old, style="bold"), 99))
+                else:
+                    old, when = table_age(sample.table, state.interval)
+                    if old:
+                        parts.append((Text(old, style="bold"), 99))
+                        parts.append((Text(when), 5))
+        if note is None:
+            return fit_parts(parts, width)
+        # Older memory missing from the table is said in full when it fits, else briefly.
+        full = fit_parts([*parts, (Text(note, "bold"), 6)], width)
+        if note in full.plain:
+            return full
+        short = note.split(":")[0].replace("tracing since", "traced since")
+        return fit_parts([*parts, (Text(short, "bold"), 6)], width)

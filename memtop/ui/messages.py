@@ -9,6 +9,7 @@ from textual.message import Message
 
 from memtop.ending import Ending
 from memtop.errors import MemtopError
+from memtop.history import HistorySeed
 from memtop.leaks import Origins, ReferrerChain, TypesTable
 from memtop.model import Sample
 from memtop.source import TracebackEntry
@@ -28,11 +29,12 @@ def attempt(call: Callable[[], T]) -> tuple[T | None, str | None]:
 
 
 class SampleReady(Message):
-    """A refresh arrived."""
+    """A refresh arrived (the first one with the history the agent kept, if any)."""
 
-    def __init__(self, sample: Sample) -> None:
+    def __init__(self, sample: Sample, seed: HistorySeed | None = None) -> None:
         super().__init__()
         self.sample = sample
+        self.seed = seed
 
 
 class RefreshFailed(Message):

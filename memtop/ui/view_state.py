@@ -10,17 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from memtop.ending import Ending
-from memtop.model import SORT_KEYS, Query
+from memtop.model import INTERNAL_PATTERNS, SORT_KEYS, Query
 
-# Allocations that are rarely what a leak hunt is after: the import system, frames
-# tracemalloc could not name, and memtop's own agent and tracemalloc module.
-INTERNAL_PATTERNS = (
-    "<frozen importlib.*",
-    "*/importlib/*",
-    "<unknown>",
-    "*/memtop/agent/*",
-    "*/tracemalloc.py",
-)
 # The s cycle: the agent's sort orders, then suspects (the agent's growth order, steady
 # growers moved to the top by the viewer from its history).
 SORTS = (*SORT_KEYS, "suspects")
@@ -55,6 +46,7 @@ class ViewState:
     patterns: tuple[str, ...] = ()
     hide_internal: bool = True
     paused: bool = False
+    process: int | None = None  # watching a group: the one process shown, or None: merged
     baseline_time: float | None = None
     connection: str = "live"  # live | lost | ended
     ended: Ending | None = None  # how the target ended
