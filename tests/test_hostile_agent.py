@@ -33,7 +33,7 @@ CASES = {
     "huge": "result.totals.traced_current = a 133-bit number where a whole number",
     "nested": "result.rows[0].traceback[0] = a list of 1 item where an object belongs",
     "result_list": "which has result = a list of 3 items where an object belongs",
-    "wrong_id": "its reply to `top`, which answers request 1001, not 1",
+    "wrong_id": "its reply to `top`, which answers request 100",  # id + 1000
     "deep": "the agent sent a frame, which breaks the protocol (frame is not valid JSON)",
     "not_json": "the agent sent a frame, which breaks the protocol (frame is not valid UTF-8)",
     "huge_frame": f"the agent sent a frame, which announces {1 << 30} bytes",
