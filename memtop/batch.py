@@ -12,7 +12,7 @@ from typing import TextIO
 from memtop import __version__
 from memtop.compiled import compiled_hint
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
-from memtop.formatting import SUSPECT_MARK, fit, format_count, format_size, location
+from memtop.formatting import SUSPECT_MARK, clean_text, fit, format_count, format_size, location
 from memtop.history import History, Suspect, Verdict, format_rate
 from memtop.model import (
     RESTARTED_BASELINE,
@@ -34,11 +34,13 @@ def render_text(
     width: int,
     cwd: str | None = None,
     suspects: dict[str, Suspect] | None = None,
+    taken: str | None = None,
 ) -> str:
     """One `--batch` refresh: a header of vital numbers, then the table. Leak suspects
-    are marked with ▲ (as on screen) after their rank and listed under the header."""
+    are marked with ▲ (as on screen) after their rank and listed under the header.
+    `taken`: for a saved snapshot, when it was taken and what the file does not record."""
     suspects = suspects or {}
-    stamp = datetime.fromtimestamp(sample.time).strftime("%H:%M:%S")
+    stamp = "" if taken else datetime.fromtimestamp(sample.time).strftime(" - %H:%M:%S")
     table = sample.table
     untraced = sample.untraced
     share = f" ({untraced / sample.rss:.0%} of RSS)" if untraced is not None and sample.rss else ""
@@ -53,9 +55,11 @@ def render_text(
         if table.next_in > 0
         else ""
     )
+    if taken:
+        table_note = taken
     mode = f"{sample.query.group_by}{' cumulative' if sample.query.cumulative else ''}"
     lines = [
-        f"memtop {__version__} - {stamp} - {source_info} - group {mode}, nframe {sample.nframe}",
+        f"memtop {__version__}{stamp} - {source_info} - group {mode}, nframe {sample.nframe}",
         f"RSS {format_size(sample.rss)}{uss}  traced {format_size(sample.traced_current)}"
         f"  peak {format_size(sample.traced_peak)}  tracer {format_size(sample.tracemalloc_memory)}"
         f"  untraced {format_size(untraced)}{share}{memtop}",
@@ -110,9 +114,20 @@ def render_text(
     return "\n".join(lines) + "\n"
 
 
-def render_json(sample: Sample, verdict: Verdict, history: History | None = None) -> str:
-    """One `--json` line."""
+def render_json(
+    sample: Sample,
+    verdict: Verdict,
+    history: History | None = None,
+    unknown: tuple[str, ...] = (),
+) -> str:
+    """One `--json` line; the fields in `unknown` (a saved snapshot does not record them)
+    are null."""
     data = sample_json(sample, history)
+    for name in unknown:
+        if name in data:
+            data[name] = None
+    if "time" in unknown:
+        data["table"]["age"] = None
     data["verdict"] = verdict.text
     data["verdict_kind"] = verdict.kind
     # Most memory at one line while compiled code is loaded (see memtop.compiled), or null.
@@ -145,7 +160,11 @@ def run_batch(
     history = History()
     shown = 0
     info = source.info
-    label = f"pid {info.pid} - python {info.python} - {info.how}"
+    label = clean_text(f"pid {info.pid} - python {info.python} - {info.how}")
+    taken = None
+    describe = getattr(source, "describe", None)  # a saved snapshot says what it knows
+    if describe is not None:
+        label, taken = (clean_text(text) for text in describe())
     cwd = os.getcwd()
     try:
         while iterations is None or shown < iterations:
@@ -164,9 +183,10 @@ def run_batch(
             history.add(sample)
             verdict = history.verdict()
             out.write(
-                render_json(sample, verdict, history) + "\n"
+                render_json(sample, verdict, history, getattr(source, "unknown_fields", ())) + "\n"
                 if as_json
-                else render_text(sample, verdict, label, width, cwd, history.suspects()) + "\n"
+                else render_text(sample, verdict, label, width, cwd, history.suspects(), taken)
+                + "\n"
             )
             out.flush()
             shown += 1

@@ -9,7 +9,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from memtop import offline, signals
 from memtop.attach.chain import attach, detach
@@ -18,13 +18,14 @@ from memtop.batch import run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
 from memtop.ending import Ending
-from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
+from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
 from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
+from memtop.terminal import SafeStream, clean_text
 
 DEMO_PROGRAM = str(Path(__file__).resolve().parent / "demo.py")
 
@@ -35,16 +36,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0].isdigit():
         args_list.insert(0, "attach")  # `memtop PID` is `memtop attach PID`
     signals.install()
+    # Everything memtop prints quotes the target or a file somewhere: both streams let
+    # no control character through (the TUI draws on sys.__stderr__, untouched).
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(sys.stdout), SafeStream(sys.stderr)
     try:
         args = build_parser().parse_args(args_list)
         if args.command is None:
             raise UsageError("no command given (see `memtop --help`)")
         return _dispatch(args)
     except MemtopError as exc:
-        sys.stderr.write(f"memtop: {exc.message}\n")
+        sys.stderr.write(f"memtop: {clean_text(exc.message, keep=chr(10))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do. Every cleanup
+        # on the way here ran as usual; stdout now goes nowhere, so that the interpreter's
+        # last flush at exit finds no closed pipe either.
+        _discard_stdout(streams[0])
+        return EXIT_BROKEN_PIPE
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _discard_stdout(stdout: TextIO) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stdout.fileno())
+    except (OSError, ValueError):
+        pass  # not a real file (a test's StringIO): nothing will flush into a pipe
+    finally:
+        os.close(devnull)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -271,7 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="convert between memtop and tracemalloc files")
     convert.add_argument("source", metavar="IN")
     convert.add_argument("target", metavar="OUT")
-    convert.add_argument("--to", choices=FORMATS, default="tracemalloc")
+    convert.add_argument(
+        "--to",
+        choices=FORMATS,
+        default=None,
+        help="the output format (default from OUT's name: .memtop memtop, .pb.gz or .pprof "
+        "pprof, anything else tracemalloc)",
+    )
     convert.add_argument(
         "--trust-pickle",
         action="store_true",

@@ -39,6 +39,7 @@ class FileSource:
         self.current = current
         self.base = base
         self._by_tb = current.by_traceback()
+        self._traced_total = sum(size for size, _ in self._by_tb.values())
         self._base_by_tb = base.by_traceback() if base is not None else None
         self._sources = {**(base.sources if base else {}), **current.sources}
         meta = current.meta
@@ -46,8 +47,8 @@ class FileSource:
         if base_path is not None:
             label = f"{label} vs {os.path.basename(base_path)}"
         self.info = TargetInfo(
-            pid=int(meta.get("pid") or 0),
-            python=str(meta.get("python") or "?"),
+            pid=int(meta.get("pid") or 0),  # 0: the file does not say
+            python=str(meta.get("python") or "unknown"),
             cmdline=str(meta.get("cmdline") or label),
             how="file",
             tracing_owner=str(meta.get("tracing_owner") or "?"),
@@ -57,6 +58,42 @@ class FileSource:
             label=label,
         )
         self._tables: dict[Query, Sample] = {}
+        # What a view should say it cannot show: tracemalloc's own format records traces
+        # and the traceback limit only.
+        self.unknown_fields = tuple(
+            field
+            for field in ("pid", "python", "time", "rss", "traced_peak", "tracemalloc_memory")
+            if meta.get(field) is None
+        )
+        self.unknown = tuple(
+            name
+            for name, field in (
+                ("pid", "pid"),
+                ("Python version", "python"),
+                ("time taken", "time"),
+                ("RSS", "rss"),
+                ("traced peak", "traced_peak"),
+                ("tracer memory", "tracemalloc_memory"),
+            )
+            if meta.get(field) is None
+        )
+
+    def describe(self) -> tuple[str, str]:
+        """(who, when) for the text view: what the file says, and what it does not."""
+        info = self.info
+        who = f"file {info.label} - pid {info.pid or 'unknown'} - python {info.python}"
+        taken = self.current.meta.get("time")
+        when = (
+            "taken " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(taken))
+            if taken
+            else "taken at an unknown time"
+        )
+        if self.unknown:
+            source = self.current.meta.get("imported_from")
+            when += f"; not recorded in the file: {', '.join(self.unknown)}" + (
+                f" (imported from {source})" if source else ""
+            )
+        return who, when
 
     def resume(self, query: Query) -> None:
         """A file has no history to go on from."""
@@ -87,7 +124,9 @@ class FileSource:
             query=query,
             rss=meta.get("rss"),
             uss=meta.get("uss"),
-            traced_current=int(meta.get("traced_current") or meta.get("traced_size") or 0),
+            traced_current=int(
+                meta.get("traced_current") or meta.get("traced_size") or self._traced_total
+            ),
             traced_peak=int(meta.get("traced_peak") or 0),
             tracemalloc_memory=int(meta.get("tracemalloc_memory") or 0),
             traced_blocks=sum(count for _, _, count in self.current.entries),

@@ -19,6 +19,16 @@ from memtop.source import Source, TargetInfo, TracebackEntry
 FORMATS = ("memtop", "tracemalloc", "pprof")
 
 
+def format_for(path: str) -> str:
+    """The format an output name asks for: `.memtop` memtop's, `.pb.gz`/`.pprof` pprof's,
+    any other name tracemalloc's pickle (what Snapshot.dump writes, whatever its name)."""
+    if path.endswith(".memtop"):
+        return "memtop"
+    if path.endswith((".pb.gz", ".pprof", ".pprof.gz")):
+        return "pprof"
+    return "tracemalloc"
+
+
 def write(snapshot: SavedSnapshot, path: str, file_format: str = "memtop") -> None:
     """Save in memtop's format, tracemalloc's, or as a pprof heap profile."""
     if file_format == "tracemalloc":
@@ -81,8 +91,11 @@ def take(
     return done
 
 
-def convert(source: str, target: str, to: str, trust_pickle: bool) -> str:
-    """`memtop convert IN OUT`: between memtop's format and tracemalloc's."""
+def convert(source: str, target: str, to: str | None, trust_pickle: bool) -> str:
+    """`memtop convert IN OUT`: between formats; without `to`, the output's name says
+    which (see format_for)."""
+    if to is None:
+        to = format_for(target)
     if to not in FORMATS:
         raise UsageError(f"--to must be one of {', '.join(FORMATS)}")
     snapshot = load(source, trust_pickle)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memtop.errors import BadReply
-from memtop.formatting import clean_text
+from memtop.terminal import clean_text
 
 BIG = 2**63  # beyond any heap, any count, any id
 MAX_TEXT = 1 << 20

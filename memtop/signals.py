@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
+import termios
 from types import FrameType
 
 
 class _State:
     hung_up = False
+    terminal_fds: tuple[int, ...] = ()  # stdout/stderr when they were a terminal
 
 
 def install() -> None:
     """Route SIGTERM and SIGHUP into memtop's ordinary exit path."""
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _hang_up)
+    # Known now: once the terminal has hung up, isatty() on it fails too (EIO).
+    _State.terminal_fds = tuple(fd for fd in (1, 2) if os.isatty(fd))
 
 
 def hung_up() -> bool:
@@ -35,13 +38,29 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _hang_up(signum: int, frame: FrameType | None) -> None:
     _State.hung_up = True
-    # The terminal is gone: writing to it fails (EIO), and nobody would read it.
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
+    # The kernel follows a hang-up with SIGCONT. The TUI's driver answers SIGCONT by
+    # taking the terminal again from its event loop, which is closing by then: an
+    # error instead of exit status 130. Nothing is left to resume.
+    signal.signal(signal.SIGCONT, signal.SIG_DFL)
+    # A terminal that hung up fails every write (EIO), and nobody would read it. Whatever
+    # still writes there (memtop's last words, the TUI's driver, the final flush at exit)
+    # writes to /dev/null instead. A `kill -HUP` with the terminal still there, and output
+    # redirected to a file or pipe, are left alone.
+    gone = [fd for fd in _State.terminal_fds if not _answers(fd)]
+    if gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
         try:
-            gone = stream is not None and stream.isatty()
-        except (OSError, ValueError):
-            gone = True
-        if gone:
-            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the rest of the run
+            for fd in gone:
+                os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
     raise KeyboardInterrupt
+
+
+def _answers(fd: int) -> bool:
+    """Whether the terminal on `fd` is still there (a hung-up one fails with EIO)."""
+    try:
+        termios.tcgetattr(fd)
+    except (OSError, termios.error):
+        return False
+    return True

@@ -20,25 +20,19 @@ IDLE = TARGETS / "idle.py"
 
 
 def _memtop_in(terminal_dir: Path, args: str) -> tuple[Terminal, Path]:
-    """memtop's live view in a real terminal; its pid is written to a file first."""
-    pid_file = terminal_dir / "memtop.pid"
-    command = f"sh -c 'echo $$ > {pid_file}; exec {sys.executable} -m memtop {args}'"
-    return Terminal(command, {"TERM": "xterm-256color"}), pid_file
+    """memtop's live view in a real terminal, from a shell that outlives the hang-up to
+    write memtop's exit status (memtop sets its own SIGHUP handler)."""
+    done = terminal_dir / "exit"
+    command = f"sh -c 'trap \"\" HUP; {sys.executable} -m memtop {args}; echo $? > {done}'"
+    return Terminal(command, {"TERM": "xterm-256color"}), done
 
 
-def _hang_up(terminal: Terminal, pid_file: Path) -> None:
-    """Close the terminal under memtop, as a dropped SSH session does; wait until memtop
-    has gone."""
-    memtop = psutil.Process(int(pid_file.read_text()))
+def _hang_up(terminal: Terminal, done: Path) -> None:
+    """Close the terminal under memtop, as a dropped SSH session does: memtop exits as
+    interrupted (130), not with an error from writing to a terminal that is gone."""
     terminal.close()
-
-    def gone() -> bool:
-        try:
-            return memtop.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    wait_for(gone, 20, "memtop to exit after the hang-up")
+    wait_for(lambda: done.exists() and done.read_text().strip(), 20, "memtop to exit")
+    assert done.read_text().strip() == "130"
 
 
 def _reconnects_without_injection(pid: int) -> None:
@@ -50,12 +44,12 @@ def _reconnects_without_injection(pid: int) -> None:
 def test_hang_up_under_run_leaves_the_program_and_its_agent(short_tmp: Path) -> None:
     state_path = short_tmp / "idle.json"
     log = short_tmp / "idle.log"
-    terminal, pid_file = _memtop_in(short_tmp, f"run --log {log} {IDLE} {state_path}")
+    terminal, done = _memtop_in(short_tmp, f"run --log {log} {IDLE} {state_path}")
     pid = None
     try:
         pid = wait_state(state_path, timeout=30)["pid"]
         terminal.wait_for("LOCATION")
-        _hang_up(terminal, pid_file)
+        _hang_up(terminal, done)
         assert psutil.pid_exists(pid)
         assert read_state(state_path)["tracing"] is True
         _reconnects_without_injection(pid)
@@ -70,10 +64,10 @@ def test_hang_up_while_attached_leaves_the_agent_serving(plain: Plain) -> None:
     need_gdb()
     proc, state_path = plain.start(sys.executable, "idle.py")
     wait_state(state_path)
-    terminal, pid_file = _memtop_in(plain.tmp, str(proc.pid))
+    terminal, done = _memtop_in(plain.tmp, str(proc.pid))
     try:
         terminal.wait_for("LOCATION", timeout=60)
-        _hang_up(terminal, pid_file)
+        _hang_up(terminal, done)
         assert proc.poll() is None
         wait_state(state_path, lambda s: s["tracing"] and s["agent_loaded"])
         _reconnects_without_injection(proc.pid)

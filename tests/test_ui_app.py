@@ -660,3 +660,6 @@ async def test_the_clock_ticking_while_the_app_closes_is_harmless() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
     app._show_state()  # raised NoMatches when it looked the header up
+    # A refresh that lands while the app closes draws the memory panel: the same.
+    assert app.sample is not None
+    app.memory_panel.show(app.sample, app.history, app.history.verdict())

@@ -105,6 +105,16 @@ class MemtopApp(App[Outcome]):
         )
         # FileSource names its file(s): 'b.memtop vs a.memtop' for a diff.
         self.file_label = (source.info.label or "saved snapshot") if offline else ""
+        # What a file does not record (a tracemalloc pickle: RSS, peak, tracer...) is said
+        # where its figures would be read.
+        unknown = getattr(source, "unknown", ()) if offline else ()
+        self.file_verdict = (
+            Verdict(
+                FILE_VERDICT.kind, f"{FILE_VERDICT.text}; not in the file: {', '.join(unknown)}"
+            )
+            if unknown
+            else FILE_VERDICT
+        )
         self.sample: Sample | None = None
         self.arrived = 0.0  # when self.sample arrived, by self.clock
         self.on_screen: tuple[Sample, float] | None = None  # the table's sample, its arrival
@@ -235,7 +245,7 @@ class MemtopApp(App[Outcome]):
         if sample.query == self.state.query and not self.state.paused:
             self.table.show(sample, self.history, self.state.suspects_first)
             self.on_screen = (sample, self.arrived)
-        verdict = FILE_VERDICT if self.state.offline else self.history.verdict()
+        verdict = self.file_verdict if self.state.offline else self.history.verdict()
         self.memory_panel.show(sample, self.history, verdict)
         self._show_state()
         self._fetched()

@@ -77,8 +77,8 @@ class HeaderBar(TextLines):
                 (Text("memtop", style="bold"), 9),
                 (Text(f"file {clean_text(self.file)}", style="bold"), 10),
                 (Text(taken), 8),
-                (Text(f"pid {info.pid}"), 6),
-                (Text(f"python {info.python}"), 5),
+                (Text(f"pid {info.pid or 'unknown'}"), 6),
+                (Text(f"python {clean_text(info.python)}"), 5),
                 (Text(f"nframe {nframe}"), 4),
             ]
         else:
@@ -93,8 +93,8 @@ class HeaderBar(TextLines):
             parts = [
                 (Text("memtop", style="bold"), 9),
                 (Text(who), 10),
-                (Text(f"python {info.python}"), 6),
-                (Text(info.how), 7),
+                (Text(f"python {clean_text(info.python)}"), 6),
+                (Text(clean_text(info.how)), 7),
                 (Text(f"up {self.uptime}"), 5),
                 (Text(f"every {format_interval(self.state.interval)}"), 8),
                 (Text(f"nframe {nframe}"), 4),
