@@ -7,9 +7,9 @@ import socket
 import struct
 from typing import Any
 
-from memtop import __version__
+from memtop import __version__, replies
 from memtop.agent import protocol, rundir
-from memtop.errors import AgentError, AttachError, ConnectionLost
+from memtop.errors import AgentError, AttachError, BadReply, ConnectionLost
 
 _CRED = struct.Struct("3i")
 DEFAULT_TIMEOUT = 60.0
@@ -71,8 +71,8 @@ class AgentClient:
                         f"{expected_pid}; remove it and retry"
                     )
             client = cls(sock, {}, path, owner)
-            greeting = client._read()
-            if greeting.get("status") != "ok":
+            greeting = replies.check_greeting(client._read())
+            if greeting["status"] != "ok":
                 error = greeting.get("error") or {}
                 code = error.get("code", greeting.get("status"))
                 raise AttachError(
@@ -82,8 +82,8 @@ class AgentClient:
             client._send(
                 {"proto": protocol.PROTO_MAJOR, "token": token, "client": f"memtop {__version__}"}
             )
-            reply = client._read()
-            if not reply.get("ok"):
+            reply = replies.check_handshake(client._read())
+            if not reply["ok"]:
                 error = reply.get("error") or {}
                 raise AttachError(
                     f"the agent refused the session ({error.get('code')}): {error.get('message')}"
@@ -95,14 +95,17 @@ class AgentClient:
             raise
 
     def request(self, cmd: str, **args: Any) -> Any:
-        """Send one command and return its result; raises AgentError or ConnectionLost."""
+        """Send one command and return its result, checked (memtop.replies); raises
+        AgentError, BadReply or ConnectionLost."""
         request_id = self._next_id
         self._next_id += 1
         self._send({"id": request_id, "cmd": cmd, "args": args})
-        reply = self._read()
-        if reply.get("id") != request_id:
-            raise ConnectionLost(f"reply {reply.get('id')!r} does not answer request {request_id}")
-        if not reply.get("ok"):
+        try:
+            reply = replies.check_reply(cmd, args, request_id, self._read())
+        except BadReply:
+            self.close()  # what follows on this stream cannot be trusted either
+            raise
+        if not reply["ok"]:
             error = reply.get("error") or {}
             raise AgentError(str(error.get("code")), str(error.get("message")))
         return reply.get("result")
@@ -130,13 +133,13 @@ class AgentClient:
         header = self._read_exact(protocol.HEADER.size)
         (length,) = protocol.HEADER.unpack(header)
         if length > protocol.MAX_RESPONSE:
-            raise ConnectionLost(
-                f"agent sent a frame of {length} bytes (limit {protocol.MAX_RESPONSE})"
+            raise BadReply(
+                replies.bad_frame(f"announces {length} bytes (limit {protocol.MAX_RESPONSE})")
             )
         try:
             return protocol.decode(self._read_exact(length))
         except protocol.ProtocolError as exc:
-            raise ConnectionLost(f"agent sent a malformed frame: {exc.message}") from exc
+            raise BadReply(replies.bad_frame(f"breaks the protocol ({exc.message})")) from None
 
     def _read_exact(self, n: int) -> bytes:
         chunks = []

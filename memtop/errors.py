@@ -44,6 +44,12 @@ class ConnectionLost(MemtopError):
     exit_code = EXIT_TARGET_GONE
 
 
+class BadReply(MemtopError):
+    """The agent sent something memtop cannot use: another memtop version, or not memtop."""
+
+    exit_code = EXIT_ATTACH
+
+
 class AgentError(MemtopError):
     """The agent answered a request with an error reply."""
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
 from memtop.model import Query, Row, Sample, TableInfo
 from memtop.source import LiveSource, TargetInfo, TracebackEntry
@@ -318,7 +319,7 @@ class GroupSource:
     def _drop(self, pid: int) -> None:
         member = self.members.pop(pid)
         self._last.pop(pid, None)
-        status = member.exit_status() or "closed its agent connection"
+        status = str(member.exit_status() or "closed its agent connection")
         self.ended[pid] = status
         self.note(f"pid {pid} {status}: dropped from the group")
         member.close()
@@ -340,16 +341,16 @@ class GroupSource:
                 continue
             self.note(f"new child {pid} attached")
 
-    def exit_status(self) -> str | None:
-        """None while any process of the group runs."""
+    def exit_status(self) -> Ending | None:
+        """None while any process of the group runs; no one exit code speaks for a group."""
         if any(member.exit_status() is None for member in self.members.values()):
             return None
-        return "ended (every watched process)"
+        return Ending(words="ended (every watched process)")
 
     def reconnect(self) -> None:
         raise ConnectionLost("a group reconnects process by process on its next refresh")
 
-    def close(self, keep_agent: bool | None = None) -> str | None:
+    def close(self, keep_agent: bool | None = None) -> Ending | None:
         keep = self.keep_agent if keep_agent is None else keep_agent
         for pid, member in self.members.items():
             if pid in self._pending and not self._pending[pid][1].done():

@@ -12,8 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from memtop.attach import procfs
+from memtop.attach.diagnose import ending_of
 from memtop.client import AgentClient
 from memtop.compiled import crowded_line, read_extension_modules
+from memtop.ending import Ending
 from memtop.errors import AgentError, ConnectionLost, MemtopError
 from memtop.history import HistorySeed, seed_from_reply
 from memtop.leaks import (
@@ -83,11 +86,11 @@ class Source(Protocol):
 
     def snapshot(self) -> SavedSnapshot: ...
 
-    def exit_status(self) -> str | None: ...
+    def exit_status(self) -> Ending | None: ...
 
     def reconnect(self) -> None: ...
 
-    def close(self, keep_agent: bool = False) -> str | None: ...
+    def close(self, keep_agent: bool = False) -> Ending | None: ...
 
 
 class LiveSource:
@@ -108,6 +111,10 @@ class LiveSource:
         self.program = program
         self.token = token if token is not None else (program.token if program else None)
         self.proc = ProcInfo(pid)
+        try:
+            self._start: int | None = procfs.start_time(pid)
+        except (OSError, ValueError, IndexError):
+            self._start = None  # gone already
         self._lock = threading.Lock()
         greeting = client.greeting
         self.info = TargetInfo(
@@ -216,17 +223,20 @@ class LiveSource:
         with self._lock:
             return self.client.request(cmd, **args)
 
-    def exit_status(self) -> str | None:
+    def exit_status(self) -> Ending | None:
         """How the target ended, or None while it runs."""
         if self.program is not None:
             return self.program.exit_status()
-        return None if self.proc.alive() else "exited"
+        if self._start is None:
+            return Ending()
+        return ending_of(self.pid, self._start)
 
     # A view sets this when the user chose to leave the agent serving (the TUI's `Q`);
     # close() without an argument then keeps the agent.
     keep_agent = False
+    detached = False  # set by close() once the agent answered its detach
 
-    def close(self, keep_agent: bool | None = None) -> str | None:
+    def close(self, keep_agent: bool | None = None) -> Ending | None:
         """Leave: stop the program memtop started, or detach the agent unless `keep_agent`
         (default: the `keep_agent` attribute). Returns the program's exit status when
         memtop stopped it."""
@@ -234,10 +244,15 @@ class LiveSource:
             keep_agent = self.keep_agent
         status = None
         try:
-            if keep_agent:
-                self._request("configure", idle_timeout=None)
+            if keep_agent and self.program is not None:
+                # The program memtop started keeps its agent for as long as it runs.
+                self._request("configure", keep_token=True, idle_timeout=None)
+            elif keep_agent:
+                # An attached agent detaches by itself after its idle timeout.
+                self._request("configure", keep_token=True)
             elif self.program is None:
                 self._request("detach")
+                self.detached = True
         except MemtopError:
             pass
         finally:
@@ -247,7 +262,7 @@ class LiveSource:
         return status
 
 
-def wait_for_exit(source: Source, timeout: float) -> str | None:
+def wait_for_exit(source: Source, timeout: float) -> Ending | None:
     """After the connection dropped: how the target ended, if it did within `timeout`."""
     deadline = time.monotonic() + timeout
     while True:

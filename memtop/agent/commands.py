@@ -30,6 +30,8 @@ class ClientState:
         self.types_baseline = None
         # A snapshot being fetched part by part: (id, parts).
         self.export = None
+        # The session token this viewer authenticated with.
+        self.token = None
 
     def clear(self):
         """Forget everything (the viewer left): its tables, baseline and snapshot."""
@@ -247,6 +249,10 @@ class Commands(ObjectCommands):
         return self.sampler.totals()
 
     def cmd_configure(self, args, client):
+        if checks.get(args, "keep_token", bool, False) and client.token is not None:
+            # The viewer leaves the agent serving (`Q`, a dropped terminal): a later viewer
+            # reads the token from the run dir instead of injecting a new session.
+            self.agent.keep_token(client.token)
         if "idle_timeout" in args:
             value = args["idle_timeout"]
             if value is not None:

@@ -316,6 +316,7 @@ class Server:
             conn.close_after_flush = True
             return protocol.error_reply(None, "busy", _busy()["message"])
         conn.authed = True
+        conn.state.token = token
         self.agent.note_viewer(authenticated=True)
         return {"id": None, "ok": True, "result": {"authenticated": True}}
 

@@ -24,7 +24,8 @@ from textual.timer import Timer
 from textual.widgets import Footer
 
 from memtop.compiled import compiled_hint
-from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError
+from memtop.ending import Ending
+from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, BadReply, ConnectionLost, MemtopError
 from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
 from memtop.model import Query, Sample
@@ -36,6 +37,7 @@ from memtop.ui.header_bar import HeaderBar
 from memtop.ui.help_screen import HelpScreen
 from memtop.ui.memory_panel import MemoryPanel
 from memtop.ui.messages import (
+    AgentUnusable,
     CommandDone,
     ConnectionDropped,
     Reconnected,
@@ -60,10 +62,13 @@ FILE_VERDICT = Verdict("collecting", "a saved snapshot: no history to read a tre
 
 @dataclass(frozen=True)
 class Outcome:
-    """How the user left: whether the agent stays serving, and the exit code."""
+    """How the view ended: whether the agent stays serving, the exit code, and the error
+    that ended it (an agent memtop cannot use), if any."""
 
     keep_agent: bool = False
     exit_code: int = EXIT_OK
+    error: str | None = None
+    ended: Ending | None = None  # how the target ended, when it did while watched
 
 
 class MemtopApp(App[Outcome]):
@@ -205,6 +210,8 @@ class MemtopApp(App[Outcome]):
         except ConnectionLost as exc:
             status = wait_for_exit(source, 1.0)
             self.post_message(TargetEnded(status) if status else ConnectionDropped(exc.message))
+        except BadReply as exc:
+            self.post_message(AgentUnusable(exc.message, exc.exit_code))
         except MemtopError as exc:
             lost = connection != "live"  # a failed reconnect: keep trying
             self.post_message(
@@ -271,6 +278,10 @@ class MemtopApp(App[Outcome]):
         else:
             self._say("Reconnected to the agent.")
         self._set_state(self.state.replace(baseline_time=None))
+
+    def on_agent_unusable(self, message: AgentUnusable) -> None:
+        # Nothing on screen can be trusted or refreshed: leave, and say why (cli prints it).
+        self.exit(Outcome(exit_code=message.exit_code, error=message.error))
 
     def on_target_ended(self, message: TargetEnded) -> None:
         # The status line says so, in words and colour; a toast would cover it.
@@ -485,8 +496,12 @@ class MemtopApp(App[Outcome]):
         self.exit(self._outcome(keep_agent=True))
 
     def _outcome(self, keep_agent: bool) -> Outcome:
-        gone = self.shown == 0 and self.state.connection == "ended"
-        return Outcome(keep_agent, EXIT_TARGET_GONE if gone else EXIT_OK)
+        """memtop's exit code: after the target ended, its own status (memtop.ending)."""
+        ended = self.state.ended
+        if self.state.connection != "ended" or ended is None:
+            return Outcome(keep_agent, EXIT_OK)
+        code = ended.exit_status if self.shown else EXIT_TARGET_GONE
+        return Outcome(keep_agent, code, ended=ended)
 
     def _say(self, message: str, severity: SeverityLevel = "information") -> None:
         """A toast; short-lived unless it is a warning (toasts cover the table)."""

@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from textual.message import Message
 
+from memtop.ending import Ending
 from memtop.errors import MemtopError
 from memtop.history import HistorySeed
 from memtop.leaks import Origins, ReferrerChain, TypesTable
@@ -56,10 +57,19 @@ class Reconnected(Message):
     """A new connection to the same agent (it forgot this viewer's baseline)."""
 
 
+class AgentUnusable(Message):
+    """The agent sent something memtop cannot use: the view ends with `error`."""
+
+    def __init__(self, error: str, exit_code: int) -> None:
+        super().__init__()
+        self.error = error
+        self.exit_code = exit_code
+
+
 class TargetEnded(Message):
     """The target process is gone."""
 
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: Ending) -> None:
         super().__init__()
         self.status = status
 

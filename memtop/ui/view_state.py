@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from memtop.ending import Ending
 from memtop.model import INTERNAL_PATTERNS, SORT_KEYS, Query
 
 # The s cycle: the agent's sort orders, then suspects (the agent's growth order, steady
@@ -48,7 +49,7 @@ class ViewState:
     process: int | None = None  # watching a group: the one process shown, or None: merged
     baseline_time: float | None = None
     connection: str = "live"  # live | lost | ended
-    ended: str | None = None  # how the target ended
+    ended: Ending | None = None  # how the target ended
     error: str | None = None  # the agent's last error, until a refresh succeeds
     attempts: int = 0  # reconnect attempts since the connection dropped
     offline: bool = False  # a saved snapshot: nothing changes, live-only keys are off
