@@ -299,3 +299,14 @@ def test_a_stopped_process_does_not_freeze_the_others_metrics(
         os.kill(stopped.pid, signal.SIGCONT)
     assert code == 0 and "Traceback" not in err, err
     assert f"pid {stopped.pid} is not answering" in err
+
+
+def test_a_pid_given_twice_is_attached_once(targets: Targets, export_factory: list[Export]) -> None:
+    program, state = targets.start("leaky.py", "list")
+    wait_state(state, lambda s: s["counter"] >= 2)
+    export = Export(str(program.pid), str(program.pid), "-i", "0.3")
+    export_factory.append(export)
+    export.wait_serving()
+    code, err = export.stop()
+    assert code == 0, err
+    assert err.count(f"attached to pid {program.pid}") == 1, err

@@ -58,6 +58,7 @@ def run_export(
     """Attach to every pid (with `children`, their Python children too, and new ones as
     they appear), serve until interrupted or until every process ended."""
     host, port = parse_listen(listen)
+    pids = list(dict.fromkeys(pids))  # a pid given twice is watched once
     if not is_loopback(host):
         err.write(
             f"memtop: serving on {host}:{port}, beyond this machine: the labels name the "
