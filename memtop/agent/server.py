@@ -15,7 +15,8 @@ import struct
 import time
 
 from . import protocol
-from .commands import BadArgs, ClientState
+from .checks import BadArgs, Busy
+from .commands import ClientState
 from .ownsocket import ForeignFd
 
 POLL_MS = 250
@@ -283,6 +284,8 @@ class Server:
             return protocol.error_reply(request_id, "unknown_command", "no command %r" % cmd[:64])
         except BadArgs as exc:
             return protocol.error_reply(request_id, "bad_args", str(exc))
+        except Busy as exc:
+            return protocol.error_reply(request_id, "busy", str(exc), retry_in=exc.retry_in)
         except Exception as exc:
             agent.record_error("%s: %r" % (cmd[:64], exc))
             return protocol.error_reply(
