@@ -6,7 +6,7 @@ import sys
 import time
 import tracemalloc
 
-from . import checks, export, objects, referrers
+from . import checks, export, objects, referrers, safeview
 from .checks import BadArgs
 
 MAX_TRACEBACKS = 50
@@ -24,7 +24,7 @@ class ObjectCommands:
         mark = checks.get(args, "mark", bool, False)
         self.sampler.admit("a walk of the gc's objects")
         started = time.thread_time()
-        counts = objects.count_types()
+        counts, not_shown = objects.count_types()
         cost = time.thread_time() - started
         self.sampler.charge(cost)
         against = client.types_baseline or client.types_previous
@@ -42,9 +42,13 @@ class ObjectCommands:
                     "size": size,
                     "count_diff": dcount,
                     "size_diff": dsize,
+                    # The class defines __sizeof__: the agent did not call it, and counts
+                    # each object's own struct instead.
+                    "not_shown": "__sizeof__" if name in not_shown else "",
                 }
                 for name, count, size, dcount, dsize in rows
             ],
+            "not_shown": safeview.NOT_SHOWN if not_shown else "",
             "total_types": total,
             "objects": sum(count for count, _ in counts.values()),
             "since": since,
