@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import TextIO
 
 from memtop import __version__
+from memtop.compiled import compiled_hint
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
-from memtop.formatting import fit, format_count, format_size, location
+from memtop.formatting import SUSPECT_MARK, fit, format_count, format_size, location
 from memtop.history import History, Suspect, Verdict, format_rate
 from memtop.model import Query, Sample, sample_json
 from memtop.source import Source, wait_for_exit
@@ -28,7 +29,7 @@ def render_text(
     suspects: dict[str, Suspect] | None = None,
 ) -> str:
     """One `--batch` refresh: a header of vital numbers, then the table. Leak suspects
-    are marked with `!` after their rank and listed under the header."""
+    are marked with ▲ (as on screen) after their rank and listed under the header."""
     suspects = suspects or {}
     stamp = datetime.fromtimestamp(sample.time).strftime("%H:%M:%S")
     table = sample.table
@@ -55,6 +56,10 @@ def render_text(
         "",
         _COLUMNS + "LOCATION / SOURCE",
     ]
+    hint = compiled_hint(sample, sample.extension_modules)
+    if hint is not None:
+        where = location(hint.row.filename, hint.row.lineno, 60, cwd)
+        lines.insert(3, f"note: {hint.text(where)}")
     if suspects:
         ranked = sorted(
             suspects.items(), key=lambda kv: kv[1].rate * kv[1].confidence, reverse=True
@@ -70,7 +75,7 @@ def render_text(
         where = location(row.filename, row.lineno, min(room, 48), cwd)
         left = room - len(where) - 2
         rest = f"{where}  {fit(row.source, left)}" if row.source and left >= 8 else where
-        mark = "!" if row.key in suspects else " "
+        mark = SUSPECT_MARK if row.key in suspects else " "
         lines.append(
             f"{rank:4d}{mark} {format_size(row.size):>10} {format_size(row.size_diff, True):>10}"
             f" {format_count(row.count):>8} {format_count(row.count_diff, True):>8}"
@@ -84,6 +89,9 @@ def render_json(sample: Sample, verdict: Verdict, history: History | None = None
     data = sample_json(sample, history)
     data["verdict"] = verdict.text
     data["verdict_kind"] = verdict.kind
+    # Most memory at one line while compiled code is loaded (see memtop.compiled), or null.
+    hint = compiled_hint(sample, sample.extension_modules)
+    data["compiled_code"] = hint.as_json() if hint is not None else None
     # Bytes per minute of each part of the account the verdict read (see memtop.verdict).
     data["rates"] = {
         "rss": round(verdict.rss.per_minute),

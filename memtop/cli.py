@@ -19,8 +19,8 @@ from memtop.cliargs import build_parser
 from memtop.client import AgentClient
 from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
-from memtop.formatting import fit, format_size
-from memtop.model import Query
+from memtop.formatting import display_command, fit, format_size
+from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
@@ -90,7 +90,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> Query:
     if args.cumulative and args.group == "traceback":
         raise UsageError("--cumulative applies to lineno and filename grouping only")
-    return Query(group_by=args.group, cumulative=args.cumulative, limit=args.limit, sort=args.sort)
+    return Query(
+        group_by=args.group,
+        cumulative=args.cumulative,
+        limit=args.limit,
+        sort=args.sort,
+        exclude=INTERNAL_PATTERNS if args.hide_internal else (),
+    )
 
 
 def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, module: bool) -> int:
@@ -157,7 +163,7 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
         else:
             from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
 
-            outcome = run_tui(shown, query, args.interval)
+            outcome = run_tui(shown, query, args.interval, args.hide_internal)
             code, keep = outcome.exit_code, outcome.keep_agent
     finally:
         if record is not None:
@@ -234,7 +240,8 @@ def _ps(args: argparse.Namespace) -> int:
             f"{row.pid:>7} {row.python:<8} {format_size(row.rss):>10} "
             f"{'yes' if row.agent else '-':<6} {fit(row.user, 10):<10} "
         )
-        sys.stdout.write(line + fit(row.command, max(10, width - len(line))) + "\n")
+        command = display_command(row.command)
+        sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 
 

@@ -68,6 +68,13 @@ def _add_view_options(parser: argparse.ArgumentParser) -> None:
         "count, growth (largest growth first: leak hunting)",
     )
     parser.add_argument(
+        "--hide-internal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="leave out the import system, <unknown> frames and memtop's own agent, as the "
+        "live view does (x there); --no-hide-internal shows them (default: hidden)",
+    )
+    parser.add_argument(
         "--cumulative",
         action="store_true",
         help="count every frame of a traceback, not only the allocating one",

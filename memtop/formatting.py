@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 
+SUSPECT_MARK = "▲"  # beside the rank of a leak suspect, on screen and in the text view
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 # C0 controls, DEL, C1 controls (ESC, CSI, OSC, ...) and lone surrogates from undecodable
 # bytes: none of them may reach the terminal. Text from the target (filenames, source
@@ -73,3 +74,19 @@ def fit(text: str, width: int) -> str:
     """Clean and cut text to `width` columns with an ellipsis."""
     text = clean_text(text)
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+# `memtop run` starts `python -c BOOTSTRAP cfg_fd status_fd kind target args...`; the
+# bootstrap ends with this line (memtop/runner.py).
+_BOOTSTRAP_END = "l.main(sys.argv[1:])\n"
+
+
+def display_command(cmdline: str) -> str:
+    """The command line as a person would have typed it (not memtop's bootstrap code)."""
+    head, found, tail = cmdline.partition(_BOOTSTRAP_END)
+    parts = tail.split()
+    if found and len(parts) >= 4:
+        python = os.path.basename(head.split(" ", 1)[0]) or "python"
+        module = ["-m"] if parts[2] == "module" else []
+        cmdline = " ".join([python, *module, *parts[3:]])
+    return clean_text(cmdline)

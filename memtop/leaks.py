@@ -58,6 +58,10 @@ class ChainStep:
     type_name: str
     edge: str  # how this object refers to the next one ("global CACHE", "['k1']", ".items")
     root: str  # set on the first step: "module app.cache", "class app.Registry", "thread ..."
+    # A thread's frame as the root: where it stands, the function and the thread's name.
+    frame: Frame | None = None
+    function: str = ""
+    thread: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,13 +111,26 @@ def origins_from_reply(reply: dict[str, Any]) -> Origins:
     )
 
 
+def _chain_step(step: dict[str, Any]) -> ChainStep:
+    frame = step.get("frame")
+    if not frame:
+        return ChainStep(str(step["type"]), str(step["edge"]), str(step["root"]))
+    filename, lineno, function, thread = frame
+    return ChainStep(
+        str(step["type"]),
+        str(step["edge"]),
+        str(step["root"]),
+        Frame(str(filename), int(lineno)),
+        str(function),
+        str(thread),
+    )
+
+
 def chain_from_reply(reply: dict[str, Any]) -> ReferrerChain:
     return ReferrerChain(
         found=bool(reply["found"]),
         what=str(reply["what"]),
-        steps=tuple(
-            ChainStep(str(s["type"]), str(s["edge"]), str(s["root"])) for s in reply["steps"]
-        ),
+        steps=tuple(_chain_step(s) for s in reply["steps"]),
         cut=bool(reply["cut"]),
         allocated_at=tuple(Frame(str(f), int(n)) for f, n in reply.get("allocated_at", ())),
         note=str(reply.get("note", "")),

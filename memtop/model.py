@@ -15,6 +15,17 @@ GROUP_KEYS = ("lineno", "filename", "traceback")
 SORT_KEYS = ("size", "size_diff", "count", "count_diff", "growth")
 
 
+# Allocations that are rarely what a leak hunt is after: the import system, frames
+# tracemalloc could not name, and memtop's own agent and tracemalloc module.
+INTERNAL_PATTERNS = (
+    "<frozen importlib.*",
+    "*/importlib/*",
+    "<unknown>",
+    "*/memtop/agent/*",
+    "*/tracemalloc.py",
+)
+
+
 @dataclass(frozen=True)
 class Frame:
     """One frame of an allocation traceback."""
@@ -111,6 +122,7 @@ class Sample:
     memtop_traced: int = 0  # memtop's own traced memory in the target (part of traced)
     memtop_residue: int = 0  # untraced memory memtop's table reads left behind
     read_peak: int = 0  # extra resident memory the last table read needed while it lasted
+    extension_modules: int = 0  # compiled extension modules loaded (memtop.compiled)
 
     @property
     def memtop_memory(self) -> int:

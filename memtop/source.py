@@ -6,12 +6,14 @@ with the same methods.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from memtop.client import AgentClient
+from memtop.compiled import crowded_line, read_extension_modules
 from memtop.errors import ConnectionLost, MemtopError
 from memtop.leaks import (
     Origins,
@@ -120,7 +122,11 @@ class LiveSource:
         """One refresh: the agent's rows and totals, RSS/USS read from outside."""
         reply = self._request("top", **query.top_args(max_age))
         memory = self.proc.memory()
-        return sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
+        sample = sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
+        if crowded_line(sample) is None:
+            return sample  # the count matters only then: not read
+        found = read_extension_modules(self.pid)
+        return dataclasses.replace(sample, extension_modules=len(found or ()))
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks counted in `row`."""

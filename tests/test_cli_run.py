@@ -14,7 +14,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, TARGETS, interpreters, marked_lines, memtop_cli, read_state, wait_for
+from conftest import (
+    ROOT,
+    TARGETS,
+    Targets,
+    interpreters,
+    marked_lines,
+    memtop_cli,
+    read_state,
+    wait_for,
+)
 
 KNOWN = TARGETS / "known_lines.py"
 
@@ -385,3 +394,45 @@ def test_signals_end_memtop_with_130(short_tmp: Path, sig: signal.Signals) -> No
     finally:
         if psutil.pid_exists(target_pid):
             os.kill(target_pid, signal.SIGKILL)
+
+
+def test_ps_shows_a_run_program_as_it_was_typed(targets: Targets) -> None:
+    program, state = targets.start("leaky.py", "static")
+    wait_for(lambda: read_state(state), what="the target ready")
+    line = next(
+        line
+        for line in memtop_cli("ps", env={**os.environ, "COLUMNS": "400"}).stdout.splitlines()
+        if line.split()[0] == str(program.pid)
+    )
+    assert f"leaky.py {state} static" in line
+    assert "import sys" not in line and "importlib" not in line
+
+
+def test_batch_and_json_hide_internal_frames_as_the_live_view_does(short_tmp: Path) -> None:
+    import fnmatch
+
+    from memtop.model import INTERNAL_PATTERNS
+
+    def internal_rows(*options: str) -> list[str]:
+        result = memtop_cli(
+            "run",
+            *options,
+            "--json",
+            "-n",
+            "2",
+            "-l",
+            "500",
+            str(KNOWN),
+            str(short_tmp / "s"),
+        )
+        assert result.returncode == 0, result.stderr
+        rows = json_lines(result.stdout)[-1]["rows"]
+        assert rows
+        return [
+            r["filename"]
+            for r in rows
+            if any(fnmatch.fnmatch(r["filename"], p) for p in INTERNAL_PATTERNS)
+        ]
+
+    assert internal_rows() == []
+    assert any("importlib" in name for name in internal_rows("--no-hide-internal"))

@@ -6,7 +6,7 @@ import pytest
 
 from memtop.batch import render_text
 from memtop.formatting import clean_text, fit, format_count, format_size, location, short_path
-from memtop.history import Verdict
+from memtop.history import Suspect, Verdict
 from memtop.model import Query, sample_from_reply
 
 
@@ -109,3 +109,41 @@ def test_batch_render_escapes_hostile_rows() -> None:
     text = render_text(sample, Verdict("steady", "steady"), "pid 1", 120)
     assert "\x1b" not in text and "\x07" not in text
     assert "\\x1b[31mevil.py:1" in text
+
+
+def test_text_view_marks_suspects_as_the_screen_and_readme_do() -> None:
+    rows = [
+        {
+            "filename": f"/srv/{name}.py",
+            "lineno": 3,
+            "size": 10,
+            "count": 1,
+            "size_diff": 0,
+            "count_diff": 0,
+            "source": "",
+            "traceback": [],
+        }
+        for name in ("leaky", "calm")
+    ]
+    reply = {
+        "totals": {"traced_current": 20, "traced_peak": 20, "tracemalloc_memory": 1, "nframe": 1},
+        "sample": {
+            "id": 1,
+            "time": 0.0,
+            "age": 0.0,
+            "fresh": True,
+            "pause_ms": 1.0,
+            "next_in": 0.0,
+            "budget": 0.05,
+            "traced_blocks": 2,
+        },
+        "rows": rows,
+        "total_rows": 2,
+    }
+    sample = sample_from_reply(1, 0.0, Query(), reply, 100, None)
+    suspects = {"/srv/leaky.py:3": Suspect(rate=4096.0, confidence=0.9, points=8)}
+    text = render_text(sample, Verdict("steady", "steady"), "pid 1", 120, suspects=suspects)
+    leaky = next(line for line in text.splitlines() if line.rstrip().endswith("leaky.py:3"))
+    calm = next(line for line in text.splitlines() if line.rstrip().endswith("calm.py:3"))
+    assert leaky.startswith("   1▲") and calm.startswith("   2 ")
+    assert "!" not in text

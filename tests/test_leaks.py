@@ -4,6 +4,7 @@ and using them leaves nothing behind in the target."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -119,9 +120,25 @@ def test_an_object_held_by_another_threads_local_is_found(targets: Targets) -> N
     answer = targets.connect(program).request("referrers", type="__main__.Holder")
     assert answer["found"], answer
     root = answer["steps"][0]
-    assert root["root"].startswith("thread holder, hold_forever (")
+    assert root["root"] == f"thread holder: hold_forever() at {LEAKY}:{LINES['holder_waits']}"
+    assert root["frame"] == [LEAKY, LINES["holder_waits"], "hold_forever", "holder"]
     assert root["edge"] == "local keep"
     assert answer["steps"][-1]["type"] == "__main__.Holder"
+    # A thread threading does not know by name is named by its ident, once.
+    answer = targets.connect(program).request("referrers", type="__main__.Anonymous")
+    root = answer["steps"][0]
+    assert re.fullmatch(r"thread \d+: hold_anonymously\(\) at .*", root["root"]), root
+    assert root["edge"] == "local keep"
+
+
+def test_a_slot_is_named_like_an_attribute(targets: Targets) -> None:
+    program, state = targets.start("leaky.py", "slots")
+    wait_state(state, lambda s: s["counter"] >= 2)
+    answer = targets.connect(program).request("referrers", type="__main__.Payload")
+    assert answer["found"], answer
+    edges = [step["edge"] for step in answer["steps"]]
+    assert edges[0] == "global SLOTTED" and edges[-2] == ".payload", edges
+    assert answer["steps"][-2]["type"] == "__main__.Slotted"
 
 
 def test_referrers_of_a_row_find_an_object_allocated_there(leaking) -> None:

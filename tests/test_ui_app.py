@@ -4,6 +4,7 @@ every state, asserting on what the table and status show."""
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from conftest import ROOT
@@ -16,6 +17,7 @@ from ui_fakes import (
     T0,
     FakeSource,
     Site,
+    filled_history,
     header,
     lines_of,
     settle,
@@ -31,7 +33,7 @@ from memtop.ui.keys import KEYS
 from memtop.ui.memory_panel import MemoryPanel
 from memtop.ui.text_lines import TextLines
 from memtop.ui.traceback_panel import TracebackPanel
-from memtop.ui.view_state import SORTS
+from memtop.ui.view_state import SORTS, ViewState
 
 CACHE = f"{CWD}/app/cache.py:42"
 IMPORTLIB = "<frozen importlib._bootstrap_external>:729"
@@ -511,7 +513,46 @@ async def test_stretched_table_says_how_old_it_is() -> None:
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        assert "table 8 s old, next in 3 s (5% budget)" in header(app)
+        assert "table 8 s old · next in 3 s (5% budget)" in header(app)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 20), (40, 15)])
+async def test_a_stale_table_says_so_at_every_width(size: tuple[int, int]) -> None:
+    source = FakeSource()
+    source.stretched = True
+    history = filled_history(source, ViewState().query, 20)
+    app = MemtopApp(
+        source,
+        Query(),
+        interval=1.0,
+        clock=lambda: T0 + 90,
+        cwd=CWD,
+        autorefresh=False,
+        history=history,
+    )
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        assert app.table.suspect_count > 0  # the part that used to push the notice out
+        assert "table 8 s old" in header(app).splitlines()[1]
+
+
+async def test_paused_header_counts_the_age_of_the_table_on_screen() -> None:
+    source = FakeSource()
+    now = [T0 + 90]
+    app = MemtopApp(source, Query(), interval=1.0, clock=lambda: now[0], cwd=CWD, autorefresh=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("space")
+        for _ in range(3):
+            now[0] += 10
+            await refresh(pilot)
+        app._show_state()
+        line = header(app).splitlines()[1]
+        # The agent's newest table is fresh (0.1 s); the one on screen arrived 30 s ago.
+        assert "paused, table 30 s old" in line
+        await pilot.press("space")
+        await settle(pilot)
+        assert "paused" not in header(app) and "s old" not in header(app)
 
 
 async def test_memory_panel_shows_the_rss_traced_story() -> None:
@@ -560,3 +601,26 @@ async def test_refreshes_come_every_interval() -> None:
                 break
             await pilot.pause(0.05)
         assert source.refreshes >= 3
+
+
+@pytest.mark.parametrize("size", [(60, 20), (50, 16), (80, 24)])
+async def test_small_terminals_cut_columns_never_a_line_number(size: tuple[int, int]) -> None:
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        lines = table_lines(app)
+        assert "SIZE" in lines[0]
+        for row, line in zip(app.table.keys, lines[1:], strict=False):
+            site = next(s for s in SITES if f"{s.filename}:{s.lineno}" == row)
+            assert len(line.rstrip()) <= size[0]
+            if site.lineno:
+                # The whole line number, followed by the source or the cell's end.
+                assert re.search(rf":{site.lineno}(\s|$)", line), (row, line)
+
+
+def test_help_for_the_sort_key_names_every_sort_it_cycles_through() -> None:
+    from memtop.ui.texts import SORT_NAMES
+
+    help_text = next(key.help for key in KEYS if key.action == "cycle_sort")
+    for sort in SORTS:
+        assert re.search(rf"(^|[ (]){re.escape(SORT_NAMES[sort])}[ ,)]", help_text), sort

@@ -26,7 +26,7 @@ from ui_fakes import (
 from memtop.errors import AgentError, MemtopError
 from memtop.filesource import FileSource
 from memtop.history import Suspect
-from memtop.leaks import ChainStep, ReferrerChain
+from memtop.leaks import ChainStep, ReferrerChain, chain_from_reply
 from memtop.model import Frame, Query, Row
 from memtop.snapfile import load
 from memtop.ui.app import MemtopApp
@@ -348,6 +348,29 @@ def test_chain_text_from_the_target_is_never_markup() -> None:
     assert "global [bold]X\\x1b[31m" in text.plain and "evil.[i]T[/i]" in text.plain
     assert "the walk was cut short" in text.plain
     assert "no \\x1b]0;title\\x07 traceback" in text.plain
+
+
+def test_a_thread_root_reads_as_one_short_line() -> None:
+    long_path = f"{CWD}/" + "deep/" * 12 + "jobs.py"
+    root = chain_from_reply(
+        {
+            "found": True,
+            "what": "x",
+            "cut": False,
+            "steps": [
+                {
+                    "type": "frame",
+                    "edge": "local job",
+                    "root": f"thread 139712: handle() at {long_path}:12",
+                    "frame": [long_path, 12, "handle", "139712"],
+                },
+                {"type": "app.Job", "edge": "", "root": ""},
+            ],
+        }
+    )
+    first = chain_text(root, CWD).plain.splitlines()[0]
+    assert first.startswith("  thread 139712 · handle() at ") and "thread thread" not in first
+    assert "jobs.py:12" in first and first.endswith("local job") and len(first) <= 80
 
 
 # --- saving snapshots ------------------------------------------------------------------------

@@ -14,13 +14,21 @@ Even then a read leaves a few MiB of free but resident memory behind (measured: 
 for `_get_traces()` alone at 200k-1M blocks, single-threaded), which the program reuses
 over the following seconds. The agent measures what each read left in untraced memory and
 reports the total as memtop's own, so the verdict does not call it the program's.
+
+malloc_trim is reached through ctypes, and only in a program that has loaded libffi
+already (it imported ctypes, or something that did): loading libffi can open a file
+descriptor that stays open in the program (libffi's static trampolines keep a descriptor
+of their own library, as in CPython 3.14 builds with libffi 3.5), and the agent must not
+leave one behind. Elsewhere reads still give their memory back to the program's heap, and
+what they left is counted as memtop's own.
 """
 
 import os
+import sys
 import tracemalloc
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_state = {"trim": None, "checked": False}
+_state = {"trim": None, "looked": None}
 
 
 def _load():
@@ -29,6 +37,8 @@ def _load():
         if not os.confstr("CS_GNU_LIBC_VERSION"):
             return None
     except (ValueError, OSError):
+        return None
+    if "_ctypes" not in sys.modules and not _libffi_loaded():
         return None
     try:
         import ctypes
@@ -41,18 +51,30 @@ def _load():
     return trim
 
 
+def _libffi_loaded():
+    """True when libffi is mapped in this process already."""
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return any(b"/libffi.so" in line for line in maps)
+    except OSError:
+        return False
+
+
 def release_free_memory():
     """Return the C heap's free pages to the OS; True when that was possible."""
-    if not _state["checked"]:
+    # Looked for again once the program has loaded ctypes itself.
+    ctypes_loaded = "_ctypes" in sys.modules
+    looked = _state["looked"]  # None: not yet; else whether ctypes was loaded then
+    if looked is None or (ctypes_loaded and not looked):
         _state["trim"] = _load()
-        _state["checked"] = True
+        _state["looked"] = ctypes_loaded
     trim = _state["trim"]
     if trim is None:
         return False
     try:
         trim(0)
     except Exception:
-        _state["trim"] = None
+        _state["trim"], _state["looked"] = None, True  # never again
         return False
     return True
 

@@ -144,7 +144,7 @@ def _other_thread_frames():
         if ident == me:
             continue
         while frame is not None:
-            frames[id(frame)] = names.get(ident, "thread %d" % ident)
+            frames[id(frame)] = names.get(ident, str(ident))
             stacks.append(frame)
             frame = frame.f_back
     return frames, stacks
@@ -201,13 +201,21 @@ def _describe(root, parents, roots, frames):
         ):
             edge = "closure variable %s" % _free_variable(node, child, after)
             index += 2  # nor are the closure tuple and the cell
-        steps.append(
-            {
-                "type": type_name(type(node)),
-                "edge": edge,
-                "root": _root_label(node, roots, frames) if node is root else "",
-            }
-        )
+        step = {
+            "type": type_name(type(node)),
+            "edge": edge,
+            "root": _root_label(node, roots, frames) if node is root else "",
+        }
+        if node is root and id(node) in frames:
+            # The viewer shortens the path as it does everywhere else.
+            code = node.f_code
+            step["frame"] = [
+                text(code.co_filename),
+                node.f_lineno,
+                text(code.co_name),
+                frames[id(node)],
+            ]
+        steps.append(step)
         index += 1
     return steps
 
@@ -244,7 +252,7 @@ def _root_label(node, roots, frames):
     if is_a(node, type):
         return "class %s" % type_name(node)
     frame = node
-    return "thread %s, %s (%s:%d)" % (
+    return "thread %s: %s() at %s:%d" % (
         frames.get(id(frame), "?"),
         text(frame.f_code.co_name),
         text(frame.f_code.co_filename),
@@ -297,4 +305,22 @@ def _edge(parent, child, roots):
         for name, value in safeview.dict_items(namespace):
             if value is child and type(name) is str:
                 return "." + name
-    return "(referenced)"
+    slot = _slot_holding(parent, child)
+    return "." + slot if slot else "(referenced)"
+
+
+def _slot_holding(owner, child):
+    """The name of the `__slots__` member of `owner` that holds `child`, or None. Read
+    through the classes' own dicts and the slots' C descriptors: no code of the program
+    (a metaclass, a property, __getattr__) runs."""
+    for klass in safeview.mro(type(owner)):
+        for name, member in safeview.class_items(klass):
+            if type(member) is not types.MemberDescriptorType or type(name) is not str:
+                continue
+            try:
+                value = member.__get__(owner, klass)
+            except (AttributeError, TypeError):  # an empty slot, or not this object's
+                continue
+            if value is child:
+                return name
+    return None

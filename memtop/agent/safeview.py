@@ -70,6 +70,12 @@ def type_name(kind):
     return name if module == "builtins" else module + "." + name
 
 
+def mro(kind):
+    """The classes of a type's MRO, as the type holds them (a metaclass's mro() is not
+    called again)."""
+    return _MRO(kind)
+
+
 def class_attribute(klass, name):
     """The entry `name` in a class's own namespace (no descriptor runs), or _MISSING."""
     return _NAMESPACE(klass).get(name, _MISSING)

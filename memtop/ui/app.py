@@ -23,8 +23,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
 
+from memtop.compiled import compiled_hint
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError
-from memtop.formatting import clean_text
+from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
 from memtop.model import Query, Sample
 from memtop.source import Source, wait_for_exit
@@ -82,6 +83,7 @@ class MemtopApp(App[Outcome]):
         cwd: str | None = None,
         history: History | None = None,
         autorefresh: bool = True,
+        hide_internal: bool = True,
     ) -> None:
         """`autorefresh=False` refreshes only on mount and when asked (tests, screenshots).
         A saved snapshot (source.info.how == "file") never changes: it refreshes only when
@@ -93,15 +95,20 @@ class MemtopApp(App[Outcome]):
         self.clock = clock
         self.cwd = os.getcwd() if cwd is None else cwd
         self.history = History() if history is None else history
-        self.state = ViewState.from_query(query, interval).replace(offline=offline)
+        self.state = ViewState.from_query(query, interval).replace(
+            offline=offline, hide_internal=hide_internal
+        )
         # FileSource names its file(s): 'b.memtop vs a.memtop' for a diff.
         self.file_label = (source.info.label or "saved snapshot") if offline else ""
         self.sample: Sample | None = None
+        self.arrived = 0.0  # when self.sample arrived, by self.clock
+        self.on_screen: tuple[Sample, float] | None = None  # the table's sample, its arrival
         self.shown = 0
         self._busy = False
         self._again = False
         self._saving = False
         self._note: Text | None = None  # the selected row's suspect reading
+        self._hint: Text | None = None  # about the whole table (memtop.compiled)
         self._timer: Timer | None = None
         self._enabled: tuple[bool | None, ...] = ()
 
@@ -190,12 +197,19 @@ class MemtopApp(App[Outcome]):
     def on_sample_ready(self, message: SampleReady) -> None:
         sample = message.sample
         self.history.add(sample)
-        self.sample = sample
+        self.sample, self.arrived = sample, self.clock()
         self.shown += 1
+        hint = compiled_hint(sample, sample.extension_modules)
+        self._hint = (
+            Text(hint.text(location(hint.row.filename, hint.row.lineno, 40, self.cwd)))
+            if hint is not None
+            else None
+        )
         if self.state.error or not self.state.live:
             self.state = self.state.replace(error=None, connection="live", attempts=0)
         if sample.query == self.state.query and not self.state.paused:
             self.table.show(sample, self.history, self.state.suspects_first)
+            self.on_screen = (sample, self.arrived)
         verdict = FILE_VERDICT if self.state.offline else self.history.verdict()
         self.query_one(MemoryPanel).show(sample, self.history, verdict)
         self._show_state()
@@ -245,8 +259,9 @@ class MemtopApp(App[Outcome]):
 
     def _show_state(self) -> None:
         now = self.clock()
-        self.query_one(HeaderBar).show(self.state, self.sample, now, self.table.suspect_count)
-        self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
+        header = self.query_one(HeaderBar)
+        header.show(self.state, self.sample, now, self.table.suspect_count, self.on_screen)
+        self.query_one(StatusLine).show(self.state, self.sample is None, self._note, self._hint)
         enabled = tuple(self.check_action(action, ()) for action in STATEFUL_ACTIONS)
         if enabled != self._enabled:
             # Only when it changes: the footer rebuilds its keys on every refresh_bindings.
@@ -292,6 +307,7 @@ class MemtopApp(App[Outcome]):
         sample = self.sample
         if sample is not None and sample.query == self.state.query and not self.state.paused:
             self.table.show(sample, self.history, self.state.suspects_first)
+            self.on_screen = (sample, self.arrived)
             self._show_state()
 
     def action_toggle_internal(self) -> None:
@@ -390,7 +406,7 @@ class MemtopApp(App[Outcome]):
     def on_top_table_highlighted(self, event: TopTable.Highlighted) -> None:
         row, suspect = event.row, event.suspect
         self._note = suspect_note(row, suspect, self.cwd) if row and suspect else None
-        self.query_one(StatusLine).show(self.state, self.sample is None, self._note)
+        self.query_one(StatusLine).show(self.state, self.sample is None, self._note, self._hint)
 
     def action_types(self) -> None:
         self.push_screen(TypesScreen(self.source, self.cwd))
@@ -438,8 +454,8 @@ class MemtopApp(App[Outcome]):
             yield SystemCommand(title, key.help, partial(self.run_action, key.action))
 
 
-def run_tui(source: Source, query: Query, interval: float) -> Outcome:
+def run_tui(source: Source, query: Query, interval: float, hide_internal: bool = True) -> Outcome:
     """Run the viewer in this terminal until the user quits; no mouse capture, so the
     terminal's own text selection keeps working over SSH."""
-    outcome = MemtopApp(source, query, interval).run(mouse=False)
+    outcome = MemtopApp(source, query, interval, hide_internal=hide_internal).run(mouse=False)
     return outcome if outcome is not None else Outcome()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from memtop.formatting import clean_text
+from memtop.formatting import clean_text, display_command
 from memtop.model import Sample
 from memtop.source import TargetInfo
 from memtop.ui.suspects import MARK
@@ -12,7 +12,6 @@ from memtop.ui.text_lines import TextLines
 from memtop.ui.texts import (
     SORT_NAMES,
     clock_time,
-    display_command,
     fit_parts,
     format_interval,
     format_uptime,
@@ -37,13 +36,30 @@ class HeaderBar(TextLines):
         self.state = state
         self.file = file
         self.sample: Sample | None = None
+        self.on_screen: Sample | None = None
+        self.frozen_age = 0.0
         self.uptime = ""
         self.suspects = 0
 
-    def show(self, state: ViewState, sample: Sample | None, now: float, suspects: int = 0) -> None:
-        """Redraw if something shown changed (it is asked every second)."""
+    def show(
+        self,
+        state: ViewState,
+        sample: Sample | None,
+        now: float,
+        suspects: int = 0,
+        on_screen: tuple[Sample, float] | None = None,
+    ) -> None:
+        """Redraw if something shown changed (it is asked every second).
+
+        `sample` is the newest refresh; `on_screen` the one whose rows the table shows and
+        when it arrived (they differ while paused): the table's facts are the latter's."""
         started = self.info.started if self.info.started is not None else now
         self.state, self.sample, self.uptime = state, sample, format_uptime(now - started)
+        self.on_screen, self.frozen_age = sample, 0.0
+        if on_screen is not None:
+            shown, arrived = on_screen
+            self.on_screen = shown
+            self.frozen_age = shown.table.age + max(0.0, now - arrived)
         self.suspects = suspects
         self.update_lines()
 
@@ -83,7 +99,7 @@ class HeaderBar(TextLines):
         return fit_parts(parts, width)
 
     def table_line(self, width: int) -> Text:
-        state, sample = self.state, self.sample
+        state, sample = self.state, self.on_screen
         parts = [
             (Text(f"group {grouping_text(state.query)}"), 9),
             (Text(f"sort {SORT_NAMES[state.sort]}"), 8),
@@ -101,8 +117,16 @@ class HeaderBar(TextLines):
         if sample is not None:
             parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
             if not self.file:
-                parts.append((Text(f"pause {sample.pause_ms:.1f} ms"), 4))
-                stretched = table_age(sample.table, state.interval)
-                if stretched:
-                    parts.append((Text(stretched, style="bold"), 6))
+                newest = self.sample if self.sample is not None else sample
+                parts.append((Text(f"pause {newest.pause_ms:.1f} ms"), 4))
+                # How old the rows on screen are is never dropped: a stale table read as a
+                # fresh one misleads. Paused, the table on screen ages by the clock.
+                if state.paused:
+                    old = f"paused, table {self.frozen_age:.0f} s old"
+                    parts.append((Text(old, style="bold"), 99))
+                else:
+                    old, when = table_age(sample.table, state.interval)
+                    if old:
+                        parts.append((Text(old, style="bold"), 99))
+                        parts.append((Text(when), 5))
         return fit_parts(parts, width)

@@ -54,7 +54,8 @@ KEYS: tuple[Key, ...] = (
         "s",
         "cycle_sort",
         "Sort",
-        "sort by size, Δsize, count, Δcount, growth (largest growth first), in turn",
+        "sort by size, Δsize, count, Δcount, growth (largest growth first), suspects "
+        "(steady growers first, by rate), in turn",
         GROUPING,
         True,
     ),

@@ -27,7 +27,14 @@ def chain_text(chain: ReferrerChain, cwd: str | None = None) -> Text:
         for index, step in enumerate(chain.steps):
             root = index == 0 and bool(step.root)
             out.append("  " if index == 0 else "→ ", style="dim")
-            out.append(clean_text(step.root if root else step.type_name), style="bold")
+            if root and step.frame is not None:
+                # thread worker · handle() at app/jobs.py:12  local job
+                out.append(f"thread {clean_text(step.thread)}", style="bold")
+                out.append(" · ", style="dim")
+                out.append(clean_text(f"{step.function}() at "))
+                out.append(location(step.frame.filename, step.frame.lineno, 30, cwd))
+            else:
+                out.append(clean_text(step.root if root else step.type_name), style="bold")
             if step.edge:
                 out.append("  ")
                 out.append(clean_text(step.edge), style="italic")

@@ -13,10 +13,11 @@ LEVELS = ("ended", "lost", "error", "paused", "normal")
 
 
 def status_parts(
-    state: ViewState, waiting: bool, note: Text | None = None
+    state: ViewState, waiting: bool, note: Text | None = None, hint: Text | None = None
 ) -> tuple[str, list[tuple[Text, int]]]:
     """(level, parts by priority) for a state; `waiting` before the first refresh; `note`
-    about the selected row (a leak suspect's growth)."""
+    about the selected row (a leak suspect's growth); `hint` about the table as a whole
+    (compiled code charging its memory to one line)."""
     parts: list[tuple[Text, int]] = []
     level = "normal"
     if state.offline:
@@ -38,6 +39,8 @@ def status_parts(
         parts.append((Text("waiting for the first refresh…"), 10))
     if note is not None:
         parts.append((note, 9))
+    if hint is not None:
+        parts.append((hint, 5))
     if state.paused:
         level = "paused" if level == "normal" else level
         parts.append((Text("❚❚ PAUSED: table frozen, memory live · space resumes"), 8))
@@ -63,17 +66,21 @@ class StatusLine(TextLines):
         self.state = state
         self.waiting = True
         self.note: Text | None = None
+        self.hint: Text | None = None
 
-    def show(self, state: ViewState, waiting: bool, note: Text | None = None) -> None:
+    def show(
+        self, state: ViewState, waiting: bool, note: Text | None = None, hint: Text | None = None
+    ) -> None:
         """Redraw if what it says changed."""
-        if (state, waiting, note) == (self.state, self.waiting, self.note) and self._texts:
+        shown = (self.state, self.waiting, self.note, self.hint)
+        if (state, waiting, note, hint) == shown and self._texts:
             return
-        self.state, self.waiting, self.note = state, waiting, note
-        level, _ = status_parts(state, waiting, note)
+        self.state, self.waiting, self.note, self.hint = state, waiting, note, hint
+        level, _ = status_parts(state, waiting, note, hint)
         for name in LEVELS:
             self.set_class(name == level, f"-{name}")
         self.update_lines()
 
     def lines(self, width: int) -> list[Text]:
-        _, parts = status_parts(self.state, self.waiting, self.note)
+        _, parts = status_parts(self.state, self.waiting, self.note, self.hint)
         return [fit_parts(parts, width, separator="  ·  ")]

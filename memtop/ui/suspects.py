@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 
-from memtop.formatting import location
+from memtop.formatting import SUSPECT_MARK, location
 from memtop.history import Suspect, format_rate
 from memtop.model import Row
 
-MARK = "▲"  # beside the rank of a suspect row (the verdict's mark for growth)
+MARK = SUSPECT_MARK  # beside the rank of a suspect row (the verdict's mark for growth)
 
 # What the help screen says makes a row a suspect (model.judge_growth).
 RULE = (

@@ -6,13 +6,11 @@ a rich Text as plain text, never as markup.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 
 from rich.text import Text
 
-from memtop.formatting import clean_text
 from memtop.model import Query, TableInfo
 
 SORT_NAMES = {
@@ -23,21 +21,6 @@ SORT_NAMES = {
     "growth": "growth",
     "suspects": "suspects",
 }
-
-# `memtop run` starts `python -c BOOTSTRAP cfg_fd status_fd kind target args...`; the
-# bootstrap ends with this line (memtop/runner.py).
-_BOOTSTRAP_END = "l.main(sys.argv[1:])\n"
-
-
-def display_command(cmdline: str) -> str:
-    """The command line as a person would have typed it (not memtop's bootstrap code)."""
-    head, found, tail = cmdline.partition(_BOOTSTRAP_END)
-    parts = tail.split()
-    if found and len(parts) >= 4:
-        python = os.path.basename(head.split(" ", 1)[0]) or "python"
-        module = ["-m"] if parts[2] == "module" else []
-        cmdline = " ".join([python, *module, *parts[3:]])
-    return clean_text(cmdline)
 
 
 def format_uptime(seconds: float) -> str:
@@ -77,11 +60,15 @@ def grouping_text(query: Query) -> str:
     return query.group_by + (" cumulative" if query.cumulative else "")
 
 
-def table_age(table: TableInfo, interval: float) -> str:
-    """'table 8 s old, next in 3 s' when the duty-cycle budget held the table back."""
+def table_age(table: TableInfo, interval: float) -> tuple[str, str]:
+    """('table 8 s old', 'next in 3 s (5% budget)') when the duty-cycle budget held the
+    table back, else ('', ''). The first part must always be shown; the second may go."""
     if table.age < 1.5 * max(1.0, interval) and table.next_in < interval:
-        return ""
-    return f"table {table.age:.0f} s old, next in {table.next_in:.0f} s ({table.budget:.0%} budget)"
+        return "", ""
+    return (
+        f"table {table.age:.0f} s old",
+        f"next in {table.next_in:.0f} s ({table.budget:.0%} budget)",
+    )
 
 
 def fit_parts(parts: Sequence[tuple[Text, int]], width: int, separator: str = " · ") -> Text:

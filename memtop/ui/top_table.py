@@ -121,8 +121,8 @@ class TopTable(ScrollView, can_focus=True):
         query = sample.query
         suspects = self._suspects = history.suspects()
         rows = suspect_order(sample.rows, suspects) if suspects_first else sample.rows
-        columns = columns_for(query, self.narrow, suspects_first)
         width = self._width()
+        columns = fit_columns(columns_for(query, self.narrow, suspects_first), width)
         where_width = _where_room(columns, width)
         grouping = (query.group_by, query.cumulative, query.include, query.exclude)
         followed = self._followed_key() if grouping == self._grouping else None
@@ -313,7 +313,23 @@ class TopTable(ScrollView, can_focus=True):
             self.post_message(self.Selected(row))
 
 
+MIN_WHERE = 22  # columns a location needs: 'app/sessions.py:17' and a little source
+# On a small terminal, what goes first: counts, the trend, then the growth column.
+DROPPED_FIRST = ("count", "count_diff", "avg", "rate", "trend", "size_diff")
+
+
 def _where_room(columns: tuple[Column, ...], width: int) -> int:
     """What the location column gets: the width the fixed columns leave."""
     used = sum((c.width or 0) + 2 for c in columns)  # one space either side of each cell
-    return max(12, width - used)
+    return max(MIN_WHERE // 2, width - used)
+
+
+def fit_columns(columns: tuple[Column, ...], width: int) -> tuple[Column, ...]:
+    """Drop the least needed columns until the location has room for a file name and its
+    line number: a location cut short reads like another, real one. The column the table
+    is sorted by stays."""
+    for key in DROPPED_FIRST:
+        if _where_room(columns, width) >= MIN_WHERE:
+            break
+        columns = tuple(c for c in columns if c.key != key or c.label.endswith("▼"))
+    return columns

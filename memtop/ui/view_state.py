@@ -9,17 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from memtop.model import SORT_KEYS, Query
+from memtop.model import INTERNAL_PATTERNS, SORT_KEYS, Query
 
-# Allocations that are rarely what a leak hunt is after: the import system, frames
-# tracemalloc could not name, and memtop's own agent and tracemalloc module.
-INTERNAL_PATTERNS = (
-    "<frozen importlib.*",
-    "*/importlib/*",
-    "<unknown>",
-    "*/memtop/agent/*",
-    "*/tracemalloc.py",
-)
 # The s cycle: the agent's sort orders, then suspects (the agent's growth order, steady
 # growers moved to the top by the viewer from its history).
 SORTS = (*SORT_KEYS, "suspects")

@@ -7,7 +7,9 @@ argv: STATE MODE [TRIGGER]
   all       the three at once
   static    makes 300 Widgets once, then only reports; when the TRIGGER file appears it
             drops them and reports whether a weak reference to one still lives
-  local     a worker thread keeps one Holder in a local variable, nothing else refers to it
+  local     a worker thread keeps one Holder in a local variable, nothing else refers to it;
+            a thread without a name (started with _thread) keeps one Anonymous the same way
+  slots     a global list of Slotted objects (with __slots__) keeps a Payload each
 Every mode also churns short-lived objects and, once, keeps a 2 MB spike (# LINE: spike).
 """
 
@@ -39,10 +41,36 @@ class Holder:
     pass
 
 
+class Anonymous:
+    pass
+
+
+class Payload:
+    pass
+
+
+class Slotted:
+    __slots__ = ("n", "payload")
+
+    def __init__(self, n):
+        self.n = n
+        self.payload = Payload()
+
+
+SLOTTED = []
+
+
+def hold_anonymously():
+    keep = Anonymous()  # LINE: held_anonymously
+    while True:
+        time.sleep(0.05)
+        assert keep is not None
+
+
 def hold_forever():
     keep = Holder()  # LINE: held_local
     while True:
-        time.sleep(0.05)
+        time.sleep(0.05)  # LINE: holder_waits
         assert keep is not None
 
 
@@ -82,9 +110,13 @@ def main():
     turn = 0
     watched = None
     if MODE == "local":
+        import _thread
         import threading
 
         threading.Thread(target=hold_forever, name="holder", daemon=True).start()
+        _thread.start_new_thread(hold_anonymously, ())
+    if MODE == "slots":
+        SLOTTED.extend(Slotted(n) for n in range(50))
     if MODE == "static":
         LEAKED.extend(Widget(n, bytes(64)) for n in range(300))  # LINE: static
         watched = weakref.ref(LEAKED[-1])
@@ -92,7 +124,7 @@ def main():
         turn += 1
         if turn == 5:
             SPIKE.append(bytearray(2 * 1024 * 1024))  # LINE: spike
-        if MODE not in ("static", "local"):
+        if MODE not in ("static", "local", "slots"):
             leak(turn)
         churn()
         if TRIGGER and os.path.exists(TRIGGER) and LEAKED:
