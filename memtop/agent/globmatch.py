@@ -62,10 +62,7 @@ class Segment:
         """True when the segment matches `name` at `start` (which leaves room for it)."""
         if self.text is not None:
             return name.startswith(self.text, start)
-        for offset, atom in enumerate(self.atoms):
-            if not _accepts(atom, name[start + offset]):
-                return False
-        return True
+        return all(_accepts(atom, name[start + offset]) for offset, atom in enumerate(self.atoms))
 
     def find(self, name, start, stop):
         """The first position >= start where the segment matches within name[:stop], or -1."""
