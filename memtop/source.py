@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from memtop.client import AgentClient
+from memtop.client import DEFAULT_BUSY_WAIT, AgentClient
 from memtop.compiled import crowded_line, read_extension_modules
 from memtop.errors import ConnectionLost, MemtopError
 from memtop.leaks import (
@@ -106,6 +106,9 @@ class LiveSource:
         self.token = token if token is not None else (program.token if program else None)
         self.proc = ProcInfo(pid)
         self._lock = threading.Lock()
+        # How long a request waits for the agent's time budget (the live view: not at all,
+        # it shows a notice and asks again when the agent said).
+        self.busy_wait = DEFAULT_BUSY_WAIT
         greeting = client.greeting
         self.info = TargetInfo(
             pid=pid,
@@ -182,6 +185,7 @@ class LiveSource:
     def snapshot(self) -> SavedSnapshot:
         """The whole snapshot, for saving (see memtop.snapfile)."""
         with self._lock:
+            self.client.busy_wait = self.busy_wait
             return snapshot_of(self.client, self.pid)
 
     def reconnect(self) -> None:
@@ -199,6 +203,7 @@ class LiveSource:
 
     def _request(self, cmd: str, **args: object) -> Any:
         with self._lock:
+            self.client.busy_wait = self.busy_wait
             return self.client.request(cmd, **args)
 
     def exit_status(self) -> str | None:

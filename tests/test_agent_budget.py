@@ -11,7 +11,7 @@ import pytest
 from conftest import Targets, read_state, wait_for, wait_state
 from wire import Raw, error_code
 
-from memtop.agent import checks, protocol, sampler
+from memtop.agent import checks, sampler
 
 FILES = 2000
 
@@ -50,7 +50,7 @@ def test_non_finite_or_huge_numbers_are_refused_and_ping_keeps_working(
     targets: Targets, number: str
 ) -> None:
     program, _, abuser = _ready(targets, "10")
-    body = '{"id": 7, "cmd": "configure", "args": {"idle_timeout": %s}}' % number
+    body = '{"id": 7, "cmd": "configure", "args": {"idle_timeout": ' + number + "}}"
     abuser.send_bytes(_frame(body.encode()))
     reply = abuser.read()
     assert error_code(reply) == "bad_json", reply
@@ -83,9 +83,7 @@ def test_filters_are_matched_without_the_programs_regex_caches(targets: Targets)
         )
         assert reply["ok"], reply
         files = {row["filename"].rsplit("/", 1)[1] for row in reply["result"]["rows"]}
-        expected = {"mod%04d.py" % i for i in range(49)}
-        if index < 100 and 100 + index < 200:
-            expected.add("mod%04d.py" % (100 + index))
+        expected = {f"mod{i:04d}.py" for i in (*range(49), 100 + index)}
         assert files == expected
     assert _settled(state, "regex_cache") == before
 

@@ -2,8 +2,8 @@
 other than its own two: the agent must inspect its objects without running any of them.
 
 argv: STATE
-Each of Holder1..Holder6 has one instance, reachable from a module global only through an
-object whose class defines the methods a careless walk would call:
+Each of Holder1..Holder6 has one instance (Holder5: 3000), reachable from a module global
+only through an object whose class defines the methods a careless walk would call:
   Holder1  the value of a dict entry whose key is a str subclass (__repr__, __eq__, __hash__)
   Holder2  an attribute of an instance with __getattribute__ and a __class__ property
   Holder3  an item of a list subclass with __iter__ and __len__
@@ -166,7 +166,7 @@ SNEAKY = Sneaky()
 object.__setattr__(SNEAKY, "child", Holder2())
 LISTY = Listy([Holder3()])
 CLOSURE = closing_over(Loud(), Holder4())
-OBJECTS = [Holder5()]
+OBJECTS = [Holder5() for _ in range(3000)]  # among the largest types: on screen
 sys.modules["hostile_lazy"] = NotAModule()
 
 worker = Worker(daemon=True)
