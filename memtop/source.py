@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from memtop.client import DEFAULT_BUSY_WAIT, AgentClient
 from memtop.compiled import crowded_line, read_extension_modules
-from memtop.errors import ConnectionLost, MemtopError
+from memtop.errors import AgentBusy, ConnectionLost, MemtopError
 from memtop.leaks import (
     Origins,
     ReferrerChain,
@@ -106,9 +106,11 @@ class LiveSource:
         self.token = token if token is not None else (program.token if program else None)
         self.proc = ProcInfo(pid)
         self._lock = threading.Lock()
-        # How long a request waits for the agent's time budget (the live view: not at all,
-        # it shows a notice and asks again when the agent said).
+        # How long a request waits for the agent's time budget, and a refresh of the table
+        # (the live view: not at all, it shows a notice and asks again when the agent said).
         self.busy_wait = DEFAULT_BUSY_WAIT
+        self.refresh_wait = DEFAULT_BUSY_WAIT
+        client.busy_wait = 0.0  # waits happen in _request, outside the lock
         greeting = client.greeting
         self.info = TargetInfo(
             pid=pid,
@@ -123,7 +125,7 @@ class LiveSource:
 
     def refresh(self, query: Query, max_age: float) -> Sample:
         """One refresh: the agent's rows and totals, RSS/USS read from outside."""
-        reply = self._request("top", **query.top_args(max_age))
+        reply = self._request("top", _wait=self.refresh_wait, **query.top_args(max_age))
         memory = self.proc.memory()
         sample = sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
         if crowded_line(sample) is None:
@@ -186,7 +188,10 @@ class LiveSource:
         """The whole snapshot, for saving (see memtop.snapfile)."""
         with self._lock:
             self.client.busy_wait = self.busy_wait
-            return snapshot_of(self.client, self.pid)
+            try:
+                return snapshot_of(self.client, self.pid)
+            finally:
+                self.client.busy_wait = 0.0
 
     def reconnect(self) -> None:
         """Open a new connection to the same agent (after ConnectionLost).
@@ -200,11 +205,21 @@ class LiveSource:
             self.client = AgentClient.connect(
                 self.client.path, self.token, expected_pid=self.pid, uid=self.client.uid
             )
+            self.client.busy_wait = 0.0
 
-    def _request(self, cmd: str, **args: object) -> Any:
-        with self._lock:
-            self.client.busy_wait = self.busy_wait
-            return self.client.request(cmd, **args)
+    def _request(self, cmd: str, _wait: float | None = None, **args: object) -> Any:
+        """One request; a busy agent is asked again when it says, for up to `_wait`
+        seconds (default busy_wait), without holding the connection meanwhile: other
+        views' requests go on."""
+        deadline = time.monotonic() + (self.busy_wait if _wait is None else _wait)
+        while True:
+            try:
+                with self._lock:
+                    return self.client.request(cmd, **args)
+            except AgentBusy as exc:
+                if time.monotonic() + exc.retry_in > deadline:
+                    raise
+                time.sleep(exc.retry_in)
 
     def exit_status(self) -> str | None:
         """How the target ended, or None while it runs."""

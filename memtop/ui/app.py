@@ -93,9 +93,9 @@ class MemtopApp(App[Outcome]):
         self.autorefresh = autorefresh and not offline
         self.source = source
         if isinstance(source, LiveSource):
-            # The live view never blocks on the agent's time budget: a busy reply is shown
-            # and the request made again when the agent said.
-            source.busy_wait = 0.0
+            # The table never waits for the agent's time budget: a busy reply is shown and
+            # the refresh made again when the agent said (panels wait, showing they do).
+            source.refresh_wait = 0.0
         self.clock = clock
         self.cwd = os.getcwd() if cwd is None else cwd
         self.history = History() if history is None else history
