@@ -89,6 +89,7 @@ class Sample:
         "id",
         "own_count",
         "own_size",
+        "read_cost",
         "read_peak",
         "size",
         "time",
@@ -98,6 +99,7 @@ class Sample:
         self.id = sample_id
         self.time = when
         self.cost = 0.0
+        self.read_cost = 0.0
         self.derived = 0
         self.by_traceback = {}
         self.size = self.count = 0

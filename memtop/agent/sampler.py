@@ -24,8 +24,10 @@ from . import collector, footprint
 from .checks import Busy
 
 # Groupings kept for the latest sample (each holds one entry per key), and pieces of work
-# on a fresh sample done before the budget allows new work again.
+# on a fresh sample done before the budget allows new work again (while they cost no more
+# than the sample's own read, or DERIVED_FLOOR seconds).
 MAX_DERIVED = 8
+DERIVED_FLOOR = 0.02
 
 
 class Sampler:
@@ -72,9 +74,14 @@ class Sampler:
             raise Busy(wait, what)
 
     def admit_derived(self, sample, what):
-        """Admit work on `sample`: the first MAX_DERIVED pieces on the latest sample always
-        (their cost is counted all the same), any other only within the budget."""
-        if sample is self.latest and sample.derived < MAX_DERIVED:
+        """Admit work on `sample`: the first pieces on the latest sample always (up to
+        MAX_DERIVED, while they have cost less than the read itself; counted all the same),
+        any other only within the budget."""
+        if (
+            sample is self.latest
+            and sample.derived < MAX_DERIVED
+            and sample.cost - sample.read_cost <= max(sample.read_cost, DERIVED_FLOOR)
+        ):
             sample.derived += 1
             return
         self.admit(what)
@@ -95,6 +102,7 @@ class Sampler:
         started = time.thread_time()
         footprint.release_free_memory()
         fresh.cost += time.thread_time() - started
+        fresh.read_cost = fresh.cost
         # The program's own traced growth meanwhile cancels out of untraced memory; its
         # native growth during the read (a few percent of the time) is counted as memtop's.
         self.residue += max(0, footprint.untraced_bytes() - before)

@@ -30,6 +30,7 @@ ACCEPT_BATCH = 16
 IDLE_CONNECTION = 600.0
 WRITE_TIMEOUT = 30.0
 MAX_PENDING_OUT = 2 * protocol.MAX_RESPONSE
+LARGE_REPLY = 64 * 1024
 _CRED = struct.Struct("3i")
 
 
@@ -315,6 +316,7 @@ class Server:
         return {"id": None, "ok": True, "result": {"authenticated": True}}
 
     def _queue(self, conn, message, now):
+        started = time.thread_time()
         try:
             frame = protocol.encode(message)
         except protocol.ProtocolError as exc:
@@ -324,6 +326,9 @@ class Server:
             frame = protocol.encode(
                 protocol.error_reply(message.get("id"), "internal", "reply could not be encoded")
             )
+        if len(frame) > LARGE_REPLY:
+            # Encoding a large reply (500 rows, a snapshot part) is work for the budget too.
+            self.agent.sampler.spend(time.thread_time() - started)
         if len(conn.out) + len(frame) > MAX_PENDING_OUT:
             # The client sends requests but does not read replies.
             self._drop(conn.fd)
