@@ -168,3 +168,30 @@ def test_distinct_filters_do_not_grow_the_program(targets: Targets) -> None:
     grown = _settled(state, "allocated_blocks") - before
     # At most the latest sample's groupings and each viewer's previous ones stay.
     assert grown < 12 * FILES * 4, grown
+
+
+def test_requests_sent_at_once_are_all_answered_in_order(targets: Targets) -> None:
+    """Requests are read a few at a time (a client that never waits does not set the
+    agent's pace), and none is lost."""
+    _, _, raw = _ready(targets, "10")
+    frames = b"".join(
+        _frame(b'{"id": %d, "cmd": "ping", "args": {}}' % number) for number in range(1, 41)
+    )
+    raw.send_bytes(frames)
+    replies = [raw.read() for _ in range(40)]
+    assert [reply["id"] for reply in replies] == list(range(1, 41))
+    assert all(reply["ok"] for reply in replies)
+
+
+def test_a_client_told_busy_is_read_again_after_a_pause(targets: Targets) -> None:
+    """Requests pipelined behind one told `busy` are answered, after the pause."""
+    _, _, raw = _ready(targets, str(FILES))
+    assert raw.call("types", 1)["ok"]
+    raw.send_bytes(
+        _frame(b'{"id": 2, "cmd": "types", "args": {}}')
+        + _frame(b'{"id": 3, "cmd": "ping", "args": {}}')
+    )
+    told = raw.read()
+    assert told["id"] == 2 and error_code(told) == "busy"
+    pong = raw.read()
+    assert pong["id"] == 3 and pong["ok"]
