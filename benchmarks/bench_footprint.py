@@ -66,10 +66,10 @@ def run_plain(python: str, iterations: int, mode: str, work: Path) -> dict:
         proc.wait()
 
 
-def run_agent(python: str, iterations: int, work: Path) -> dict:
-    state = work / "agent.json"
+def run_agent(python: str, iterations: int, work: Path, mode: str = "agent") -> dict:
+    state = work / f"{mode}.json"
     program = start_program(
-        TARGET, [str(state), str(iterations), "agent"], python=python, log_path=str(work / "a.log")
+        TARGET, [str(state), str(iterations), mode], python=python, log_path=str(work / "a.log")
     )
     client = AgentClient.connect(program.socket_path, program.token, expected_pid=program.pid)
     stop = threading.Event()
@@ -84,13 +84,13 @@ def run_agent(python: str, iterations: int, work: Path) -> dict:
     poller = threading.Thread(target=poll, daemon=True)
     try:
         poller.start()
-        (work / "agent.json.go").touch()
+        state.with_name(state.name + ".go").touch()
         result = read_state(state, "rss")
         stop.set()
         poller.join()
         client.request("detach")
         client.close()
-        (work / "agent.json.after").touch()
+        state.with_name(state.name + ".after").touch()
         result.update(read_state(state, "rss_after"))
         result["refreshes"] = len(refreshes)
         return result
@@ -122,6 +122,7 @@ def main(argv: list[str]) -> int:
                 "tracemalloc alone": run_plain(python, args.iterations, "alone", work),
                 "naive 1 Hz reader": run_plain(python, args.iterations, "reader", work),
                 "memtop agent 1 Hz": run_agent(python, args.iterations, work),
+                "memtop, ctypes loaded": run_agent(python, args.iterations, work, "agent+ctypes"),
             }
         alone = runs["tracemalloc alone"]["rss"] - base
         for name, result in runs.items():

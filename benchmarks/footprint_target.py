@@ -2,7 +2,8 @@
 
     python footprint_target.py STATE ITERATIONS MODE
 MODE: alone (tracemalloc only), reader (tracemalloc and a thread reading the whole trace
-table every second, as a naive tool would), agent (memtop's agent starts tracing).
+table every second, as a naive tool would), agent (memtop's agent starts tracing),
+agent+ctypes (the same, in a program that imported ctypes: libffi is loaded).
 It waits for STATE.go, leaks one object in ten, writes {"rss": ...} to STATE, then waits
 for STATE.after and writes {"rss_after": ...} (the viewer has detached by then).
 """
@@ -36,6 +37,8 @@ def reader(stop):
 
 def main():
     state, iterations, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    if mode == "agent+ctypes":
+        import ctypes  # noqa: F401 - what the agent looks for before it trims
     if mode in ("alone", "reader"):
         tracemalloc.start(4)
     stop = threading.Event()

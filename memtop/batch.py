@@ -12,9 +12,16 @@ from typing import TextIO
 from memtop import __version__
 from memtop.compiled import compiled_hint
 from memtop.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_TARGET_GONE, ConnectionLost
-from memtop.formatting import SUSPECT_MARK, fit, format_count, format_size, location
+from memtop.formatting import SUSPECT_MARK, clean_text, fit, format_count, format_size, location
 from memtop.history import History, Suspect, Verdict, format_rate
-from memtop.model import Query, Sample, sample_json
+from memtop.model import (
+    RESTARTED_BASELINE,
+    Query,
+    Sample,
+    empty_note,
+    only_new_note,
+    sample_json,
+)
 from memtop.source import Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
@@ -27,11 +34,13 @@ def render_text(
     width: int,
     cwd: str | None = None,
     suspects: dict[str, Suspect] | None = None,
+    taken: str | None = None,
 ) -> str:
     """One `--batch` refresh: a header of vital numbers, then the table. Leak suspects
-    are marked with ▲ (as on screen) after their rank and listed under the header."""
+    are marked with ▲ (as on screen) after their rank and listed under the header.
+    `taken`: for a saved snapshot, when it was taken and what the file does not record."""
     suspects = suspects or {}
-    stamp = datetime.fromtimestamp(sample.time).strftime("%H:%M:%S")
+    stamp = "" if taken else datetime.fromtimestamp(sample.time).strftime(" - %H:%M:%S")
     table = sample.table
     untraced = sample.untraced
     share = f" ({untraced / sample.rss:.0%} of RSS)" if untraced is not None and sample.rss else ""
@@ -46,9 +55,11 @@ def render_text(
         if table.next_in > 0
         else ""
     )
+    if taken:
+        table_note = taken
     mode = f"{sample.query.group_by}{' cumulative' if sample.query.cumulative else ''}"
     lines = [
-        f"memtop {__version__} - {stamp} - {source_info} - group {mode}, nframe {sample.nframe}",
+        f"memtop {__version__}{stamp} - {source_info} - group {mode}, nframe {sample.nframe}",
         f"RSS {format_size(sample.rss)}{uss}  traced {format_size(sample.traced_current)}"
         f"  peak {format_size(sample.traced_peak)}  tracer {format_size(sample.tracemalloc_memory)}"
         f"  untraced {format_size(untraced)}{share}{memtop}",
@@ -56,10 +67,25 @@ def render_text(
         "",
         _COLUMNS + "LOCATION / SOURCE",
     ]
+    notes = []
+    note = only_new_note(sample.tracing, sample.time)
+    if note is not None:
+        notes.append(f"warning: {note}")
+        if not sample.total_rows:
+            notes.append(f"warning: {empty_note(sample.tracing, sample.time)}")
+    if sample.baseline_restarted:
+        notes.append(f"warning: {RESTARTED_BASELINE}")
     hint = compiled_hint(sample, sample.extension_modules)
     if hint is not None:
         where = location(hint.row.filename, hint.row.lineno, 60, cwd)
-        lines.insert(3, f"note: {hint.text(where)}")
+        notes.append(f"note: {hint.text(where)}")
+    if sample.processes:
+        each = ", ".join(
+            f"{p.pid} RSS {format_size(p.rss)} traced {format_size(p.traced)}"
+            for p in sample.processes
+        )
+        notes.insert(0, f"{len(sample.processes)} processes (summed above): {each}")
+    lines[3:3] = notes
     if suspects:
         ranked = sorted(
             suspects.items(), key=lambda kv: kv[1].rate * kv[1].confidence, reverse=True
@@ -68,13 +94,17 @@ def render_text(
             f"{fit(key, 60)} ({format_rate(s.rate)}, confidence {s.confidence:.0%})"
             for key, s in ranked
         )
-        lines.insert(3, f"leak suspects: {named}")
+        lines.insert(3 + len(notes), f"leak suspects: {named}")
     room = max(24, width - len(_COLUMNS))
     for rank, row in enumerate(sample.rows, 1):
         # The location keeps its line number; the source line gives way first.
         where = location(row.filename, row.lineno, min(room, 48), cwd)
         left = room - len(where) - 2
         rest = f"{where}  {fit(row.source, left)}" if row.source and left >= 8 else where
+        if row.procs:  # a group: what each process holds, largest first
+            rest += (
+                "  [" + ", ".join(f"{pid} {format_size(size)}" for pid, size, _ in row.procs) + "]"
+            )
         mark = SUSPECT_MARK if row.key in suspects else " "
         lines.append(
             f"{rank:4d}{mark} {format_size(row.size):>10} {format_size(row.size_diff, True):>10}"
@@ -84,9 +114,20 @@ def render_text(
     return "\n".join(lines) + "\n"
 
 
-def render_json(sample: Sample, verdict: Verdict, history: History | None = None) -> str:
-    """One `--json` line."""
+def render_json(
+    sample: Sample,
+    verdict: Verdict,
+    history: History | None = None,
+    unknown: tuple[str, ...] = (),
+) -> str:
+    """One `--json` line; the fields in `unknown` (a saved snapshot does not record them)
+    are null."""
     data = sample_json(sample, history)
+    for name in unknown:
+        if name in data:
+            data[name] = None
+    if "time" in unknown:
+        data["table"]["age"] = None
     data["verdict"] = verdict.text
     data["verdict_kind"] = verdict.kind
     # Most memory at one line while compiled code is loaded (see memtop.compiled), or null.
@@ -118,12 +159,19 @@ def run_batch(
     history = History()
     shown = 0
     info = source.info
-    label = f"pid {info.pid} - python {info.python} - {info.how}"
+    label = clean_text(f"pid {info.pid} - python {info.python} - {info.how}")
+    taken = None
+    describe = getattr(source, "describe", None)  # a saved snapshot says what it knows
+    if describe is not None:
+        label, taken = (clean_text(text) for text in describe())
     cwd = os.getcwd()
     try:
         while iterations is None or shown < iterations:
             started = time.monotonic()
             try:
+                if not shown:
+                    # Go on from the history the agent kept (a viewer left it serving).
+                    history.seed(source.resume(query))
                 sample = source.refresh(query, max_age=interval * 0.9)
             except ConnectionLost:
                 status = wait_for_exit(source, 2.0)
@@ -134,9 +182,10 @@ def run_batch(
             history.add(sample)
             verdict = history.verdict()
             out.write(
-                render_json(sample, verdict, history) + "\n"
+                render_json(sample, verdict, history, getattr(source, "unknown_fields", ())) + "\n"
                 if as_json
-                else render_text(sample, verdict, label, width, cwd, history.suspects()) + "\n"
+                else render_text(sample, verdict, label, width, cwd, history.suspects(), taken)
+                + "\n"
             )
             out.flush()
             shown += 1

@@ -9,21 +9,22 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from memtop import offline, signals
 from memtop.attach.chain import attach, detach
-from memtop.attach.discovery import python_processes
+from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
-from memtop.errors import EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
+from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
 from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
+from memtop.terminal import SafeStream, clean_text
 
 DEMO_PROGRAM = str(Path(__file__).resolve().parent / "demo.py")
 
@@ -34,16 +35,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list and args_list[0].isdigit():
         args_list.insert(0, "attach")  # `memtop PID` is `memtop attach PID`
     signals.install()
+    # Everything memtop prints quotes the target or a file somewhere: both streams let
+    # no control character through (the TUI draws on sys.__stderr__, untouched).
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(sys.stdout), SafeStream(sys.stderr)
     try:
         args = build_parser().parse_args(args_list)
         if args.command is None:
             raise UsageError("no command given (see `memtop --help`)")
         return _dispatch(args)
     except MemtopError as exc:
-        sys.stderr.write(f"memtop: {exc.message}\n")
+        sys.stderr.write(f"memtop: {clean_text(exc.message, keep=chr(10))}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do. Every cleanup
+        # on the way here ran as usual; stdout now goes nowhere, so that the interpreter's
+        # last flush at exit finds no closed pipe either.
+        _discard_stdout(streams[0])
+        return EXIT_BROKEN_PIPE
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _discard_stdout(stdout: TextIO) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stdout.fileno())
+    except (OSError, ValueError):
+        pass  # not a real file (a test's StringIO): nothing will flush into a pipe
+    finally:
+        os.close(devnull)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -74,11 +97,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.force_gdb,
             args.wait,
             _warn,
+            keep=args.keep,
         )
         sys.stderr.write(f"memtop: {done}\n")
         return 0
     if args.command == "view":
         return _view_file(args)
+    if args.command == "export":
+        return _export(args)
     if args.command == "convert":
         sys.stderr.write(
             f"memtop: {offline.convert(args.source, args.target, args.to, args.trust_pickle)}\n"
@@ -178,6 +204,13 @@ def _view_file(args: argparse.Namespace) -> int:
     current = load(args.file, args.trust_pickle)
     base = load(args.base, args.trust_pickle) if args.base else None
     source = FileSource(current, args.file, base, args.base)
+    if source.sessions_differ():
+        _warn(
+            f"{args.file} and {args.base} come from two tracing sessions (tracing stopped or "
+            "restarted in between, or another process): what the later one never traced "
+            "shows as freed. Take both snapshots of one session: `memtop snapshot PID --keep` "
+            "first, then `memtop snapshot PID` later"
+        )
     if args.iterations is None and (args.batch or args.json):
         args.iterations = 1  # a file does not change: one refresh says it all
     return _view(source, _query(args), args)
@@ -203,6 +236,8 @@ def _batch_width() -> int:
 
 
 def _attach(args: argparse.Namespace) -> int:
+    if args.more or args.children:
+        return _attach_group(args)
     query = _query(args)
     if args.iterations is not None and not (args.batch or args.json):
         args.batch = True
@@ -227,20 +262,82 @@ def _attach(args: argparse.Namespace) -> int:
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
 
 
+def _attach_group(args: argparse.Namespace) -> int:
+    """`memtop PID PID…` or `memtop PID --children`: several processes as one table."""
+    from memtop.group import GroupSource, children_of
+
+    query = _query(args)
+    if args.iterations is not None and not (args.batch or args.json):
+        args.batch = True
+
+    def note(text: str) -> None:
+        sys.stderr.write(f"memtop: {text}\n")
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, args.method, args.nframe, args.timeout, args.force_gdb)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    pids = list(dict.fromkeys([args.pid, *args.more]))
+    if args.children:
+        pids += [pid for pid in children_of(args.pid) if pid not in pids]
+    members: dict[int, LiveSource] = {}
+    try:
+        for pid in pids:
+            members[pid] = attach_member(pid)
+    except BaseException:
+        for member in members.values():
+            member.close()
+        raise
+    note(f"watching {len(members)} processes: {' '.join(str(p) for p in members)}")
+    source = GroupSource(members, attach_member, note, parent=args.pid if args.children else None)
+    try:
+        return _view(source, query, args)
+    finally:
+        source.close()
+
+
+def _export(args: argparse.Namespace) -> int:
+    from memtop.fleet.export_command import run_export  # prometheus_client loads only here
+
+    query = Query(
+        limit=max(args.top, 50),
+        exclude=INTERNAL_PATTERNS if args.hide_internal else (),
+    )
+    return run_export(
+        args.pids,
+        args.listen,
+        query,
+        top=args.top,
+        interval=args.interval,
+        keep_agent=args.keep_agent,
+        attach_options={
+            "method": args.method,
+            "nframe": args.nframe,
+            "timeout": args.timeout,
+            "force_gdb": args.force_gdb,
+        },
+        err=sys.stderr,
+        hung_up=signals.hung_up,
+        children=args.children,
+    )
+
+
 def _ps(args: argparse.Namespace) -> int:
     rows = python_processes(all_users=args.all)
+    ordered = as_tree(rows) if args.tree else [(0, row) for row in rows]
     if args.json:
-        json.dump([row.as_json() for row in rows], sys.stdout)
+        listed = [{**row.as_json(), "depth": depth} for depth, row in ordered]
+        json.dump(listed if args.tree else [row.as_json() for row in rows], sys.stdout)
         sys.stdout.write("\n")
         return 0
     sys.stdout.write(f"{'PID':>7} {'PYTHON':<8} {'RSS':>10} {'AGENT':<6} {'USER':<10} COMMAND\n")
     width = _batch_width()
-    for row in rows:
+    for depth, row in ordered:
         line = (
             f"{row.pid:>7} {row.python:<8} {format_size(row.rss):>10} "
             f"{'yes' if row.agent else '-':<6} {fit(row.user, 10):<10} "
         )
-        command = display_command(row.command)
+        command = ("  " * (depth - 1) + "└─ " if depth else "") + display_command(row.command)
         sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 

@@ -158,12 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
         "attach", help="attach to a running CPython process and view it (also: memtop PID)"
     )
     attach.add_argument("pid", type=_bounded_int(1, 2**22), metavar="PID")
+    attach.add_argument(
+        "more", type=_bounded_int(1, 2**22), nargs="*", metavar="PID",
+        help="more processes, watched as one group (tables merged by line)",
+    )  # fmt: skip
+    attach.add_argument(
+        "--children",
+        action="store_true",
+        help="also watch PID's Python children, and new ones as they appear (workers)",
+    )
     _add_view_options(attach)
     _add_attach_options(attach)
 
     ps = commands.add_parser("ps", help="list Python processes and whether an agent serves")
     ps.add_argument("--json", action="store_true", help="one JSON array on stdout")
     ps.add_argument("-a", "--all", action="store_true", help="every user's processes (root)")
+    ps.add_argument(
+        "--tree",
+        action="store_true",
+        help="each process under its parent (a gunicorn master above its workers)",
+    )
 
     detach = commands.add_parser("detach", help="stop the agent in a process")
     detach.add_argument("pid", type=_bounded_int(1, 2**22), metavar="PID")
@@ -178,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=FORMATS,
         default="memtop",
-        help="memtop's file format (default) or tracemalloc's (a pickle)",
+        help="memtop's file format (default), tracemalloc's (a pickle), or pprof (gzipped "
+        "profile.proto, for go tool pprof, Pyroscope, speedscope)",
     )
     _add_nframe_option(snapshot)
     snapshot.add_argument(
@@ -187,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="SECONDS",
         help="when the attach starts tracing, trace this long before saving",
+    )
+    snapshot.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the agent tracing after saving, so that a later snapshot of the same "
+        "tracing session shows what grew in between (`memtop detach PID` stops it)",
     )
     _add_attach_options(snapshot)
 
@@ -202,10 +223,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_view_options(view)
 
+    export = commands.add_parser(
+        "export",
+        help="serve heap metrics of processes to Prometheus (stays attached, headless)",
+    )
+    export.add_argument("pids", type=_bounded_int(1, 2**22), nargs="+", metavar="PID")
+    export.add_argument(
+        "--listen",
+        default="127.0.0.1:9464",
+        metavar="ADDRESS:PORT",
+        help="where /metrics is served (default 127.0.0.1:9464, this machine only)",
+    )
+    export.add_argument(
+        "--top",
+        type=_bounded_int(1, 500),
+        default=20,
+        metavar="N",
+        help="sites (file:line) served per process, the largest (default 20)",
+    )
+    export.add_argument(
+        "-i",
+        "--interval",
+        type=_positive_float,
+        default=15.0,
+        metavar="SECONDS",
+        help="refresh period (default 15, a common scrape interval)",
+    )
+    export.add_argument(
+        "--children",
+        action="store_true",
+        help="also serve each PID's Python children, and new ones as they appear (workers)",
+    )
+    export.add_argument(
+        "--keep-agent",
+        action="store_true",
+        help="on exit, leave the agents serving (as Q does) instead of detaching",
+    )
+    export.add_argument(
+        "--hide-internal",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="leave out importlib, <unknown> and memtop's own lines (default: left out)",
+    )
+    _add_nframe_option(export)
+    _add_attach_options(export)
+
     convert = commands.add_parser("convert", help="convert between memtop and tracemalloc files")
     convert.add_argument("source", metavar="IN")
     convert.add_argument("target", metavar="OUT")
-    convert.add_argument("--to", choices=FORMATS, default="tracemalloc")
+    convert.add_argument(
+        "--to",
+        choices=FORMATS,
+        default=None,
+        help="the output format (default from OUT's name: .memtop memtop, .pb.gz or .pprof "
+        "pprof, anything else tracemalloc)",
+    )
     convert.add_argument(
         "--trust-pickle",
         action="store_true",

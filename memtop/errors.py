@@ -5,6 +5,7 @@ EXIT_USAGE = 1
 EXIT_ATTACH = 2
 EXIT_TARGET_GONE = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of the output went away, as `| head` does
 
 
 class MemtopError(Exception):

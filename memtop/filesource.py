@@ -12,11 +12,17 @@ from typing import Any
 
 from memtop.agent import collector
 from memtop.errors import MemtopError
-from memtop.model import Frame, Query, Row, Sample, TableInfo, row_key
+from memtop.model import Frame, Query, Row, Sample, TableInfo, row_key, tracing_from_reply
 from memtop.snapfile import SavedSnapshot, Traceback
 from memtop.source import TargetInfo, TracebackEntry
 
 LIVE_ONLY = "{what} need the live process: a saved snapshot holds traces only"
+
+
+def _session(meta: dict[str, Any]) -> str | None:
+    tracing = meta.get("tracing")
+    session = tracing.get("session") if isinstance(tracing, dict) else None
+    return session if isinstance(session, str) else None
 
 
 class FileSource:
@@ -32,6 +38,7 @@ class FileSource:
         self.current = current
         self.base = base
         self._by_tb = current.by_traceback()
+        self._traced_total = sum(size for size, _ in self._by_tb.values())
         self._base_by_tb = base.by_traceback() if base is not None else None
         self._sources = {**(base.sources if base else {}), **current.sources}
         meta = current.meta
@@ -39,8 +46,8 @@ class FileSource:
         if base_path is not None:
             label = f"{label} vs {os.path.basename(base_path)}"
         self.info = TargetInfo(
-            pid=int(meta.get("pid") or 0),
-            python=str(meta.get("python") or "?"),
+            pid=int(meta.get("pid") or 0),  # 0: the file does not say
+            python=str(meta.get("python") or "unknown"),
             cmdline=str(meta.get("cmdline") or label),
             how="file",
             tracing_owner=str(meta.get("tracing_owner") or "?"),
@@ -50,6 +57,46 @@ class FileSource:
             label=label,
         )
         self._tables: dict[Query, Sample] = {}
+        # What a view should say it cannot show: tracemalloc's own format records traces
+        # and the traceback limit only.
+        self.unknown_fields = tuple(
+            field
+            for field in ("pid", "python", "time", "rss", "traced_peak", "tracemalloc_memory")
+            if meta.get(field) is None
+        )
+        self.unknown = tuple(
+            name
+            for name, field in (
+                ("pid", "pid"),
+                ("Python version", "python"),
+                ("time taken", "time"),
+                ("RSS", "rss"),
+                ("traced peak", "traced_peak"),
+                ("tracer memory", "tracemalloc_memory"),
+            )
+            if meta.get(field) is None
+        )
+
+    def describe(self) -> tuple[str, str]:
+        """(who, when) for the text view: what the file says, and what it does not."""
+        info = self.info
+        who = f"file {info.label} - pid {info.pid or 'unknown'} - python {info.python}"
+        taken = self.current.meta.get("time")
+        when = (
+            "taken " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(taken))
+            if taken
+            else "taken at an unknown time"
+        )
+        if self.unknown:
+            source = self.current.meta.get("imported_from")
+            when += f"; not recorded in the file: {', '.join(self.unknown)}" + (
+                f" (imported from {source})" if source else ""
+            )
+        return who, when
+
+    def resume(self, query: Query) -> None:
+        """A file has no history to go on from."""
+        return None
 
     def refresh(self, query: Query, max_age: float) -> Sample:
         """The table of the file (diffs against the base file, if any); a file does not
@@ -76,7 +123,9 @@ class FileSource:
             query=query,
             rss=meta.get("rss"),
             uss=meta.get("uss"),
-            traced_current=int(meta.get("traced_current") or meta.get("traced_size") or 0),
+            traced_current=int(
+                meta.get("traced_current") or meta.get("traced_size") or self._traced_total
+            ),
             traced_peak=int(meta.get("traced_peak") or 0),
             tracemalloc_memory=int(meta.get("tracemalloc_memory") or 0),
             traced_blocks=sum(count for _, _, count in self.current.entries),
@@ -93,7 +142,18 @@ class FileSource:
             ),
             rows=tuple(self._row(query.group_by, raw) for raw in rows),
             total_rows=total,
+            tracing=tracing_from_reply(meta.get("tracing")),
+            baseline_restarted=self.sessions_differ(),
         )
+
+    def sessions_differ(self) -> bool:
+        """True when the base file comes from another tracing session (tracing restarted
+        between the two, or another process): memory the later one never traced looks
+        freed. Files that do not say (older ones, tracemalloc pickles) are not judged."""
+        if self.base is None:
+            return False
+        sessions = [_session(self.current.meta), _session(self.base.meta)]
+        return None not in sessions and sessions[0] != sessions[1]
 
     def _row(self, group_by: str, raw: tuple[Any, ...]) -> Row:
         key, size, size_diff, count, count_diff, tb = raw

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
+
+from memtop.terminal import clean_text
 
 SUSPECT_MARK = "▲"  # beside the rank of a leak suspect, on screen and in the text view
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-# C0 controls, DEL, C1 controls (ESC, CSI, OSC, ...) and lone surrogates from undecodable
-# bytes: none of them may reach the terminal. Text from the target (filenames, source
-# lines) can carry escape sequences.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def format_size(n: float | None, signed: bool = False) -> str:
@@ -33,16 +30,6 @@ def format_size(n: float | None, signed: bool = False) -> str:
 def format_count(n: int, signed: bool = False) -> str:
     """Integer with a sign when asked ('+1000', '-3', '0')."""
     return f"{n:+d}" if signed and n else f"{n:d}"
-
-
-def clean_text(text: str) -> str:
-    """Replace control characters and escape sequences with visible \\x.. escapes."""
-    return _UNSAFE.sub(
-        lambda m: (
-            f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
-        ),
-        text,
-    )
 
 
 def short_path(path: str, width: int, cwd: str | None = None) -> str:

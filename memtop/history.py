@@ -6,12 +6,72 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Any
 
-from memtop.model import Query, Sample
+from memtop.model import Frame, Query, Sample, row_key
 from memtop.verdict import KIB, MIB, MemoryPoint, Verdict, format_rate, judge, slope
 
 # The verdict's names, for the views that read them with the history.
-__all__ = ["KIB", "MIB", "History", "MemoryPoint", "Suspect", "Verdict", "format_rate", "judge"]
+__all__ = [
+    "KIB",
+    "MIB",
+    "History",
+    "HistorySeed",
+    "MemoryPoint",
+    "Suspect",
+    "Verdict",
+    "format_rate",
+    "judge",
+    "seed_from_reply",
+]
+
+
+@dataclass(frozen=True)
+class HistorySeed:
+    """The history an agent kept for its tracing session, for a new viewer to go on from."""
+
+    session: str
+    points: tuple[MemoryPoint, ...]
+    # (table id, table time, ((row key, size), ...)) oldest first, for `query`'s grouping
+    tables: tuple[tuple[int, float, tuple[tuple[str, int], ...]], ...]
+    query: Query
+
+
+def seed_from_reply(query: Query, reply: dict[str, Any]) -> HistorySeed | None:
+    """A HistorySeed from the agent's `history` reply (None when it has no session)."""
+    session = reply.get("session")
+    if session is None:
+        return None
+    fields = list(reply["point_fields"])
+    points = []
+    for raw in reply["points"]:
+        named = dict(zip(fields, raw, strict=True))
+        points.append(
+            MemoryPoint(
+                float(named["time"]),
+                None if named.get("rss") is None else int(named["rss"]),
+                int(named["traced_current"]),
+                int(named.get("tracemalloc_memory", 0)),
+                int(named.get("memtop_traced", 0)),
+                int(named.get("memtop_residue", 0)),
+            )
+        )
+    keys = []
+    for raw in reply["keys"]:
+        frames = tuple(
+            Frame(str(f["filename"]), int(f["lineno"])) for f in raw.get("traceback", ())
+        )
+        lineno = raw.get("lineno")
+        keys.append(row_key(query.group_by, str(raw["filename"]), lineno, frames))
+    tables = tuple(
+        (
+            int(table["id"]),
+            float(table["time"]),
+            tuple((keys[int(at)], int(size)) for at, size in table["rows"]),
+        )
+        for table in reply["tables"]
+    )
+    return HistorySeed(str(session), tuple(points), tables, query)
 
 
 @dataclass(frozen=True)
@@ -82,9 +142,46 @@ class History:
     _trends: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
     _trend_query: Query | None = None
     _last_table: int | None = None
+    # The tracing session the history belongs to, and how many restarts it has seen.
+    session: str | None = None
+    restarts: int = 0
+
+    def seed(self, seed: HistorySeed | None) -> None:
+        """Go on from the history an agent kept: before the first refresh, or when the
+        grouping changes (then only its points newer than ours are added)."""
+        if seed is None:
+            return
+        if self.session is not None and seed.session != self.session:
+            return  # tracing restarted since: the next refresh starts over anyway
+        self.session = seed.session
+        last = self.points[-1].time if self.points else float("-inf")
+        self.points.extend(p for p in seed.points if p.time > last)
+        while len(self.points) > self.max_points:
+            self.points.popleft()
+        self._trend_query = seed.query
+        self._trends = {}
+        self._last_table = None
+        for table_id, when, rows in seed.tables:
+            for key, size in rows:
+                series = self._trends.setdefault(key, deque(maxlen=self.row_points))
+                series.append((when, size))
+            self._last_table = table_id
+
+    def _follow_session(self, sample: Sample) -> None:
+        """Start over when tracing restarted: the old numbers measure something else."""
+        session = sample.tracing.session if sample.tracing is not None else None
+        if session is None:
+            return
+        if self.session is not None and session != self.session:
+            self.points.clear()
+            self._trends = {}
+            self._last_table = None
+            self.restarts += 1
+        self.session = session
 
     def add(self, sample: Sample) -> None:
         """Record one refresh."""
+        self._follow_session(sample)
         self.points.append(
             MemoryPoint(
                 sample.time,

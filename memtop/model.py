@@ -48,6 +48,8 @@ class Row:
     count_diff: int
     source: str
     traceback: tuple[Frame, ...]
+    # Watching a group (memtop.group): (pid, size, count) of each process holding the row.
+    procs: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def average(self) -> float:
@@ -101,6 +103,37 @@ class TableInfo:
 
 
 @dataclass(frozen=True)
+class Tracing:
+    """The tracing session a table comes from."""
+
+    session: str | None  # new at every start or restart of tracing (None: not tracing)
+    since: float | None  # when tracing started (epoch), when the agent knows it
+    owner: str  # "agent" (started by memtop), "target" (the program's own) or "none"
+    sees_only_new: bool  # started by an attach: memory allocated before is not traced
+
+    def age(self, now: float) -> float | None:
+        """Seconds since tracing started, when known."""
+        return None if self.since is None else max(0.0, now - self.since)
+
+
+def tracing_from_reply(raw: Any) -> Tracing | None:
+    """The `tracing` object of an agent's reply or a saved file's header (None when there
+    is none, or it is not what memtop writes)."""
+    if not isinstance(raw, dict):
+        return None
+    since = raw.get("since")
+    session = raw.get("session")
+    if not isinstance(since, (int, float, type(None))) or isinstance(since, bool):
+        return None
+    return Tracing(
+        session=None if session is None else str(session),
+        since=None if since is None else float(since),
+        owner=str(raw.get("owner", "?")),
+        sees_only_new=raw.get("sees_only_new") is True,
+    )
+
+
+@dataclass(frozen=True)
 class Sample:
     """One refresh: process memory, tracemalloc totals and the top rows."""
 
@@ -123,6 +156,9 @@ class Sample:
     memtop_residue: int = 0  # untraced memory memtop's table reads left behind
     read_peak: int = 0  # extra resident memory the last table read needed while it lasted
     extension_modules: int = 0  # compiled extension modules loaded (memtop.compiled)
+    processes: tuple[Any, ...] = ()  # a group's refresh: memtop.group.ProcessTotals each
+    tracing: Tracing | None = None
+    baseline_restarted: bool = False  # the baseline was read in an earlier tracing session
 
     @property
     def memtop_memory(self) -> int:
@@ -203,7 +239,52 @@ def sample_from_reply(
         memtop_traced=int(totals.get("memtop_traced", 0)),
         memtop_residue=int(totals.get("memtop_residue", 0)),
         read_peak=int(info.get("read_peak", 0)),
+        tracing=tracing_from_reply(reply.get("tracing")),
+        baseline_restarted=bool(reply.get("baseline_restarted", False)),
     )
+
+
+RESTARTED_BASELINE = (
+    "tracing restarted after the baseline was set: the Δ columns compare two tracing "
+    "sessions (set a new baseline)"
+)
+
+
+def only_new_note(tracing: Tracing | None, now: float) -> str | None:
+    """The warning that older memory is missing, when tracing started at an attach."""
+    if tracing is None or not tracing.sees_only_new:
+        return None
+    age = tracing.age(now)
+    since = "" if age is None else f" {_duration(age)} ago"
+    return f"tracing since attach{since}: older memory is not in the table"
+
+
+def empty_note(tracing: Tracing | None, now: float) -> str | None:
+    """Why an attach's table is empty (None unless tracing started at the attach)."""
+    if tracing is None or not tracing.sees_only_new:
+        return None
+    age = tracing.age(now)
+    when = "" if age is None else f" {_duration(age)} ago"
+    return f"0 rows: nothing allocated since the attach{when} is held"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def tracing_json(sample: Sample) -> dict[str, Any]:
+    """The tracing session's fields of a `--json` line."""
+    tracing = sample.tracing
+    return {
+        "tracing_since": tracing.since if tracing is not None else None,
+        "tracing_session": tracing.session if tracing is not None else None,
+        "sees_only_new": tracing.sees_only_new if tracing is not None else False,
+        "baseline_restarted": sample.baseline_restarted,
+    }
 
 
 def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any]:
@@ -229,6 +310,8 @@ def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any
         "memtop_traced": sample.memtop_traced,
         "memtop_residue": sample.memtop_residue,
         "read_peak": sample.read_peak,
+        "total_rows": sample.total_rows,
+        **tracing_json(sample),
         "table": {
             "age": round(sample.table.age, 3),
             "fresh": sample.table.fresh,
@@ -250,7 +333,16 @@ def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any
                 "growth_rate": history.growth_rate(row.key) if history is not None else None,
                 "suspect": row.key in suspects,
                 "suspect_confidence": suspects[row.key].confidence if row.key in suspects else 0.0,
+                **_contributions(row),
             }
             for row in sample.rows
         ],
+        **({"processes": [p.as_json() for p in sample.processes]} if sample.processes else {}),
     }
+
+
+def _contributions(row: Row) -> dict[str, Any]:
+    """A group's row: what each process holds of it (DESIGN.md §7 "pids")."""
+    if not row.procs:
+        return {}
+    return {"pids": [{"pid": pid, "size": size, "count": n} for pid, size, n in row.procs]}

@@ -18,8 +18,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import time
 import tracemalloc
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +32,24 @@ from memtop.procinfo import ProcInfo
 
 FORMAT = "memtop-snapshot"
 VERSION = 1
-MAX_LINE = 64 * 1024 * 1024
-MAX_TOTAL = 2 * 1024**3
+TABLES = ("frames", "tracebacks", "entries", "sources")  # in the order a file holds them
+MAX_LINE = 16 * 1024 * 1024
+# Memory follows what the file really holds, never what it declares: reading costs about
+# 10-20 times the uncompressed size, so that is capped, and so is the compression ratio
+# (real files compress 5-10 times; a "gzip bomb" compresses thousands of times).
+MAX_TOTAL = 512 * 1024**2
+MAX_RATIO = 50
+RATIO_FLOOR = 4 * 1024**2  # a small file may always expand to this much
+MAX_SECONDS = 60.0
+# memtop writes lines of about 1 MiB (older versions: 100,000 items), so even the largest
+# real file has a few hundred; millions of tiny lines would only cost time.
+MAX_RECORDS = 10_000
 MAX_ITEMS = 50_000_000
 MAX_NUMBER = 2**48
-MAX_FRAMES_PER_TRACEBACK = 1000
+MAX_TIME = 2**33  # seconds since the epoch (year 2242): anything later is not a time
+MAX_FRAMES_PER_TRACEBACK = 65535  # tracemalloc's own limit on nframe
+MAX_EXPORT_BLOCKS = 20_000_000  # tracemalloc's format stores one record per block
+WRITE_CHUNK = 1024 * 1024  # characters of JSON per line memtop writes
 PICKLE_WARNING = (
     "loading a pickle (--trust-pickle): a pickle can run any code when it is opened; "
     "do this only for a file you trust"
@@ -93,13 +108,17 @@ def fetch(client: AgentClient, meta: dict[str, Any]) -> SavedSnapshot:
     parts = [first]
     for part in range(1, int(first["parts"])):
         parts.append(client.request("snapshot", part=part, snapshot=first["snapshot"]))
-    tables: dict[str, list[Any]] = {"frames": [], "tracebacks": [], "entries": [], "sources": []}
-    for reply in parts:
-        for name in tables:
-            tables[name].extend(reply.get(name, ()))
     merged = dict(meta)
     merged.update({k: v for k, v in header.items() if k not in ("counts", "parts")})
-    return _assemble(merged, tables, header["counts"])
+    builder = _Builder(merged, header["counts"])
+    for name in TABLES:
+        for reply in parts:
+            items = reply.get(name)
+            if items:
+                if not isinstance(items, list):
+                    raise ValueError(f"its {name} are not a list")
+                builder.add(name, items)
+    return builder.done()
 
 
 def save(snapshot: SavedSnapshot, path: str) -> None:
@@ -126,8 +145,8 @@ def save(snapshot: SavedSnapshot, path: str) -> None:
             header = {"format": FORMAT, "version": VERSION, "meta": snapshot.meta, "counts": counts}
             out.write(json.dumps(header) + "\n")
             for name, items in tables.items():
-                for start in range(0, len(items), 100_000):
-                    out.write(json.dumps({name: items[start : start + 100_000]}) + "\n")
+                for line in _chunks(name, items):
+                    out.write(line)
         os.replace(tmp, path)
     except OSError as exc:
         try:
@@ -137,11 +156,28 @@ def save(snapshot: SavedSnapshot, path: str) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def _chunks(name: str, items: list[Any]) -> Iterator[str]:
+    """One table as JSON lines of about WRITE_CHUNK characters (the reader's MAX_LINE
+    stays far away, whatever the items hold)."""
+    encoded: list[str] = []
+    size = 0
+    for item in items:
+        text = json.dumps(item)
+        encoded.append(text)
+        size += len(text) + 1
+        if size >= WRITE_CHUNK:
+            yield f'{{"{name}": [{",".join(encoded)}]}}\n'
+            encoded, size = [], 0
+    if encoded:
+        yield f'{{"{name}": [{",".join(encoded)}]}}\n'
+
+
 def load(path: str, trust_pickle: bool = False) -> SavedSnapshot:
     """Read a snapshot file: memtop's format, or (with trust_pickle) tracemalloc's."""
     try:
         with open(path, "rb") as f:
             magic = f.read(2)
+            compressed = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise SnapshotFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if magic[:1] == b"\x80":
@@ -154,17 +190,20 @@ def load(path: str, trust_pickle: bool = False) -> SavedSnapshot:
         return _load_pickle(path)
     if magic != b"\x1f\x8b":
         raise SnapshotFileError(f"{path} is not a memtop snapshot (not gzip data)")
+    limit = min(MAX_TOTAL, max(RATIO_FLOOR, MAX_RATIO * compressed))
     try:
-        return _load_memtop(path)
+        return _load_memtop(path, limit)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise SnapshotFileError(f"{path} is truncated or corrupt ({exc})") from exc
-    except (ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError, MemoryError) as exc:
         raise SnapshotFileError(f"{path} is corrupt: {exc}") from exc
+    except OSError as exc:
+        raise SnapshotFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def _load_memtop(path: str) -> SavedSnapshot:
-    tables: dict[str, list[Any]] = {"frames": [], "tracebacks": [], "entries": [], "sources": []}
+def _load_memtop(path: str, limit: int) -> SavedSnapshot:
     total = 0
+    deadline = time.monotonic() + MAX_SECONDS
     with gzip.open(path, "rb") as f:
         header = _json_line(f.readline(MAX_LINE + 1), "header")
         if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -180,27 +219,31 @@ def _load_memtop(path: str) -> SavedSnapshot:
         meta, counts = header.get("meta"), header.get("counts")
         if not isinstance(meta, dict) or not isinstance(counts, dict):
             raise ValueError("the header lacks meta or counts")
-        for name in tables:
-            expected = counts.get(name)
-            if not _is_int(expected, 0, MAX_ITEMS):
-                raise ValueError(f"the header's count of {name} is not a valid number")
+        builder = _Builder(meta, counts)
+        records = 0
         while True:
             line = f.readline(MAX_LINE + 1)
             if not line:
                 break
+            records += 1
+            if records > MAX_RECORDS:
+                raise ValueError(f"it has more than {MAX_RECORDS} lines (memtop writes a few)")
             total += len(line)
-            if total > MAX_TOTAL:
-                raise ValueError(f"it is larger than {MAX_TOTAL >> 30} GiB uncompressed")
+            if total > limit:
+                raise ValueError(
+                    f"it expands to more than {limit >> 20} MiB ({MAX_RATIO} times its "
+                    f"compressed size at most, {MAX_TOTAL >> 20} MiB in all)"
+                )
+            if time.monotonic() > deadline:
+                raise ValueError(f"reading it took longer than {MAX_SECONDS:.0f} s")
             record = _json_line(line, "record")
             if not isinstance(record, dict) or len(record) != 1:
                 raise ValueError("a record is not a single table chunk")
             ((name, items),) = record.items()
-            if name not in tables or not isinstance(items, list):
+            if name not in TABLES or not isinstance(items, list):
                 raise ValueError(f"unknown record {str(name)[:40]!r}")
-            tables[name].extend(items)
-            if len(tables[name]) > counts[name]:
-                raise ValueError(f"it holds more {name} than its header says")
-    return _assemble(meta, tables, counts)
+            builder.add(name, items)
+    return builder.done()
 
 
 def _json_line(line: bytes, what: str) -> Any:
@@ -208,60 +251,151 @@ def _json_line(line: bytes, what: str) -> Any:
         raise ValueError(f"a {what} line is longer than {MAX_LINE >> 20} MiB")
     if not line.endswith(b"\n"):
         raise EOFError("the last line is cut short")
-    return json.loads(line)
+    return json.loads(line, parse_constant=_no_constant)
 
 
-def _assemble(
-    meta: dict[str, Any], tables: dict[str, list[Any]], counts: dict[str, Any]
-) -> SavedSnapshot:
-    """Check every table against the schema and build the snapshot."""
-    for name, items in tables.items():
-        if len(items) != counts.get(name):
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"it holds {name}, which is not a number")
+
+
+class _Builder:
+    """Checks each table chunk as it arrives and keeps only the checked result, so memory
+    follows the items really present, never the counts a header announces."""
+
+    def __init__(self, meta: dict[str, Any], counts: Any) -> None:
+        if not isinstance(counts, dict):
+            raise ValueError("the header's counts are not a mapping")
+        for name in TABLES:
+            if not _is_int(counts.get(name), 0, MAX_ITEMS):
+                raise ValueError(f"the header's count of {name} is not a valid number")
+        self.counts: dict[str, int] = {name: counts[name] for name in TABLES}
+        self.seen = dict.fromkeys(TABLES, 0)
+        self.frames: list[tuple[str, int]] = []
+        self.tracebacks: list[Traceback] = []
+        self.snapshot = SavedSnapshot(checked_meta(meta))
+        self.table = 0
+
+    def add(self, name: str, items: list[Any]) -> None:
+        """One chunk of table `name`; tables come in TABLES order, chunks are not empty."""
+        index = TABLES.index(name)
+        if index < self.table:
+            raise ValueError(f"its {name} come after {TABLES[self.table]} (out of order)")
+        if not items:
+            raise ValueError(f"it holds an empty chunk of {name}")
+        self.table = index
+        self.seen[name] += len(items)
+        if self.seen[name] > self.counts[name]:
+            raise ValueError(f"it holds more {name} than its header says")
+        getattr(self, "_add_" + name)(items)
+
+    def _add_frames(self, items: list[Any]) -> None:
+        for item in items:
+            if not (
+                isinstance(item, list)
+                and len(item) == 2
+                and isinstance(item[0], str)
+                and len(item[0]) <= 4096
+                and _is_int(item[1], 0, 2**31)
+            ):
+                raise ValueError("a frame is not [filename, lineno]")
+            self.frames.append((item[0], item[1]))
+
+    def _add_tracebacks(self, items: list[Any]) -> None:
+        self._complete("frames")
+        frames = self.frames
+        for item in items:
+            if not (
+                isinstance(item, list)
+                and 1 <= len(item) <= MAX_FRAMES_PER_TRACEBACK
+                and all(_is_int(i, 0, len(frames) - 1) for i in item)
+            ):
+                raise ValueError("a traceback is not a list of frame indices")
+            self.tracebacks.append(tuple(frames[i] for i in item))
+
+    def _add_entries(self, items: list[Any]) -> None:
+        self._complete("tracebacks")
+        tracebacks, entries = self.tracebacks, self.snapshot.entries
+        for item in items:
+            if not (
+                isinstance(item, list)
+                and len(item) == 3
+                and _is_int(item[0], 0, len(tracebacks) - 1)
+                and _is_int(item[1], 0, MAX_NUMBER)
+                and _is_int(item[2], 1, MAX_NUMBER)
+            ):
+                raise ValueError("an entry is not [traceback index, size, count] within limits")
+            entries.append((tracebacks[item[0]], item[1], item[2]))
+
+    def _add_sources(self, items: list[Any]) -> None:
+        self._complete("entries")
+        for item in items:
+            if not (
+                isinstance(item, list)
+                and len(item) == 2
+                and _is_int(item[0], 0, len(self.frames) - 1)
+                and isinstance(item[1], str)
+            ):
+                raise ValueError("a source line is not [frame index, text]")
+            self.snapshot.sources[self.frames[item[0]]] = item[1][:1000]
+
+    def _complete(self, name: str) -> None:
+        if self.seen[name] != self.counts[name]:
             raise ValueError(
-                f"it is truncated: its header announces {counts.get(name)} {name}, "
-                f"found {len(items)}"
+                f"it is truncated: its header announces {self.counts[name]} {name}, "
+                f"found {self.seen[name]}"
             )
-    frames: list[tuple[str, int]] = []
-    for item in tables["frames"]:
-        if not (
-            isinstance(item, list)
-            and len(item) == 2
-            and isinstance(item[0], str)
-            and len(item[0]) <= 4096
-            and _is_int(item[1], 0, 2**31)
+
+    def done(self) -> SavedSnapshot:
+        for name in TABLES:
+            self._complete(name)
+        self.frames, self.tracebacks = [], []
+        return self.snapshot
+
+
+# What memtop reads from a file's meta, and what each must be. Other fields are kept (a
+# newer memtop may add some) but never used.
+_META_INTS = {
+    "pid": 2**31,
+    "nframe": MAX_FRAMES_PER_TRACEBACK,
+    "rss": MAX_NUMBER,
+    "uss": MAX_NUMBER,
+    "traced_current": MAX_NUMBER,
+    "traced_peak": MAX_NUMBER,
+    "traced_size": MAX_NUMBER,
+    "traced_blocks": MAX_NUMBER,
+    "tracemalloc_memory": MAX_NUMBER,
+}
+_META_NUMBERS = {"time": MAX_TIME, "cost_ms": 1e9}
+_META_TEXTS = {
+    "python": 4096,
+    "cmdline": 64 * 1024,
+    "tracing_owner": 40,
+    "memtop": 40,
+    "source_file": 4096,
+    "imported_from": 40,
+}
+
+
+def checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta` if every field memtop uses has the right type and range (null: unknown),
+    over-long texts cut (a program sets its own sys.version and command line); ValueError
+    naming the first field that does not."""
+    for name, value in meta.items():
+        if name in _META_TEXTS and isinstance(value, str):
+            meta[name] = value = value[: _META_TEXTS[name]]
+        if value is None:
+            continue
+        if name in _META_INTS and not _is_int(value, 0, _META_INTS[name]):
+            raise ValueError(f"its meta field {name!r} is not an integer in 0..{_META_INTS[name]}")
+        if name in _META_NUMBERS and not (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and 0 <= value <= _META_NUMBERS[name]
         ):
-            raise ValueError("a frame is not [filename, lineno]")
-        frames.append((item[0], item[1]))
-    tracebacks: list[Traceback] = []
-    for item in tables["tracebacks"]:
-        if not (
-            isinstance(item, list)
-            and 1 <= len(item) <= MAX_FRAMES_PER_TRACEBACK
-            and all(_is_int(i, 0, len(frames) - 1) for i in item)
-        ):
-            raise ValueError("a traceback is not a list of frame indices")
-        tracebacks.append(tuple(frames[i] for i in item))
-    snapshot = SavedSnapshot(meta)
-    for item in tables["entries"]:
-        if not (
-            isinstance(item, list)
-            and len(item) == 3
-            and _is_int(item[0], 0, len(tracebacks) - 1)
-            and _is_int(item[1], 0, MAX_NUMBER)
-            and _is_int(item[2], 1, MAX_NUMBER)
-        ):
-            raise ValueError("an entry is not [traceback index, size, count] within limits")
-        snapshot.entries.append((tracebacks[item[0]], item[1], item[2]))
-    for item in tables["sources"]:
-        if not (
-            isinstance(item, list)
-            and len(item) == 2
-            and _is_int(item[0], 0, len(frames) - 1)
-            and isinstance(item[1], str)
-        ):
-            raise ValueError("a source line is not [frame index, text]")
-        snapshot.sources[frames[item[0]]] = item[1][:1000]
-    return snapshot
+            raise ValueError(f"its meta field {name!r} is not a number in range")
+        if name in _META_TEXTS and not isinstance(value, str):
+            raise ValueError(f"its meta field {name!r} is not a text")
+    return meta
 
 
 def _is_int(value: Any, low: int, high: int) -> bool:
@@ -304,13 +438,35 @@ def from_raw_traces(
 
 def export_tracemalloc(snapshot: SavedSnapshot, path: str) -> None:
     """Write `snapshot` in tracemalloc's Snapshot.dump() format (domain 0 for all)."""
-    traces = []
-    for tb, size, count in snapshot.entries:
-        traces.extend([(0, size, tb, len(tb))] * count)
+    blocks = sum(count for _, _, count in snapshot.entries)
+    if blocks > MAX_EXPORT_BLOCKS:
+        raise SnapshotFileError(
+            f"the snapshot holds {blocks} blocks; tracemalloc's format stores one record per "
+            f"block and memtop writes at most {MAX_EXPORT_BLOCKS}: keep it in memtop's format "
+            "(an output name ending in .memtop)"
+        )
     nframe = int(
         snapshot.meta.get("nframe") or max((len(tb) for tb, _, _ in snapshot.entries), default=1)
     )
+    traces = _Blocks(snapshot.entries)
     try:
-        tracemalloc.Snapshot(traces, nframe).dump(path)
+        tracemalloc.Snapshot(traces, nframe).dump(path)  # type: ignore[arg-type]
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+class _Blocks:
+    """The one-record-per-block list tracemalloc's format wants, pickled as a plain list
+    without ever being built: each entry's record is one object, repeated `count` times."""
+
+    def __init__(self, entries: list[tuple[Traceback, int, int]]) -> None:
+        self.entries = entries
+
+    def __iter__(self) -> Iterator[tuple[int, int, Traceback, int]]:
+        for tb, size, count in self.entries:
+            record = (0, size, tb, len(tb))
+            for _ in range(count):
+                yield record
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (list, (), None, iter(self))

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from memtop.client import DEFAULT_BUSY_WAIT, AgentClient
 from memtop.compiled import crowded_line, read_extension_modules
-from memtop.errors import AgentBusy, ConnectionLost, MemtopError
+from memtop.errors import AgentBusy, AgentError, ConnectionLost, MemtopError
+from memtop.history import HistorySeed, seed_from_reply
 from memtop.leaks import (
     Origins,
     ReferrerChain,
@@ -59,6 +60,8 @@ class Source(Protocol):
     info: TargetInfo
 
     def refresh(self, query: Query, max_age: float) -> Sample: ...
+
+    def resume(self, query: Query) -> HistorySeed | None: ...
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]: ...
 
@@ -132,6 +135,18 @@ class LiveSource:
             return sample  # the count matters only then: not read
         found = read_extension_modules(self.pid)
         return dataclasses.replace(sample, extension_modules=len(found or ()))
+
+    def resume(self, query: Query) -> HistorySeed | None:
+        """The history the agent kept for this tracing session, for `query`'s grouping:
+        a viewer that comes back goes on from it (None from an agent that keeps none)."""
+        try:
+            reply = self._request("history", **query.grouping_args())
+        except AgentError:
+            return None  # an agent of an older memtop, still loaded in the program
+        try:
+            return seed_from_reply(query, reply)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MemtopError(f"the agent sent an invalid history: {exc!r}") from exc
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks counted in `row`."""

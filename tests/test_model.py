@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from memtop.history import History, judge_growth
+from memtop.history import History, judge_growth, seed_from_reply
 from memtop.model import Frame, Query, row_key, sample_from_reply, sample_json
 
 
@@ -186,3 +186,54 @@ def test_growth_that_stopped_is_no_longer_a_suspect() -> None:
     flat = [(20.0 + i, ramp[-1][1]) for i in range(10)]
     assert judge_growth(ramp) is not None
     assert judge_growth(ramp + flat) is None
+
+
+def history_reply(group_by: str, session: str = "s1") -> dict:
+    """An agent's `history` reply: two points, two tables of one row."""
+    key = {"filename": "/app/cache.py", "lineno": 42 if group_by != "filename" else None}
+    if group_by == "traceback":
+        key["traceback"] = [
+            {"filename": "/app/main.py", "lineno": 10},
+            {"filename": "/app/cache.py", "lineno": 42},
+        ]
+    return {
+        "session": session,
+        "since": 1.0,
+        "point_fields": ["time", "rss", "traced_current", "tracemalloc_memory",
+                         "memtop_traced", "memtop_residue"],
+        "points": [[1.0, 10, 5, 1, 0, 0], [2.0, None, 6, 1, 0, 0]],
+        "keys": [key],
+        "tables": [{"id": 1, "time": 1.0, "rows": [[0, 100]]},
+                   {"id": 2, "time": 2.0, "rows": [[0, 150]]}],
+    }  # fmt: skip
+
+
+def test_a_seed_names_rows_as_the_top_reply_does() -> None:
+    for group_by in ("lineno", "filename", "traceback"):
+        query = Query(group_by=group_by)
+        seed = seed_from_reply(query, history_reply(group_by))
+        assert seed is not None
+        row = sample_from_reply(1, 3.0, query, reply([ROW], 3), 10, None).rows[0]
+        history = History()
+        history.seed(seed)
+        assert history.trend(row.key) == (100, 150), group_by
+        assert [p.rss for p in history.points] == [10, None]
+
+
+def test_a_new_grouping_takes_the_agents_trends_and_only_newer_points() -> None:
+    history = History()
+    history.add(sample_from_reply(1, 1.5, Query(), reply([ROW], 1), 10, None))
+    assert history.trend("/app/cache.py:42") == (1000,)
+    other = Query(group_by="filename")
+    history.seed(seed_from_reply(other, history_reply("filename")))
+    assert [p.time for p in history.points] == [1.5, 2.0]  # the agent's older point is not
+    history.add(sample_from_reply(1, 3.0, other, reply([dict(ROW, lineno=None)], 1), 10, None))
+    assert history.trend("/app/cache.py") == (100, 150, 1000)
+
+
+def test_a_seed_of_another_tracing_session_is_not_mixed_in() -> None:
+    history = History()
+    history.seed(seed_from_reply(Query(), history_reply("lineno", "s1")))
+    history.seed(seed_from_reply(Query(), history_reply("lineno", "s2")))
+    assert history.session == "s1" and len(history.points) == 2
+    assert seed_from_reply(Query(), dict(history_reply("lineno"), session=None)) is None

@@ -8,6 +8,9 @@ import gzip
 import json
 import os
 import pickle
+import subprocess
+import sys
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,3 +300,81 @@ def test_record_keeps_every_refresh(tmp_path: Path) -> None:
     assert len(lines) == 3
     for line in lines:
         assert {"rss", "uss", "traced_current", "traced_peak", "rows", "verdict"} <= set(line)
+
+
+def _tracemalloc_pickle(path: Path) -> int:
+    """A real tracemalloc pickle (Snapshot.dump); returns its traced total."""
+    code = (
+        "import tracemalloc, sys; tracemalloc.start(3); "
+        "keep = [bytes(1000) for _ in range(500)]; "
+        "s = tracemalloc.take_snapshot(); s.dump(sys.argv[1]); "
+        "print(sum(t.size for t in s.traces))"
+    )
+    return int(subprocess.check_output([sys.executable, "-c", code, str(path)], text=True))
+
+
+def test_convert_picks_the_format_from_the_output_name(tmp_path: Path) -> None:
+    """To a .memtop name memtop's format (so view reads it without --trust-pickle); to any
+    other name tracemalloc's, unless --to says otherwise."""
+    pickled = tmp_path / "in.pickle"
+    _tracemalloc_pickle(pickled)
+    done = memtop_cli("convert", str(pickled), str(tmp_path / "out.memtop"), "--trust-pickle")
+    assert done.returncode == 0 and "memtop format" in done.stderr, done.stderr
+    assert (tmp_path / "out.memtop").read_bytes()[:2] == b"\x1f\x8b"
+    viewed = memtop_cli("view", str(tmp_path / "out.memtop"), "-b")
+    assert viewed.returncode == 0, viewed.stderr
+    back = memtop_cli("convert", str(tmp_path / "out.memtop"), str(tmp_path / "back.snap"))
+    assert back.returncode == 0 and (tmp_path / "back.snap").read_bytes()[:1] == b"\x80"
+    pprof = memtop_cli("convert", str(tmp_path / "out.memtop"), str(tmp_path / "heap.pb.gz"))
+    assert pprof.returncode == 0 and "pprof format" in pprof.stderr, pprof.stderr
+    forced = tmp_path / "forced.snap"
+    done = memtop_cli("convert", str(tmp_path / "out.memtop"), str(forced), "--to", "memtop")
+    assert done.returncode == 0 and forced.read_bytes()[:2] == b"\x1f\x8b"
+
+
+def test_view_of_an_imported_pickle_says_what_it_does_not_know(tmp_path: Path) -> None:
+    pickled = tmp_path / "in.pickle"
+    total = _tracemalloc_pickle(pickled)
+    text = memtop_cli("view", str(pickled), "--trust-pickle", "-b")
+    assert text.returncode == 0, text.stderr
+    head = "\n".join(text.stdout.splitlines()[:3])
+    assert "file in.pickle - pid unknown - python unknown" in head
+    assert "taken at an unknown time; not recorded in the file: pid, Python version" in head
+    assert "imported from tracemalloc" in head
+    assert "pid 0" not in head and "python ?" not in head and "s ago" not in head
+    line = json.loads(memtop_cli("view", str(pickled), "--trust-pickle", "--json").stdout)
+    assert line["pid"] is None and line["time"] is None and line["table"]["age"] is None
+    assert line["traced_current"] == total  # known: the sum of the traces
+
+
+async def test_the_header_of_an_imported_pickle_says_unknown(tmp_path: Path) -> None:
+    from memtop.ui.app import MemtopApp
+    from memtop.ui.header_bar import HeaderBar
+    from memtop.ui.verdict_line import VerdictLine
+
+    pickled = tmp_path / "in.pickle"
+    _tracemalloc_pickle(pickled)
+    source = FileSource(snapfile.load(str(pickled), trust_pickle=True), str(pickled))
+    app = MemtopApp(source, Query(), 1.0)
+    async with app.run_test(size=(140, 40)) as pilot:
+        deadline = time.monotonic() + 20
+        while app.sample is None:
+            assert time.monotonic() < deadline, "the file's table never showed"
+            await pilot.pause(0.05)
+        first = app.query_one(HeaderBar).target_line(140).plain
+        assert "time unknown · pid unknown · python unknown" in first, first
+        verdict = "\n".join(t.plain for t in app.query_one(VerdictLine)._texts)
+        assert "not in the file: pid, Python version, time taken, RSS, traced peak" in verdict
+        await pilot.press("q")
+
+
+def test_deep_tracebacks_and_a_long_version_save_and_load(tmp_path: Path) -> None:
+    """tracemalloc allows 65535 frames and a program sets its own sys.version: memtop
+    reads back what it saved (the text cut), never refusing its own file."""
+    deep = tuple((f"m{i}.py", i + 1) for i in range(1500))
+    meta = {"python": "3.12" + "x" * 10_000, "nframe": 1500, "time": 1.0}
+    path = str(tmp_path / "deep.memtop")
+    snapfile.save(snapfile.SavedSnapshot(meta, [(deep, 64, 3)]), path)
+    loaded = snapfile.load(path)
+    assert loaded.entries == [(deep, 64, 3)]
+    assert loaded.meta["python"] == ("3.12" + "x" * 10_000)[:4096]

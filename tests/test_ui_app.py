@@ -210,6 +210,19 @@ async def test_b_sets_a_baseline_and_B_clears_it() -> None:
         assert "Δ per refresh" in header(app)
 
 
+async def test_a_baseline_from_before_a_tracing_restart_is_flagged_in_the_header() -> None:
+    source = FakeSource()
+    app = make_app(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        assert "tracing restart" not in header(app)
+        source.restarted = True
+        await refresh(pilot)
+        assert "(before a tracing restart: b sets a new one)" in header(app)
+
+
 async def test_r_resets_the_traced_peak() -> None:
     source = FakeSource()
     app = make_app(source)
@@ -596,7 +609,7 @@ async def test_refreshes_come_every_interval() -> None:
     source = FakeSource()
     app = MemtopApp(source, Query(), interval=0.25, clock=lambda: T0, cwd=CWD)
     async with app.run_test(size=(80, 24)) as pilot:
-        for _ in range(100):
+        for _ in range(600):  # up to 30 s on a loaded machine; 0.75 s on an idle one
             if source.refreshes >= 3:
                 break
             await pilot.pause(0.05)
@@ -624,3 +637,15 @@ def test_help_for_the_sort_key_names_every_sort_it_cycles_through() -> None:
     help_text = next(key.help for key in KEYS if key.action == "cycle_sort")
     for sort in SORTS:
         assert re.search(rf"(^|[ (]){re.escape(SORT_NAMES[sort])}[ ,)]", help_text), sort
+
+
+async def test_the_clock_ticking_while_the_app_closes_is_harmless() -> None:
+    # The 1 s timer can fire after the screen's widgets were removed (a loaded machine,
+    # quitting): it used to look them up and fail with NoMatches.
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+    app._show_state()  # raised NoMatches when it looked the header up
+    # A refresh that lands while the app closes draws the memory panel: the same.
+    assert app.sample is not None
+    app.memory_panel.show(app.sample, app.history, app.history.verdict())

@@ -223,6 +223,26 @@ async def test_types_errors_become_notifications() -> None:
         assert type_names(app)[0] == "dict"
 
 
+@pytest.mark.parametrize("key", ["o", "enter", "question_mark"])
+async def test_the_main_screen_keeps_counting_under_a_panel_or_view(key: str) -> None:
+    # The clock (every second) and refreshes go on while a panel or the types view is on
+    # top: the main screen's widgets are updated under it, not looked for on top of it.
+    source = FakeSource()
+    app = watched(source)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, key)
+        assert app.screen is not app.screen_stack[0]
+        shown = app.shown
+        app._show_state()  # what the 1 s timer does
+        app.refresh_now()
+        await settle(pilot)
+        assert app.shown == shown + 1 and app.screen is not app.screen_stack[0]
+        await press(pilot, "escape")
+        assert app.screen is app.screen_stack[0]
+        assert "group lineno" in header(app) and app.table.keys
+
+
 async def test_escape_leaves_the_types_view() -> None:
     app = watched()
     async with app.run_test(size=(120, 40)) as pilot:

@@ -8,7 +8,7 @@ import pytest
 from ui_fakes import CWD, T0, FakeSource, filled_history, settle
 
 from memtop.errors import ConnectionLost
-from memtop.model import Query
+from memtop.model import Query, Tracing
 from memtop.ui.app import MemtopApp
 from memtop.ui.view_state import ViewState
 
@@ -36,6 +36,16 @@ def test_main_screen(snap_compare, size: tuple[int, int]) -> None:  # type: igno
     accumulating', the table with app/cache.py:42 first (red Δsize, rising trend), the
     status line and the footer keys; at 80 columns no AVG or ΔCOUNT column."""
     assert snap_compare(watched_app(), terminal_size=size, run_before=settled)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_attached_main_screen(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """After an attach that started tracing 2 minutes ago: the header's second line ends
+    with 'tracing since attach 2 min ago: older memory is not in the table' at 120
+    columns, 'traced since attach 2 min ago' at 80."""
+    source = FakeSource()
+    source.tracing = Tracing("5f0c2a9e41d7", T0 - 59, "agent", sees_only_new=True)
+    assert snap_compare(watched_app(source), terminal_size=size, run_before=settled)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -9,12 +9,10 @@ from typing import Any
 from memtop.errors import AgentError, ConnectionLost
 from memtop.history import MIB, History
 from memtop.leaks import ChainStep, Origins, OriginSite, ReferrerChain, TypeRow, TypesTable
-from memtop.model import Frame, Query, Row, Sample, TableInfo
+from memtop.model import Frame, Query, Row, Sample, TableInfo, Tracing
 from memtop.snapfile import SavedSnapshot
 from memtop.source import TargetInfo, TracebackEntry
 from memtop.ui.app import MemtopApp
-from memtop.ui.header_bar import HeaderBar
-from memtop.ui.status_line import StatusLine
 from memtop.ui.text_lines import TextLines
 
 T0 = 1_764_000_000.0  # the fake's "now" at its first refresh
@@ -131,11 +129,16 @@ class FakeSource:
         self.stretched = False
         self.types_list = TYPES
         self.walks = 0
+        self.tracing: Tracing | None = None  # the tracing session each table names
+        self.restarted = False  # tracing restarted since the baseline (as the agent says)
         # (time, walk number) of the previous types walk, and of the marked one
         self._looked: tuple[float, int] | None = None
         self._mark: tuple[float, int] | None = None
 
     # --- Source ------------------------------------------------------------------------
+
+    def resume(self, query: Query) -> None:
+        return None
 
     def refresh(self, query: Query, max_age: float) -> Sample:
         self.queries.append(query)
@@ -296,6 +299,8 @@ class FakeSource:
             rows=tuple(rows[: query.limit]),
             total_rows=len(rows),
             baseline_time=T0 if query.compare == "baseline" else None,
+            tracing=self.tracing,
+            baseline_restarted=self.restarted and query.compare == "baseline",
         )
 
     def _size(self, site: Site, n: int) -> int:
@@ -387,11 +392,11 @@ def lines_of(widget: TextLines) -> list[str]:
 
 
 def status(app: MemtopApp) -> str:
-    return lines_of(app.query_one(StatusLine))[0]
+    return lines_of(app.status_line)[0]
 
 
 def header(app: MemtopApp) -> str:
-    return "\n".join(lines_of(app.query_one(HeaderBar)))
+    return "\n".join(lines_of(app.header_bar))
 
 
 def table_lines(app: MemtopApp) -> list[str]:

@@ -7,7 +7,7 @@ import sys
 import time
 import tracemalloc
 
-from . import checks, collector
+from . import checks, collector, timeline
 from .checks import BadArgs
 from .object_commands import MAX_TRACEBACKS, ObjectCommands
 
@@ -63,6 +63,7 @@ class Commands(ObjectCommands):
             "snapshot": self.cmd_snapshot,
             "origins": self.cmd_origins,
             "referrers": self.cmd_referrers,
+            "history": self.cmd_history,
         }
 
     def handle(self, cmd, args, client):
@@ -98,8 +99,11 @@ class Commands(ObjectCommands):
         max_age = checks.get(args, "max_age", float, 1.0)
         want_sources = checks.get(args, "sources", bool, True)
 
+        self.agent.follow_tracing()  # a table of an ended tracing session is not served
         # Totals first: read after the agent's own work they would include its temporaries.
         totals = self.sampler.totals()
+        # A viewer's refresh is a point of the shared history too (at most every 0.2 s).
+        self.agent.keep_history(totals, timeline.VIEWER_SPACING)
         sample, cost = self.sampler.sample(max(0.0, max_age))
         started = time.thread_time()
         base = client.baseline if compare == "baseline" else None
@@ -119,6 +123,9 @@ class Commands(ObjectCommands):
         described = self.sampler.describe(sample, cost)
         described["work_ms"] = round((cost + time.thread_time() - started) * 1000.0, 3)
         return {
+            "tracing": self.agent.tracing_info(),
+            # A baseline read in an earlier tracing session: what it held is not comparable.
+            "baseline_restarted": base is not None and self.agent.timeline.started_before(base),
             "group_by": group_by,
             "cumulative": cumulative,
             "sort": sort,
@@ -141,6 +148,10 @@ class Commands(ObjectCommands):
         else:
             against = self._previous(client, config, sample, current)
         rows, total = collector.rank(current, against, group_by, sort, limit)
+        try:
+            self.agent.timeline.record_rows(config, sample, rows)
+        except Exception as exc:  # the shared history must never cost a viewer its table
+            self.agent.record_error("history: %r" % (exc,))
         lookup = {}
         reading = time.thread_time()
         if want_sources:
@@ -186,6 +197,15 @@ class Commands(ObjectCommands):
         client.previous[config] = (sample.id, current, seen_grouping)
         return seen_grouping
 
+    def cmd_history(self, args, client):
+        """The shared history of the current tracing session for one grouping: memory
+        points and the recent tables' rows, for a viewer to go on from."""
+        config = checks.grouping_config(args)
+        info = self.agent.tracing_info()
+        reply = self.agent.timeline.reply(config)
+        reply["tracing"] = info
+        return reply
+
     def cmd_tracebacks(self, args, client):
         config = checks.grouping_config(args)
         group_by, cumulative = config[0], config[1]
@@ -217,6 +237,7 @@ class Commands(ObjectCommands):
         if action == "clear":
             client.baseline = None
             return {"baseline_time": None}
+        self.agent.follow_tracing()
         sample, _ = self.sampler.sample(checks.get(args, "max_age", float, 0.0))
         client.baseline = sample
         return {"baseline_time": sample.time, "sample": self.sampler.describe(sample, 0.0)}

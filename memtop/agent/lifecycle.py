@@ -21,12 +21,13 @@ import sys
 import time
 import tracemalloc
 
-from . import protocol, rundir
+from . import footprint, protocol, rundir
 from .commands import Commands
 from .ownsocket import OwnSocket, fd_identity
 from .sampler import Sampler
 from .server import Server
 from .sources import SourceLines
+from .timeline import Timeline
 
 AGENT_VERSION = "0.1.0"
 DEFAULT_NFRAME = 4
@@ -81,6 +82,8 @@ class Agent:
         # started is over, even if the program has started tracing again since.
         self.trace_marker = None
         self.sampler = None
+        # The history viewers share: a viewer that comes back later goes on from it.
+        self.timeline = Timeline()
         self.sources = SourceLines()
         self.commands = None
         self.server = None
@@ -96,7 +99,13 @@ class Agent:
         return "target" if tracemalloc.is_tracing() else "none"
 
     def follow_tracing(self):
-        """Hand tracing over to the program once the agent's own session has ended."""
+        """Hand tracing over to the program once the agent's own session has ended; drop
+        the history and the cached table of a session that ended."""
+        if self.timeline.follow():
+            if self.sampler is not None:
+                self.sampler.clear()
+            if self.server is not None:
+                self.server.forget_tables()
         marker = self.trace_marker
         if marker is None:
             return
@@ -105,6 +114,37 @@ class Agent:
         self.trace_marker = None
         if self.sampler is not None:
             self.sampler.owns_tracing = False
+
+    def tracing_info(self):
+        """The tracing session: its id (new at every start or restart of tracing), when it
+        started (known when the agent started it), who owns it, and whether it sees only
+        allocations made after the process had been running (tracing started by an attach,
+        or by the first viewer of an agent that traces on connect)."""
+        owner = self.tracing_owner  # follows the session first
+        timeline = self.timeline
+        late = self.origin == "attach" or self.trace_mode == "on-connect"
+        return {
+            "session": timeline.session,
+            "since": timeline.since,
+            "owner": owner,
+            "sees_only_new": owner == "agent" and late,
+        }
+
+    def keep_history(self, totals=None, spacing=None):
+        """Add the memory account to the shared history: about once a second, viewer or
+        not, and at a viewer's refreshes (`totals` read for it, `spacing` apart at least).
+        Cheap totals only, never a read of the trace table."""
+        try:
+            timeline = self.timeline
+            if timeline.session is None or self.sampler is None:
+                return
+            now = time.time()
+            if now - timeline.last_point_time() < (spacing or timeline.spacing):
+                return
+            totals = totals if totals is not None else self.sampler.totals()
+            timeline.record_point(totals, footprint.resident_bytes(), now, spacing)
+        except Exception as exc:
+            self.record_error("history: %r" % (exc,))
 
     def serving(self):
         """True while the listening socket is still the agent's own."""
@@ -121,6 +161,7 @@ class Agent:
             "py": self.python,
             "ft": self.free_threaded,
             "tracing_owner": self.tracing_owner,
+            "tracing": self.tracing_info(),
             "nframe": tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() else 0,
             "origin": self.origin,
             "status": "ok",
@@ -164,6 +205,7 @@ class Agent:
         """Start tracemalloc unless something already traces; remember who owns it."""
         if not tracemalloc.is_tracing():
             tracemalloc.start(self.nframe)
+            self.timeline.begin(since=time.time())
             marker = object()
             if tracemalloc.get_object_traceback(marker) is not None:
                 self.trace_marker = marker
@@ -175,6 +217,7 @@ class Agent:
         if self.tracing_owner == "agent":
             tracemalloc.stop()
         self.trace_marker = None
+        self.timeline.follow()  # the session's history goes with it
         if self.sampler is not None:
             self.sampler.clear()
             self.sampler.owns_tracing = False

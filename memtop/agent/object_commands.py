@@ -148,6 +148,9 @@ class ObjectCommands:
             self.sampler.admit("a whole snapshot")
             started = time.thread_time()
             client.export = (int(time.time() * 1000), export.build(self.sources))
+            # Which tracing session it comes from: a diff of two snapshots is only meaningful
+            # within one (see memtop view --base).
+            client.export[1][0]["header"]["tracing"] = self.agent.tracing_info()
             self.sampler.charge(time.thread_time() - started)
         if client.export is None:
             raise BadArgs("no snapshot is being fetched: ask for part 0 first")

@@ -81,6 +81,13 @@ class Server:
         """Bytes buffered for clients (replies not yet sent, frames not yet complete)."""
         return sum(len(c.out) + len(c.reader.buffer) for c in self.conns.values())
 
+    def forget_tables(self):
+        """Tracing restarted: no viewer's next Δ columns compare with a table of the last
+        session (baselines stay, flagged as such in replies)."""
+        for conn in self.conns.values():
+            conn.state.previous = {}
+            conn.state.last_rows = None
+
     def client_count(self):
         """Authenticated viewers."""
         return sum(1 for c in self.conns.values() if c.authed)
@@ -121,6 +128,7 @@ class Server:
             self._pardon(handling)
             # Never reset the peak of a tracing session the program has restarted.
             agent.follow_tracing()
+            agent.keep_history()
             agent.sampler.correct_peak(self._held_bytes())
             self._resume_reading(time.monotonic())
             self._check_conns(time.monotonic())

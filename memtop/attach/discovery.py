@@ -24,6 +24,7 @@ class PythonProcess:
     user: str
     agent: bool  # a memtop agent serves in it
     command: str
+    ppid: int = 0  # its parent process
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -33,7 +34,7 @@ def python_processes(all_users: bool = False) -> list[PythonProcess]:
     """CPython processes of this user (every user's when `all_users`), biggest RSS first."""
     me = os.geteuid()
     found = []
-    for proc in psutil.process_iter(["pid", "uids", "username", "cmdline", "memory_info"]):
+    for proc in psutil.process_iter(["pid", "ppid", "uids", "username", "cmdline", "memory_info"]):
         info = proc.info
         if info["pid"] == os.getpid() or info["uids"] is None:
             continue
@@ -54,9 +55,44 @@ def python_processes(all_users: bool = False) -> list[PythonProcess]:
                 user=info["username"] or "",
                 agent=agent_serving(info["pid"], info["uids"].effective),
                 command=" ".join(info["cmdline"] or []),
+                ppid=info["ppid"] or 0,
             )
         )
     return sorted(found, key=lambda p: p.rss, reverse=True)
+
+
+def as_tree(processes: list[PythonProcess]) -> list[tuple[int, PythonProcess]]:
+    """(depth, process) in tree order: each process under its nearest listed ancestor (a
+    gunicorn master above its workers, a pool's parent above the pool), siblings by RSS."""
+    listed = {p.pid: p for p in processes}
+    parent_of: dict[int, int] = {}
+    for process in processes:
+        ancestor = process.ppid
+        seen = 0
+        while ancestor > 1 and ancestor not in listed and seen < 64:
+            ancestor = _parent(ancestor)
+            seen += 1
+        parent_of[process.pid] = ancestor if ancestor in listed else 0
+    children: dict[int, list[PythonProcess]] = {}
+    for process in processes:
+        children.setdefault(parent_of[process.pid], []).append(process)
+    ordered: list[tuple[int, PythonProcess]] = []
+
+    def visit(pid: int, depth: int) -> None:
+        for child in sorted(children.get(pid, []), key=lambda p: p.rss, reverse=True):
+            ordered.append((depth, child))
+            if depth < 32:
+                visit(child.pid, depth + 1)
+
+    visit(0, 0)
+    return ordered
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).ppid())
+    except psutil.Error:
+        return 0
 
 
 def agent_serving(pid: int, uid: int) -> bool:

@@ -104,12 +104,25 @@ class MemtopApp(App[Outcome]):
         )
         # FileSource names its file(s): 'b.memtop vs a.memtop' for a diff.
         self.file_label = (source.info.label or "saved snapshot") if offline else ""
+        # What a file does not record (a tracemalloc pickle: RSS, peak, tracer...) is said
+        # where its figures would be read.
+        unknown = getattr(source, "unknown", ()) if offline else ()
+        self.file_verdict = (
+            Verdict(
+                FILE_VERDICT.kind, f"{FILE_VERDICT.text}; not in the file: {', '.join(unknown)}"
+            )
+            if unknown
+            else FILE_VERDICT
+        )
         self.sample: Sample | None = None
         self.arrived = 0.0  # when self.sample arrived, by self.clock
         self.on_screen: tuple[Sample, float] | None = None  # the table's sample, its arrival
         self.shown = 0
         self._busy = False
         self._again = False
+        # The grouping whose history the agent kept was last asked for: before the first
+        # refresh (a viewer that left with the agent serving, `Q`) and at each new grouping.
+        self._seeded: tuple[object, ...] | None = None
         self._saving = False
         self._note: Text | None = None  # the selected row's suspect reading
         self._hint: Text | None = None  # about the whole table (memtop.compiled)
@@ -119,15 +132,24 @@ class MemtopApp(App[Outcome]):
     # --- layout -------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield HeaderBar(self.source.info, self.state, file=self.file_label, id="header")
-        yield MemoryPanel(id="memory")
-        yield TopTable(cwd=self.cwd, id="top")
-        yield StatusLine(self.state, id="status")
-        yield Footer(show_command_palette=False)
+        # Kept by reference: App.query_one searches the screen on top, which is a panel or
+        # the types view while one is open, and refreshes and the clock go on under it.
+        self.header_bar = HeaderBar(self.source.info, self.state, file=self.file_label, id="header")
+        self.memory_panel = MemoryPanel(id="memory")
+        self.top_table = TopTable(cwd=self.cwd, id="top")
+        self.status_line = StatusLine(self.state, id="status")
+        self.footer_bar = Footer(show_command_palette=False)
+        yield from (
+            self.header_bar,
+            self.memory_panel,
+            self.top_table,
+            self.status_line,
+            self.footer_bar,
+        )
 
     def on_mount(self) -> None:
         self._fit(self.size.width)
-        self.query_one(TopTable).focus()
+        self.top_table.focus()
         self._timer = self.set_interval(
             self.state.interval, self.refresh_now, pause=not self.autorefresh
         )
@@ -141,12 +163,12 @@ class MemtopApp(App[Outcome]):
     def _fit(self, width: int) -> None:
         narrow = width < NARROW_BELOW
         self.set_class(narrow, "narrow")
-        self.query_one(TopTable).set_narrow(narrow)
-        self.query_one(Footer).compact = narrow  # every footer key fits in 80 columns
+        self.top_table.set_narrow(narrow)
+        self.footer_bar.compact = narrow  # every footer key fits in 80 columns
 
     @property
     def table(self) -> TopTable:
-        return self.query_one(TopTable)
+        return self.top_table
 
     @property
     def refreshing(self) -> bool:
@@ -178,6 +200,11 @@ class MemtopApp(App[Outcome]):
                     return
                 source.reconnect()
                 self.post_message(Reconnected())
+            seed = None
+            grouping = (query.group_by, query.cumulative, query.include, query.exclude)
+            if not self.state.offline and grouping != self._seeded:
+                seed = source.resume(query)
+                self._seeded = grouping
             sample = source.refresh(query, max_age=interval * 0.9)
         except ConnectionLost as exc:
             status = wait_for_exit(source, 1.0)
@@ -192,7 +219,7 @@ class MemtopApp(App[Outcome]):
         except Exception as exc:  # never a raw traceback on screen
             self.post_message(RefreshFailed(f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(SampleReady(sample))
+            self.post_message(SampleReady(sample, seed))
 
     def _fetched(self) -> None:
         self._busy = False
@@ -202,6 +229,7 @@ class MemtopApp(App[Outcome]):
 
     def on_sample_ready(self, message: SampleReady) -> None:
         sample = message.sample
+        self.history.seed(message.seed)
         self.history.add(sample)
         self.sample, self.arrived = sample, self.clock()
         self.shown += 1
@@ -216,8 +244,8 @@ class MemtopApp(App[Outcome]):
         if sample.query == self.state.query and not self.state.paused:
             self.table.show(sample, self.history, self.state.suspects_first)
             self.on_screen = (sample, self.arrived)
-        verdict = FILE_VERDICT if self.state.offline else self.history.verdict()
-        self.query_one(MemoryPanel).show(sample, self.history, verdict)
+        verdict = self.file_verdict if self.state.offline else self.history.verdict()
+        self.memory_panel.show(sample, self.history, verdict)
         self._show_state()
         self._fetched()
 
@@ -268,9 +296,9 @@ class MemtopApp(App[Outcome]):
 
     def _show_state(self) -> None:
         now = self.clock()
-        header = self.query_one(HeaderBar)
+        header = self.header_bar
         header.show(self.state, self.sample, now, self.table.suspect_count, self.on_screen)
-        self.query_one(StatusLine).show(self.state, self.sample is None, self._note, self._hint)
+        self.status_line.show(self.state, self.sample is None, self._note, self._hint)
         enabled = tuple(self.check_action(action, ()) for action in STATEFUL_ACTIONS)
         if enabled != self._enabled:
             # Only when it changes: the footer rebuilds its keys on every refresh_bindings.
@@ -318,6 +346,24 @@ class MemtopApp(App[Outcome]):
             self.table.show(sample, self.history, self.state.suspects_first)
             self.on_screen = (sample, self.arrived)
             self._show_state()
+
+    def action_cycle_process(self) -> None:
+        """A group: the merged table, then each process on its own, in turn."""
+        members = getattr(self.source, "members", None)
+        if not members:
+            self._say("p: watching one process; `memtop PID --children` watches a pool.")
+            return
+        order: list[int | None] = [None, *sorted(members)]
+        current = getattr(self.source, "focus", None)
+        focus = order[(order.index(current) + 1) % len(order)] if current in order else None
+        self.source.focus = focus  # type: ignore[attr-defined]
+        self.history = History()  # one process's trend is not the group's
+        self._set_state(self.state.replace(process=focus), refresh=False)
+        self._say(
+            f"Showing pid {focus} on its own; p shows the next." if focus is not None
+            else f"Showing the {len(members)} processes merged."
+        )  # fmt: skip
+        self.refresh_now()
 
     def action_toggle_internal(self) -> None:
         self._set_state(self.state.replace(hide_internal=not self.state.hide_internal))
@@ -415,7 +461,7 @@ class MemtopApp(App[Outcome]):
     def on_top_table_highlighted(self, event: TopTable.Highlighted) -> None:
         row, suspect = event.row, event.suspect
         self._note = suspect_note(row, suspect, self.cwd) if row and suspect else None
-        self.query_one(StatusLine).show(self.state, self.sample is None, self._note, self._hint)
+        self.status_line.show(self.state, self.sample is None, self._note, self._hint)
 
     def action_types(self) -> None:
         self.push_screen(TypesScreen(self.source, self.cwd))

@@ -38,9 +38,19 @@ class Column:
     right: bool = True
 
 
-def columns_for(query: Query, narrow: bool, suspects_first: bool = False) -> tuple[Column, ...]:
+def columns_for(
+    query: Query, narrow: bool, suspects_first: bool = False, group: bool = False
+) -> tuple[Column, ...]:
     """The columns for a sort order; narrow terminals keep the essential ones. Sorted by
-    suspects, the growth rate takes the place of the average block size."""
+    suspects, the growth rate takes the place of the average block size. A group's merged
+    table says in how many processes each row is (PROCS)."""
+    columns = _columns(query, narrow, suspects_first)
+    if not group:
+        return columns
+    return (*columns[:-2], Column("procs", "PROCS", 5), *columns[-2:])
+
+
+def _columns(query: Query, narrow: bool, suspects_first: bool) -> tuple[Column, ...]:
     rank_width = max(2, len(str(query.limit))) + len(MARK)
     # "growth" ranks by signed Δsize (largest growth first); the others as named.
     sorted_by = "size_diff" if query.sort == "growth" else query.sort
@@ -134,6 +144,8 @@ def row_cells(
             cells.append(Text(format_count(row.count), justify="right"))
         elif key == "count_diff":
             cells.append(signed_cell(format_count(row.count_diff, True), row.count_diff, styles))
+        elif key == "procs":
+            cells.append(Text(str(len(row.procs)) if row.procs else "", justify="right"))
         elif key == "avg":
             cells.append(Text(format_size(row.average), style=styles["dim"], justify="right"))
         elif key == "rate":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from memtop.formatting import clean_text, display_command
-from memtop.model import Sample
+from memtop.model import Sample, empty_note, only_new_note
 from memtop.source import TargetInfo
 from memtop.ui.suspects import MARK
 from memtop.ui.text_lines import TextLines
@@ -40,6 +40,7 @@ class HeaderBar(TextLines):
         self.frozen_age = 0.0
         self.uptime = ""
         self.suspects = 0
+        self.now = 0.0
 
     def show(
         self,
@@ -61,6 +62,7 @@ class HeaderBar(TextLines):
             self.on_screen = shown
             self.frozen_age = shown.table.age + max(0.0, now - arrived)
         self.suspects = suspects
+        self.now = now
         self.update_lines()
 
     def lines(self, width: int) -> list[Text]:
@@ -75,16 +77,24 @@ class HeaderBar(TextLines):
                 (Text("memtop", style="bold"), 9),
                 (Text(f"file {clean_text(self.file)}", style="bold"), 10),
                 (Text(taken), 8),
-                (Text(f"pid {info.pid}"), 6),
-                (Text(f"python {info.python}"), 5),
+                (Text(f"pid {info.pid or 'unknown'}"), 6),
+                (Text(f"python {clean_text(info.python)}"), 5),
                 (Text(f"nframe {nframe}"), 4),
             ]
         else:
+            who = f"pid {info.pid}"
+            if info.how == "group":
+                count = len(sample.processes) if sample is not None else 0
+                who = (
+                    f"pid {self.state.process} of {count} processes · p: all"
+                    if self.state.process is not None
+                    else f"{count} processes merged · p: one"
+                )
             parts = [
                 (Text("memtop", style="bold"), 9),
-                (Text(f"pid {info.pid}"), 10),
-                (Text(f"python {info.python}"), 6),
-                (Text(info.how), 7),
+                (Text(who), 10),
+                (Text(f"python {clean_text(info.python)}"), 6),
+                (Text(clean_text(info.how)), 7),
                 (Text(f"up {self.uptime}"), 5),
                 (Text(f"every {format_interval(self.state.interval)}"), 8),
                 (Text(f"nframe {nframe}"), 4),
@@ -108,14 +118,29 @@ class HeaderBar(TextLines):
         if not self.file:
             if state.baseline_time is not None:
                 since = Text(f"Δ since {clock_time(state.baseline_time)}", style="bold")
+                if sample is not None and sample.baseline_restarted:
+                    since.append(" (before a tracing restart: b sets a new one)", "bold red")
                 parts.append((since, 7))
             else:
                 parts.append((Text("Δ per refresh"), 2))
+        if sample is not None and self.file and sample.baseline_restarted:
+            parts.append((Text("two tracing sessions: Δ is not growth", "bold red"), 8))
         if self.suspects:
             plural = "s" if self.suspects != 1 else ""
             parts.append((Text(f"{MARK} {self.suspects} suspect{plural}", style="bold"), 8))
+        note = empty = None
         if sample is not None:
-            parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
+            # A file: how long it had traced when it was taken.
+            now = sample.time if self.file else self.now
+            note = only_new_note(sample.tracing, now)
+            empty = empty_note(sample.tracing, now)
+        if sample is not None:
+            if empty is not None and not sample.total_rows:
+                # An idle program just attached to: nothing it allocated since is held.
+                # On an empty table this matters more than the grouping or the sort.
+                parts.append((Text(empty, "bold"), 10))
+            else:
+                parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
             if not self.file:
                 newest = self.sample if self.sample is not None else sample
                 parts.append((Text(f"pause {newest.pause_ms:.1f} ms"), 4))
@@ -129,4 +154,11 @@ class HeaderBar(TextLines):
                     if old:
                         parts.append((Text(old, style="bold"), 99))
                         parts.append((Text(when), 5))
-        return fit_parts(parts, width)
+        if note is None:
+            return fit_parts(parts, width)
+        # Older memory missing from the table is said in full when it fits, else briefly.
+        full = fit_parts([*parts, (Text(note, "bold"), 6)], width)
+        if note in full.plain:
+            return full
+        short = note.split(":")[0].replace("tracing since", "traced since")
+        return fit_parts([*parts, (Text(short, "bold"), 6)], width)

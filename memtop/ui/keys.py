@@ -112,6 +112,14 @@ KEYS: tuple[Key, ...] = (
         "the selected row's heaviest tracebacks, with source (Esc closes)",
         VIEW,
     ),
+    Key(
+        "p",
+        "p",
+        "cycle_process",
+        "Process",
+        "watching several processes: the merged table, then each process on its own, in turn",
+        VIEW,
+    ),
     Key("question_mark", "?", "help", "Help", "this screen", VIEW, True),
     Key(
         "o",

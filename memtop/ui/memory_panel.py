@@ -55,35 +55,41 @@ class MemoryPanel(Widget):
     """RSS, USS, traced current/peak, tracer, untraced; charts of RSS and traced; verdict."""
 
     def compose(self) -> ComposeResult:
+        # Kept by reference: a refresh that lands while the app closes finds its widgets
+        # even after they left the DOM (a query would fail).
+        self.labels = TextLines(id="memory-labels")
+        self.rss_chart = Sparkline([], id="rss-chart")
+        self.traced_chart = Sparkline([], id="traced-chart")
+        self.share = ShareBar(id="share")
+        self.extras = TextLines(id="memory-extras")
+        self.verdict = VerdictLine(id="verdict")
         with Horizontal(id="memory-grid"):
-            yield TextLines(id="memory-labels")
+            yield self.labels
             with Vertical(id="memory-charts"):
-                yield Sparkline([], id="rss-chart")
-                yield Sparkline([], id="traced-chart")
-                yield ShareBar(id="share")
-            yield TextLines(id="memory-extras")
-        yield VerdictLine(id="verdict")
+                yield self.rss_chart
+                yield self.traced_chart
+                yield self.share
+            yield self.extras
+        yield self.verdict
 
     def on_mount(self) -> None:
-        self.query_one("#memory-labels", TextLines).set_lines(_labels(None))
+        self.labels.set_lines(_labels(None))
 
     def show(self, sample: Sample, history: History, verdict: Verdict) -> None:
         """Put one refresh and the history up to it on screen."""
-        self.query_one("#memory-labels", TextLines).set_lines(_labels(sample, verdict))
+        self.labels.set_lines(_labels(sample, verdict))
         extras = [
             _extra("USS", sample.uss),
             _extra("peak", sample.traced_peak),
             _extra("tracer", sample.tracemalloc_memory),
         ]
-        self.query_one("#memory-extras", TextLines).set_lines(extras)
-        self.query_one("#share", ShareBar).show(
-            min(1.0, sample.traced_current / sample.rss) if sample.rss else None
-        )
+        self.extras.set_lines(extras)
+        self.share.show(min(1.0, sample.traced_current / sample.rss) if sample.rss else None)
         points = history.points
         rss = [float(p.rss) for p in points if p.rss is not None]
         traced = [float(p.traced) for p in points]
-        self.query_one("#rss-chart", Sparkline).data = rss if len(rss) > 1 else []
-        self.query_one("#traced-chart", Sparkline).data = traced if len(traced) > 1 else []
+        self.rss_chart.data = rss if len(rss) > 1 else []
+        self.traced_chart.data = traced if len(traced) > 1 else []
         parts = [(Text(f"{VERDICT_MARKS.get(verdict.kind, '●')} {verdict.text}"), 9)]
         if sample.memtop_memory or sample.read_peak:
             cost = f"memtop {format_size(sample.memtop_memory)}"
@@ -93,7 +99,7 @@ class MemoryPanel(Widget):
         untraced = sample.untraced
         if untraced is not None and sample.rss:
             parts.append((Text(f"untraced {untraced / sample.rss:.0%} of RSS", "dim"), 1))
-        verdict_widget = self.query_one("#verdict", VerdictLine)
+        verdict_widget = self.verdict
         for kind in VERDICT_MARKS:
             verdict_widget.set_class(kind == verdict.kind, f"-{kind}")
         verdict_widget.show(parts)

@@ -8,6 +8,7 @@ from typing import TypeVar
 from textual.message import Message
 
 from memtop.errors import AgentBusy, MemtopError
+from memtop.history import HistorySeed
 from memtop.leaks import Origins, ReferrerChain, TypesTable
 from memtop.model import Sample
 from memtop.source import TracebackEntry
@@ -43,11 +44,12 @@ def attempt_or_wait(call: Callable[[], T]) -> tuple[T | None, str | None, float 
 
 
 class SampleReady(Message):
-    """A refresh arrived."""
+    """A refresh arrived (the first one with the history the agent kept, if any)."""
 
-    def __init__(self, sample: Sample) -> None:
+    def __init__(self, sample: Sample, seed: HistorySeed | None = None) -> None:
         super().__init__()
         self.sample = sample
+        self.seed = seed
 
 
 class RefreshFailed(Message):

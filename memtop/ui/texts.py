@@ -1,6 +1,6 @@
 """What the header and status line say: pure functions of the model, no Textual.
 
-Every string that came from the target goes through formatting.clean_text and ends up in
+Every string that came from the target goes through terminal.clean_text and ends up in
 a rich Text as plain text, never as markup.
 """
 

@@ -122,7 +122,8 @@ class TopTable(ScrollView, can_focus=True):
         suspects = self._suspects = history.suspects()
         rows = suspect_order(sample.rows, suspects) if suspects_first else sample.rows
         width = self._width()
-        columns = fit_columns(columns_for(query, self.narrow, suspects_first), width)
+        group = bool(sample.processes) and any(row.procs for row in sample.rows)
+        columns = fit_columns(columns_for(query, self.narrow, suspects_first, group), width)
         where_width = _where_room(columns, width)
         grouping = (query.group_by, query.cumulative, query.include, query.exclude)
         followed = self._followed_key() if grouping == self._grouping else None
@@ -315,7 +316,7 @@ class TopTable(ScrollView, can_focus=True):
 
 MIN_WHERE = 22  # columns a location needs: 'app/sessions.py:17' and a little source
 # On a small terminal, what goes first: counts, the trend, then the growth column.
-DROPPED_FIRST = ("count", "count_diff", "avg", "rate", "trend", "size_diff")
+DROPPED_FIRST = ("count", "count_diff", "avg", "rate", "procs", "trend", "size_diff")
 
 
 def _where_room(columns: tuple[Column, ...], width: int) -> int:

@@ -37,8 +37,15 @@ def one_frame_hint(tracing_owner: str) -> str:
 def tracebacks_text(
     entries: list[TracebackEntry], row: Row, nframe: int, cwd: str | None = None
 ) -> Text:
-    """Tracebacks, heaviest first; frames oldest first as Python prints them, sources indented."""
+    """Tracebacks, heaviest first; frames oldest first as Python prints them, sources indented.
+    A group's row first says what each process holds of it."""
     out = Text()
+    if row.procs:
+        out.append("per process\n", style="bold")
+        for pid, size, count in row.procs:
+            share = f" · {size / row.size:.0%}" if row.size else ""
+            out.append(f"    pid {pid:<8} {format_size(size):>10}  {count:,} blocks{share}\n")
+        out.append("\n")
     for number, entry in enumerate(entries, 1):
         share = f" · {entry.size / row.size:.0%} of the row" if row.size else ""
         blocks = f"{entry.count:,} block{'s' if entry.count != 1 else ''}"

@@ -45,6 +45,7 @@ class ViewState:
     patterns: tuple[str, ...] = ()
     hide_internal: bool = True
     paused: bool = False
+    process: int | None = None  # watching a group: the one process shown, or None: merged
     baseline_time: float | None = None
     connection: str = "live"  # live | lost | ended
     ended: str | None = None  # how the target ended

@@ -10,6 +10,7 @@ argv: STATE KIND
   blocked_select   main thread in select() for 1e5 s; a worker allocates and reports
   blocked_join     main thread in Thread.join(); 4 busy workers, one reports
   idle             report and sleep, allocating nothing else (a steady heap)
+  quiet            report once, then only sleep: nothing allocated after an attach
   late SECONDS     main thread sleeps that long first, then behaves like `sleeping`
   audit_veto       like `sleeping`, with an audit hook that refuses remote debugger scripts
   nondumpable      like `sleeping`, after prctl(PR_SET_DUMPABLE, 0)
@@ -93,6 +94,10 @@ elif KIND == "late":
 elif KIND == "idle":
     while True:
         tick()
+        time.sleep(0.05)
+elif KIND == "quiet":
+    tick()
+    while True:
         time.sleep(0.05)
 elif KIND == "sleeping":
     sleeping()

@@ -1,179 +1,67 @@
-"""A program whose classes record every call of their special methods made from a thread
-other than its own two: the agent must inspect its objects without running any of them.
+"""A program whose every piece of text is an attack on the terminal that shows it: its
+sys.version, its process name, a file and directory name, a source line, type names and
+dict keys carry OSC 52 (clipboard), OSC 0/2 (window title), CSI 2J (clear screen), a BEL,
+a bidi override and Rich markup.
 
-argv: STATE
-Each of Holder1..Holder6 has one instance (Holder5: 3000), reachable from a module global
-only through an object whose class defines the methods a careless walk would call:
-  Holder1  the value of a dict entry whose key is a str subclass (__repr__, __eq__, __hash__)
-  Holder2  an attribute of an instance with __getattribute__ and a __class__ property
-  Holder3  an item of a list subclass with __iter__ and __len__
-  Holder4  a closure variable next to a cell holding an object with __eq__
-  Holder5  an instance of a class whose metaclass has __getattribute__, __hash__ and __eq__,
-           and that defines __sizeof__ and __repr__
-  Holder6  held by a thread of a Thread subclass whose name and ident are properties
-and sys.modules holds an object that is not a module, with a __class__ property.
-The state file lists the recorded calls ("calls").
+argv: STATE heap          allocate through the hostile file and report; then idle
+      STATE tracer PID    take the hostile process name and hold PID under ptrace
 """
 
+import ctypes
+import os
 import sys
-import threading
 import time
 
 from _state import report
 
-STATE = sys.argv[1]
-MAIN = threading.get_ident()
-OWN = {MAIN}
-CALLS = []
+# Each one alone would be visible in a terminal that interprets it.
+CLIPBOARD = "\x1b]52;c;cHduZWQ=\x07"
+TITLE = "\x1b]0;pwned-title\x07"
+TITLE2 = "\x1b]2;pwned-title\x1b\\"
+CLEAR = "\x1b[2J\x1b[H"
+C1_CSI = "\x9b2J"
+BIDI = "\u202e"
+MARKUP = "[bold red]markup[/bold red]"
+ATTACK = CLIPBOARD + TITLE + TITLE2 + CLEAR + C1_CSI + BIDI + "\x07\x7f" + MARKUP
+
+STATE, MODE = sys.argv[1], sys.argv[2]
 
 
-def record(what):
-    if threading.get_ident() not in OWN:
-        CALLS.append(what)
+def set_process_name(name):
+    """prctl(PR_SET_NAME): what /proc/PID/comm and `ps` show (15 bytes at most)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
-class Key(str):
-    def __repr__(self):
-        record("Key.__repr__")
-        return "Key()"
+set_process_name("\x1b]0;pwn\x07\x1b[2J")
 
-    def __str__(self):
-        record("Key.__str__")
-        return "Key"
+if MODE == "tracer":
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    if libc.ptrace(0x4206, int(sys.argv[3]), None, None) != 0:  # PTRACE_SEIZE
+        sys.exit("PTRACE_SEIZE failed: " + os.strerror(ctypes.get_errno()))
+    report(STATE, traced=int(sys.argv[3]))
+    while True:
+        time.sleep(60)
 
-    def __eq__(self, other):
-        record("Key.__eq__")
-        return str.__eq__(self, other)
+sys.version = TITLE + CLEAR + "[bold]3.99" + " (hostile)"  # no space before the attack
 
-    def __hash__(self):
-        record("Key.__hash__")
-        return str.__hash__(self)
+# A module in a directory whose name attacks, with a source line that attacks too.
+where = os.path.join(os.path.dirname(os.path.abspath(STATE)), "dir" + TITLE + "[bold]d")
+os.makedirs(where, exist_ok=True)
+module = os.path.join(where, "evil" + CLEAR + ".py")
+code = "def allocate(keep):\n    keep.append([bytearray(300) for _ in range(3000)])  # %s\n"
+with open(module, "w", encoding="utf-8") as f:
+    f.write(code % ATTACK)
+namespace = {}
+exec(compile(code % ATTACK, module, "exec"), namespace)
 
+Evil = type("Evil" + CLIPBOARD + TITLE + MARKUP, (), {})
+HOLDER = {"key" + TITLE2 + CLEAR + MARKUP: [Evil() for _ in range(20000)]}
+KEEP = []
 
-class Sneaky:
-    def __getattribute__(self, name):
-        record("Sneaky.__getattribute__ " + name)
-        return object.__getattribute__(self, name)
-
-    @property
-    def __class__(self):
-        record("Sneaky.__class__")
-        return dict
-
-
-class Listy(list):
-    def __iter__(self):
-        record("Listy.__iter__")
-        return list.__iter__(self)
-
-    def __len__(self):
-        record("Listy.__len__")
-        return list.__len__(self)
-
-
-class Loud:
-    def __eq__(self, other):
-        record("Loud.__eq__")
-        return self is other
-
-    __hash__ = object.__hash__
-
-
-class Meta(type):
-    def __getattribute__(cls, name):
-        record("Meta.__getattribute__ " + name)
-        return type.__getattribute__(cls, name)
-
-    def __hash__(cls):
-        record("Meta.__hash__")
-        return type.__hash__(cls)
-
-    def __eq__(cls, other):
-        record("Meta.__eq__")
-        return cls is other
-
-
-class Holder1:
-    pass
-
-
-class Holder2:
-    pass
-
-
-class Holder3:
-    pass
-
-
-class Holder4:
-    pass
-
-
-class Holder5(metaclass=Meta):
-    def __sizeof__(self):
-        record("Holder5.__sizeof__")
-        return 1
-
-    def __repr__(self):
-        record("Holder5.__repr__")
-        return "Holder5()"
-
-
-class Holder6:
-    pass
-
-
-class Worker(threading.Thread):
-    @property
-    def name(self):
-        record("Worker.name")
-        return "worker"
-
-    @name.setter
-    def name(self, value):
-        pass
-
-    @property
-    def ident(self):
-        record("Worker.ident")
-        return 0
-
-    def run(self):
-        keep = Holder6()
-        while True:
-            time.sleep(0.05)
-            assert keep is not None
-
-
-class NotAModule:
-    @property
-    def __class__(self):
-        record("NotAModule.__class__")
-        return type(sys)
-
-
-def closing_over(a_loud, b_holder):
-    # Free variables are kept in name order: comparing the cells from the first one on
-    # would compare a_loud's value with b_holder's.
-    def inner():
-        return a_loud, b_holder
-
-    return inner
-
-
-REGISTRY = {Key("session"): Holder1()}
-SNEAKY = Sneaky()
-object.__setattr__(SNEAKY, "child", Holder2())
-LISTY = Listy([Holder3()])
-CLOSURE = closing_over(Loud(), Holder4())
-OBJECTS = [Holder5() for _ in range(3000)]  # among the largest types: on screen
-sys.modules["hostile_lazy"] = NotAModule()
-
-worker = Worker(daemon=True)
-worker.start()
-OWN.add(worker._ident)
-counter = 0
 while True:
-    counter += 1
-    report(STATE, counter=counter, calls=list(CALLS))
-    time.sleep(0.05)
+    namespace["allocate"](KEEP)
+    del KEEP[:-2]
+    report(STATE, module=module, evil=Evil.__name__)
+    time.sleep(0.2)

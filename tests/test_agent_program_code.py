@@ -1,6 +1,6 @@
 """The agent inspects a hostile program's objects without running any of its code: a real
 target whose classes record every call of their special methods made from the agent's
-thread (tests/targets/hostile.py), asked for types, origins and referrer chains over the
+thread (tests/targets/recorder.py), asked for types, origins and referrer chains over the
 real socket and through the live view."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _chain(client, n: int) -> list[dict]:
 
 @pytest.mark.parametrize("minor", PYTHONS)
 def test_types_and_referrers_run_none_of_the_programs_code(targets: Targets, minor: str) -> None:
-    program, state = targets.start("hostile.py", python=need_interpreter(minor))
+    program, state = targets.start("recorder.py", python=need_interpreter(minor))
     wait_state(state)
     client = targets.connect(program)
 
@@ -60,7 +60,7 @@ async def test_the_live_view_says_where_a_value_was_not_shown(targets: Targets) 
     """The types view marks sizes the agent did not ask the program's __sizeof__ for, and
     the referrer chain says why a str subclass key is not shown (a real agent, whose time
     budget makes the view wait and ask again on its own)."""
-    program, state = targets.start("hostile.py")
+    program, state = targets.start("recorder.py")
     wait_state(state)
     source = LiveSource(targets.connect(program), program.pid, "run", program)
     app = MemtopApp(source, Query(), interval=1.0, cwd=str(ROOT))

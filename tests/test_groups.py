@@ -1,0 +1,251 @@
+"""Programs that are several processes: `memtop ps --tree` shows the structure, and
+`memtop PID --children` watches a real gunicorn pool and a multiprocessing pool as one table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TARGETS, Plain, marked_lines, memtop_cli, wait_for, wait_state
+from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines
+
+from memtop.group import ProcessTotals, children_of
+from memtop.model import Query, Sample
+from memtop.ui.app import MemtopApp
+
+APP = str(TARGETS / "wsgi_leaky.py")
+REQUEST_LEAK = marked_lines(TARGETS / "wsgi_leaky.py")["request_leak"]
+POOL = str(TARGETS / "pool.py")
+WORKER_LEAK = marked_lines(TARGETS / "pool.py")["worker_leak"]
+
+
+def test_ps_tree_puts_pool_workers_under_their_parent(plain: Plain, short_tmp: Path) -> None:
+    proc, state = plain.start(sys.executable, "pool.py", "2")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 2)["workers"]
+    listed = json.loads(memtop_cli("ps", "--tree", "--json").stdout)
+    mine = [row for row in listed if row["pid"] in (proc.pid, *workers)]
+    assert mine[0]["pid"] == proc.pid
+    top = mine[0]["depth"]  # the test runner above it is a Python process too
+    assert {row["pid"]: row["depth"] for row in mine} == {
+        proc.pid: top,
+        **{worker: top + 1 for worker in workers},
+    }
+    assert all(row["ppid"] == proc.pid for row in mine[1:])
+    text = memtop_cli("ps", "--tree", env={**os.environ, "COLUMNS": "300"}).stdout.splitlines()
+    at = next(i for i, line in enumerate(text) if line.split()[0] == str(proc.pid))
+    below = text[at + 1 : at + 3]
+    assert {int(line.split()[0]) for line in below} == set(workers)
+    assert all("└─ " in line for line in below)
+
+
+# --- watching a group ---------------------------------------------------------------------
+
+
+class Stream:
+    """A running `memtop ... --json`: its JSON lines and its notes, read as they come."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "memtop", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: list[dict] = []
+        self.notes: list[str] = []
+        threading.Thread(target=self._read_out, daemon=True).start()
+        threading.Thread(target=self._read_err, daemon=True).start()
+
+    def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.notes.append(line.rstrip())
+
+    def wait_note(self, text: str, timeout: float = 60) -> str:
+        def found() -> str | None:
+            if self.proc.poll() is not None and not any(text in n for n in self.notes):
+                raise AssertionError(f"memtop ended: {self.notes}")
+            return next((n for n in self.notes if text in n), None)
+
+        return str(wait_for(found, timeout, repr(text)))
+
+    def next_line(self, check: Callable[[dict], bool], timeout: float = 60) -> dict:
+        seen = len(self.lines)
+
+        def found() -> dict | None:
+            return next((line for line in self.lines[seen:] if check(line)), None)
+
+        return dict(wait_for(found, timeout, "a refresh"))
+
+    def stop(self) -> int:
+        """Ctrl-C: memtop detaches from every process and exits 130 (interrupted)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def row_at(line: dict, filename: str, lineno: int) -> dict | None:
+    return next(
+        (r for r in line["rows"] if r["filename"] == filename and r["lineno"] == lineno), None
+    )
+
+
+@pytest.fixture
+def gunicorn(short_tmp: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A real gunicorn master with 3 sync workers serving tests/targets/wsgi_leaky.py."""
+    pytest.importorskip("gunicorn", reason="gunicorn is a test dependency (pip install -e .[test])")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    master = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}",
+         "--chdir", str(TARGETS), "--graceful-timeout", "2", "wsgi_leaky:app"],
+        stdout=subprocess.DEVNULL, stderr=(short_tmp / "gunicorn.log").open("w"),
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(children_of(master.pid)) == 3, 30, "gunicorn's 3 workers")
+        yield master, port
+    finally:
+        master.terminate()
+        try:
+            master.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait()
+
+
+def load(port: int, path: str, requests: int) -> dict[int, int]:
+    """Send `requests` GETs (one connection each, so every worker gets some); returns
+    {worker pid: requests it answered}."""
+    served: dict[int, int] = {}
+    for _ in range(requests):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as reply:
+            pid = int(reply.read().split()[0])
+        served[pid] = served.get(pid, 0) + 1
+    return served
+
+
+def test_a_gunicorn_pool_is_one_table_and_a_recycled_worker_joins(gunicorn) -> None:
+    master, port = gunicorn
+    workers = children_of(master.pid)
+    watch = Stream(str(master.pid), "--children", "--json", "-i", "1", "-n", "120")
+    try:
+        watch.wait_note("watching 4 processes")
+        first = watch.next_line(lambda line: len(line.get("processes", [])) == 4)
+        assert {p["pid"] for p in first["processes"]} == {master.pid, *workers}
+        served = load(port, "/leak", 90)
+        line = watch.next_line(
+            lambda line: (row_at(line, APP, REQUEST_LEAK) or {}).get("count", 0) >= 90
+        )
+        row = row_at(line, APP, REQUEST_LEAK)
+        assert row is not None
+        # Summed over the workers, each worker's part matching the requests it answered.
+        assert row["size"] == sum(part["size"] for part in row["pids"])
+        parts = {part["pid"]: part for part in row["pids"]}
+        for pid, count in served.items():
+            # One block per request, and the list keeping them (its array grows there too).
+            assert count <= parts[pid]["count"] <= count + 1, (pid, parts)
+            assert 10000 * count <= parts[pid]["size"] <= 10100 * count + 4096
+        assert line["rss"] == sum(p["rss"] for p in line["processes"])
+        # A worker killed: gunicorn starts another, memtop drops one and attaches the other.
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        watch.wait_note(f"pid {victim}")
+        joined = watch.wait_note("new child")
+        newcomer = int(joined.split("new child ", 1)[1].split()[0])
+        assert newcomer not in workers and newcomer in children_of(master.pid)
+        watch.next_line(lambda line: newcomer in {p["pid"] for p in line["processes"]})
+    finally:
+        code = watch.stop()
+    assert code == 130, watch.notes
+    assert not any("Traceback" in note for note in watch.notes)
+
+
+def test_a_multiprocessing_pool_is_watched_as_one(plain: Plain) -> None:
+    proc, state = plain.start(sys.executable, "pool.py", "2")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 2)["workers"]
+    watch = Stream(str(proc.pid), "--children", "--json", "-i", "0.5", "-n", "120")
+    try:
+        line = watch.next_line(
+            lambda line: len((row_at(line, POOL, WORKER_LEAK) or {}).get("pids", [])) == 2
+        )
+        row = row_at(line, POOL, WORKER_LEAK)
+        assert row is not None and {p["pid"] for p in row["pids"]} == set(workers)
+        assert row["size"] == sum(p["size"] for p in row["pids"])
+    finally:
+        code = watch.stop()
+    assert code == 130, watch.notes
+
+
+# --- the live view of a group ---------------------------------------------------------------
+
+
+class FakeGroup(FakeSource):
+    """The fake program as two processes: 101 holds 60 % of every row, 102 the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.members = {101: None, 102: None}
+        self.focus: int | None = None
+        self.info = dataclasses.replace(self.info, how="group", cmdline="2 processes: 101 102")
+
+    def sample(self, query: Query, n: int) -> Sample:
+        whole = super().sample(query, n)
+        split = {
+            pid: tuple(
+                dataclasses.replace(row, size=row.size * share // 10, count=row.count * share // 10)
+                for row in whole.rows
+            )
+            for pid, share in ((101, 6), (102, 4))
+        }
+        processes = tuple(
+            ProcessTotals(pid, whole.rss, whole.uss, whole.traced_current, 0, 0, len(whole.rows))
+            for pid in (101, 102)
+        )
+        if self.focus is not None:
+            return dataclasses.replace(whole, rows=split[self.focus], processes=processes)
+        rows = tuple(
+            dataclasses.replace(
+                row, procs=((101, row.size * 6 // 10, 1), (102, row.size * 4 // 10, 1))
+            )
+            for row in whole.rows
+        )
+        return dataclasses.replace(whole, rows=rows, processes=processes)
+
+
+async def test_the_live_view_merges_a_group_and_p_shows_each_process() -> None:
+    source = FakeGroup()
+    app = MemtopApp(source, Query(), 1.0, clock=lambda: T0 + 90, cwd=CWD, autorefresh=False)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await settle(pilot)
+        assert "PROCS" in table_lines(app)[0]
+        assert "2 processes merged" in header(app)
+        await pilot.press("enter")
+        await settle(pilot)
+        body = str(app.screen.query_one("#traceback-body").render())
+        assert "per process" in body and "pid 101" in body and "60%" in body
+        await pilot.press("escape")
+        await pilot.press("p")
+        await settle(pilot)
+        assert source.focus == 101 and "pid 101 of 2 processes" in header(app)
+        assert "PROCS" not in table_lines(app)[0]
+        await pilot.press("p", "p")
+        await settle(pilot)
+        assert source.focus is None and "2 processes merged" in header(app)
