@@ -62,3 +62,15 @@ def test_random_patterns_match_as_fnmatch() -> None:
                 checked += 1
                 matched += found
     assert matched > checked // 10  # the names exercise matches, not only misses
+
+
+def test_the_filter_prompt_refuses_what_the_agent_would_refuse() -> None:
+    from memtop.agent import checks
+    from memtop.ui.view_state import BadFilter, parse_filter
+
+    longest = "x" * (checks.MAX_PATTERN_CHARS - 2)  # sent as *x…x*
+    assert len(parse_filter(longest)[0]) == checks.MAX_PATTERN_CHARS
+    with pytest.raises(BadFilter, match="longer than"):
+        parse_filter(longest + "x")
+    with pytest.raises(BadFilter, match="at most"):
+        parse_filter(" ".join(["a"] * (checks.MAX_PATTERNS + 1)))
