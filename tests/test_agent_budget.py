@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Targets, read_state, wait_for, wait_state
+from conftest import Targets, need_interpreter, read_state, wait_for, wait_state
 from wire import Raw, error_code
 
 from memtop.agent import checks, sampler
@@ -17,7 +17,7 @@ FILES = 2000
 
 
 def _ready(targets: Targets, *args: str, **config: object) -> tuple[object, Path, Raw]:
-    program, state = targets.start("bounded.py", *args, **config)
+    program, state = targets.start("bounded.py", *args, **config)  # type: ignore[arg-type]
     wait_state(state)
     raw = Raw(program.socket_path)
     assert raw.hello(program.token)["ok"]
@@ -195,3 +195,21 @@ def test_a_client_told_busy_is_read_again_after_a_pause(targets: Targets) -> Non
     assert told["id"] == 2 and error_code(told) == "busy"
     pong = raw.read()
     assert pong["id"] == 3 and pong["ok"]
+
+
+@pytest.mark.parametrize("minor", ["3.9", "3.12", "3.14"])
+def test_bounds_hold_on_each_interpreter(targets: Targets, minor: str) -> None:
+    """NaN refused with ping unharmed, filters without the program's regex caches, and a
+    heavy command told busy, in a program on `minor`."""
+    _, state, raw = _ready(targets, str(FILES), python=need_interpreter(minor))
+    raw.send_bytes(_frame(b'{"id": 1, "cmd": "configure", "args": {"idle_timeout": NaN}}'))
+    assert error_code(raw.read()) == "bad_json"
+    assert raw.call("ping", 2)["ok"]
+    before = _settled(state, "regex_cache")
+    reply = _call_waiting(raw, "top", 3, include=["*/mod000[1-3].py"], max_age=0)
+    assert {row["filename"] for row in reply["result"]["rows"]} == {
+        f"/srv/app/mod000{i}.py" for i in (1, 2, 3)
+    }
+    assert _settled(state, "regex_cache") == before
+    assert _call_waiting(raw, "types", 4)["ok"]
+    assert error_code(raw.call("referrers", 5, type="list")) == "busy"
