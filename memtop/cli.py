@@ -338,6 +338,9 @@ def _ps(args: argparse.Namespace) -> int:
             f"{'yes' if row.agent else '-':<6} {fit(row.user, 10):<10} "
         )
         command = ("  " * (depth - 1) + "└─ " if depth else "") + display_command(row.command)
+        if row.container is not None:
+            inside = row.container["pid_inside"]
+            command = f"[container {row.container['namespace']}, pid {inside} there] {command}"
         sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 

@@ -3,10 +3,12 @@ ELF reading, run-dir housekeeping."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +194,35 @@ def test_attach_refuses_memtop_itself() -> None:
 
     with pytest.raises(AttachError, match="memtop itself"):
         preflight(os.getpid())
+
+
+def test_a_session_withdrawn_between_read_and_claim_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bootstrap read the session, then the viewer gave up and withdrew it before the
+    # bootstrap claimed it: whoever removes the file first decides, so nothing starts.
+    from memtop.agent import bootstrap, lifecycle
+
+    path = tmp_path / "1-2-abcd.session"
+    path.write_text(json.dumps({"expires": time.time() + 60, "config": {}}))
+    started = []
+    monkeypatch.setattr(lifecycle, "start", lambda config: started.append(config) or {})
+    real_unlink = os.unlink
+
+    def viewer_withdraws_first(name: str, *args: object, **kwargs: object) -> None:
+        real_unlink(name)  # the viewer's withdraw
+        real_unlink(name)  # the bootstrap's claim: gone
+
+    monkeypatch.setattr(bootstrap.os, "unlink", viewer_withdraws_first)
+    bootstrap.boot(str(path))
+    assert started == [] and not (tmp_path / "1-2-abcd.session.result").exists()
+    # Claimed first, the session is carried out, and the viewer's withdraw says so.
+    monkeypatch.setattr(bootstrap.os, "unlink", real_unlink)
+    path.write_text(json.dumps({"expires": time.time() + 60, "config": {}}))
+    bootstrap.boot(str(path))
+    assert started == [{}]
+    run_dir = private_dir(tmp_path / "run")
+    (tmp_path / "run" / "3-4-abcd.session").write_text("{}")
+    session = Session(run_dir, "3-4-abcd.session", "t" * 64, str(tmp_path))
+    real_unlink(tmp_path / "run" / "3-4-abcd.session")  # claimed by a bootstrap
+    assert session.withdraw() is False

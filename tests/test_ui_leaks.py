@@ -21,6 +21,7 @@ from ui_fakes import (
     status,
     table_lines,
     told,
+    until,
 )
 
 from memtop.errors import AgentError, MemtopError
@@ -67,8 +68,11 @@ def watched(source: FakeSource | None = None, points: int = 20) -> MemtopApp:
 
 
 async def press(pilot, *keys: str) -> None:  # type: ignore[no-untyped-def]
-    await pilot.press(*keys)
-    await settle(pilot)
+    """Press each key once the app has finished with the one before: a key pressed while
+    a walk runs is one the screen has greyed out, which a test must not race."""
+    for key in keys:
+        await pilot.press(key)
+        await settle(pilot)
 
 
 # --- suspects in the table ---------------------------------------------------------------
@@ -404,6 +408,7 @@ async def test_S_saves_a_loadable_snapshot_here(
     app = watched(source)
     async with app.run_test(size=(120, 40)) as pilot:
         await press(pilot, "S")
+        await until(pilot, lambda: any("Snapshot saved" in m for m in told(app)), "the notice")
         saved = list(tmp_path.glob("memtop-4242-*.memtop"))
         assert len(saved) == 1
         assert any(f"Snapshot saved: {saved[0]}" in m for m in told(app))

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def verdicts(
-    tmp: Path, mode: str, wanted: int = 10, timeout: float = 60.0, after: str = "mode"
+    tmp: Path, mode: str, wanted: int = 10, timeout: float = 180.0, after: str = "mode"
 ) -> list[dict]:
     """The JSON refreshes of `memtop run` on tests/targets/truth.py MODE past "collecting",
     counted once the target's state has the key `after`, until `wanted` were seen."""

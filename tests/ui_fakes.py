@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -368,6 +369,7 @@ __all__ = [
     "Site",
     "filled_history",
     "settle",
+    "until",
 ]
 
 
@@ -377,10 +379,21 @@ async def settle(pilot: Any) -> None:
     for _ in range(200):
         await app.workers.wait_for_complete()
         await pilot.pause()
-        if not any(w.is_running for w in app.workers) and not app.refreshing:
+        busy = app.refreshing or getattr(app.screen, "walking", False)
+        if not any(w.is_running for w in app.workers) and not busy:
             await pilot.pause()
             return
     raise AssertionError("the app never settled")
+
+
+async def until(pilot: Any, condition: Any, what: str, timeout: float = 20.0) -> None:
+    """Let the app run until `condition()` holds (a message handled, a notice shown):
+    on a loaded machine a worker's result can land after every worker finished."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await pilot.pause(0.02)
 
 
 # --- reading the screen -----------------------------------------------------------------

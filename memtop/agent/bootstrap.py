@@ -24,10 +24,13 @@ def boot(session_path):
             request = json.loads(f.read(65536))
     except (OSError, ValueError):
         return
+    # Removing the file claims the session. The viewer withdraws it the same way when it
+    # gives up: whoever removes it first decides, so a bootstrap that read the file just
+    # before the viewer gave up does nothing, and a viewer that finds it claimed waits.
     try:
         os.unlink(session_path)
     except OSError:
-        pass
+        return
     if not isinstance(request, dict) or request.get("expires", 0) < time.time():
         return
     try:

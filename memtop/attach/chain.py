@@ -90,6 +90,12 @@ def _through(
             session.withdraw()
             if attempt == ABANDONED_ATTEMPTS:
                 raise AttachError(exc.message) from None
+        except _NoAnswer:
+            if session.withdraw():
+                raise
+            # The bootstrap claimed the session just as the wait ended: the agent is
+            # starting, so wait for it once more rather than leave it unwatched.
+            return wait(session), session
         except BaseException as exc:
             session.withdraw()
             # Whatever a route makes of a process that died under it (a refused ptrace, a

@@ -25,6 +25,8 @@ class PythonProcess:
     agent: bool  # a memtop agent serves in it
     command: str
     ppid: int = 0  # its parent process
+    # In another container: {"pid_inside": its pid there, "namespace": "pid:[inode]"}.
+    container: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,9 +58,29 @@ def python_processes(all_users: bool = False) -> list[PythonProcess]:
                 agent=agent_serving(info["pid"], info["uids"].effective),
                 command=" ".join(info["cmdline"] or []),
                 ppid=info["ppid"] or 0,
+                container=container_of(info["pid"]),
             )
         )
     return sorted(found, key=lambda p: p.rss, reverse=True)
+
+
+def container_of(pid: int) -> dict[str, Any] | None:
+    """Where `pid` runs when its PID or mount namespace is not memtop's: its pid inside
+    (the last of NSpid) and the namespace; None when it runs beside memtop."""
+    from memtop.attach.preflight import other_namespaces
+
+    if not other_namespaces(pid):
+        return None
+    inside = pid
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    inside = int(line.split()[-1])
+        namespace = os.readlink(f"/proc/{pid}/ns/pid")
+    except (OSError, ValueError):
+        namespace = "?"
+    return {"pid_inside": inside, "namespace": namespace}
 
 
 def as_tree(processes: list[PythonProcess]) -> list[tuple[int, PythonProcess]]:

@@ -56,6 +56,14 @@ def preflight(pid: int) -> Target:
         raise AttachError(
             f"process {pid} is already traced by pid {tracer} ({what}); detach it first"
         )
+    elsewhere = other_namespaces(pid)
+    if elsewhere:
+        raise AttachError(
+            f"pid {pid} runs in another container (its {' and '.join(elsewhere)} namespace "
+            "is not memtop's): memtop does not attach across containers yet. Run memtop "
+            "inside that container, where it needs only CPython (e.g. `kubectl exec -it POD "
+            "-- sh -c 'pip install pymemtop && memtop ps'`, or `docker exec`)"
+        )
     me = os.geteuid()
     if me != 0 and status.uid != me:
         raise AttachError(
@@ -97,6 +105,21 @@ def preflight(pid: int) -> Target:
         procfs.read_environ(pid),
         procfs.read_cmdline(pid),
     )
+
+
+def other_namespaces(pid: int) -> list[str]:
+    """The namespaces, of those an attach goes through (files and pids), in which `pid`
+    is not where memtop is: ["mount", "PID"], or []."""
+    found = []
+    for kind, name in (("mnt", "mount"), ("pid", "PID")):
+        try:
+            theirs = os.stat(f"/proc/{pid}/ns/{kind}")
+            mine = os.stat(f"/proc/self/ns/{kind}")
+        except OSError:
+            continue  # not readable: the checks that follow say why
+        if (theirs.st_dev, theirs.st_ino) != (mine.st_dev, mine.st_ino):
+            found.append(name)
+    return found
 
 
 def _exists(pid: int) -> bool:

@@ -135,10 +135,13 @@ class Session:
         """Python source that hands this session to the agent inside the target."""
         return _BOOTSTRAP % (self.path, self.agent_dir, PAGE_PLACEHOLDER if gdb_page else "0")
 
-    def withdraw(self) -> None:
-        """Delete the session: a bootstrap that runs later finds nothing to do."""
-        self.run_dir.remove(self.name)
-        self.run_dir.remove(self.result_name)
+    def withdraw(self) -> bool:
+        """Delete the session: a bootstrap that runs later finds nothing to do. False when
+        the bootstrap had claimed it already (removed the file): the agent is starting."""
+        withdrawn = self.run_dir.remove(self.name)
+        if withdrawn:
+            self.run_dir.remove(self.result_name)
+        return withdrawn
 
     def result(self) -> dict | None:
         """The agent's answer once it has written a whole one (then its file is removed);
