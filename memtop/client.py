@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from typing import Any
 
 from memtop import __version__, replies
 from memtop.agent import protocol, rundir
-from memtop.errors import AgentError, AttachError, BadReply, ConnectionLost
+from memtop.errors import AgentBusy, AgentError, AttachError, BadReply, ConnectionLost
 
 _CRED = struct.Struct("3i")
 DEFAULT_TIMEOUT = 60.0
+# How long a request may wait in all for the agent's time budget (busy replies) before
+# AgentBusy is raised; a view that would rather show a notice sets a shorter wait.
+DEFAULT_BUSY_WAIT = 30.0
 
 
 def peer_pid(sock: socket.socket) -> int:
@@ -33,6 +37,7 @@ class AgentClient:
         self.greeting = greeting
         self.path = path
         self.uid = uid  # who owns the socket
+        self.busy_wait = DEFAULT_BUSY_WAIT
         self._next_id = 1
 
     @classmethod
@@ -96,7 +101,20 @@ class AgentClient:
 
     def request(self, cmd: str, **args: Any) -> Any:
         """Send one command and return its result, checked (memtop.replies); raises
-        AgentError, BadReply or ConnectionLost."""
+        AgentError, BadReply or ConnectionLost.
+
+        A busy reply (the agent's time budget is spent) is retried after the time it
+        names, as long as the total wait stays within `busy_wait`; then AgentBusy."""
+        deadline = time.monotonic() + self.busy_wait
+        while True:
+            try:
+                return self._request_once(cmd, args)
+            except AgentBusy as exc:
+                if time.monotonic() + exc.retry_in > deadline:
+                    raise
+                time.sleep(exc.retry_in)
+
+    def _request_once(self, cmd: str, args: dict[str, Any]) -> Any:
         request_id = self._next_id
         self._next_id += 1
         self._send({"id": request_id, "cmd": cmd, "args": args})
@@ -107,6 +125,11 @@ class AgentClient:
             raise
         if not reply["ok"]:
             error = reply.get("error") or {}
+            retry_in = error.get("retry_in") if isinstance(error, dict) else None
+            if error.get("code") == "busy" and isinstance(retry_in, (int, float)):
+                # Bounded: a hostile agent cannot make a viewer sleep for a day.
+                wait = min(max(float(retry_in), 0.05), 600.0)
+                raise AgentBusy(str(error.get("message")), wait)
             raise AgentError(str(error.get("code")), str(error.get("message")))
         return reply.get("result")
 

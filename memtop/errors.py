@@ -59,3 +59,12 @@ class AgentError(MemtopError):
         super().__init__(f"agent error {code}: {message}")
         self.code = code
         self.detail = message
+
+
+class AgentBusy(AgentError):
+    """The agent's time budget is spent for now: ask again in `retry_in` seconds."""
+
+    def __init__(self, message: str, retry_in: float) -> None:
+        super().__init__("busy", message)
+        self.retry_in = retry_in
+        self.message = message

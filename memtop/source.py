@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 from memtop.attach import procfs
 from memtop.attach.diagnose import ending_of
-from memtop.client import AgentClient
+from memtop.client import DEFAULT_BUSY_WAIT, AgentClient
 from memtop.compiled import crowded_line, read_extension_modules
 from memtop.ending import Ending
-from memtop.errors import AgentError, ConnectionLost, MemtopError
+from memtop.errors import AgentBusy, AgentError, ConnectionLost, MemtopError
 from memtop.history import HistorySeed, seed_from_reply
 from memtop.leaks import (
     Origins,
@@ -116,6 +116,11 @@ class LiveSource:
         except (OSError, ValueError, IndexError):
             self._start = None  # gone already
         self._lock = threading.Lock()
+        # How long a request waits for the agent's time budget, and a refresh of the table
+        # (the live view: not at all, it shows a notice and asks again when the agent said).
+        self.busy_wait = DEFAULT_BUSY_WAIT
+        self.refresh_wait = DEFAULT_BUSY_WAIT
+        client.busy_wait = 0.0  # waits happen in _request, outside the lock
         greeting = client.greeting
         self.info = TargetInfo(
             pid=pid,
@@ -130,7 +135,7 @@ class LiveSource:
 
     def refresh(self, query: Query, max_age: float) -> Sample:
         """One refresh: the agent's rows and totals, RSS/USS read from outside."""
-        reply = self._request("top", **query.top_args(max_age))
+        reply = self._request("top", _wait=self.refresh_wait, **query.top_args(max_age))
         memory = self.proc.memory()
         sample = sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
         if crowded_line(sample) is None:
@@ -204,7 +209,11 @@ class LiveSource:
     def snapshot(self) -> SavedSnapshot:
         """The whole snapshot, for saving (see memtop.snapfile)."""
         with self._lock:
-            return snapshot_of(self.client, self.pid)
+            self.client.busy_wait = self.busy_wait
+            try:
+                return snapshot_of(self.client, self.pid)
+            finally:
+                self.client.busy_wait = 0.0
 
     def reconnect(self) -> None:
         """Open a new connection to the same agent (after ConnectionLost).
@@ -218,10 +227,21 @@ class LiveSource:
             self.client = AgentClient.connect(
                 self.client.path, self.token, expected_pid=self.pid, uid=self.client.uid
             )
+            self.client.busy_wait = 0.0
 
-    def _request(self, cmd: str, **args: object) -> Any:
-        with self._lock:
-            return self.client.request(cmd, **args)
+    def _request(self, cmd: str, _wait: float | None = None, **args: object) -> Any:
+        """One request; a busy agent is asked again when it says, for up to `_wait`
+        seconds (default busy_wait), without holding the connection meanwhile: other
+        views' requests go on."""
+        deadline = time.monotonic() + (self.busy_wait if _wait is None else _wait)
+        while True:
+            try:
+                with self._lock:
+                    return self.client.request(cmd, **args)
+            except AgentBusy as exc:
+                if time.monotonic() + exc.retry_in > deadline:
+                    raise
+                time.sleep(exc.retry_in)
 
     def exit_status(self) -> Ending | None:
         """How the target ended, or None while it runs."""

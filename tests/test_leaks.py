@@ -243,6 +243,7 @@ def test_a_walk_through_disguised_objects_runs_no_code_of_the_program(
     answer = client.request("referrers", type="__main__.Kept")
     assert answer["found"], answer
     edges = [step["edge"] for step in answer["steps"]]
-    assert edges == ["global HOLD", "[<__main__.Key>]", "[0]", ".held", ""], edges
+    assert edges[0] == "global HOLD" and edges[2:] == ["[0]", ".held", ""], edges
+    assert edges[1].startswith("[<__main__.Key"), edges  # a key of the program: not repr()d
     ran = Path(f"{state}.ran")
     assert not ran.exists(), ran.read_text()

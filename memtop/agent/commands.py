@@ -13,7 +13,7 @@ from .object_commands import MAX_TRACEBACKS, ObjectCommands
 
 MAX_ROWS = 500
 COMPARE_MODES = ("previous", "baseline")
-MAX_CONFIGS_PER_CLIENT = 8
+MAX_CONFIGS_PER_CLIENT = 4
 
 
 class ClientState:
@@ -114,13 +114,14 @@ class Commands(ObjectCommands):
         if client.last_rows is not None and client.last_rows[0] == shape:
             out_rows, total = client.last_rows[1], client.last_rows[2]
         else:
+            self.sampler.admit_derived(sample, "a table for these settings")
             out_rows, total, reading = self._rows(
                 client, sample, config, base, compare, sort, limit, want_sources
             )
             client.last_rows = (shape, out_rows, total)
         # Reading source files is not snapshot work: it is cached and bounded on its own,
         # and charging it would freeze the first table for seconds.
-        self.sampler.charge(time.thread_time() - started - reading)
+        self.sampler.charge(time.thread_time() - started - reading, sample)
         described = self.sampler.describe(sample, cost)
         described["work_ms"] = round((cost + time.thread_time() - started) * 1000.0, 3)
         return {
@@ -215,14 +216,15 @@ class Commands(ObjectCommands):
         sample = self.sampler.latest
         if sample is None:
             sample, _ = self.sampler.sample(0.0)
-        keep = collector.filename_filter(config[2], config[3])
+        self.sampler.admit_derived(sample, "a row's tracebacks")
         started = time.thread_time()
+        keep = collector.filename_filter(config[2], config[3])
         found = collector.tracebacks_of(sample.by_traceback, group_by, cumulative, key, keep, limit)
         frames = set()
         for tb, _, _ in found:
             frames.update(tb)
         lookup = self.sources.lookup(frames)
-        self.sampler.charge(time.thread_time() - started)
+        self.sampler.charge(time.thread_time() - started, sample)
         return {
             "sample": self.sampler.describe(sample, 0.0),
             "nframe": tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() else 0,

@@ -25,11 +25,18 @@ from textual.widgets import Footer
 
 from memtop.compiled import compiled_hint
 from memtop.ending import Ending
-from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, BadReply, ConnectionLost, MemtopError
+from memtop.errors import (
+    EXIT_OK,
+    EXIT_TARGET_GONE,
+    AgentBusy,
+    BadReply,
+    ConnectionLost,
+    MemtopError,
+)
 from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
 from memtop.model import Query, Sample
-from memtop.source import Source, wait_for_exit
+from memtop.source import LiveSource, Source, wait_for_exit
 from memtop.ui import keys
 from memtop.ui.cells import NARROW_BELOW
 from memtop.ui.filter_prompt import FilterPrompt
@@ -97,6 +104,10 @@ class MemtopApp(App[Outcome]):
         offline = source.info.how == "file"
         self.autorefresh = autorefresh and not offline
         self.source = source
+        if isinstance(source, LiveSource):
+            # The table never waits for the agent's time budget: a busy reply is shown and
+            # the refresh made again when the agent said (panels wait, showing they do).
+            source.refresh_wait = 0.0
         self.clock = clock
         self.cwd = os.getcwd() if cwd is None else cwd
         self.history = History() if history is None else history
@@ -212,6 +223,8 @@ class MemtopApp(App[Outcome]):
             self.post_message(TargetEnded(status) if status else ConnectionDropped(exc.message))
         except BadReply as exc:
             self.post_message(AgentUnusable(exc.message, exc.exit_code))
+        except AgentBusy as exc:
+            self.post_message(RefreshFailed(exc.message, exc.retry_in))
         except MemtopError as exc:
             lost = connection != "live"  # a failed reconnect: keep trying
             self.post_message(
@@ -258,6 +271,9 @@ class MemtopApp(App[Outcome]):
     def on_refresh_failed(self, message: RefreshFailed) -> None:
         self._set_state(self.state.replace(error=message.error), refresh=False)
         self._fetched()
+        if message.retry_in is not None:
+            # A busy agent said when to ask again: the table comes then, timer or not.
+            self.set_timer(message.retry_in, self.refresh_now)
 
     def on_connection_dropped(self, message: ConnectionDropped) -> None:
         state = self.state
