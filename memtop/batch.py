@@ -175,7 +175,8 @@ def run_batch(
     width: int = 120,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Print refreshes until `iterations`, the target's exit or Ctrl-C; returns the exit code."""
+    """Print refreshes until `iterations`, the target's exit or Ctrl-C; returns the exit code
+    (after the target's exit: its own status, see memtop.ending)."""
     history = History()
     shown = 0
     info = source.info
@@ -198,7 +199,7 @@ def run_batch(
                 if status is None:
                     raise
                 err.write(f"memtop: target {info.pid} {status}\n")
-                return EXIT_OK if shown else EXIT_TARGET_GONE
+                return status.exit_status if shown else EXIT_TARGET_GONE
             history.add(sample)
             verdict = history.verdict()
             out.write(

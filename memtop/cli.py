@@ -17,6 +17,7 @@ from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
+from memtop.ending import Ending
 from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
 from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
@@ -183,6 +184,7 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot write {args.record}: {exc.strerror}") from exc
         shown = offline.RecordingSource(source, record)
+    keep = False
     try:
         terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
         if args.batch or args.json or args.iterations is not None or not terminal:
@@ -196,16 +198,20 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
                 err=sys.stderr,
                 width=_batch_width(),
             )
-            keep = False
         else:
             from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
 
             outcome = run_tui(shown, query, args.interval, args.hide_internal)
+            if outcome.error is not None:
+                raise MemtopError(outcome.error, outcome.exit_code)
+            if outcome.ended is not None:  # said on screen; said again once it is gone
+                sys.stderr.write(f"memtop: target {source.info.pid} {outcome.ended}\n")
             code, keep = outcome.exit_code, outcome.keep_agent
     finally:
         if record is not None:
             record.close()
-    source.keep_agent = keep or signals.hung_up()
+        # Also when the view ended in KeyboardInterrupt: SIGHUP arrives as one.
+        source.keep_agent = keep or signals.hung_up()
     return code
 
 
@@ -227,13 +233,13 @@ def _view_file(args: argparse.Namespace) -> int:
     return _view(source, _query(args), args)
 
 
-def _report_program_end(program: Program, ended: str | None, status: str | None) -> None:
+def _report_program_end(program: Program, ended: Ending | None, status: Ending | None) -> None:
     """Say where the output went; show its last lines when the program failed by itself."""
     if ended is None:
         sys.stderr.write(f"memtop: stopped the program ({status}); output in {program.log_path}\n")
         return
     sys.stderr.write(f"memtop: the program's output is in {program.log_path}\n")
-    if ended != "exited with code 0":
+    if ended.code != 0:
         tail = log_tail(program.log_path)
         if tail:
             sys.stderr.write(f"memtop: last lines of its output:\n{tail}\n")
@@ -277,7 +283,7 @@ def _attach(args: argparse.Namespace) -> int:
                 f"memtop: the agent keeps serving in pid {target.pid}: `memtop {target.pid}` "
                 f"resumes, `memtop detach {target.pid}` stops it\n"
             )
-        elif ended is None:
+        elif ended is None and source.detached:
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
 
 
@@ -298,18 +304,28 @@ def _attach_group(args: argparse.Namespace) -> int:
         return LiveSource(attached.client, pid, attached.how, token=attached.token)
 
     pids = list(dict.fromkeys([args.pid, *args.more]))
-    if args.children:
-        pids += [pid for pid in children_of(args.pid) if pid not in pids]
+    found = [pid for pid in children_of(args.pid) if pid not in pids] if args.children else []
     members: dict[int, LiveSource] = {}
+    refused: set[int] = set()
     try:
         for pid in pids:
             members[pid] = attach_member(pid)
+        for pid in found:
+            # A child found, not typed: it may refuse (opted out, another user) or end
+            # meanwhile, as later children may; the group goes on without it.
+            try:
+                members[pid] = attach_member(pid)
+            except MemtopError as exc:
+                refused.add(pid)
+                note(f"child {pid} not attached: {exc.message}")
     except BaseException:
         for member in members.values():
             member.close()
         raise
     note(f"watching {len(members)} processes: {' '.join(str(p) for p in members)}")
-    source = GroupSource(members, attach_member, note, parent=args.pid if args.children else None)
+    source = GroupSource(
+        members, attach_member, note, parent=args.pid if args.children else None, refused=refused
+    )
     try:
         return _view(source, query, args)
     finally:

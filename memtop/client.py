@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from typing import Any
 
-from memtop import __version__
+from memtop import __version__, replies
 from memtop.agent import protocol, rundir
-from memtop.errors import AgentError, AttachError, ConnectionLost
+from memtop.errors import AgentBusy, AgentError, AttachError, BadReply, ConnectionLost
 
 _CRED = struct.Struct("3i")
 DEFAULT_TIMEOUT = 60.0
+# How long a request may wait in all for the agent's time budget (busy replies) before
+# AgentBusy is raised; a view that would rather show a notice sets a shorter wait.
+DEFAULT_BUSY_WAIT = 30.0
 
 
 def peer_pid(sock: socket.socket) -> int:
@@ -33,6 +37,7 @@ class AgentClient:
         self.greeting = greeting
         self.path = path
         self.uid = uid  # who owns the socket
+        self.busy_wait = DEFAULT_BUSY_WAIT
         self._next_id = 1
 
     @classmethod
@@ -71,8 +76,8 @@ class AgentClient:
                         f"{expected_pid}; remove it and retry"
                     )
             client = cls(sock, {}, path, owner)
-            greeting = client._read()
-            if greeting.get("status") != "ok":
+            greeting = replies.check_greeting(client._read())
+            if greeting["status"] != "ok":
                 error = greeting.get("error") or {}
                 code = error.get("code", greeting.get("status"))
                 raise AttachError(
@@ -82,8 +87,8 @@ class AgentClient:
             client._send(
                 {"proto": protocol.PROTO_MAJOR, "token": token, "client": f"memtop {__version__}"}
             )
-            reply = client._read()
-            if not reply.get("ok"):
+            reply = replies.check_handshake(client._read())
+            if not reply["ok"]:
                 error = reply.get("error") or {}
                 raise AttachError(
                     f"the agent refused the session ({error.get('code')}): {error.get('message')}"
@@ -95,21 +100,49 @@ class AgentClient:
             raise
 
     def request(self, cmd: str, **args: Any) -> Any:
-        """Send one command and return its result; raises AgentError or ConnectionLost."""
+        """Send one command and return its result, checked (memtop.replies); raises
+        AgentError, BadReply or ConnectionLost.
+
+        A busy reply (the agent's time budget is spent) is retried after the time it
+        names, as long as the total wait stays within `busy_wait`; then AgentBusy."""
+        deadline = time.monotonic() + self.busy_wait
+        while True:
+            try:
+                return self._request_once(cmd, args)
+            except AgentBusy as exc:
+                if time.monotonic() + exc.retry_in > deadline:
+                    raise
+                time.sleep(exc.retry_in)
+
+    def _request_once(self, cmd: str, args: dict[str, Any]) -> Any:
         request_id = self._next_id
         self._next_id += 1
         self._send({"id": request_id, "cmd": cmd, "args": args})
-        reply = self._read()
-        if reply.get("id") != request_id:
-            raise ConnectionLost(f"reply {reply.get('id')!r} does not answer request {request_id}")
-        if not reply.get("ok"):
+        try:
+            reply = replies.check_reply(cmd, args, request_id, self._read())
+        except BadReply:
+            self.close()  # what follows on this stream cannot be trusted either
+            raise
+        if not reply["ok"]:
             error = reply.get("error") or {}
+            retry_in = error.get("retry_in") if isinstance(error, dict) else None
+            if error.get("code") == "busy" and isinstance(retry_in, (int, float)):
+                # Bounded: a hostile agent cannot make a viewer sleep for a day.
+                wait = min(max(float(retry_in), 0.05), 600.0)
+                raise AgentBusy(str(error.get("message")), wait)
             raise AgentError(str(error.get("code")), str(error.get("message")))
         return reply.get("result")
 
     def close(self) -> None:
         try:
             self.sock.close()
+        except OSError:
+            pass
+
+    def abort(self) -> None:
+        """End a request another thread is waiting on (close alone does not wake it)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -123,13 +156,13 @@ class AgentClient:
         header = self._read_exact(protocol.HEADER.size)
         (length,) = protocol.HEADER.unpack(header)
         if length > protocol.MAX_RESPONSE:
-            raise ConnectionLost(
-                f"agent sent a frame of {length} bytes (limit {protocol.MAX_RESPONSE})"
+            raise BadReply(
+                replies.bad_frame(f"announces {length} bytes (limit {protocol.MAX_RESPONSE})")
             )
         try:
             return protocol.decode(self._read_exact(length))
         except protocol.ProtocolError as exc:
-            raise ConnectionLost(f"agent sent a malformed frame: {exc.message}") from exc
+            raise BadReply(replies.bad_frame(f"breaks the protocol ({exc.message})")) from None
 
     def _read_exact(self, n: int) -> bytes:
         chunks = []

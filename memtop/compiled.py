@@ -35,6 +35,8 @@ def extension_modules(maps: str) -> frozenset[str]:
         if len(fields) < 6 or not fields[5].startswith("/"):
             continue
         path = fields[5].strip()
+        # A module replaced on disk (a deploy, `pip install -U`) is still loaded.
+        path = path.removesuffix(" (deleted)")
         if "/lib-dynload/" in path:
             continue
         if _EXTENSION.search(path) or (path.endswith(".so") and any(p in path for p in _PACKAGES)):

@@ -44,6 +44,12 @@ class ConnectionLost(MemtopError):
     exit_code = EXIT_TARGET_GONE
 
 
+class BadReply(MemtopError):
+    """The agent sent something memtop cannot use: another memtop version, or not memtop."""
+
+    exit_code = EXIT_ATTACH
+
+
 class AgentError(MemtopError):
     """The agent answered a request with an error reply."""
 
@@ -53,3 +59,12 @@ class AgentError(MemtopError):
         super().__init__(f"agent error {code}: {message}")
         self.code = code
         self.detail = message
+
+
+class AgentBusy(AgentError):
+    """The agent's time budget is spent for now: ask again in `retry_in` seconds."""
+
+    def __init__(self, message: str, retry_in: float) -> None:
+        super().__init__("busy", message)
+        self.retry_in = retry_in
+        self.message = message

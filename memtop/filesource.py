@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from memtop.agent import collector
+from memtop.ending import Ending
 from memtop.errors import MemtopError
 from memtop.model import Frame, Query, Row, Sample, TableInfo, row_key, tracing_from_reply
 from memtop.snapfile import SavedSnapshot, Traceback
@@ -220,13 +221,13 @@ class FileSource:
     def set_mode(self, mode: str, rate: int | None = None) -> str:
         raise MemtopError("a saved snapshot has no mode to switch: attach to the process")
 
-    def exit_status(self) -> str | None:
+    def exit_status(self) -> Ending | None:
         return None
 
     def reconnect(self) -> None:
         return None
 
-    def close(self, keep_agent: bool = False) -> str | None:
+    def close(self, keep_agent: bool = False) -> Ending | None:
         return None
 
 

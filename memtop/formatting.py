@@ -77,3 +77,17 @@ def display_command(cmdline: str) -> str:
         module = ["-m"] if parts[2] == "module" else []
         cmdline = " ".join([python, *module, *parts[3:]])
     return clean_text(cmdline)
+
+
+def utf8_text(text: str) -> str:
+    """`text` as valid UTF-8 (for formats that require it: proto strings, metric labels).
+    A file name that is not UTF-8, which Python keeps as lone surrogates standing for its
+    bytes, shows those bytes as \\xNN."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    only_bytes = all(not 0xD800 <= ord(c) < 0xDC80 and not 0xDD00 <= ord(c) <= 0xDFFF for c in text)
+    raw = text.encode("utf-8", "surrogateescape" if only_bytes else "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import psutil
 
+from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
 from memtop.model import Query, Row, Sample, TableInfo
 from memtop.source import LiveSource, TargetInfo, TracebackEntry
 
 MAX_ADOPTED_PER_REFRESH = 2  # attaching takes a while: new children join a few at a time
+MEMBER_WAIT = 3.0  # seconds a refresh waits for a process before showing its last table
 
 
 @dataclass(frozen=True)
@@ -133,15 +136,21 @@ class GroupSource:
         attach_member: Callable[[int], LiveSource],
         note: Callable[[str], None],
         parent: int | None = None,
+        refused: Iterable[int] = (),
     ) -> None:
         """`members`: the processes attached so far; `parent`: adopt its new children
-        through `attach_member`; `note` says when a process joins or drops out."""
+        through `attach_member` (not the `refused` ones); `note` says when a process joins
+        or drops out."""
         self.members = dict(members)
         self.attach_member = attach_member
-        self.note = note
+        self._note = note
+        self._notes: deque[str] = deque(maxlen=20)  # for a view that shows them itself
         self.parent = parent
         self.ended: dict[int, str] = {}
-        self._refused: set[int] = set()
+        self._refused: set[int] = set(refused)
+        self._pending: dict[int, tuple[Query, Future[Sample]]] = {}  # requests under way
+        self._last: dict[int, Sample] = {}
+        self._slow: set[int] = set()  # processes said not to answer
         self.focus: int | None = None  # one process shown on its own, or None: all merged
         first = next(iter(self.members.values()))
         pids = sorted(self.members)
@@ -156,6 +165,18 @@ class GroupSource:
         )
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="memtop-group")
 
+    def note(self, text: str) -> None:
+        """Say that a process joined, dropped out or stopped answering."""
+        self._notes.append(text)
+        self._note(text)
+
+    def take_notes(self) -> list[str]:
+        """The notes since the last call (the live view shows them; stderr is under it)."""
+        taken = []
+        while self._notes:
+            taken.append(self._notes.popleft())
+        return taken
+
     # --- tables ------------------------------------------------------------------------
 
     def resume(self, query: Query) -> None:
@@ -163,20 +184,22 @@ class GroupSource:
         return None
 
     def refresh(self, query: Query, max_age: float) -> Sample:
-        """Every process at once, merged; raises ConnectionLost once all have ended."""
+        """Every process at once, merged; raises ConnectionLost once all have ended.
+
+        A process that does not answer within the wait (stopped, or its agent starved of
+        the GIL) does not hold up the others: its last table stands in, and its request
+        is left to finish, to be read on a later refresh."""
         self._adopt_children()
-        pids = sorted(self.members)
-        futures = {
-            pid: self._pool.submit(self.members[pid].refresh, query, max_age) for pid in pids
-        }
-        samples: dict[int, Sample] = {}
-        for pid, future in futures.items():
-            try:
-                samples[pid] = future.result()
-            except ConnectionLost:
-                self._drop(pid)
-            except MemtopError as exc:
-                self.note(f"pid {pid}: {exc.message}")
+        for pid in sorted(self.members):
+            if pid not in self._pending:
+                self._pending[pid] = (
+                    query,
+                    self._pool.submit(self.members[pid].refresh, query, max_age),
+                )
+        samples = self._collect(query, max(MEMBER_WAIT, 3 * max_age))
+        while not samples and self._pending:
+            # Nothing to show at all: wait for whichever process answers first.
+            samples = self._collect(query, None)
         if not samples:
             raise ConnectionLost("every watched process has ended")
         merged = merge(samples, query, time.time())
@@ -188,15 +211,62 @@ class GroupSource:
             return merged
         return dataclasses.replace(samples[focus], processes=merged.processes)
 
+    def _collect(self, query: Query, timeout: float | None) -> dict[int, Sample]:
+        """The tables answered within `timeout` (None: until the first answer), and the
+        last tables of the processes still being asked."""
+        futures = [future for _, future in self._pending.values()]
+        wait(futures, timeout, return_when=ALL_COMPLETED if timeout else FIRST_COMPLETED)
+        samples: dict[int, Sample] = {}
+        for pid, (asked, future) in sorted(self._pending.items()):
+            if not future.done():
+                if pid not in self._slow:
+                    self._slow.add(pid)
+                    self.note(f"pid {pid} is not answering (stopped?): showing its last table")
+                last = self._last.get(pid)
+                if last is not None and last.query == query:
+                    samples[pid] = _aged(last, time.time())
+                continue
+            del self._pending[pid]
+            self._slow.discard(pid)
+            try:
+                sample = future.result()
+            except ConnectionLost:
+                self._drop(pid)
+                continue
+            except MemtopError as exc:
+                self.note(f"pid {pid}: {exc.message}")
+                continue
+            if asked == query:
+                samples[pid] = self._last[pid] = sample
+            elif pid in self._last and self._last[pid].query == query:
+                samples[pid] = self._last[pid]
+        return samples
+
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks of a row across the processes that hold it."""
         merged: dict[tuple[object, ...], TracebackEntry] = {}
         holders = [pid for pid, _, _ in row.procs] or sorted(self.members)
-        for pid in holders:
-            member = self.members.get(pid)
-            if member is None:
+        # Asked side by side; a process that ended or does not answer in time (stopped)
+        # leaves out only its own part.
+        members = dict(self.members)  # a refresh in another thread may drop one
+        asked = [
+            self._pool.submit(members[pid].tracebacks, query, row, limit)
+            for pid in holders
+            if pid in members
+        ]
+        done, _ = wait(asked, timeout=MEMBER_WAIT)
+        answers = []
+        for future in asked:
+            if future not in done:
                 continue
-            for entry in member.tracebacks(query, row, limit):
+            try:
+                answers.append(future.result())
+            except MemtopError:
+                continue
+        if asked and not answers:
+            raise MemtopError("no process holding this row answered")
+        for answer in answers:
+            for entry in answer:
                 old = merged.get(entry.frames)
                 merged[entry.frames] = (
                     entry
@@ -208,16 +278,25 @@ class GroupSource:
         return sorted(merged.values(), key=lambda e: -e.size)[:limit]
 
     def set_baseline(self) -> None:
-        for member in list(self.members.values()):
-            member.set_baseline()
+        self._each(lambda member: member.set_baseline())
 
     def clear_baseline(self) -> None:
-        for member in list(self.members.values()):
-            member.clear_baseline()
+        self._each(lambda member: member.clear_baseline())
 
     def reset_peak(self) -> None:
-        for member in list(self.members.values()):
-            member.reset_peak()
+        self._each(lambda member: member.reset_peak())
+
+    def _each(self, call: Callable[[LiveSource], None]) -> None:
+        """`call` on every process side by side; one that ended or does not answer in time
+        (stopped) is left out, and it is an error only when none answered."""
+        asked = [self._pool.submit(call, member) for member in list(self.members.values())]
+        done, _ = wait(asked, timeout=MEMBER_WAIT)
+        failed = [f.exception() for f in done if f.exception() is not None]
+        if asked and len(failed) == len(asked):
+            error = failed[0]
+            raise error if isinstance(error, MemtopError) else MemtopError(str(error))
+        if asked and not done:
+            raise MemtopError("no process of the group answered in time")
 
     def set_mode(self, mode: str, rate: int | None = None) -> str:
         """Every process switches; the words of the last one say what it means."""
@@ -247,7 +326,8 @@ class GroupSource:
 
     def _drop(self, pid: int) -> None:
         member = self.members.pop(pid)
-        status = member.exit_status() or "closed its agent connection"
+        self._last.pop(pid, None)
+        status = str(member.exit_status() or "closed its agent connection")
         self.ended[pid] = status
         self.note(f"pid {pid} {status}: dropped from the group")
         member.close()
@@ -269,21 +349,33 @@ class GroupSource:
                 continue
             self.note(f"new child {pid} attached")
 
-    def exit_status(self) -> str | None:
-        """None while any process of the group runs."""
+    def exit_status(self) -> Ending | None:
+        """None while any process of the group runs; no one exit code speaks for a group."""
         if any(member.exit_status() is None for member in self.members.values()):
             return None
-        return "ended (every watched process)"
+        return Ending(words="ended (every watched process)")
 
     def reconnect(self) -> None:
         raise ConnectionLost("a group reconnects process by process on its next refresh")
 
-    def close(self, keep_agent: bool | None = None) -> str | None:
+    def close(self, keep_agent: bool | None = None) -> Ending | None:
         keep = self.keep_agent if keep_agent is None else keep_agent
-        for member in self.members.values():
+        for pid, member in self.members.items():
+            if pid in self._pending and not self._pending[pid][1].done():
+                # Its request is still under way (a stopped process): shutting the socket
+                # down ends the wait; its agent detaches by itself once idle.
+                member.client.abort()
             member.close(keep_agent=keep)
         self._pool.shutdown(wait=False)
         return None
+
+
+def _aged(sample: Sample, now: float) -> Sample:
+    """A process's last table standing in for a new one: as old as it really is now."""
+    age = sample.table.age + max(0.0, now - sample.time)
+    return dataclasses.replace(
+        sample, table=dataclasses.replace(sample.table, age=age, fresh=False)
+    )
 
 
 def children_of(parent: int, known: Iterable[int] = ()) -> list[int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from memtop.agent.safeview import NOT_SHOWN
 from memtop.model import Frame
 
 
@@ -18,6 +19,9 @@ class TypeRow:
     size: int  # shallow bytes (sys.getsizeof)
     count_diff: int
     size_diff: int
+    # "__sizeof__" when the class defines its own: not called, the objects' own struct
+    # is counted instead.
+    not_shown: str = ""
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class TypesTable:
     since: float | None
     baseline: float | None
     cost_ms: float
+    not_shown: str = ""  # NOT_SHOWN when some row's value was not shown
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,12 @@ class ReferrerChain:
     reason: str
 
 
+def values_not_shown(chain: ReferrerChain) -> bool:
+    """True when the agent left out a value of the chain (a dict key whose repr the program
+    defines, say): it never runs the program's code to show one."""
+    return any(NOT_SHOWN in step.edge or NOT_SHOWN in step.type_name for step in chain.steps)
+
+
 def types_from_reply(reply: dict[str, Any]) -> TypesTable:
     return TypesTable(
         rows=tuple(
@@ -86,6 +97,7 @@ def types_from_reply(reply: dict[str, Any]) -> TypesTable:
                 int(r["size"]),
                 int(r["count_diff"]),
                 int(r["size_diff"]),
+                str(r.get("not_shown", "")),
             )
             for r in reply["rows"]
         ),
@@ -94,6 +106,7 @@ def types_from_reply(reply: dict[str, Any]) -> TypesTable:
         since=reply.get("since"),
         baseline=reply.get("baseline"),
         cost_ms=float(reply["cost_ms"]),
+        not_shown=str(reply.get("not_shown", "")),
     )
 
 

@@ -8,7 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from memtop.agent import checks
 from memtop.formatting import format_size
+
+# What the agent accepts in one list of filename patterns (include, exclude).
+MAX_PATTERNS = checks.MAX_PATTERNS
+MAX_PATTERN_CHARS = checks.MAX_PATTERN_CHARS
 
 if TYPE_CHECKING:
     from memtop.history import History

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from memtop.attach.chain import attach
+from memtop.ending import Ending
 from memtop.errors import UsageError
 from memtop.history import History, HistorySeed, judge
 from memtop.model import Query, Row, Sample, sample_json
@@ -145,13 +146,13 @@ class RecordingSource:
     def reset_peak(self) -> None:
         self.inner.reset_peak()
 
-    def exit_status(self) -> str | None:
+    def exit_status(self) -> Ending | None:
         return self.inner.exit_status()
 
     def reconnect(self) -> None:
         self.inner.reconnect()
 
-    def close(self, keep_agent: bool | None = None) -> str | None:
+    def close(self, keep_agent: bool | None = None) -> Ending | None:
         return self.inner.close(keep_agent)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str) -> Any:

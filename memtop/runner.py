@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memtop.agent import rundir
+from memtop.ending import Ending
 from memtop.errors import AttachError, TargetExited, UsageError
 
 AGENT_DIR = str(Path(__file__).resolve().parent / "agent")
@@ -51,19 +52,19 @@ class Program:
     def pid(self) -> int:
         return self.process.pid
 
-    def exit_status(self) -> str | None:
-        """'exited with code N' / 'killed by SIGX' once it has ended, else None."""
+    def exit_status(self) -> Ending | None:
+        """How it ended once it has, else None."""
         code = self.process.poll()
-        return None if code is None else describe_exit(code)
+        return None if code is None else Ending.from_returncode(code)
 
-    def wait_for_exit(self, timeout: float) -> str | None:
+    def wait_for_exit(self, timeout: float) -> Ending | None:
         """How it ended if it ends within `timeout` seconds, else None."""
         try:
-            return describe_exit(self.process.wait(timeout))
+            return Ending.from_returncode(self.process.wait(timeout))
         except subprocess.TimeoutExpired:
             return None
 
-    def stop(self, grace: float = 3.0) -> str:
+    def stop(self, grace: float = 3.0) -> Ending:
         """End the program (SIGINT, then SIGTERM, then SIGKILL) and its process group."""
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             if self.process.poll() is not None:
@@ -78,18 +79,7 @@ class Program:
                 continue
         code = self.process.wait()
         remove_stale_files(os.path.dirname(self.socket_path), self.process.pid)
-        return describe_exit(code)
-
-
-def describe_exit(code: int) -> str:
-    """Human wording of a Popen return code."""
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by {name}"
-    return f"exited with code {code}"
+        return Ending.from_returncode(code)
 
 
 def remove_stale_files(directory: str, pid: int) -> None:
@@ -228,7 +218,7 @@ def _read_report(fd: int, process: subprocess.Popen[bytes], timeout: float) -> d
         os.close(fd)
     if not data:
         code = process.wait()
-        raise TargetExited(f"the program {describe_exit(code)} before the agent started")
+        raise TargetExited(f"the program {Ending.from_returncode(code)} before the agent started")
     try:
         return json.loads(data)
     except ValueError as exc:

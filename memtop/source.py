@@ -12,9 +12,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from memtop.client import AgentClient
+from memtop.attach import procfs
+from memtop.attach.diagnose import ending_of
+from memtop.client import DEFAULT_BUSY_WAIT, AgentClient
 from memtop.compiled import crowded_line, read_extension_modules
-from memtop.errors import AgentError, ConnectionLost, MemtopError
+from memtop.ending import Ending
+from memtop.errors import AgentBusy, AgentError, ConnectionLost, MemtopError
 from memtop.formatting import format_size
 from memtop.history import HistorySeed, seed_from_reply
 from memtop.leaks import (
@@ -86,11 +89,11 @@ class Source(Protocol):
 
     def snapshot(self) -> SavedSnapshot: ...
 
-    def exit_status(self) -> str | None: ...
+    def exit_status(self) -> Ending | None: ...
 
     def reconnect(self) -> None: ...
 
-    def close(self, keep_agent: bool = False) -> str | None: ...
+    def close(self, keep_agent: bool = False) -> Ending | None: ...
 
     # Live sources: switch between exact and sampled mode; returns what it means.
     def set_mode(self, mode: str, rate: int | None = None) -> str: ...
@@ -114,7 +117,16 @@ class LiveSource:
         self.program = program
         self.token = token if token is not None else (program.token if program else None)
         self.proc = ProcInfo(pid)
+        try:
+            self._start: int | None = procfs.start_time(pid)
+        except (OSError, ValueError, IndexError):
+            self._start = None  # gone already
         self._lock = threading.Lock()
+        # How long a request waits for the agent's time budget, and a refresh of the table
+        # (the live view: not at all, it shows a notice and asks again when the agent said).
+        self.busy_wait = DEFAULT_BUSY_WAIT
+        self.refresh_wait = DEFAULT_BUSY_WAIT
+        client.busy_wait = 0.0  # waits happen in _request, outside the lock
         greeting = client.greeting
         self.info = TargetInfo(
             pid=pid,
@@ -130,7 +142,7 @@ class LiveSource:
 
     def refresh(self, query: Query, max_age: float) -> Sample:
         """One refresh: the agent's rows and totals, RSS/USS read from outside."""
-        reply = self._request("top", **query.top_args(max_age))
+        reply = self._request("top", _wait=self.refresh_wait, **query.top_args(max_age))
         memory = self.proc.memory()
         sample = sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
         if crowded_line(sample) is None:
@@ -172,10 +184,10 @@ class LiveSource:
     def set_mode(self, mode: str, rate: int | None = None) -> str:
         """Switch the agent to `mode` (sampled at `rate`, or the rate it had, or the
         default); every viewer's tables start over. Returns what the switch means."""
-        args: dict[str, object] = {"mode": mode}
-        if rate is not None:
-            args["rate"] = rate
-        reply = self._request("mode", **args)
+        if rate is None:
+            reply = self._request("mode", mode=mode)
+        else:
+            reply = self._request("mode", mode=mode, rate=rate)
         self.info = dataclasses.replace(self.info, **_mode_fields(reply))
         return switched_text(self.info.mode, self.info.sample_rate)
 
@@ -214,7 +226,11 @@ class LiveSource:
     def snapshot(self) -> SavedSnapshot:
         """The whole snapshot, for saving (see memtop.snapfile)."""
         with self._lock:
-            return snapshot_of(self.client, self.pid)
+            self.client.busy_wait = self.busy_wait
+            try:
+                return snapshot_of(self.client, self.pid)
+            finally:
+                self.client.busy_wait = 0.0
 
     def reconnect(self) -> None:
         """Open a new connection to the same agent (after ConnectionLost).
@@ -228,22 +244,36 @@ class LiveSource:
             self.client = AgentClient.connect(
                 self.client.path, self.token, expected_pid=self.pid, uid=self.client.uid
             )
+            self.client.busy_wait = 0.0
 
-    def _request(self, cmd: str, **args: object) -> Any:
-        with self._lock:
-            return self.client.request(cmd, **args)
+    def _request(self, cmd: str, _wait: float | None = None, **args: object) -> Any:
+        """One request; a busy agent is asked again when it says, for up to `_wait`
+        seconds (default busy_wait), without holding the connection meanwhile: other
+        views' requests go on."""
+        deadline = time.monotonic() + (self.busy_wait if _wait is None else _wait)
+        while True:
+            try:
+                with self._lock:
+                    return self.client.request(cmd, **args)
+            except AgentBusy as exc:
+                if time.monotonic() + exc.retry_in > deadline:
+                    raise
+                time.sleep(exc.retry_in)
 
-    def exit_status(self) -> str | None:
+    def exit_status(self) -> Ending | None:
         """How the target ended, or None while it runs."""
         if self.program is not None:
             return self.program.exit_status()
-        return None if self.proc.alive() else "exited"
+        if self._start is None:
+            return Ending()
+        return ending_of(self.pid, self._start)
 
     # A view sets this when the user chose to leave the agent serving (the TUI's `Q`);
     # close() without an argument then keeps the agent.
     keep_agent = False
+    detached = False  # set by close() once the agent answered its detach
 
-    def close(self, keep_agent: bool | None = None) -> str | None:
+    def close(self, keep_agent: bool | None = None) -> Ending | None:
         """Leave: stop the program memtop started, or detach the agent unless `keep_agent`
         (default: the `keep_agent` attribute). Returns the program's exit status when
         memtop stopped it."""
@@ -251,10 +281,15 @@ class LiveSource:
             keep_agent = self.keep_agent
         status = None
         try:
-            if keep_agent:
-                self._request("configure", idle_timeout=None)
+            if keep_agent and self.program is not None:
+                # The program memtop started keeps its agent for as long as it runs.
+                self._request("configure", keep_token=True, idle_timeout=None)
+            elif keep_agent:
+                # An attached agent detaches by itself after its idle timeout.
+                self._request("configure", keep_token=True)
             elif self.program is None:
                 self._request("detach")
+                self.detached = True
         except MemtopError:
             pass
         finally:
@@ -288,7 +323,7 @@ def switched_text(mode: str, rate: int | None) -> str:
     )
 
 
-def wait_for_exit(source: Source, timeout: float) -> str | None:
+def wait_for_exit(source: Source, timeout: float) -> Ending | None:
     """After the connection dropped: how the target ended, if it did within `timeout`."""
     deadline = time.monotonic() + timeout
     while True:

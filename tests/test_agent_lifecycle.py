@@ -179,20 +179,22 @@ def test_forked_child_has_no_agent_and_no_tracing(targets: Targets, short_tmp: P
 
 
 @pytest.mark.parametrize(
-    ("mode", "wording"),
+    ("mode", "wording", "status"),
     [
-        ("code", "exited with code 3"),
-        ("sigterm", "killed by SIGTERM"),
-        ("sigkill", "killed by SIGKILL"),
-        ("os_exit", "exited with code 4"),
+        ("code", "exited with code 3", 3),
+        ("sigterm", "killed by SIGTERM", 143),
+        ("sigkill", "killed by SIGKILL", 137),
+        ("os_exit", "exited with code 4", 4),
     ],
 )
-def test_viewer_reports_how_the_target_ended(short_tmp: Path, mode: str, wording: str) -> None:
+def test_viewer_reports_how_the_target_ended(
+    short_tmp: Path, mode: str, wording: str, status: int
+) -> None:
     state = short_tmp / "exiter.json"
     result = memtop_cli(
         "run", "--json", "-i", "0.2", "tests/targets/exiter.py", str(state), mode, "1.0"
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == status, result.stderr
     assert f"target {read_state(state)['pid']} {wording}" in result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines and all(line["pid"] == read_state(state)["pid"] for line in lines)
@@ -236,6 +238,25 @@ def test_configure_without_idle_timeout_keeps_the_agent(targets: Targets) -> Non
     wait_state(state, lambda s: s["counter"] > counter + 40)  # ≥ 2 s of target time
     assert read_state(state)["tracing"] is True
     assert connect(program).call("ping")["ok"]
+
+
+def test_configure_keep_token_leaves_the_viewers_token_for_the_next(targets: Targets) -> None:
+    """An attached agent keeps no token file until a viewer leaves it serving (`Q`, a
+    dropped terminal); then the next viewer authenticates with the file's token, and the
+    file goes when the agent stops."""
+    program, state = targets.start("idle.py", origin="attach", write_token_file=False)
+    wait_state(state)
+    token_file = Path(program.socket_path).with_suffix(".token")
+    assert not token_file.exists()
+    client = connect(program)
+    assert client.call("configure", keep_token=True)["ok"]
+    client.close()
+    assert token_file.read_text() == program.token
+    assert (token_file.stat().st_mode & 0o777) == 0o600
+    again = Raw(program.socket_path)
+    assert again.hello(token_file.read_text())["ok"]
+    assert again.call("detach")["result"]["detaching"] is True
+    wait_for(lambda: not token_file.exists(), 10, "the token file to go with the agent")
 
 
 # --- duty-cycle budget ------------------------------------------------------------------

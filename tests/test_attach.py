@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -257,23 +258,34 @@ def test_two_attaches_at_once_share_one_agent(plain: Plain) -> None:
     python = need_attachable("3.14")
     proc, state = plain.start(python, "attachable.py", "sleeping")
     before = settled(state)
+    # Output goes to files: three large JSON lines would fill a pipe nobody reads yet.
+    files = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in range(2)]  # noqa: SIM115 - read and closed below
     viewers = [
         subprocess.Popen(
             [sys.executable, "-m", "memtop", str(proc.pid), "--json", "-n", "3", "-i", "0.5"],
             cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
             text=True,
         )
-        for _ in range(2)
+        for out, err in files
     ]
     peak_threads = before["threads"]
-    while any(v.poll() is None for v in viewers):
+    deadline = time.monotonic() + 120
+    while any(v.poll() is None for v in viewers) and time.monotonic() < deadline:
         state_now = read_state(state)
         if state_now:
             peak_threads = max(peak_threads, state_now["threads"])
         time.sleep(0.05)
-    outputs = [v.communicate() for v in viewers]
+    for viewer in viewers:
+        if viewer.poll() is None:
+            viewer.kill()
+        viewer.wait()
+    outputs = []
+    for out, err in files:
+        out.seek(0)
+        err.seek(0)
+        outputs.append((out.read(), err.read()))
     assert [v.returncode for v in viewers] == [0, 0], outputs
     assert all(len(out.splitlines()) == 3 for out, _ in outputs)
     assert peak_threads == before["threads"] + 1  # one agent thread, however many viewers

@@ -7,15 +7,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
-from conftest import TARGETS, marked_lines, memtop_cli
+from conftest import ROOT, TARGETS, marked_lines, wait_for
 from ui_fakes import CWD, T0, FakeSource, settle, status
 
-from memtop.compiled import extension_modules
+from memtop.compiled import extension_modules, read_extension_modules
 from memtop.model import Query, Sample
 from memtop.ui.app import MemtopApp
 
@@ -43,37 +46,65 @@ def extension(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    result = memtop_cli("run", *args, timeout=90)
-    assert result.returncode == 0, result.stderr
-    return result
+def watch(mode_args: list[str], held: str, *, text: bool = False, timeout: float = 90) -> str:
+    """`memtop run` of caller.py until a refresh shows the line `held` holding most of
+    the traced memory (the program allocates as it starts; the first refreshes may come
+    before that); returns that refresh (a JSON line, or with `text` the text view's)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memtop", "run", "-b" if text else "--json", "-i", "0.3",
+         str(CALLER), *mode_args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    found = ""
+    try:
+        block: list[str] = []
+        for line in proc.stdout:
+            if time.monotonic() > deadline:
+                break
+            if not text:
+                refresh = json.loads(line)
+                top = max(refresh["rows"], key=lambda r: r["size"], default=None)
+                if (
+                    top
+                    and top["key"].endswith(held)
+                    and top["size"] * 2 >= refresh["traced_current"]
+                ):
+                    found = line
+                    break
+                continue
+            if line.strip():
+                block.append(line)
+                continue
+            if any(held in b for b in block) and any(b.startswith("note: ") for b in block):
+                found = "".join(block)
+                break
+            block = []
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert found, f"no refresh with {held} holding most memory: {err[-500:]}"
+    return found
 
 
 def test_memory_allocated_in_compiled_code_is_explained(extension: Path, tmp_path: Path) -> None:
-    state = str(tmp_path / "s")
-    line = json.loads(
-        run(
-            "--json", "-n", "2", str(CALLER), state, "compiled", str(extension)
-        ).stdout.splitlines()[-1]
-    )
+    held = f"caller.py:{LINES['compiled_call']}"
+    args = [str(tmp_path / "s"), "compiled", str(extension)]
+    line = json.loads(watch(args, held))
     hint = line["compiled_code"]
     assert hint is not None, line["rows"][:3]
     assert hint["key"] == f"{CALLER}:{LINES['compiled_call']}"
     assert hint["share"] >= 0.5 and hint["extension_modules"] >= 1
-    text = run("-b", "-n", "2", str(CALLER), state, "compiled", str(extension)).stdout
+    text = watch(args, held, text=True)
     note = next(t for t in text.splitlines() if t.startswith("note: "))
-    assert f"caller.py:{LINES['compiled_call']}" in note
+    assert held in note
     assert "charged to the Python line that called it" in note
     assert "a deeper nframe does not help" in note
 
 
 def test_the_same_memory_from_python_code_gets_no_such_note(tmp_path: Path) -> None:
-    line = json.loads(
-        run("--json", "-n", "2", str(CALLER), str(tmp_path / "s"), "python").stdout.splitlines()[-1]
-    )
-    top = max(line["rows"], key=lambda row: row["size"])
-    assert top["lineno"] == LINES["python_call"]  # the same share at one line
-    assert top["size"] >= 0.5 * line["traced_current"]
+    line = json.loads(watch([str(tmp_path / "s"), "python"], f"caller.py:{LINES['python_call']}"))
     assert line["compiled_code"] is None
 
 
@@ -119,3 +150,23 @@ async def test_the_live_view_says_where_compiled_code_put_its_memory() -> None:
         line = status(app)
         assert "80% of traced memory is charged to app/cache.py:42" in line
         assert "(12 extension modules loaded)" in line and "deeper nframe" in line
+
+
+def test_an_extension_replaced_on_disk_still_counts(extension: Path, tmp_path: Path) -> None:
+    """After a deploy or `pip install -U`, the maps name the loaded module '(deleted)'."""
+    moved = tmp_path / "ext"
+    shutil.copytree(extension, moved)
+    ready = tmp_path / "ready"
+    program = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import sys, time; sys.path.insert(0, {str(moved)!r}); import allocmod; "
+         f"open({str(ready)!r}, 'w').close(); time.sleep(120)"],
+    )  # fmt: skip
+    try:
+        wait_for(ready.exists, 30, "the program to load the extension")
+        (loaded,) = moved.glob("allocmod*")
+        loaded.unlink()
+        assert str(loaded) in (read_extension_modules(program.pid) or ())
+    finally:
+        program.kill()
+        program.wait()

@@ -5,6 +5,7 @@ loopback-only by default, and detaches cleanly."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -232,3 +233,81 @@ def test_export_children_serves_each_worker_of_a_pool(
     export.wait_serving()
     text = wait_for(every_worker_leaking, 60, "both workers' leaking line")
     assert f'memtop_rss_bytes{{pid="{proc.pid}"}}' in text
+
+
+def test_a_site_in_a_hostile_file_name_leaves_the_endpoint_parseable(
+    short_tmp: Path, export_factory: list[Export]
+) -> None:
+    """A file name with a quote, a newline and a byte that is not UTF-8 (which Python keeps
+    as a lone surrogate): one such site must not break the scrape of every process."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    script = Path(os.fsdecode(bytes(short_tmp) + b'/q"u\nx\xff.py'))
+    ready = short_tmp / "ready"
+    script.write_text(
+        "import time\n"
+        "held = [bytearray(4096) for _ in range(2000)]\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "time.sleep(300)\n"
+    )
+    program = subprocess.Popen([sys.executable, "-X", "tracemalloc=1", str(script)])
+    try:
+        wait_for(ready.exists, what="the program to allocate")
+        export = Export(str(program.pid), "-i", "0.3")
+        export_factory.append(export)
+        text = export.wait_serving()
+        sites = {
+            sample.labels["site"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "memtop_site_bytes"
+            for sample in family.samples
+        }
+        assert sites[f'{short_tmp}/q"u\nx\\xff.py:2'] >= 2000 * 4096
+    finally:
+        program.kill()
+        program.wait()
+
+
+def test_a_stopped_process_does_not_freeze_the_others_metrics(
+    targets: Targets, export_factory: list[Export]
+) -> None:
+    """Processes are refreshed side by side: one that stops answering (SIGSTOP) leaves the
+    others' series moving, and SIGTERM still ends the export at once."""
+    stopped, stopped_state = targets.start("leaky.py", "list")
+    running, running_state = targets.start("leaky.py", "list")
+    for state in (stopped_state, running_state):
+        wait_state(state, lambda s: s["counter"] >= 2)
+    export = Export(str(stopped.pid), str(running.pid), "-i", "0.3")
+    export_factory.append(export)
+    export.wait_serving()
+    metric = f'memtop_traced_bytes{{pid="{running.pid}"}}'
+
+    def traced() -> float | None:
+        line = next((x for x in export.metrics().splitlines() if x.startswith(metric)), None)
+        return float(line.rsplit(" ", 1)[1]) if line is not None else None
+
+    wait_for(lambda: traced() is not None, 20, "both processes served")
+    os.kill(stopped.pid, signal.SIGSTOP)
+    try:
+        seen = {traced()}
+        # The client's own timeout is 60 s: new values all along means nobody waited it,
+        # over a span longer than the few seconds after which a process is said to be stopped.
+        for _ in range(20):
+            wait_for(lambda: traced() not in seen, 20, "the running process's next refresh")
+            seen.add(traced())
+        code, err = export.stop()
+    finally:
+        os.kill(stopped.pid, signal.SIGCONT)
+    assert code == 0 and "Traceback" not in err, err
+    assert f"pid {stopped.pid} is not answering" in err
+
+
+def test_a_pid_given_twice_is_attached_once(targets: Targets, export_factory: list[Export]) -> None:
+    program, state = targets.start("leaky.py", "list")
+    wait_state(state, lambda s: s["counter"] >= 2)
+    export = Export(str(program.pid), str(program.pid), "-i", "0.3")
+    export_factory.append(export)
+    export.wait_serving()
+    code, err = export.stop()
+    assert code == 0, err
+    assert err.count(f"attached to pid {program.pid}") == 1, err

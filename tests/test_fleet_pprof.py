@@ -4,12 +4,22 @@ program reports about itself, to the byte and the block."""
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import TARGETS, Targets, marked_lines, memtop_cli, read_state, wait_state
+from conftest import (
+    TARGETS,
+    Targets,
+    marked_lines,
+    memtop_cli,
+    read_state,
+    wait_for,
+    wait_state,
+)
 
 from memtop import snapfile
 from memtop.fleet.pprof import _profile_class
@@ -79,3 +89,51 @@ def test_convert_writes_the_same_totals_as_the_memtop_file(
     sample = max(message.sample, key=lambda s: s.value[1])
     leaf = functions[sample.location_id[0]]
     assert strings[leaf.name] == f"{strings[leaf.filename]}:{leaf.start_line}"
+
+
+def test_a_program_file_named_in_bytes_that_are_not_utf8_gives_a_readable_profile(
+    tmp_path: Path,
+) -> None:
+    """proto strings must be UTF-8; Python keeps such a name's bytes as lone surrogates."""
+    script = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.py"))
+    ready = tmp_path / "ready"
+    script.write_text(
+        "import sys, time\n"
+        "held = [bytearray(4096) for _ in range(2000)]\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "time.sleep(120)\n"
+    )
+    program = subprocess.Popen([sys.executable, "-X", "tracemalloc=1", str(script)])
+    try:
+        wait_for(ready.exists, what="the program to allocate")
+        profile = tmp_path / "heap.pb.gz"
+        done = memtop_cli("snapshot", str(program.pid), "--format", "pprof", "-o", str(profile))
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        space = pprof_top(profile, "inuse_space")
+        assert space[f"{tmp_path}/caf\\xe9.py:2"] >= 2000 * 4096
+    finally:
+        program.kill()
+        program.wait()
+
+
+def test_convert_of_a_file_with_absurd_numbers_writes_a_readable_profile(
+    tmp_path: Path,
+) -> None:
+    """A saved file is input from anywhere: size x count beyond a proto int64."""
+    saved, profile = tmp_path / "odd.memtop", tmp_path / "odd.pb.gz"
+    big = snapfile.MAX_NUMBER
+    snapfile.save(
+        snapfile.SavedSnapshot(
+            meta={"pid": 7, "time": 1.7e9},
+            entries=[((("/srv/app.py", 3),), big, big), ((("/srv/\udcff.py", 9),), 8, 2)],
+        ),
+        str(saved),
+    )
+    done = memtop_cli("convert", str(saved), str(profile), "--to", "pprof")
+    assert done.returncode == 0, done.stderr
+    message = _profile_class()()
+    message.ParseFromString(gzip.decompress(profile.read_bytes()))
+    assert sorted(list(s.value) for s in message.sample) == [[2, 16], [big, 2**63 - 1]]
+    assert message.time_nanos > 0
+    assert "/srv/\\xff.py:9" in list(message.string_table)

@@ -16,7 +16,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TARGETS, Plain, marked_lines, memtop_cli, wait_for, wait_state
+from conftest import (
+    ROOT,
+    TARGETS,
+    Plain,
+    marked_lines,
+    memtop_cli,
+    need_interpreter,
+    wait_for,
+    wait_state,
+)
 from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines
 
 from memtop.group import ProcessTotals, children_of
@@ -249,3 +258,196 @@ async def test_the_live_view_merges_a_group_and_p_shows_each_process() -> None:
         await pilot.press("p", "p")
         await settle(pilot)
         assert source.focus is None and "2 processes merged" in header(app)
+
+
+FAMILY = """
+import json, subprocess, sys, time
+nap = "import time; time.sleep(300)"
+kids = [subprocess.Popen([sys.argv[2], "-c", nap]),
+        subprocess.Popen([sys.argv[3], "-X", "disable-remote-debug", "-c", nap])]
+with open(sys.argv[1] + ".tmp", "w") as f:
+    json.dump({"children": [k.pid for k in kids]}, f)
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(300)
+"""
+
+
+def test_a_child_that_refuses_attach_leaves_the_rest_of_the_group_watched(
+    short_tmp: Path,
+) -> None:
+    """Only the pids typed are required; a child found by --children may refuse (it opted
+    out, belongs to another user, or ended meanwhile) and the group goes on without it."""
+    opted_out = need_interpreter("3.14")
+    script, state = short_tmp / "family.py", short_tmp / "family.json"
+    script.write_text(FAMILY)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(state), sys.executable, opted_out],
+        start_new_session=True,
+    )
+    try:
+        willing, refusing = wait_state(state)["children"]
+        wait_for(lambda: len(children_of(parent.pid)) == 2, 30, "both children to run Python")
+        done = memtop_cli(str(parent.pid), "--children", "--json", "-n", "1", timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        line = json.loads(done.stdout.splitlines()[-1])
+        assert {p["pid"] for p in line["processes"]} == {parent.pid, willing}
+        assert f"child {refusing} not attached" in done.stderr
+        assert "opted out" in done.stderr
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+
+def test_a_stopped_worker_does_not_hold_up_the_group(plain: Plain) -> None:
+    """A process that stops answering (SIGSTOP) keeps its last table; the others refresh
+    on, and quitting does not wait for it."""
+    proc, state = plain.start(sys.executable, "pool.py", "2")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 2)["workers"]
+    watch = Stream(str(proc.pid), "--children", "--json", "-i", "0.5", "-n", "1000")
+    stopped = workers[0]
+    try:
+        watch.next_line(lambda line: len(line.get("processes", [])) == 3)
+        os.kill(stopped, signal.SIGSTOP)
+        watch.wait_note(f"pid {stopped} is not answering", timeout=20)
+        seen = len(watch.lines)
+        # The client's own timeout is 60 s: three refreshes in 20 s means nobody waited it.
+        wait_for(lambda: len(watch.lines) >= seen + 3, 20, "refreshes with a worker stopped")
+        assert {p["pid"] for p in watch.lines[-1]["processes"]} == {proc.pid, *workers}
+        # The table merged with a stopped process's last one is as old as that one: it ages.
+        wait_for(lambda: watch.lines[-1]["table"]["age"] > 5, 20, "the stopped table to age")
+        assert not watch.lines[-1]["table"]["fresh"]
+        watch.proc.send_signal(signal.SIGINT)
+        code = watch.proc.wait(timeout=20)
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+        watch.stop()
+    assert code == 130, watch.notes
+    assert not any("Traceback" in note for note in watch.notes)
+
+
+def test_a_rows_tracebacks_come_from_the_processes_that_still_answer(plain: Plain) -> None:
+    """Enter on a row held by two workers, one killed and one stopped meanwhile: the panel
+    gets what the answering processes hold, promptly, instead of an error or a 60 s wait."""
+    from memtop.attach.chain import attach
+    from memtop.group import GroupSource
+    from memtop.source import LiveSource
+
+    _, state = plain.start(sys.executable, "pool.py", "3")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 3)["workers"]
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, "auto", 4, 30.0, False)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    notes: list[str] = []
+    group = GroupSource({pid: attach_member(pid) for pid in workers}, attach_member, notes.append)
+    query = Query()
+    killed, stopped, _ = workers  # the third answers
+    try:
+
+        def leak_row() -> object:
+            sample = group.refresh(query, 0.5)
+            row = next(
+                (r for r in sample.rows if (r.filename, r.lineno) == (POOL, WORKER_LEAK)), None
+            )
+            return row if row is not None and len(row.procs) == 3 else None
+
+        row = wait_for(leak_row, 30, "the leaking line in all three workers")
+        os.kill(killed, signal.SIGKILL)
+        os.kill(stopped, signal.SIGSTOP)
+        wait_for(lambda: not psutil_alive(killed), 10, "the killed worker to end")
+        got: list[object] = []
+        asking = threading.Thread(target=lambda: got.append(group.tracebacks(query, row)))
+        asking.start()
+        # The client's own timeout is 60 s: an answer within 30 s means nobody waited it.
+        wait_for(lambda: got, 30, "the row's tracebacks")
+        entries = got[0]
+        assert isinstance(entries, list) and entries
+        assert all(e.frames[-1].lineno == WORKER_LEAK for e in entries)
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+        group.close()
+
+
+def psutil_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def test_a_baseline_is_set_in_the_processes_that_still_answer(plain: Plain) -> None:
+    """`b` with one worker killed and one stopped: the others take the baseline, at once."""
+    from memtop.attach.chain import attach
+    from memtop.group import GroupSource
+    from memtop.source import LiveSource
+
+    _, state = plain.start(sys.executable, "pool.py", "3")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 3)["workers"]
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, "auto", 4, 30.0, False)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    group = GroupSource({pid: attach_member(pid) for pid in workers}, attach_member, print)
+    killed, stopped, answering = workers
+    try:
+        group.refresh(Query(), 0.5)
+        os.kill(killed, signal.SIGKILL)
+        os.kill(stopped, signal.SIGSTOP)
+        wait_for(lambda: not psutil_alive(killed), 10, "the killed worker to end")
+        outcome: list[object] = []
+
+        def set_baseline() -> None:
+            try:
+                group.set_baseline()
+                outcome.append("set")
+            except Exception as exc:
+                outcome.append(exc)
+
+        threading.Thread(target=set_baseline).start()
+        # The client's own timeout is 60 s: an answer within 30 s means nobody waited it.
+        wait_for(lambda: outcome, 30, "the baseline")
+        assert outcome == ["set"]
+        sample = group.refresh(Query(compare="baseline"), 0.5)
+        assert answering in {p.pid for p in sample.processes}
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+        group.close()
+
+
+async def test_the_live_view_says_when_a_worker_drops_out(plain: Plain) -> None:
+    """The text view writes the group's notes to stderr; on screen they are notices."""
+    from memtop.attach.chain import attach
+    from memtop.group import GroupSource
+    from memtop.source import LiveSource
+
+    _, state = plain.start(sys.executable, "pool.py", "2")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 2)["workers"]
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, "auto", 4, 30.0, False)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    group = GroupSource({pid: attach_member(pid) for pid in workers}, attach_member, print)
+    app = MemtopApp(group, Query(), 0.3, cwd=CWD)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            for _ in range(300):  # up to 30 s for the first table
+                if app.sample is not None:
+                    break
+                await pilot.pause(0.1)
+            assert app.sample is not None
+            os.kill(workers[0], signal.SIGKILL)
+            wanted = f"pid {workers[0]}"
+            for _ in range(300):  # up to 30 s
+                if any(wanted in n.message for n in app._notifications):
+                    break
+                await pilot.pause(0.1)
+            messages = [n.message for n in app._notifications]
+            assert any(wanted in m and "dropped from the group" in m for m in messages), messages
+    finally:
+        group.close()

@@ -211,3 +211,39 @@ def test_bad_arguments_are_refused(leaking) -> None:
             client.request(cmd, **args)
         assert caught.value.code == "bad_args"
     assert client.request("types", limit=10**9)["rows"]  # capped, not refused
+
+
+def test_a_thread_that_computes_its_name_runs_no_code_of_the_program(
+    targets: Targets,
+) -> None:
+    """A Thread subclass with a `name` property: the thread root is named without calling it."""
+    program, state = targets.start("costumed_thread.py")
+    wait_state(state)
+    answer = targets.connect(program).request("referrers", type="__main__.Kept")
+    assert answer["found"], answer
+    root = answer["steps"][0]
+    assert root["edge"] == "local keep"
+    assert root["root"].startswith("thread ") and "keep_one()" in root["root"], root
+    assert not Path(f"{state}.ran").exists()
+
+
+def test_a_walk_through_disguised_objects_runs_no_code_of_the_program(
+    targets: Targets,
+) -> None:
+    """__class__ and __getattr__ of a slotted class, items() and __iter__ of container
+    subclasses, a key's __repr__, a metaclass's __qualname__, a __sizeof__ (the types
+    view), a lazily loaded module: the
+    agent reads through all of them with the built-in types' own getters."""
+    program, state = targets.start("disguised.py")
+    wait_state(state)
+    client = targets.connect(program)
+    types = {row["type"]: row for row in client.request("types", limit=200)["rows"]}
+    assert "__main__.Kept" in types
+    assert types["__main__.Sized"]["count"] == 3 and types["__main__.Sized"]["size"] > 0
+    answer = client.request("referrers", type="__main__.Kept")
+    assert answer["found"], answer
+    edges = [step["edge"] for step in answer["steps"]]
+    assert edges[0] == "global HOLD" and edges[2:] == ["[0]", ".held", ""], edges
+    assert edges[1].startswith("[<__main__.Key"), edges  # a key of the program: not repr()d
+    ran = Path(f"{state}.ran")
+    assert not ran.exists(), ran.read_text()

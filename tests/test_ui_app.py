@@ -25,6 +25,7 @@ from ui_fakes import (
     table_lines,
 )
 
+from memtop.ending import Ending
 from memtop.errors import AgentError, ConnectionLost
 from memtop.model import SORT_KEYS, Query
 from memtop.ui.app import MemtopApp, Outcome
@@ -478,32 +479,45 @@ async def test_reconnect_reports_the_lost_baseline() -> None:
         assert any("baseline was lost" in n.message for n in app._notifications)
 
 
-async def test_target_exit_is_shown_and_refreshing_stops() -> None:
+@pytest.mark.parametrize(
+    ("ending", "words", "code"),
+    [
+        (Ending(signal=9), "target killed by SIGKILL", 137),
+        (Ending(code=7), "target exited with code 7", 7),
+        (Ending(code=0), "target exited with code 0", 0),
+        (Ending(), "target exited (its exit code is unknown", 3),
+    ],
+)
+async def test_target_exit_is_shown_and_becomes_the_exit_code(
+    ending: Ending, words: str, code: int
+) -> None:
+    """The status line says how the target ended; quitting afterwards exits with the
+    program's own status (128 + N for signal N, 3 when unknown)."""
     source = FakeSource()
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         source.fail = ConnectionLost("gone")
-        source.ended = "killed by SIGKILL"
+        source.ended = ending
         await refresh(pilot)
-        assert "target killed by SIGKILL" in status(app)
+        assert words in status(app)
         asked = len(source.queries)
         await refresh(pilot)
         assert len(source.queries) == asked
         assert app.table.keys  # the last table stays on screen
         await pilot.press("q")
-    assert app.return_value == Outcome(keep_agent=False, exit_code=0)
+    assert app.return_value == Outcome(keep_agent=False, exit_code=code, ended=ending)
 
 
 async def test_target_gone_before_any_refresh_exits_3() -> None:
     source = FakeSource()
     source.fail = ConnectionLost("gone")
-    source.ended = "exited with code 1"
+    source.ended = Ending(code=1)
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         await pilot.press("q")
-    assert app.return_value == Outcome(keep_agent=False, exit_code=3)
+    assert app.return_value == Outcome(keep_agent=False, exit_code=3, ended=Ending(code=1))
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from ui_fakes import CWD, T0, FakeSource, filled_history, settle
 
+from memtop.ending import Ending
 from memtop.errors import ConnectionLost
 from memtop.model import Query, Tracing
 from memtop.ui.app import MemtopApp
@@ -113,7 +114,7 @@ def test_target_exited(snap_compare, size: tuple[int, int]) -> None:  # type: ig
     async def end(pilot) -> None:  # type: ignore[no-untyped-def]
         await settle(pilot)
         source.fail = ConnectionLost("the agent closed the connection")
-        source.ended = "exited with code 1"
+        source.ended = Ending(code=1)
         pilot.app.refresh_now()
         await settle(pilot)
 

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from memtop.ending import Ending
 from memtop.errors import AgentError, ConnectionLost
 from memtop.history import MIB, History
 from memtop.leaks import ChainStep, Origins, OriginSite, ReferrerChain, TypeRow, TypesTable
@@ -132,7 +133,7 @@ class FakeSource:
         self.queries: list[Query] = []
         self.calls: list[str] = []
         self.fail: Exception | None = None  # raised by refreshes until cleared
-        self.ended: str | None = None
+        self.ended: Ending | None = None
         self.reconnect_fails = 0
         self.stretched = False
         self.types_list = TYPES
@@ -273,7 +274,7 @@ class FakeSource:
             snapshot.sources[(caller.filename, caller.lineno)] = caller.source
         return snapshot
 
-    def exit_status(self) -> str | None:
+    def exit_status(self) -> Ending | None:
         return self.ended
 
     def reconnect(self) -> None:
@@ -283,7 +284,7 @@ class FakeSource:
             raise ConnectionLost("cannot connect to the agent")
         self.fail = None
 
-    def close(self, keep_agent: bool = False) -> str | None:
+    def close(self, keep_agent: bool = False) -> Ending | None:
         self.calls.append(f"close keep_agent={keep_agent}")
         return None
 

@@ -1,13 +1,30 @@
 """Checking request arguments: every value from the socket is checked for type and
 range here, and only compared or counted afterwards, never evaluated or used as a path."""
 
-MAX_PATTERNS = 32
-MAX_PATTERN_CHARS = 1024
+import math
+
+from .globmatch import GlobError, compile_glob
+
+# Per list (include, exclude): matching a filename costs time linear in these.
+MAX_PATTERNS = 16
+MAX_PATTERN_CHARS = 256
 GROUP_KEYS = ("lineno", "filename", "traceback")
 
 
 class BadArgs(Exception):
     """An argument of the wrong type or value: replied as `bad_args`."""
+
+
+class Busy(Exception):
+    """The duty-cycle budget is spent: replied as `busy` with the seconds to wait."""
+
+    def __init__(self, retry_in, what):
+        Exception.__init__(
+            self,
+            "%s waits for the agent's time budget (it keeps its work under a fixed share "
+            "of the program's time): retry in %.1f s" % (what, retry_in),
+        )
+        self.retry_in = retry_in
 
 
 def get(args, name, kind, default):
@@ -18,6 +35,8 @@ def get(args, name, kind, default):
         value = float(value)
     if not isinstance(value, kind):
         raise BadArgs("%s must be of type %s" % (name, kind.__name__))
+    if kind is float and not math.isfinite(value):
+        raise BadArgs("%s must be a finite number" % name)
     return value
 
 
@@ -35,6 +54,10 @@ def patterns(args, name):
     for item in value:
         if not isinstance(item, str) or len(item) > MAX_PATTERN_CHARS:
             raise BadArgs("%s must hold strings of at most %d chars" % (name, MAX_PATTERN_CHARS))
+        try:
+            compile_glob(item)
+        except GlobError as exc:
+            raise BadArgs("%s: %r is not a valid pattern (%s)" % (name, item[:40], exc)) from None
     return tuple(value)
 
 

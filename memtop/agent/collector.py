@@ -10,7 +10,6 @@ Raw tracebacks are tuples of (filename, lineno), most recent frame first, as `_g
 returns them; rows sent to the viewer list frames oldest first, like `tracemalloc.Traceback`.
 """
 
-import fnmatch
 import heapq
 import os
 import time
@@ -18,6 +17,7 @@ import tracemalloc
 from operator import itemgetter
 
 from . import footprint
+from .globmatch import compile_glob
 
 GROUP_KEYS = ("lineno", "filename", "traceback")
 SORT_KEYS = ("size", "size_diff", "count", "count_diff", "growth")
@@ -85,9 +85,11 @@ class Sample:
         "by_traceback",
         "cost",
         "count",
+        "derived",
         "id",
         "own_count",
         "own_size",
+        "read_cost",
         "read_peak",
         "sampled",
         "size",
@@ -99,6 +101,8 @@ class Sample:
         self.id = sample_id
         self.time = when
         self.cost = 0.0
+        self.read_cost = 0.0
+        self.derived = 0
         self.by_traceback = {}
         self.size = self.count = 0
         self.own_size = self.own_count = 0
@@ -167,14 +171,18 @@ def filename_filter(include, exclude):
     """Predicate on the allocating frame's filename, as `tracemalloc.Filter(all_frames=False)`."""
     if not include and not exclude:
         return None
+    # Compiled by the agent (globmatch), never through fnmatch: no regex is built or cached
+    # in the program, and matching cannot backtrack.
+    wanted = [compile_glob(p) for p in include]
+    unwanted = [compile_glob(p) for p in exclude]
     memo = {}
 
     def keep(filename):
         verdict = memo.get(filename)
         if verdict is None:
-            verdict = (
-                not include or any(fnmatch.fnmatch(filename, p) for p in include)
-            ) and not any(fnmatch.fnmatch(filename, p) for p in exclude)
+            verdict = (not wanted or any(g.match(filename) for g in wanted)) and not any(
+                g.match(filename) for g in unwanted
+            )
             memo[filename] = verdict
         return verdict
 

@@ -15,7 +15,7 @@ from .object_commands import MAX_TRACEBACKS, ObjectCommands
 MAX_ROWS = 500
 Z95 = 1.959963984540054  # a 95 % interval of a normal estimate: ± Z95 standard deviations
 COMPARE_MODES = ("previous", "baseline")
-MAX_CONFIGS_PER_CLIENT = 8
+MAX_CONFIGS_PER_CLIENT = 4
 
 
 class ClientState:
@@ -32,6 +32,8 @@ class ClientState:
         self.types_baseline = None
         # A snapshot being fetched part by part: (id, parts).
         self.export = None
+        # The session token this viewer authenticated with.
+        self.token = None
 
     def clear(self):
         """Forget everything (the viewer left): its tables, baseline and snapshot."""
@@ -115,13 +117,14 @@ class Commands(ObjectCommands):
         if client.last_rows is not None and client.last_rows[0] == shape:
             out_rows, total = client.last_rows[1], client.last_rows[2]
         else:
+            self.sampler.admit_derived(sample, "a table for these settings")
             out_rows, total, reading = self._rows(
                 client, sample, config, base, compare, sort, limit, want_sources
             )
             client.last_rows = (shape, out_rows, total)
         # Reading source files is not snapshot work: it is cached and bounded on its own,
         # and charging it would freeze the first table for seconds.
-        self.sampler.charge(time.thread_time() - started - reading)
+        self.sampler.charge(time.thread_time() - started - reading, sample)
         described = self.sampler.describe(sample, cost)
         described["work_ms"] = round((cost + time.thread_time() - started) * 1000.0, 3)
         return {
@@ -218,14 +221,15 @@ class Commands(ObjectCommands):
         sample = self.sampler.latest
         if sample is None:
             sample, _ = self.sampler.sample(0.0)
-        keep = collector.filename_filter(config[2], config[3])
+        self.sampler.admit_derived(sample, "a row's tracebacks")
         started = time.thread_time()
+        keep = collector.filename_filter(config[2], config[3])
         found = collector.tracebacks_of(sample.by_traceback, group_by, cumulative, key, keep, limit)
         frames = set()
         for tb, _, _ in found:
             frames.update(tb)
         lookup = self.sources.lookup(frames)
-        self.sampler.charge(time.thread_time() - started)
+        self.sampler.charge(time.thread_time() - started, sample)
         variances = sample.variances
         return {
             "sample": self.sampler.describe(sample, 0.0),
@@ -258,6 +262,10 @@ class Commands(ObjectCommands):
         return self.sampler.totals()
 
     def cmd_configure(self, args, client):
+        if checks.get(args, "keep_token", bool, False) and client.token is not None:
+            # The viewer leaves the agent serving (`Q`, a dropped terminal): a later viewer
+            # reads the token from the run dir instead of injecting a new session.
+            self.agent.keep_token(client.token)
         if "idle_timeout" in args:
             value = args["idle_timeout"]
             if value is not None:

@@ -195,6 +195,10 @@ class Agent:
     def client_count(self):
         return self.server.client_count() if self.server is not None else 0
 
+    def keep_token(self, token):
+        """Leave `token` in the run dir's token file, for a later viewer."""
+        _write_token_file(self, token)
+
     def record_error(self, text):
         self.errors.append({"time": time.time(), "error": text[:500]})
 

@@ -6,10 +6,12 @@ import sys
 import time
 import tracemalloc
 
-from . import checks, export, objects, referrers
+from . import checks, export, objects, referrers, safeview
 from .checks import BadArgs
 
 MAX_TRACEBACKS = 50
+# One referrer walk holds the program's GIL this long at most.
+MAX_WALK_SECONDS = 2.0
 
 
 class ObjectCommands:
@@ -20,8 +22,9 @@ class ObjectCommands:
         previous look). Runs only when asked; its cost counts against the budget."""
         limit = checks.limit(args, 50, objects.MAX_TYPES)
         mark = checks.get(args, "mark", bool, False)
+        self.sampler.admit("a walk of the gc's objects")
         started = time.thread_time()
-        counts = objects.count_types()
+        counts, not_shown = objects.count_types()
         cost = time.thread_time() - started
         self.sampler.charge(cost)
         against = client.types_baseline or client.types_previous
@@ -39,9 +42,13 @@ class ObjectCommands:
                     "size": size,
                     "count_diff": dcount,
                     "size_diff": dsize,
+                    # The class defines __sizeof__: the agent did not call it, and counts
+                    # each object's own struct instead.
+                    "not_shown": "__sizeof__" if name in not_shown else "",
                 }
                 for name, count, size, dcount, dsize in rows
             ],
+            "not_shown": safeview.NOT_SHOWN if not_shown else "",
             "total_types": total,
             "objects": sum(count for count, _ in counts.values()),
             "since": since,
@@ -54,6 +61,7 @@ class ObjectCommands:
         name = checks.type_name(args)
         sample = min(max(checks.get(args, "sample", int, 200), 1), objects.MAX_SAMPLE)
         limit = checks.limit(args, 10, MAX_TRACEBACKS)
+        self.sampler.admit("a walk of the gc's objects")
         started = time.thread_time()
         sites, sampled, untraced = objects.allocation_sites(name, sample, limit)
         frames = set()
@@ -81,14 +89,16 @@ class ObjectCommands:
     def cmd_referrers(self, args, client):
         """A referrer chain from a sample object (of a type, or allocated at a line) back
         to a root. Bounded in time; keeps no reference once answered."""
-        seconds = min(max(checks.get(args, "timeout", float, 2.0), 0.1), 10.0)
+        seconds = min(max(checks.get(args, "timeout", float, 2.0), 0.1), MAX_WALK_SECONDS)
+        name = checks.type_name(args) if "type" in args else None
+        key = None if name is not None else checks.row_key(args.get("key"), "lineno")
+        self.sampler.admit("a walk of the gc's referrers")
         started = time.thread_time()
-        if "type" in args:
-            sample = objects.instances(checks.type_name(args), 1)
-            what = "the newest %s" % args["type"]
-            missing = "no live %s is tracked by the gc" % args["type"]
+        if name is not None:
+            sample = objects.instances(name, 1)
+            what = "the newest %s" % name
+            missing = "no live %s is tracked by the gc" % name
         else:
-            key = checks.row_key(args.get("key"), "lineno")
             sample = objects.objects_allocated_at(key[0], key[1], 1)
             what = "an object allocated at %s:%d" % key
             missing = (
@@ -135,6 +145,7 @@ class ObjectCommands:
         and the last one frees it). Counts against the budget like a table."""
         part = checks.get(args, "part", int, 0)
         if part == 0:
+            self.sampler.admit("a whole snapshot")
             started = time.thread_time()
             sampled = None
             if self.sampler.byte_sampler is not None:

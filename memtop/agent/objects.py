@@ -13,43 +13,49 @@ import sys
 import time
 import tracemalloc
 
+from . import safeview
+
 MAX_TYPES = 200
 MAX_SAMPLE = 1000
 
 
-def type_name(kind):
-    """'module.Qualname' of a type (builtins without the module)."""
-    module = getattr(kind, "__module__", None) or "?"
-    name = getattr(kind, "__qualname__", None) or getattr(kind, "__name__", "?")
-    if not isinstance(module, str) or not isinstance(name, str):
-        return "?"
-    return name if module == "builtins" else module + "." + name
+type_name = safeview.type_name
 
 
 def count_types():
-    """{type name: (count, shallow bytes)} over every object the gc tracks."""
+    """({type name: (count, shallow bytes)}, names whose size is the object's own struct
+    because their class defines __sizeof__) over every object the gc tracks."""
     objects = gc.get_objects()
     try:
         # Group the objects themselves (no object is created per object: each would be
-        # traced), then size each group with C-level loops.
+        # traced), then size each group with C-level loops. Keyed by id: a metaclass may
+        # define __hash__ and __eq__, and the agent never calls them.
         groups = {}
         get = groups.get
         for obj in objects:
             kind = type(obj)
-            members = get(kind)
+            members = get(id(kind))
             if members is None:
-                groups[kind] = [obj]
+                groups[id(kind)] = [kind, obj]
             else:
                 members.append(obj)
         del objects[:]
         totals = {}
-        for kind, members in groups.items():
+        not_shown = set()
+        for members in groups.values():
+            kind = members[0]
             name = type_name(kind)
-            count, size = totals.get(name, (0, 0))
-            totals[name] = (count + len(members), size + sum(map(sys.getsizeof, members)))
+            if safeview.sizeof_is_builtin(kind):
+                size = sum(map(sys.getsizeof, members[1:]))
+            else:
+                # The program's __sizeof__ is not called: count the object's own struct.
+                size = sum(map(safeview.shallow_size, members[1:]))
+                not_shown.add(name)
+            count, old = totals.get(name, (0, 0))
+            totals[name] = (count + len(members) - 1, old + size)
             del members[:]
         groups.clear()
-        return totals
+        return totals, not_shown
     finally:
         del objects[:]
 
@@ -71,7 +77,16 @@ def rank_types(current, baseline, limit):
 
 def instances(name, limit):
     """Up to `limit` objects whose type is called `name`, the newest first."""
-    return _find(lambda obj: type_name(type(obj)) == name, limit)
+    verdicts = {}  # id(type) -> bool; the walk keeps every type alive meanwhile
+
+    def named(obj):
+        kind = type(obj)
+        verdict = verdicts.get(id(kind))
+        if verdict is None:
+            verdict = verdicts[id(kind)] = type_name(kind) == name
+        return verdict
+
+    return _find(named, limit)
 
 
 def allocation_sites(name, sample, limit):

@@ -4,6 +4,7 @@ Stdlib only, Python 3.9 syntax: this module is loaded inside target processes.
 """
 
 import json
+import math
 import struct
 
 PROTO_MAJOR = 1
@@ -54,6 +55,40 @@ def encode(obj, limit=MAX_RESPONSE):
     return HEADER.pack(len(body)) + body
 
 
+# Numbers on the wire are finite and within what a double holds exactly: NaN and Infinity
+# (which Python's json accepts by default) would poison every later reply that echoes
+# them (allow_nan=False refuses to encode them), and a 60,000-digit integer costs seconds
+# of conversion on interpreters without int_max_str_digits.
+MAX_NUMBER = 2**53
+_MAX_DIGITS = 24
+
+
+def _no_constant(name):
+    raise ProtocolError("bad_json", "%s is not a number JSON allows" % name)
+
+
+def _bounded_int(text):
+    if len(text) > _MAX_DIGITS:
+        raise ProtocolError("bad_json", "integer of %d digits is out of range" % len(text))
+    value = int(text)
+    if not -MAX_NUMBER <= value <= MAX_NUMBER:
+        raise ProtocolError("bad_json", "integer %s is out of range" % text)
+    return value
+
+
+def _bounded_float(text):
+    value = float(text)
+    if not math.isfinite(value) or not -MAX_NUMBER <= value <= MAX_NUMBER:
+        raise ProtocolError("bad_json", "number %s is out of range" % text[:_MAX_DIGITS])
+    return value
+
+
+# The one decoder for every frame, in both directions.
+_DECODER = json.JSONDecoder(
+    parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_bounded_float
+)
+
+
 def decode(body):
     """Parse a frame body into a dict, mapping every failure to a protocol error code."""
     try:
@@ -61,7 +96,7 @@ def decode(body):
     except UnicodeDecodeError:
         raise ProtocolError("bad_json", "frame is not valid UTF-8") from None
     try:
-        obj = json.loads(text)
+        obj = _DECODER.decode(text)
     except (ValueError, RecursionError):
         # RecursionError: deeply nested arrays must be an error reply, not a dropped connection.
         raise ProtocolError("bad_json", "frame is not valid JSON") from None
@@ -100,6 +135,9 @@ class FrameReader:
         return bodies
 
 
-def error_reply(request_id, code, message):
-    """The reply object for a failed request."""
-    return {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
+def error_reply(request_id, code, message, retry_in=None):
+    """The reply object for a failed request; a `busy` one says when to ask again."""
+    error = {"code": code, "message": message}
+    if retry_in is not None:
+        error["retry_in"] = round(retry_in, 3)
+    return {"id": request_id, "ok": False, "error": error}

@@ -4,8 +4,9 @@ A breadth-first walk up `gc.get_referrers`, bounded in time, depth and breadth, 
 a root: a module (a global), a class (a class attribute), a frame of another thread (a
 local variable). The agent's own frames and the walk's own containers are not referrers.
 The answer is text only (type names, attribute names, dict keys of plain types); target
-objects are never repr()'d (that could run their code) and no reference to them survives
-the call.
+objects are never repr()'d, compared or asked for attributes through their own classes
+(safeview.py: none of the program's code runs in the agent's thread), and no reference to
+them survives the call.
 """
 
 import _thread
@@ -13,12 +14,13 @@ import gc
 import sys
 import types
 
+from . import safeview
 from .objects import Deadline, type_name
+from .safeview import is_a, text
 
 MAX_DEPTH = 12
 MAX_NODES = 400
 MAX_REFERRERS = 64
-_SAFE_KEYS = (str, int, float, bytes, bool, type(None))
 
 
 def chain(obj, seconds=2.0):
@@ -106,32 +108,35 @@ def _own_objects():
 
 def _module_dicts():
     """{id(module.__dict__): module name} for every loaded module."""
-    return {
-        id(module.__dict__): name
-        for name, module in list(sys.modules.items())
-        if isinstance(module, types.ModuleType)
-        and name != "_memtop_agent"
-        and not name.startswith("_memtop_agent.")
-    }
+    found = {}
+    modules = sys.modules
+    if not is_a(modules, dict):
+        return found
+    for name, module in safeview.dict_items(modules):
+        if type(name) is not str or not is_a(module, types.ModuleType):
+            continue
+        if name == "_memtop_agent" or name.startswith("_memtop_agent."):
+            continue
+        namespace = safeview.module_dict(module)
+        if namespace is not None:
+            found[id(namespace)] = name
+    return found
 
 
 def _locals_of(stacks):
     """{id(value): frame} for the local variables of the given frames."""
     index = {}
     for frame in stacks:
-        if frame.f_code.co_name == "<module>":
-            continue  # its locals are the module's globals: found as "module X" roots
-        for value in list(frame.f_locals.values()):
+        # Function frames only: a module's locals are its globals (found as "module X"
+        # roots), and a class body's may be a mapping of the program's.
+        for _, value in safeview.frame_locals(frame) or ():
             index.setdefault(id(value), frame)
     return index
 
 
 def _other_thread_frames():
     """({id(frame): thread name}, [frame, ...]) for the frames on other threads' stacks."""
-    # threading only if the program imported it: importing it from the agent's thread
-    # would make that thread the program's "main thread".
-    threading = sys.modules.get("threading")
-    names = {t.ident: t.name for t in threading.enumerate()} if threading else {}
+    names = _thread_names()
     me = _thread.get_ident()
     frames = {}
     stacks = []
@@ -145,8 +150,28 @@ def _other_thread_frames():
     return frames, stacks
 
 
+def _thread_names():
+    """{ident: name} of the program's threads, read from threading's own table and each
+    Thread's attribute dict: a Thread subclass's properties are never asked."""
+    names = {}
+    # threading only if the program imported it: importing it from the agent's thread
+    # would make that thread the program's "main thread".
+    modules = sys.modules
+    threading = dict.get(modules, "threading") if is_a(modules, dict) else None
+    namespace = safeview.module_dict(threading) if is_a(threading, types.ModuleType) else None
+    active = dict.get(namespace, "_active") if namespace is not None else None
+    if not is_a(active, dict):
+        return names
+    for ident, thread in safeview.dict_items(active):
+        attributes = safeview.instance_dict(thread)
+        name = dict.get(attributes, "_name") if attributes is not None else None
+        if type(ident) is int and type(name) is str:
+            names[ident] = name
+    return names
+
+
 def _is_root(obj, roots, frames):
-    return id(obj) in roots or isinstance(obj, type) or id(obj) in frames
+    return id(obj) in roots or is_a(obj, type) or id(obj) in frames
 
 
 def _describe(root, parents, roots, frames):
@@ -169,12 +194,12 @@ def _describe(root, parents, roots, frames):
             edge = _namespace_edge(node, child, after)
             index += 1  # the namespace dict itself is not a step of its own
         elif (
-            isinstance(node, types.FunctionType)
+            type(node) is types.FunctionType
             and child is node.__closure__
-            and isinstance(after, types.CellType)
+            and type(after) is types.CellType
             and value is not None
         ):
-            edge = "closure variable %s" % node.__code__.co_freevars[child.index(after)]
+            edge = "closure variable %s" % _free_variable(node, child, after)
             index += 2  # nor are the closure tuple and the cell
         step = {
             "type": type_name(type(node)),
@@ -184,85 +209,101 @@ def _describe(root, parents, roots, frames):
         if node is root and id(node) in frames:
             # The viewer shortens the path as it does everywhere else.
             code = node.f_code
-            step["frame"] = [code.co_filename, node.f_lineno, code.co_name, frames[id(node)]]
+            step["frame"] = [
+                text(code.co_filename),
+                node.f_lineno,
+                text(code.co_name),
+                frames[id(node)],
+            ]
         steps.append(step)
         index += 1
     return steps
 
 
+def _free_variable(function, closure, cell):
+    """The name of the closure variable held in `cell` (cells compared by identity: a
+    cell's == compares the values it holds, with their own __eq__)."""
+    for position, item in enumerate(tuple.__iter__(closure)):
+        if item is cell:
+            names = function.__code__.co_freevars
+            return text(names[position]) if position < len(names) else "?"
+    return "?"
+
+
 def _is_namespace(owner, child):
     """True when `child` is the attribute dict of `owner` (an instance or a class)."""
-    if not isinstance(child, dict):
+    if not is_a(child, dict):
         return False
-    if isinstance(owner, type):
-        return child in gc.get_referents(owner)
-    return getattr(owner, "__dict__", None) is child
+    if is_a(owner, type):
+        return any(item is child for item in gc.get_referents(owner))
+    return safeview.instance_dict(owner) is child
 
 
 def _namespace_edge(owner, namespace, value):
-    for name, item in list(namespace.items()):
-        if item is value and isinstance(name, str):
-            return ("attribute %s" % name) if isinstance(owner, type) else ("." + name)
+    for name, item in safeview.dict_items(namespace):
+        if item is value and type(name) is str:
+            return ("attribute %s" % name) if is_a(owner, type) else ("." + name)
     return "(an attribute)"
 
 
 def _root_label(node, roots, frames):
     if id(node) in roots:
         return "module %s" % roots[id(node)]
-    if isinstance(node, type):
+    if is_a(node, type):
         return "class %s" % type_name(node)
     frame = node
     return "thread %s: %s() at %s:%d" % (
         frames.get(id(frame), "?"),
-        frame.f_code.co_name,
-        frame.f_code.co_filename,
+        text(frame.f_code.co_name),
+        text(frame.f_code.co_filename),
         frame.f_lineno,
     )
 
 
 def _edge(parent, child, roots):
     """How `parent` refers to `child`, in words fit for display."""
-    if isinstance(parent, dict):
-        for key, value in list(parent.items()):
+    if is_a(parent, dict):
+        for key, value in safeview.dict_items(parent):
             if value is child:
-                if id(parent) in roots and isinstance(key, str):
+                if id(parent) in roots and type(key) is str:
                     return "global %s" % key
-                return "[%s]" % _key_text(key)
+                return "[%s]" % safeview.key_text(key)
             if key is child:
                 return "(a key)"
         return "(a dict entry)"
-    if isinstance(parent, (list, tuple)):
-        for index, value in enumerate(parent):
+    if is_a(parent, (list, tuple)):
+        for index, value in enumerate(safeview.sequence_items(parent)):
             if value is child:
                 return "[%d]" % index
-    if isinstance(parent, (set, frozenset)):
+    if is_a(parent, (set, frozenset)):
         return "(a member)"
-    if isinstance(parent, types.FrameType):
-        for name, value in list(parent.f_locals.items()):
+    if type(parent) is types.FrameType:
+        for name, value in safeview.frame_locals(parent) or ():
             if value is child:
-                return "local %s" % name
+                return "local %s" % text(name)
         return "(a frame reference)"
-    if isinstance(parent, types.CellType):
+    if type(parent) is types.CellType:
         return "(closure cell)"
-    if isinstance(parent, types.FunctionType):
+    if type(parent) is types.FunctionType:
+        owner = text(parent.__qualname__)
         if parent.__closure__ is child:
-            return "closure of %s" % parent.__qualname__
+            return "closure of %s" % owner
         if parent.__globals__ is child:
-            return "(globals of %s)" % parent.__qualname__
-        return "(referenced by %s)" % parent.__qualname__
-    if isinstance(parent, type):
-        for name, value in list(vars(parent).items()):
+            return "(globals of %s)" % owner
+        return "(referenced by %s)" % owner
+    if is_a(parent, type):
+        for name, value in safeview.class_items(parent):
             if value is child:
-                return "attribute %s" % name
+                return "attribute %s" % text(name)
         return "(class internals)"
-    namespace = getattr(parent, "__dict__", None)
+    namespace = safeview.instance_dict(parent)
     if namespace is child:
         return ".__dict__"
-    if isinstance(namespace, dict):
+    if namespace is not None:
         # (Since 3.11 an instance may hold its attributes without a dict object; asking
         # for __dict__ creates one: a small, one-off cost for one object on the chain.)
-        for name, value in list(namespace.items()):
-            if value is child and isinstance(name, str):
+        for name, value in safeview.dict_items(namespace):
+            if value is child and type(name) is str:
                 return "." + name
     slot = _slot_holding(parent, child)
     return "." + slot if slot else "(referenced)"
@@ -272,9 +313,9 @@ def _slot_holding(owner, child):
     """The name of the `__slots__` member of `owner` that holds `child`, or None. Read
     through the classes' own dicts and the slots' C descriptors: no code of the program
     (a metaclass, a property, __getattr__) runs."""
-    for klass in _TYPE_MRO.__get__(type(owner)):
-        for name, member in list(_TYPE_DICT.__get__(klass).items()):
-            if type(member) is not types.MemberDescriptorType or not isinstance(name, str):
+    for klass in safeview.mro(type(owner)):
+        for name, member in safeview.class_items(klass):
+            if type(member) is not types.MemberDescriptorType or type(name) is not str:
                 continue
             try:
                 value = member.__get__(owner, klass)
@@ -283,14 +324,3 @@ def _slot_holding(owner, child):
             if value is child:
                 return name
     return None
-
-
-_TYPE_MRO = type.__dict__["__mro__"]
-_TYPE_DICT = type.__dict__["__dict__"]
-
-
-def _key_text(key):
-    if isinstance(key, _SAFE_KEYS):
-        text = repr(key)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return "<%s>" % type_name(type(key))

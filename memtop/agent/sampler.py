@@ -5,10 +5,15 @@ million blocks). Costs are the agent thread's CPU time (`time.thread_time`): whi
 agent runs Python it holds the GIL, and wall time would also count the moments the
 target's own threads took the GIL back.
 
-The sampler keeps that work under a duty-cycle budget: a new sample is taken only once
-`cost / budget` seconds have passed since the previous one started, so snapshot work
-stays at or below `budget` of wall time at any heap size. Totals (`get_traced_memory`)
-are cheap and always fresh.
+The sampler keeps all of the agent's work under a duty-cycle budget. Every piece of work
+that grows with the heap (a sample, a grouping for a viewer's settings, a gc walk for
+`types`, a referrer walk, a whole snapshot) is counted in one ledger: work of `t` seconds
+moves the time from which new work is allowed `t / budget` seconds on. A new sample is
+taken only from then on (until then viewers get the previous one); other work asked for
+before then is refused with the seconds to wait (`Busy`), except the first few pieces of
+work on a fresh sample, so that each viewer gets its table of a sample another viewer
+took. So the agent's work stays at or below `budget` of wall time at any heap size and
+any request rate. Totals (`get_traced_memory`) are cheap and always fresh.
 
 In sampled mode the table comes from the native byte sampler (`byte_sampler`): reading it
 costs microseconds whatever the heap, each refresh first checks that its hooks are still
@@ -20,6 +25,13 @@ import time
 import tracemalloc
 
 from . import collector, footprint
+from .checks import Busy
+
+# Groupings kept for the latest sample (each holds one entry per key), and pieces of work
+# on a fresh sample done before the budget allows new work again (while they cost no more
+# than the sample's own read, or DERIVED_FLOOR seconds).
+MAX_DERIVED = 8
+DERIVED_FLOOR = 0.02
 
 
 class Sampler:
@@ -32,6 +44,8 @@ class Sampler:
         self.latest = None
         self.samples_taken = 0
         self._started_at = 0.0
+        # time.monotonic() from which the budget allows new work.
+        self._free_at = 0.0
         self._derived = {}
         # Highest traced peak seen outside the agent's own work (see correct_peak), and
         # the bytes the agent still held for its viewers when it last reset the peak.
@@ -51,8 +65,32 @@ class Sampler:
         """Seconds until the budget allows a new sample (0 when it does now)."""
         if self.latest is None:
             return 0.0
-        spent = max(self.latest.cost / self.budget, self.min_interval)
-        return max(0.0, self._started_at + spent - time.monotonic())
+        now = time.monotonic()
+        return max(0.0, self._free_at - now, self._started_at + self.min_interval - now)
+
+    def spend(self, seconds):
+        """Count `seconds` of work just done against the budget."""
+        now = time.monotonic()
+        self._free_at = max(self._free_at, now - seconds) + seconds / self.budget
+
+    def admit(self, what):
+        """Raise Busy unless the budget allows new work now."""
+        wait = self._free_at - time.monotonic()
+        if wait > 0:
+            raise Busy(wait, what)
+
+    def admit_derived(self, sample, what):
+        """Admit work on `sample`: the first pieces on the latest sample always (up to
+        MAX_DERIVED, while they have cost less than the read itself; counted all the same),
+        any other only within the budget."""
+        if (
+            sample is self.latest
+            and sample.derived < MAX_DERIVED
+            and sample.cost - sample.read_cost <= max(sample.read_cost, DERIVED_FLOOR)
+        ):
+            sample.derived += 1
+            return
+        self.admit(what)
 
     def sample(self, max_age):
         """The latest sample, refreshed when older than `max_age` and the budget allows.
@@ -67,25 +105,31 @@ class Sampler:
         self.samples_taken += 1
         if self.byte_sampler is not None:
             fresh = _take_sampled(self.samples_taken, self.byte_sampler)
+            fresh.read_cost = fresh.cost
             self.latest = fresh
             self._derived = {}
+            self.spend(fresh.cost)
             return fresh, fresh.cost
         before = footprint.untraced_bytes()
         fresh = collector.take_sample(self.samples_taken)
         started = time.thread_time()
         footprint.release_free_memory()
         fresh.cost += time.thread_time() - started
+        fresh.read_cost = fresh.cost
         # The program's own traced growth meanwhile cancels out of untraced memory; its
         # native growth during the read (a few percent of the time) is counted as memtop's.
         self.residue += max(0, footprint.untraced_bytes() - before)
         self.latest = fresh
         self._derived = {}
+        self.spend(fresh.cost)
         return fresh, fresh.cost
 
-    def charge(self, seconds):
-        """Count derived work on the latest sample against the budget."""
-        if self.latest is not None:
-            self.latest.cost += seconds
+    def charge(self, seconds, sample=None):
+        """Count work against the budget; work derived from `sample` also adds to the pause
+        its replies report."""
+        if sample is not None:
+            sample.cost += seconds
+        self.spend(seconds)
 
     def variances(self, sample, config):
         """The variances of `sample`'s estimates grouped like `grouped` (sampled mode;
@@ -109,6 +153,9 @@ class Sampler:
         found = self._derived.get(config)
         if found is None:
             found = _group(sample, config)
+            if len(self._derived) >= MAX_DERIVED:
+                # Distinct filters must not grow the program: forget the oldest grouping.
+                del self._derived[next(iter(self._derived))]
             self._derived[config] = found
         return found
 

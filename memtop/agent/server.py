@@ -15,7 +15,8 @@ import struct
 import time
 
 from . import protocol
-from .commands import BadArgs, ClientState
+from .checks import BadArgs, Busy
+from .commands import ClientState
 from .ownsocket import ForeignFd
 
 POLL_MS = 250
@@ -29,6 +30,13 @@ ACCEPT_BATCH = 16
 IDLE_CONNECTION = 600.0
 WRITE_TIMEOUT = 30.0
 MAX_PENDING_OUT = 2 * protocol.MAX_RESPONSE
+LARGE_REPLY = 64 * 1024
+# A client is read at most this often after a `busy` reply, and after REQUEST_BURST
+# requests in one go: each request wakes the agent's thread, which must take the GIL
+# from the program, so a client that never waits must not set the pace.
+BUSY_PAUSE = 0.25
+BURST_PAUSE = 0.05
+REQUEST_BURST = 8
 _CRED = struct.Struct("3i")
 
 
@@ -53,6 +61,9 @@ class Connection:
         self.out_since = None
         self.close_after_flush = False
         self.state = ClientState()
+        # Complete requests not answered yet, and until when the client is not read.
+        self.pending = collections.deque()
+        self.paused_until = None
 
 
 class Server:
@@ -90,7 +101,7 @@ class Server:
                 break
             self._resume_accepting(time.monotonic())
             try:
-                events = self.poller.poll(POLL_MS)
+                events = self.poller.poll(self._poll_ms())
             except InterruptedError:
                 continue
             except (OSError, ValueError):
@@ -119,10 +130,18 @@ class Server:
             agent.follow_tracing()
             agent.keep_history()
             agent.sampler.correct_peak(self._held_bytes())
+            self._resume_reading(time.monotonic())
             self._check_conns(time.monotonic())
             agent.check_idle(self.client_count() > 0)
         self._flush_all_briefly()
         self.release_all()
+
+    def _poll_ms(self):
+        """Wait no longer than the first paused client's pause."""
+        pauses = [c.paused_until for c in self.conns.values() if c.paused_until is not None]
+        if not pauses:
+            return POLL_MS
+        return max(0, min(POLL_MS, int((min(pauses) - time.monotonic()) * 1000) + 1))
 
     def _pardon(self, since):
         """Time the agent spent answering is not a client's delay: a viewer whose token
@@ -168,6 +187,8 @@ class Server:
             return
         if mask & select.POLLOUT:
             self._flush(conn, now)
+        if conn.paused_until is not None and not mask & select.POLLHUP:
+            return
         if mask & (select.POLLIN | select.POLLHUP) and not conn.close_after_flush:
             self._receive(conn, now)
 
@@ -258,11 +279,47 @@ class Server:
             self._queue(conn, protocol.error_reply(None, exc.code, exc.message), now)
             return
         conn.frame_started = (conn.frame_started or now) if conn.reader.in_frame() else None
-        for body in bodies:
+        conn.pending.extend(bodies)
+        self._serve_pending(conn, now)
+
+    def _serve_pending(self, conn, now):
+        """Answer the client's waiting requests, a few at a time."""
+        served = 0
+        if conn.paused_until is not None:
+            return
+        while conn.pending and not conn.close_after_flush and conn.fd in self.conns:
+            if served >= REQUEST_BURST:
+                self._pause_reading(conn, now + BURST_PAUSE)
+                return
             conn.last_request = now
-            self._queue(conn, self._answer(conn, body), now)
-            if conn.close_after_flush:
-                break
+            reply = self._answer(conn, conn.pending.popleft())
+            served += 1
+            self._queue(conn, reply, now)
+            if _is_busy(reply):
+                self._pause_reading(conn, now + min(BUSY_PAUSE, reply["error"]["retry_in"]))
+                return
+
+    def _pause_reading(self, conn, until):
+        conn.paused_until = until
+        self._watch(conn)
+
+    def _resume_reading(self, now):
+        for conn in list(self.conns.values()):
+            if conn.paused_until is not None and now >= conn.paused_until:
+                conn.paused_until = None
+                self._serve_pending(conn, now)
+                if conn.fd in self.conns:
+                    self._watch(conn)
+
+    def _watch(self, conn):
+        """Poll for what the connection waits for: requests unless paused, room to write."""
+        mask = 0 if conn.paused_until is not None else select.POLLIN
+        if conn.out:
+            mask |= select.POLLOUT
+        try:
+            self.poller.modify(conn.fd, mask)
+        except (KeyError, OSError, ValueError):
+            pass
 
     def _answer(self, conn, body):
         try:
@@ -291,6 +348,8 @@ class Server:
             return protocol.error_reply(request_id, "unknown_command", "no command %r" % cmd[:64])
         except BadArgs as exc:
             return protocol.error_reply(request_id, "bad_args", str(exc))
+        except Busy as exc:
+            return protocol.error_reply(request_id, "busy", str(exc), retry_in=exc.retry_in)
         except Exception as exc:
             agent.record_error("%s: %r" % (cmd[:64], exc))
             return protocol.error_reply(
@@ -316,10 +375,12 @@ class Server:
             conn.close_after_flush = True
             return protocol.error_reply(None, "busy", _busy()["message"])
         conn.authed = True
+        conn.state.token = token
         self.agent.note_viewer(authenticated=True)
         return {"id": None, "ok": True, "result": {"authenticated": True}}
 
     def _queue(self, conn, message, now):
+        started = time.thread_time()
         try:
             frame = protocol.encode(message)
         except protocol.ProtocolError as exc:
@@ -329,6 +390,9 @@ class Server:
             frame = protocol.encode(
                 protocol.error_reply(message.get("id"), "internal", "reply could not be encoded")
             )
+        if len(frame) > LARGE_REPLY:
+            # Encoding a large reply (500 rows, a snapshot part) is work for the budget too.
+            self.agent.sampler.spend(time.thread_time() - started)
         if len(conn.out) + len(frame) > MAX_PENDING_OUT:
             # The client sends requests but does not read replies.
             self._drop(conn.fd)
@@ -352,13 +416,13 @@ class Server:
         if conn.out:
             if conn.out_since is None:
                 conn.out_since = now
-            self.poller.modify(fd, select.POLLIN | select.POLLOUT)
+            self._watch(conn)
             return
         conn.out_since = None
         if conn.close_after_flush:
             self._drop(fd)
         else:
-            self.poller.modify(fd, select.POLLIN)
+            self._watch(conn)
 
     def _check_conns(self, now):
         """Drop connections past a deadline, and forget numbers the program took back."""
@@ -401,6 +465,11 @@ def _expired(conn, now):
     if conn.out and conn.out_since is not None and now - conn.out_since > WRITE_TIMEOUT:
         return True
     return now - conn.last_request > IDLE_CONNECTION
+
+
+def _is_busy(reply):
+    error = reply.get("error")
+    return error is not None and error.get("code") == "busy" and "retry_in" in error
 
 
 def _err(code, message):

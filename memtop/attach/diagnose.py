@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import time
 from typing import TYPE_CHECKING
 
 from memtop.attach import procfs
 from memtop.attach.procfs import user_name
+from memtop.ending import Ending
 
 if TYPE_CHECKING:
     from memtop.attach.preflight import Target
@@ -58,35 +58,38 @@ def ptrace_refused(target: Target) -> str:
     return f"cannot attach to pid {target.pid} ({user_name(target.uid)}): {reason}"
 
 
-def _signal_name(number: int) -> str:
+def ending_of(pid: int, start: int) -> Ending | None:
+    """How the process `pid` started at `start` ended; None while it runs. Its exit code
+    is known while it is a zombie (its parent has not reaped it yet), unknown after."""
     try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+        stat = procfs.read_stat(pid)
+    except (OSError, ValueError, IndexError):
+        return Ending()
+    if stat.start != start:
+        return Ending()  # the pid was reused
+    if stat.state not in "ZX":
+        return None
+    if stat.exit_status is not None:
+        return Ending.from_wait_status(stat.exit_status)
+    return Ending()
 
 
 def how_it_ended(target: Target, gdb_output: str = "") -> str | None:
     """'was killed by SIGKILL' / 'exited with code 1' / 'exited' when the target is no
     longer running (gone, a zombie, or its pid reused), None while it lives."""
-    try:
-        stat = procfs.read_stat(target.pid)
-    except (OSError, ValueError, IndexError):
-        stat = None
-    if stat is not None and stat.start == target.start:
-        if stat.state not in "ZX":
-            return None
-        if stat.exit_status is not None:  # a zombie keeps it until its parent reaps it
-            if stat.exit_status & 0x7F:
-                return f"was killed by {_signal_name(stat.exit_status & 0x7F)}"
-            return f"exited with code {stat.exit_status >> 8}"
-    # Reaped already: gdb, its tracer, may have seen how (it prints exit codes in octal).
-    killed = re.search(r"terminated with signal (SIG\w+)", gdb_output)
-    if killed:
-        return f"was killed by {killed.group(1)}"
-    code = re.search(r"exited with code (\d+)", gdb_output)
-    if code:
-        return f"exited with code {int(code.group(1), 8)}"
-    return "exited"
+    ending = ending_of(target.pid, target.start)
+    if ending is None:
+        return None
+    if not ending.known:
+        # Reaped already: gdb, its tracer, may have seen how (it prints codes in octal).
+        killed = re.search(r"terminated with signal (SIG\w+)", gdb_output)
+        code = re.search(r"exited with code (\d+)", gdb_output)
+        if killed:
+            return f"was killed by {killed.group(1)}"
+        if code:
+            return f"exited with code {int(code.group(1), 8)}"
+        return "exited"
+    return f"was {ending}" if ending.signal is not None else str(ending)
 
 
 def target_ended(target: Target, gdb_output: str = "") -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry
@@ -13,8 +14,8 @@ from prometheus_client.exposition import start_http_server
 from memtop.attach.chain import attach
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError, UsageError
 from memtop.fleet.metrics import HeapCollector, Watched
-from memtop.group import MAX_ADOPTED_PER_REFRESH, children_of
-from memtop.model import Query
+from memtop.group import MAX_ADOPTED_PER_REFRESH, MEMBER_WAIT, children_of
+from memtop.model import Query, Sample
 from memtop.source import LiveSource, wait_for_exit
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -57,6 +58,7 @@ def run_export(
     """Attach to every pid (with `children`, their Python children too, and new ones as
     they appear), serve until interrupted or until every process ended."""
     host, port = parse_listen(listen)
+    pids = list(dict.fromkeys(pids))  # a pid given twice is watched once
     if not is_loopback(host):
         err.write(
             f"memtop: serving on {host}:{port}, beyond this machine: the labels name the "
@@ -68,6 +70,11 @@ def run_export(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     server = None
+    pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="memtop-export")
+    pending: dict[int, Future[Sample]] = {}  # refreshes under way
+    asked: dict[int, float] = {}  # when each refresh under way was asked for
+    slow: set[int] = set()  # processes said not to answer
+    patience = max(MEMBER_WAIT, 3 * interval)
     try:
         refused: set[int] = set()  # children that could not be attached, or ended
 
@@ -100,12 +107,27 @@ def run_export(
         next_at = time.monotonic()
         while sources:
             adopt_children(limit=MAX_ADOPTED_PER_REFRESH)
-            for pid in list(sources):
-                _refresh(pid, sources, watched, collector, query, interval, err)
+            # Every process at once; one that does not answer (stopped) holds up nobody:
+            # its request stays under way, its last refresh stays served.
+            for pid in sources:
+                if pid not in pending:
+                    pending[pid] = pool.submit(sources[pid].refresh, query, interval * 0.9)
+                    asked[pid] = time.monotonic()
+            next_at += interval
+            wait(pending.values(), timeout=max(0.0, next_at - time.monotonic()))
+            for pid, future in list(pending.items()):
+                if not future.done():
+                    if pid not in slow and time.monotonic() - asked[pid] > patience:
+                        slow.add(pid)
+                        err.write(f"memtop: pid {pid} is not answering (stopped?)\n")
+                    continue
+                del pending[pid]
+                slow.discard(pid)
+                _refresh(pid, future, sources, watched, collector, err)
                 if pid not in sources:
                     refused.add(pid)  # ended: never attached again
-            next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at, time.monotonic() - interval)  # no burst after a stall
         return EXIT_TARGET_GONE
     except KeyboardInterrupt:
         return EXIT_OK
@@ -115,24 +137,26 @@ def run_export(
             server.server_close()
         keep = keep_agent or bool(hung_up() if callable(hung_up) else False)
         for pid, source in sources.items():
+            if pid in pending and not pending[pid].done():
+                source.client.abort()  # a stopped process: do not wait for its answer
             source.close(keep_agent=keep)
             if keep:
                 err.write(f"memtop: the agent keeps serving in pid {pid}\n")
+        pool.shutdown(wait=False)
 
 
 def _refresh(
     pid: int,
+    done: Future[Sample],
     sources: dict[int, LiveSource],
     watched: dict[int, Watched],
     collector: HeapCollector,
-    query: Query,
-    interval: float,
     err: TextIO,
 ) -> None:
-    """One refresh of one process; a process that ended drops out with a note."""
+    """Take one process's finished refresh; a process that ended drops out with a note."""
     source = sources[pid]
     try:
-        sample = source.refresh(query, max_age=interval * 0.9)
+        sample = done.result()
     except ConnectionLost:
         status = wait_for_exit(source, 2.0)
         err.write(f"memtop: pid {pid} {status or 'closed the agent connection'}; dropped\n")

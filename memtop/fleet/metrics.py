@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from memtop.formatting import utf8_text
 from memtop.history import History
 from memtop.model import Sample
 
@@ -119,7 +120,7 @@ class HeapCollector(Collector):
                     process[name].add_metric([label], float(value))
             mode.add_metric([label, sample.mode], 1.0)
             for row in sorted(sample.rows, key=lambda r: r.size, reverse=True)[: self.top]:
-                labels = [label, row.key]
+                labels = [label, utf8_text(row.key)]  # the endpoint speaks UTF-8
                 sites["site_bytes"].add_metric(labels, float(row.size))
                 sites["site_blocks"].add_metric(labels, float(row.count))
                 if row.key in rates:

@@ -11,12 +11,14 @@ schema of google/pprof's proto/profile.proto, the fields memtop writes).
 from __future__ import annotations
 
 import gzip
+import math
 import time
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from memtop.errors import UsageError
+from memtop.formatting import utf8_text
 from memtop.snapfile import SavedSnapshot
 
 _INT64 = descriptor_pb2.FieldDescriptorProto.TYPE_INT64
@@ -59,6 +61,7 @@ _SCHEMA: dict[str, list[tuple[str, int, int, bool, str]]] = {
     ],
 }
 _PACKAGE = "perftools.profiles"
+_INT64_MAX = 2**63 - 1  # a saved file may hold size x count beyond a proto int64
 
 
 def _profile_class() -> Any:
@@ -90,8 +93,17 @@ class _Strings:
         found = self.index.get(text)
         if found is None:
             found = self.index[text] = len(self.table)
-            self.table.append(text)
+            self.table.append(utf8_text(text))  # proto strings must be UTF-8
         return found
+
+
+def _time_nanos(taken: object) -> int:
+    """The snapshot's time in ns since the epoch; now when the file's is absent or absurd."""
+    if isinstance(taken, (int, float)) and not isinstance(taken, bool):
+        seconds = float(taken)
+        if math.isfinite(seconds) and 0 <= seconds * 1e9 <= _INT64_MAX:
+            return int(seconds * 1e9)
+    return int(time.time() * 1e9)
 
 
 def profile_bytes(snapshot: SavedSnapshot) -> bytes:
@@ -103,9 +115,7 @@ def profile_bytes(snapshot: SavedSnapshot) -> bytes:
     profile.default_sample_type = space.type
     profile.period_type.type, profile.period_type.unit = strings("space"), strings("bytes")
     profile.period = 1  # exact: every block counted (tracemalloc), not sampled
-    taken = snapshot.meta.get("time")
-    seconds = float(taken) if isinstance(taken, (int, float)) else time.time()
-    profile.time_nanos = int(seconds * 1e9)
+    profile.time_nanos = _time_nanos(snapshot.meta.get("time"))
     pid = snapshot.meta.get("pid")
     profile.comment.append(strings(f"memtop snapshot of pid {pid}" if pid else "memtop snapshot"))
     locations: dict[tuple[str, int], int] = {}
@@ -124,7 +134,7 @@ def profile_bytes(snapshot: SavedSnapshot) -> bytes:
                 location = profile.location.add(id=location_id)
                 location.line.add(function_id=location_id, line=lineno)
             ids.append(location_id)
-        profile.sample.add(location_id=ids, value=[count, size])
+        profile.sample.add(location_id=ids, value=[min(count, _INT64_MAX), min(size, _INT64_MAX)])
     profile.string_table.extend(strings.table)
     return bytes(profile.SerializeToString())
 

@@ -24,11 +24,19 @@ from textual.timer import Timer
 from textual.widgets import Footer
 
 from memtop.compiled import compiled_hint
-from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError
+from memtop.ending import Ending
+from memtop.errors import (
+    EXIT_OK,
+    EXIT_TARGET_GONE,
+    AgentBusy,
+    BadReply,
+    ConnectionLost,
+    MemtopError,
+)
 from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
 from memtop.model import Query, Sample, gaps_note
-from memtop.source import Source, wait_for_exit
+from memtop.source import LiveSource, Source, wait_for_exit
 from memtop.ui import keys
 from memtop.ui.cells import NARROW_BELOW
 from memtop.ui.filter_prompt import FilterPrompt
@@ -36,6 +44,7 @@ from memtop.ui.header_bar import HeaderBar
 from memtop.ui.help_screen import HelpScreen
 from memtop.ui.memory_panel import MemoryPanel
 from memtop.ui.messages import (
+    AgentUnusable,
     CommandDone,
     ConnectionDropped,
     Reconnected,
@@ -60,10 +69,13 @@ FILE_VERDICT = Verdict("collecting", "a saved snapshot: no history to read a tre
 
 @dataclass(frozen=True)
 class Outcome:
-    """How the user left: whether the agent stays serving, and the exit code."""
+    """How the view ended: whether the agent stays serving, the exit code, and the error
+    that ended it (an agent memtop cannot use), if any."""
 
     keep_agent: bool = False
     exit_code: int = EXIT_OK
+    error: str | None = None
+    ended: Ending | None = None  # how the target ended, when it did while watched
 
 
 class MemtopApp(App[Outcome]):
@@ -92,6 +104,10 @@ class MemtopApp(App[Outcome]):
         offline = source.info.how == "file"
         self.autorefresh = autorefresh and not offline
         self.source = source
+        if isinstance(source, LiveSource):
+            # The table never waits for the agent's time budget: a busy reply is shown and
+            # the refresh made again when the agent said (panels wait, showing they do).
+            source.refresh_wait = 0.0
         self.clock = clock
         self.cwd = os.getcwd() if cwd is None else cwd
         self.history = History() if history is None else history
@@ -205,6 +221,10 @@ class MemtopApp(App[Outcome]):
         except ConnectionLost as exc:
             status = wait_for_exit(source, 1.0)
             self.post_message(TargetEnded(status) if status else ConnectionDropped(exc.message))
+        except BadReply as exc:
+            self.post_message(AgentUnusable(exc.message, exc.exit_code))
+        except AgentBusy as exc:
+            self.post_message(RefreshFailed(exc.message, exc.retry_in))
         except MemtopError as exc:
             lost = connection != "live"  # a failed reconnect: keep trying
             self.post_message(
@@ -225,6 +245,11 @@ class MemtopApp(App[Outcome]):
         sample = message.sample
         if self.sample is not None and sample.sampler_gaps > self.sample.sampler_gaps:
             self._say(gaps_note(sample.sampler_gaps), severity="warning")
+        # A group's notes (a worker dropped out, joined, stopped answering): the text view
+        # writes them to stderr, which is under this screen.
+        take_notes = getattr(self.source, "take_notes", None)
+        for note in take_notes() if take_notes is not None else ():
+            self._say(clean_text(note), severity="warning")
         self.history.seed(message.seed)
         self.history.add(sample)
         self.sample, self.arrived = sample, self.clock()
@@ -248,6 +273,9 @@ class MemtopApp(App[Outcome]):
     def on_refresh_failed(self, message: RefreshFailed) -> None:
         self._set_state(self.state.replace(error=message.error), refresh=False)
         self._fetched()
+        if message.retry_in is not None:
+            # A busy agent said when to ask again: the table comes then, timer or not.
+            self.set_timer(message.retry_in, self.refresh_now)
 
     def on_connection_dropped(self, message: ConnectionDropped) -> None:
         state = self.state
@@ -268,6 +296,10 @@ class MemtopApp(App[Outcome]):
         else:
             self._say("Reconnected to the agent.")
         self._set_state(self.state.replace(baseline_time=None))
+
+    def on_agent_unusable(self, message: AgentUnusable) -> None:
+        # Nothing on screen can be trusted or refreshed: leave, and say why (cli prints it).
+        self.exit(Outcome(exit_code=message.exit_code, error=message.error))
 
     def on_target_ended(self, message: TargetEnded) -> None:
         # The status line says so, in words and colour; a toast would cover it.
@@ -493,8 +525,12 @@ class MemtopApp(App[Outcome]):
         self.exit(self._outcome(keep_agent=True))
 
     def _outcome(self, keep_agent: bool) -> Outcome:
-        gone = self.shown == 0 and self.state.connection == "ended"
-        return Outcome(keep_agent, EXIT_TARGET_GONE if gone else EXIT_OK)
+        """memtop's exit code: after the target ended, its own status (memtop.ending)."""
+        ended = self.state.ended
+        if self.state.connection != "ended" or ended is None:
+            return Outcome(keep_agent, EXIT_OK)
+        code = ended.exit_status if self.shown else EXIT_TARGET_GONE
+        return Outcome(keep_agent, code, ended=ended)
 
     def _say(self, message: str, severity: SeverityLevel = "information") -> None:
         """A toast; short-lived unless it is a warning (toasts cover the table)."""

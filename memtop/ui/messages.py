@@ -7,7 +7,8 @@ from typing import TypeVar
 
 from textual.message import Message
 
-from memtop.errors import MemtopError
+from memtop.ending import Ending
+from memtop.errors import AgentBusy, MemtopError
 from memtop.history import HistorySeed
 from memtop.leaks import Origins, ReferrerChain, TypesTable
 from memtop.model import Sample
@@ -27,6 +28,22 @@ def attempt(call: Callable[[], T]) -> tuple[T | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def attempt_or_wait(call: Callable[[], T]) -> tuple[T | None, str | None, float | None]:
+    """attempt(), plus the seconds after which an agent whose time budget is spent may be
+    asked again (None for any other outcome)."""
+    busy: list[float] = []
+
+    def watched() -> T:
+        try:
+            return call()
+        except AgentBusy as exc:
+            busy.append(exc.retry_in)
+            raise
+
+    result, error = attempt(watched)
+    return result, error, busy[0] if busy else None
+
+
 class SampleReady(Message):
     """A refresh arrived (the first one with the history the agent kept, if any)."""
 
@@ -37,11 +54,13 @@ class SampleReady(Message):
 
 
 class RefreshFailed(Message):
-    """The agent answered a refresh with an error; the next refresh tries again."""
+    """The agent answered a refresh with an error; the next refresh tries again (after
+    `retry_in` seconds when the agent said when)."""
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, retry_in: float | None = None) -> None:
         super().__init__()
         self.error = error
+        self.retry_in = retry_in
 
 
 class ConnectionDropped(Message):
@@ -56,10 +75,19 @@ class Reconnected(Message):
     """A new connection to the same agent (it forgot this viewer's baseline)."""
 
 
+class AgentUnusable(Message):
+    """The agent sent something memtop cannot use: the view ends with `error`."""
+
+    def __init__(self, error: str, exit_code: int) -> None:
+        super().__init__()
+        self.error = error
+        self.exit_code = exit_code
+
+
 class TargetEnded(Message):
     """The target process is gone."""
 
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: Ending) -> None:
         super().__init__()
         self.status = status
 
@@ -87,11 +115,18 @@ class TracebacksReady(Message):
 class TypesReady(Message):
     """A walk of the gc's objects by type (`mark`: it also marked the baseline)."""
 
-    def __init__(self, table: TypesTable | None, error: str | None, mark: bool) -> None:
+    def __init__(
+        self,
+        table: TypesTable | None,
+        error: str | None,
+        mark: bool,
+        retry_in: float | None = None,
+    ) -> None:
         super().__init__()
         self.table = table
         self.error = error
         self.mark = mark
+        self.retry_in = retry_in
 
 
 class OriginsReady(Message):
@@ -106,7 +141,13 @@ class OriginsReady(Message):
 class ChainReady(Message):
     """What keeps a sample object alive."""
 
-    def __init__(self, chain: ReferrerChain | None, error: str | None = None) -> None:
+    def __init__(
+        self,
+        chain: ReferrerChain | None,
+        error: str | None = None,
+        retry_in: float | None = None,
+    ) -> None:
         super().__init__()
         self.chain = chain
         self.error = error
+        self.retry_in = retry_in

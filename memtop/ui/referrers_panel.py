@@ -6,15 +6,21 @@ from __future__ import annotations
 from rich.text import Text
 
 from memtop.formatting import clean_text, location
-from memtop.leaks import ReferrerChain
+from memtop.leaks import NOT_SHOWN, ReferrerChain, values_not_shown
 from memtop.model import Row
 from memtop.source import Source
 from memtop.ui.detail_panel import DetailPanel
-from memtop.ui.messages import ChainReady, attempt
+from memtop.ui.messages import ChainReady, attempt_or_wait
 
 CUT = (
     "the walk was cut short (it is bounded in time and size so the program is not held up): "
     "a longer chain may exist"
+)
+
+
+NOT_SHOWN_WHY = (
+    "showing it would run the program's own code (its __repr__, __eq__ or a property) in "
+    "memtop's thread inside the program, which memtop never does"
 )
 
 
@@ -54,6 +60,9 @@ def chain_text(chain: ReferrerChain, cwd: str | None = None) -> Text:
     if chain.note:
         out.append("\nno allocation traceback: ", style="bold")
         out.append(clean_text(chain.note) + "\n")
+    if values_not_shown(chain):
+        out.append(f"\n{NOT_SHOWN}: ", style="bold")
+        out.append(NOT_SHOWN_WHY + "\n")
     return out
 
 
@@ -90,12 +99,18 @@ class ReferrersPanel(DetailPanel):
         self.chain: ReferrerChain | None = None
 
     def fetch(self) -> None:
-        chain, error = attempt(
+        chain, error, retry_in = attempt_or_wait(
             lambda: self.source.referrers(type_name=self.type_name, row=self.row)
         )
-        self.post_message(ChainReady(chain, error))
+        self.post_message(ChainReady(chain, error, retry_in))
 
     def on_chain_ready(self, message: ChainReady) -> None:
+        if message.chain is None and message.retry_in is not None:
+            # The agent's time budget is spent: say so and ask once it allows.
+            error = clean_text(message.error or "")
+            self.set_body(Text(f"{error}; asking again in {message.retry_in:.1f} s"))
+            self.set_timer(message.retry_in, self.on_mount)
+            return
         if message.chain is None:
             error = clean_text(message.error or "")
             self.set_body(Text(f"could not walk the referrers: {error}", style="bold"))

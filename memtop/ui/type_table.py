@@ -25,7 +25,8 @@ def type_cells(rank: int, row: TypeRow, styles: Mapping[str, Style]) -> tuple[Te
         Text(str(rank), style=styles["dim"], justify="right"),
         Text(format_count(row.count), justify="right"),
         signed_cell(format_count(row.count_diff, True), row.count_diff, styles),
-        Text(format_size(row.size), justify="right"),
+        # `*`: the class defines __sizeof__; the agent counted the objects' own bytes.
+        Text(format_size(row.size) + ("*" if row.not_shown else ""), justify="right"),
         signed_cell(format_size(row.size_diff, True), row.size_diff, styles),
         Text(clean_text(row.name)),  # from the target: plain text, never markup
     )

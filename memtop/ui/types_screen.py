@@ -18,10 +18,10 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
 from memtop.formatting import clean_text
-from memtop.leaks import TypesTable
+from memtop.leaks import NOT_SHOWN, TypesTable
 from memtop.source import Source
 from memtop.ui import keys
-from memtop.ui.messages import TypesReady, attempt
+from memtop.ui.messages import TypesReady, attempt_or_wait
 from memtop.ui.origins_panel import OriginsPanel
 from memtop.ui.referrers_panel import ReferrersPanel
 from memtop.ui.texts import clock_time
@@ -53,6 +53,10 @@ def walk_text(table: TypesTable, marked: bool = False) -> Text:
         text.append(f"Δ since the previous look at {clock_time(table.since)}")
     if marked and table.baseline is not None:
         text.append(f" · marked at {clock_time(table.baseline)}: u shows growth since then")
+    if any(row.not_shown for row in table.rows):
+        text.append("\n* SIZE: ", style="bold")
+        text.append(f"{table.not_shown or NOT_SHOWN} (__sizeof__ is the program's: ", "bold")
+        text.append("not called; the objects' own bytes are counted)")
     return text
 
 
@@ -96,12 +100,20 @@ class TypesScreen(ModalScreen[None]):
         self.run_worker(partial(self._walk, call, mark), thread=True, exit_on_error=False)
 
     def _walk(self, call: partial[TypesTable], mark: bool) -> None:
-        table, error = attempt(call)
-        self.post_message(TypesReady(table, error, mark))
+        table, error, retry_in = attempt_or_wait(call)
+        self.post_message(TypesReady(table, error, mark, retry_in))
 
     def on_types_ready(self, message: TypesReady) -> None:
         self.walking = False
         self.refresh_bindings()
+        if message.table is None and message.retry_in is not None:
+            # The agent's time budget is spent: say so and walk once it allows.
+            error = clean_text(message.error or "")
+            self.query_one("#types-walk", Static).update(
+                Text(f"{error}; walking again in {message.retry_in:.1f} s", style="dim")
+            )
+            self.set_timer(message.retry_in, partial(self.walk, message.mark))
+            return
         if message.table is None:
             error = clean_text(message.error or "")
             self.notify(f"Object types: {error}", severity="error", markup=False)

@@ -9,13 +9,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from memtop import model
+from memtop.ending import Ending
 from memtop.model import INTERNAL_PATTERNS, SORT_KEYS, Query
 
 # The s cycle: the agent's sort orders, then suspects (the agent's growth order, steady
 # growers moved to the top by the viewer from its history).
 SORTS = (*SORT_KEYS, "suspects")
 INTERVALS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
-MAX_PATTERNS = 16  # the agent takes 32 patterns; internals use the rest
+# The agent's limits per list (include, exclude); a word is sent as *word*.
+MAX_PATTERNS = model.MAX_PATTERNS
+MAX_PATTERN_CHARS = model.MAX_PATTERN_CHARS - 2
 
 
 class BadFilter(ValueError):
@@ -28,8 +32,8 @@ def parse_filter(text: str) -> tuple[str, ...]:
     words = [w for w in text.replace(",", " ").split() if w]
     if len(words) > MAX_PATTERNS:
         raise BadFilter(f"at most {MAX_PATTERNS} patterns")
-    if any(len(w) > 1000 for w in words):
-        raise BadFilter("a pattern is longer than 1000 characters")
+    if any(len(w) > MAX_PATTERN_CHARS for w in words):
+        raise BadFilter(f"a pattern is longer than {MAX_PATTERN_CHARS} characters")
     return tuple(w if any(c in w for c in "*?[") else f"*{w}*" for w in words)
 
 
@@ -48,7 +52,7 @@ class ViewState:
     process: int | None = None  # watching a group: the one process shown, or None: merged
     baseline_time: float | None = None
     connection: str = "live"  # live | lost | ended
-    ended: str | None = None  # how the target ended
+    ended: Ending | None = None  # how the target ended
     error: str | None = None  # the agent's last error, until a refresh succeeds
     attempts: int = 0  # reconnect attempts since the connection dropped
     offline: bool = False  # a saved snapshot: nothing changes, live-only keys are off
