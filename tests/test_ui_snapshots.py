@@ -40,6 +40,14 @@ def test_main_screen(snap_compare, size: tuple[int, int]) -> None:  # type: igno
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_sampled_main_screen(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """Sampled mode: the header's first line reads 'sampled 1/256 KiB ±' and the cost; the
+    table has a ±SIZE column next to SIZE at both widths."""
+    app = watched_app(FakeSource(mode="sampled"))
+    assert snap_compare(app, terminal_size=size, run_before=settled)
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_attached_main_screen(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
     """After an attach that started tracing 2 minutes ago: the header's second line ends
     with 'tracing since attach 2 min ago: older memory is not in the table' at 120

@@ -51,7 +51,7 @@ def columns_for(
     95 % half-width (±SIZE) next to the size."""
     columns = _columns(query, narrow, suspects_first)
     if sampled:
-        columns = (*columns[:2], Column("size_error", "±SIZE", 10), *columns[2:])
+        columns = (*columns[:2], Column("size_error", "±SIZE", 11), *columns[2:])
     if not group:
         return columns
     return (*columns[:-2], Column("procs", "PROCS", 5), *columns[-2:])

@@ -99,7 +99,7 @@ class HeaderBar(TextLines):
                 (Text(f"up {self.uptime}"), 5),
                 (Text(f"every {format_interval(self.state.interval)}"), 8),
                 (Text(f"nframe {nframe}"), 4),
-                (self.cost_text(), 8),
+                (self.cost_text(), 9),
             ]
         line = Text(" · ", style="dim").join(text for text, _ in parts)
         command = display_command(info.cmdline)
