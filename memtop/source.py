@@ -58,6 +58,7 @@ class TracebackEntry:
     size: int
     count: int
     frames: tuple[Frame, ...]
+    size_error: int = 0  # sampled mode: 95 % half-width of the size
 
 
 class Source(Protocol):
@@ -177,6 +178,7 @@ class LiveSource:
                     Frame(str(f["filename"]), int(f["lineno"]), str(f.get("source", "")))
                     for f in entry["frames"]
                 ),
+                size_error=int(entry.get("size_error", 0)),
             )
             for entry in reply["tracebacks"]
         ]

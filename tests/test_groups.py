@@ -154,7 +154,10 @@ def load(port: int, path: str, requests: int) -> dict[int, int]:
 def test_a_gunicorn_pool_is_one_table_and_a_recycled_worker_joins(gunicorn) -> None:
     master, port = gunicorn
     workers = children_of(master.pid)
-    watch = Stream(str(master.pid), "--children", "--json", "-i", "1", "-n", "120")
+    # Exact mode: the test counts blocks per worker.
+    watch = Stream(
+        str(master.pid), "--children", "--mode", "exact", "--json", "-i", "1", "-n", "120"
+    )
     try:
         watch.wait_note("watching 4 processes")
         first = watch.next_line(lambda line: len(line.get("processes", [])) == 4)

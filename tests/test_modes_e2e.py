@@ -185,6 +185,9 @@ def test_the_mode_command_switches_a_live_agent_both_ways(targets: Targets) -> N
     top, row = wait_for(ring_row, 20, "a sampled row at the ring line")
     assert row["size_error"] > 0
     assert top["totals"]["sample_rate"] == 65536 and top["totals"]["nframe"] == 64
+    key = {"filename": row["filename"], "lineno": RING}
+    panel = client.request("tracebacks", group_by="lineno", key=key)
+    assert panel["nframe"] == 64 and panel["tracebacks"][0]["size_error"] > 0
     session = top["tracing"]["session"]
     assert client.request("mode", mode="exact")["mode"] == "exact"
     top = client.request("top", max_age=0.0)

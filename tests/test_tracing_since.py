@@ -91,12 +91,12 @@ def test_snapshot_keep_then_view_base_shows_what_grew(plain: Plain, short_tmp: P
     proc, state = plain.start(need_attachable("3.14"), "leaky.py", "list")
     wait_state(state)
     before, after, other = (str(short_tmp / name) for name in ("a.memtop", "b.memtop", "c.memtop"))
-    first = memtop_cli("snapshot", str(proc.pid), "-o", before, "--keep")
+    first = memtop_cli("snapshot", str(proc.pid), "-o", before, "--keep", "--mode", "exact")
     assert first.returncode == 0, first.stderr
     assert "keeps tracing" in first.stderr and "warning" not in first.stderr
     counter = wait_state(state)["counter"]
     wait_state(state, lambda s: s["counter"] >= counter + 10)  # 100 more leaked widgets
-    second = memtop_cli("snapshot", str(proc.pid), "-o", after)
+    second = memtop_cli("snapshot", str(proc.pid), "-o", after, "--mode", "exact")
     assert second.returncode == 0, second.stderr
 
     diff = memtop_cli("view", after, "--base", before, "--json")
@@ -108,7 +108,7 @@ def test_snapshot_keep_then_view_base_shows_what_grew(plain: Plain, short_tmp: P
     assert leak["count_diff"] >= 100 * 2  # a Widget and its bytes per turn
 
     assert memtop_cli("detach", str(proc.pid)).returncode == 0
-    third = memtop_cli("snapshot", str(proc.pid), "-o", other, "--wait", "0.5")
+    third = memtop_cli("snapshot", str(proc.pid), "-o", other, "--wait", "0.5", "--mode", "exact")
     assert third.returncode == 0, third.stderr
     mixed = memtop_cli("view", other, "--base", before, "-b")
     assert mixed.returncode == 0, mixed.stderr

@@ -350,8 +350,12 @@ def _start(agent, config):
     listener.listen(64)
     listener.setblocking(False)
     agent.sampler = Sampler(budget=float(budget))
+    strict = config.get("strict", False)
+    if agent.mode == "sampled" and not strict and tracemalloc.is_tracing():
+        # The program traces already: exact mode costs it nothing more and sees further back.
+        agent.mode = "exact"
     if agent.mode == "sampled" and agent.trace_mode is True:
-        _start_sampled(agent, config.get("strict", False))
+        _start_sampled(agent, strict)
     elif agent.trace_mode is True or tracemalloc.is_tracing():
         agent.start_tracing()
     agent.commands = Commands(agent)

@@ -49,7 +49,8 @@ def tracebacks_text(
     for number, entry in enumerate(entries, 1):
         share = f" · {entry.size / row.size:.0%} of the row" if row.size else ""
         blocks = f"{entry.count:,} block{'s' if entry.count != 1 else ''}"
-        out.append(f"#{number}  {format_size(entry.size)}", style="bold")
+        error = f" ±{format_size(entry.size_error)}" if entry.size_error else ""
+        out.append(f"#{number}  {format_size(entry.size)}{error}", style="bold")
         out.append(f"  {blocks}{share}\n", style="dim")
         if nframe > 1 and len(entry.frames) >= nframe:
             out.append(f"    … older frames cut at nframe {nframe}\n", style="dim")
@@ -113,8 +114,9 @@ class TracebackPanel(ModalScreen[None]):
 
     def _summary(self) -> Text:
         row = self.row
+        error = f" ±{format_size(row.size_error)}" if row.size_error else ""
         text = Text.assemble(
-            (format_size(row.size), "bold"),
+            (format_size(row.size) + error, "bold"),
             f" in {row.count:,} blocks · ",
             f"group {self.grouping.group_by}{' cumulative' if self.grouping.cumulative else ''}",
             f" · nframe {self.nframe}",
