@@ -28,7 +28,7 @@ from memtop.source import Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
 # Sampled mode: sizes and counts are estimates, each with its 95 % half-width.
-_SAMPLED_COLUMNS = "    #       SIZE     ±SIZE      dSIZE    COUNT   ±COUNT   dCOUNT      AVG  "
+_SAMPLED_COLUMNS = "    #       SIZE      ±SIZE      dSIZE    COUNT   ±COUNT   dCOUNT      AVG  "
 
 
 def render_text(
@@ -118,7 +118,7 @@ def render_text(
         mark = SUSPECT_MARK if row.key in suspects else " "
         if sample.sampled:
             numbers = (
-                f"{format_size(row.size):>10} {'±' + format_size(row.size_error):>9}"
+                f"{format_size(row.size):>10} {'±' + format_size(row.size_error):>10}"
                 f" {format_size(row.size_diff, True):>10} {format_count(row.count):>8}"
                 f" {'±' + format_count(row.count_error):>8}"
             )

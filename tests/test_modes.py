@@ -7,12 +7,15 @@ import argparse
 
 import pytest
 
+from memtop.batch import render_text
 from memtop.errors import UsageError
 from memtop.history import History
 from memtop.model import Frame, Query, Row, Sample, TableInfo, mode_text
 from memtop.modes import DEFAULT_RATE, ModeRequest, mode_request, parse_rate
+from memtop.verdict import Verdict
 
 RATE = 256 * 1024
+STEADY = Verdict("steady", "steady")
 KEY = "/app/cache.py:42"
 
 
@@ -106,3 +109,20 @@ def test_a_sampled_leak_growing_past_its_error_bars_is_a_suspect() -> None:
 def test_the_mode_in_words() -> None:
     assert mode_text(sample(1, 0, 0, "sampled")) == "sampled, 1 per 256 KiB"
     assert mode_text(sample(1, 0, 0, "exact")) == "exact (tracemalloc)"
+
+
+def test_the_text_view_of_sampled_mode_shows_estimates_and_their_error_bars() -> None:
+    """≈ totals, the mode and rate on the first line, ± columns aligned with their heads."""
+    text = render_text(sample(1, 5 * 1024 * 1024, 700 * 1024, "sampled"), STEADY, "pid 1", 160)
+    lines = text.splitlines()
+    assert "sampled, 1 per 256 KiB" in lines[0] and "nframe 64" in lines[0]
+    assert "traced ≈5.0 MiB" in lines[1]
+    head = next(line for line in lines if "±SIZE" in line)
+    row = lines[lines.index(head) + 1]
+    assert row[: head.index("±SIZE") + 5].endswith("±700.0 KiB")
+    assert row[: head.index("±COUNT") + 6].endswith("±0")
+
+
+def test_the_text_view_of_exact_mode_has_no_error_columns() -> None:
+    text = render_text(sample(1, 5 * 1024 * 1024, 0, "exact"), STEADY, "pid 1", 160)
+    assert "±" not in text and "≈" not in text and "exact (tracemalloc)" in text
