@@ -63,7 +63,7 @@ def render_text(
         table_note = taken
     grouping = f"{sample.query.group_by}{' cumulative' if sample.query.cumulative else ''}"
     about = "≈" if sample.sampled else ""
-    columns = _SAMPLED_COLUMNS if sample.sampled else _COLUMNS
+    columns = _SAMPLED_COLUMNS if sample.error_bars else _COLUMNS
     lines = [
         f"memtop {__version__}{stamp} - {source_info} - {mode_text(sample)} - group {grouping}, "
         f"nframe {sample.nframe}",
@@ -116,7 +116,7 @@ def render_text(
                 "  [" + ", ".join(f"{pid} {format_size(size)}" for pid, size, _ in row.procs) + "]"
             )
         mark = SUSPECT_MARK if row.key in suspects else " "
-        if sample.sampled:
+        if sample.error_bars:
             numbers = (
                 f"{format_size(row.size):>10} {'±' + format_size(row.size_error):>10}"
                 f" {format_size(row.size_diff, True):>10} {format_count(row.count):>8}"

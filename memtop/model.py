@@ -179,6 +179,11 @@ class Sample:
         return self.mode == "sampled"
 
     @property
+    def error_bars(self) -> bool:
+        """Rows carry error bars (a saved sampled snapshot keeps the estimates only)."""
+        return self.sampled and any(row.size_error for row in self.rows)
+
+    @property
     def memtop_memory(self) -> int:
         """memtop's own memory in the target: what it holds, and what its reads left."""
         return self.memtop_traced + self.memtop_residue

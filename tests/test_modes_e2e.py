@@ -6,7 +6,6 @@ agent's live switch, and a sampled snapshot viewed from its file."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -224,7 +223,15 @@ def test_a_sampled_snapshot_is_saved_and_viewed_as_estimates(plain: Plain, short
     line = json.loads(view.stdout.splitlines()[-1])
     assert line["mode"] == "sampled" and line["sample_rate"] == 256 * 1024
     assert site_rows(line, {RING})
-    assert os.path.exists(path)
+    text = subprocess.run(
+        [sys.executable, "-m", "memtop", "view", str(path), "-b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    ).stdout
+    # The file keeps the estimates, not their error bars: no ± column of zeros.
+    assert "sampled, 1 per 256 KiB" in text and "traced ≈" in text and "±" not in text
 
 
 def test_a_program_unhooking_the_sampler_is_hooked_again_and_the_gap_reported(

@@ -124,7 +124,7 @@ class TopTable(ScrollView, can_focus=True):
         width = self._width()
         group = bool(sample.processes) and any(row.procs for row in sample.rows)
         columns = fit_columns(
-            columns_for(query, self.narrow, suspects_first, group, sample.sampled), width
+            columns_for(query, self.narrow, suspects_first, group, sample.error_bars), width
         )
         where_width = _where_room(columns, width)
         grouping = (query.group_by, query.cumulative, query.include, query.exclude)
