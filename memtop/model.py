@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memtop.agent import checks
+from memtop.agent import checks, collector
 from memtop.formatting import format_size
 
 # What the agent accepts in one list of filename patterns (include, exclude).
@@ -18,8 +18,9 @@ MAX_PATTERN_CHARS = checks.MAX_PATTERN_CHARS
 if TYPE_CHECKING:
     from memtop.history import History
 
-GROUP_KEYS = ("lineno", "filename", "traceback")
-SORT_KEYS = ("size", "size_diff", "count", "count_diff", "growth")
+# The agent's grouping keys and sort orders, one copy (memtop.agent.collector).
+GROUP_KEYS = collector.GROUP_KEYS
+SORT_KEYS = collector.SORT_KEYS
 
 
 # Allocations that are rarely what a leak hunt is after: the import system, frames

@@ -123,6 +123,9 @@ class LiveSource:
         except (OSError, ValueError, IndexError):
             self._start = None  # gone already
         self._lock = threading.Lock()
+        # The rows of the last `top` reply and the query they answer: the agent need not
+        # send unchanged rows again (the reply says rows_unchanged).
+        self._rows_held: tuple[Query, int, list[Any]] | None = None
         # How long a request waits for the agent's time budget, and a refresh of the table
         # (the live view: not at all, it shows a notice and asks again when the agent said).
         self.busy_wait = DEFAULT_BUSY_WAIT
@@ -143,7 +146,15 @@ class LiveSource:
 
     def refresh(self, query: Query, max_age: float) -> Sample:
         """One refresh: the agent's rows and totals, RSS/USS read from outside."""
-        reply = self._request("top", _wait=self.refresh_wait, **query.top_args(max_age))
+        args = query.top_args(max_age)
+        held = self._rows_held
+        if held is not None and held[0] == query:
+            args["reuse_rows"] = held[1]  # the sample they were read from
+        reply = self._request("top", _wait=self.refresh_wait, **args)
+        if reply.get("rows_unchanged") is True and held is not None and held[0] == query:
+            reply = {**reply, "rows": held[2]}  # the agent knew we have them
+        else:
+            self._rows_held = (query, reply["sample"]["id"], reply["rows"])
         memory = self.proc.memory()
         sample = sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
         if crowded_line(sample) is None:

@@ -213,3 +213,23 @@ def test_bounds_hold_on_each_interpreter(targets: Targets, minor: str) -> None:
     assert _settled(state, "regex_cache") == before
     assert _call_waiting(raw, "types", 4)["ok"]
     assert error_code(raw.call("referrers", 5, type="list")) == "busy"
+
+
+def test_unchanged_rows_are_not_sent_again_and_cost_no_budget(targets: Targets) -> None:
+    # 500 rows with tracebacks cost tens of ms to encode (more under tracing); a viewer
+    # refreshing faster than new tables come sent them again every time, and each time
+    # pushed the next table further away.
+    _, _, raw = _ready(targets, "200", nframe=8)
+    first = _call_waiting(raw, "top", 1, limit=500, cumulative=True, max_age=60.0)["result"]
+    assert first["rows"] and first["rows_unchanged"] is False
+    held = first["sample"]["id"]
+    next_in = []
+    for request_id in range(2, 12):
+        reply = raw.call("top", request_id, limit=500, cumulative=True, max_age=60.0,
+                         reuse_rows=held)["result"]  # fmt: skip
+        assert reply["rows_unchanged"] is True and reply["rows"] == []
+        next_in.append(reply["sample"]["next_in"])
+    assert next_in == sorted(next_in, reverse=True)  # the budget only recovers
+    # A viewer that does not hold those rows gets them.
+    other = raw.call("top", 20, limit=500, cumulative=True, max_age=60.0, reuse_rows=held - 1)
+    assert other["result"]["rows"] == first["rows"]

@@ -28,9 +28,11 @@ CASES = {
     "handshake": "the answer to memtop's session token, which has ok = 'yes' where true or",
     "wrong_type": "its reply to `top`, which has result.rows[0].size = '1000' where a whole",
     "missing": "its reply to `top`, which has no result.totals (an object belongs there)",
-    "nan": "its reply to `top`, which has result.sample.age = nan where a finite number",
-    "infinity": "result.totals.traced_peak = inf where a whole number",
-    "huge": "result.totals.traced_current = a 133-bit number where a whole number",
+    # Non-finite and huge numbers are refused by the protocol's one strict decoder, before
+    # any field is looked at (memtop.agent.protocol, shared with the agent).
+    "nan": "the agent sent a frame, which breaks the protocol (NaN is not a number JSON allows)",
+    "infinity": "breaks the protocol (Infinity is not a number JSON allows)",
+    "huge": "breaks the protocol (integer of 41 digits is out of range)",
     "nested": "result.rows[0].traceback[0] = a list of 1 item where an object belongs",
     "result_list": "which has result = a list of 3 items where an object belongs",
     "wrong_id": "its reply to `top`, which answers request 100",  # id + 1000

@@ -3,12 +3,12 @@ range here, and only compared or counted afterwards, never evaluated or used as 
 
 import math
 
+from . import collector
 from .globmatch import GlobError, compile_glob
 
 # Per list (include, exclude): matching a filename costs time linear in these.
 MAX_PATTERNS = 16
 MAX_PATTERN_CHARS = 256
-GROUP_KEYS = ("lineno", "filename", "traceback")
 
 
 class BadArgs(Exception):
@@ -70,7 +70,7 @@ def limit(args, default, cap):
 
 def grouping_config(args):
     """(group_by, cumulative, include, exclude) from request arguments."""
-    group_by = choice(args, "group_by", GROUP_KEYS, "lineno")
+    group_by = choice(args, "group_by", collector.GROUP_KEYS, "lineno")
     cumulative = get(args, "cumulative", bool, False)
     if cumulative and group_by == "traceback":
         raise BadArgs("cumulative applies to lineno and filename grouping only")

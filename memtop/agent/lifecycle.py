@@ -75,7 +75,6 @@ class Agent:
         self.last_viewer = time.monotonic()
         self.errors = collections.deque(maxlen=20)
         self.stopping = False
-        self.stop_reason = None
         self.cleaned = False
         self.thread_id = None
         self.done = _thread.allocate_lock()
@@ -253,7 +252,6 @@ class Agent:
 
     def request_stop(self, reason):
         if not self.stopping:
-            self.stop_reason = reason
             self.stopping = True
 
     def add_token(self, token):

@@ -104,11 +104,6 @@ class TopTable(ScrollView, can_focus=True):
             return self._rows[self._order[self.cursor_row]]
         return None
 
-    def selected_suspect(self) -> Suspect | None:
-        """The row under the cursor as a leak suspect, if it is one."""
-        row = self.selected_row()
-        return self._suspects.get(row.key) if row is not None else None
-
     @property
     def suspect_count(self) -> int:
         """How many of the rows shown are leak suspects."""
