@@ -63,6 +63,7 @@ def test_run_in_sampled_mode_estimates_each_line_within_its_error_bars(short_tmp
         ["run", "--mode", "sampled", "--rate", "64K", "--json", "-i", "0.3",
          str(TARGET), str(state)],
         lambda out: read_after(state, out) and len(site_rows(out, SITES)) == 6,
+        timeout=60,
     )  # fmt: skip
     truth = read_state(state)["truth"]
     assert line["mode"] == "sampled" and line["sample_rate"] == 65536
