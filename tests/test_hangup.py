@@ -69,7 +69,8 @@ def test_hang_up_while_attached_leaves_the_agent_serving(plain: Plain) -> None:
         terminal.wait_for("LOCATION", timeout=60)
         _hang_up(terminal, done)
         assert proc.poll() is None
-        wait_state(state_path, lambda s: s["tracing"] and s["agent_loaded"])
+        # Attached in sampled mode (the default): no tracemalloc; serving is what counts.
+        wait_state(state_path, lambda s: s["agent_loaded"])
         _reconnects_without_injection(proc.pid)
     finally:
         terminal.close()
