@@ -216,12 +216,14 @@ def test_opt_in_agent_is_attached_without_ptrace(plain: Plain, short_tmp: Path) 
 @pytest.mark.parametrize(("minor", "method"), [("3.11", "gdb"), ("3.14", "remote-exec")])
 def test_late_bootstrap_does_nothing(plain: Plain, minor: str, method: str) -> None:
     python = need_attachable(minor)
-    proc, state = plain.start(python, "attachable.py", "late", "4")
+    fifo = plain.tmp / f"wake-{minor}"
+    proc, state = plain.start(python, "attachable.py", "late", str(fifo))
     wait_state(state)
     result = memtop_cli("attach", str(proc.pid), "--method", method, "--timeout", "0.5")
     assert result.returncode == 2, result.stderr
-    # The main thread wakes up, runs the queued bootstrap: its session is gone, so it
-    # does nothing, loads nothing and prints nothing.
+    # Woken only now (however long the attach took), the main thread runs the queued
+    # bootstrap: its session is gone, so it does nothing, loads nothing, prints nothing.
+    fifo.write_bytes(b"x")
     after = wait_state(state, lambda s: s["counter"] > 20, timeout=20)
     assert after["agent_loaded"] is False and after["tracing"] is False
     assert after["threads"] == 1

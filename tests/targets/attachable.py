@@ -11,7 +11,8 @@ argv: STATE KIND
   blocked_join     main thread in Thread.join(); 4 busy workers, one reports
   idle             report and sleep, allocating nothing else (a steady heap)
   quiet            report once, then only sleep: nothing allocated after an attach
-  late SECONDS     main thread sleeps that long first, then behaves like `sleeping`
+  late FIFO        main thread blocked reading FIFO (made here) until the test writes to
+                   it (queued calls wait meanwhile), then behaves like `sleeping`
   audit_veto       like `sleeping`, with an audit hook that refuses remote debugger scripts
   nondumpable      like `sleeping`, after prctl(PR_SET_DUMPABLE, 0)
 """
@@ -88,8 +89,14 @@ elif KIND == "nondumpable":
     ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
     sleeping()
 elif KIND == "late":
+    # Blocked in C (a read, not Python code) until the test writes to the FIFO: a queued
+    # call or remote script waits until then, however long the attach took.
+    fifo = sys.argv[3]
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR)
     tick()
-    time.sleep(float(sys.argv[3]))
+    os.read(fd, 1)
+    os.close(fd)
     sleeping()
 elif KIND == "idle":
     while True:
