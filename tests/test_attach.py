@@ -141,7 +141,8 @@ def test_viewer_killed_then_reattached_finds_the_same_agent(plain: Plain) -> Non
     proc, state = plain.start(python, "attachable.py", "sleeping")
     wait_state(state)
     first = subprocess.Popen(
-        [sys.executable, "-m", "memtop", str(proc.pid), "--json", "-i", "0.3"],
+        # Exact mode: the program's own tracemalloc state shows the tracing going on.
+        [sys.executable, "-m", "memtop", str(proc.pid), "--mode", "exact", "--json", "-i", "0.3"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -153,7 +154,8 @@ def test_viewer_killed_then_reattached_finds_the_same_agent(plain: Plain) -> Non
     first.wait()
     assert read_state(state)["tracing"] is True
     line, err = stream_json(
-        [str(proc.pid), "--json", "-i", "0.3"], lambda line: line["table"]["age"] < 5
+        [str(proc.pid), "--mode", "exact", "--json", "-i", "0.3"],
+        lambda line: line["table"]["age"] < 5,
     )
     # Tracing was never interrupted: the same agent, its traces and peak are still there.
     assert line["traced_peak"] >= before["traced_peak"] * 0.5
