@@ -55,7 +55,7 @@ def assert_left_clean(state: Path, before: dict) -> None:
             and s["socket_fds"] == before["socket_fds"]
             and s["counter"] > counter + 2
         ),
-        timeout=15,
+        timeout=40,  # a target with 4 busy threads on a loaded 2-core machine is slow
     )
     assert after["agent_loaded"]  # the module stays loaded: the next attach reuses it
 
