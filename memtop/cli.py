@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -33,6 +34,25 @@ DEMO_PROGRAM = str(Path(__file__).resolve().parent / "demo.py")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `memtop` command; returns the exit code."""
+    code = _main(argv)
+    if signals.hung_up() and _terminal_threads():
+        # The terminal went away under the live view: Textual's input and output threads
+        # wait on it for good (the input thread spinning on a dead tty), and the
+        # interpreter would wait for them at exit. Everything memtop had to do is done.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    return code
+
+
+def _terminal_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("textual-") and t.is_alive()]
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0].isdigit():
         args_list.insert(0, "attach")  # `memtop PID` is `memtop attach PID`
