@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.parse
@@ -23,6 +22,7 @@ from conftest import (
     TARGETS,
     Plain,
     Targets,
+    free_port,
     marked_lines,
     memtop_cli,
     wait_for,
@@ -33,12 +33,6 @@ LEAKY = str(TARGETS / "leaky.py")
 LIST_LEAK = marked_lines(TARGETS / "leaky.py")["list_leak"]
 POOL = str(TARGETS / "pool.py")
 WORKER_LEAK = marked_lines(TARGETS / "pool.py")["worker_leak"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str) -> str:

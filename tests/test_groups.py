@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from conftest import (
     ROOT,
     TARGETS,
     Plain,
+    free_port,
     marked_lines,
     memtop_cli,
     need_interpreter,
@@ -120,9 +120,7 @@ def row_at(line: dict, filename: str, lineno: int) -> dict | None:
 def gunicorn(short_tmp: Path) -> Iterator[tuple[subprocess.Popen, int]]:
     """A real gunicorn master with 3 sync workers serving tests/targets/wsgi_leaky.py."""
     pytest.importorskip("gunicorn", reason="gunicorn is a test dependency (pip install -e .[test])")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     master = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}",
          "--chdir", str(TARGETS), "--graceful-timeout", "2", "wsgi_leaky:app"],
