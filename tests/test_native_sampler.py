@@ -292,6 +292,41 @@ def test_interpreters_with_their_own_gil_are_refused(minor: str) -> None:
         assert result["legacy_samples"] > 0
 
 
+LINE_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from memtop.agent import nativelib
+
+def cleanup(x):
+    try:
+        return x()
+    except ValueError:
+        pass
+    with open(x) as handle:
+        return handle
+
+code = cleanup.__code__
+lines = [nativelib.line_of(code, offset) for offset in range(0, len(code.co_code), 2)]
+print(min(lines), sorted(set(lines)))
+"""
+
+
+@pytest.mark.parametrize("minor", MINORS)
+def test_instructions_without_a_line_get_line_0_as_in_tracemalloc(minor: str) -> None:
+    """A sample taken in exception cleanup code (no line number since 3.11) is shown at
+    line 0, as tracemalloc shows it, never at -1 (which the viewer rightly refuses)."""
+    done = subprocess.run(
+        [python_for(minor), "-c", LINE_PROBE, str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lowest, seen = done.stdout.split(" ", 1)
+    assert int(lowest) >= 0, seen
+    assert len(json.loads(seen)) >= 4, seen  # the function's own lines were found
+
+
 NOEXEC_PROBE = """
 import ctypes, os, sys
 sys.path.insert(0, sys.argv[1])

@@ -14,6 +14,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ def as_user(uid: int) -> list[str]:
 AS_RACER = as_user(RACER_UID)
 PATH_ONLY = {"PATH": "/usr/bin:/bin"}
 ATTACHES = 40
+MIN_ATTACHED = 3
+ATTACH_SECONDS = 120.0
 RACER_SECONDS = 300  # a bound only: the racer stops as soon as the attaches are done
 IN_ACCESS, IN_OPEN = 0x1, 0x20
 
@@ -199,9 +202,13 @@ def test_root_attaches_change_nothing_outside_a_raced_run_dir(
     )
     refusals: list[str] = []
     unclear: list[str] = []
-    attached = 0
+    attached = number = 0
+    # At least ATTACHES attaches, and on until some got through: refused ones take
+    # milliseconds, so 40 of them can all fall inside one attack phase.
+    deadline = time.monotonic() + ATTACH_SECONDS
     try:
-        for number in range(ATTACHES):
+        while number < ATTACHES or (attached < MIN_ATTACHED and time.monotonic() < deadline):
+            number += 1
             try:
                 done = attach(proc.pid, timeout=2.0)
             except MemtopError as exc:
@@ -239,7 +246,7 @@ def test_root_attaches_change_nothing_outside_a_raced_run_dir(
     for what in ("run dir swapped for a symlink", "lock planted", "token planted"):
         assert counts.get(what, 0) > 0, counts
     assert counts.get("staging swapped", 0) + counts.get("result planted", 0) > 0, counts
-    assert attached > 0, refusals  # quiet phases let attaches through
+    assert attached >= MIN_ATTACHED, refusals  # quiet phases let attaches through
 
 
 # --- each attack once ------------------------------------------------------------------

@@ -170,7 +170,9 @@ def line_of(code, offset):
         fn.argtypes = [ctypes.py_object, ctypes.c_int]
         fn.restype = ctypes.c_int
         _addr2line = fn
-    return _addr2line(code, offset)
+    # Instructions the compiler gave no line (exception cleanup, 3.11+) come back as -1;
+    # tracemalloc reports those as line 0, and so do we.
+    return max(_addr2line(code, offset), 0)
 
 
 def code_at(address):
