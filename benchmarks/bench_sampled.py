@@ -2,7 +2,8 @@
 
 Runs benchmarks/sampled_worker.py in each interpreter and prints three tables:
 overhead on an allocation-saturated loop (median ratio to untraced over ROUNDS rounds,
-[min-max]), accuracy (RMS relative error of five sites of 8 to 0.5 MB against
+[min-max], and each rate's cost above the bare hook's: the median of the per-round ratios
+sampler ÷ bare hook, the sampler's own share), accuracy (RMS relative error of five sites of 8 to 0.5 MB against
 tracemalloc's exact sizes over 5 seeds, next to the prediction sqrt(R/B)), and the refresh
 cost at BLOCKS live blocks (first read, which resolves lines, and the next one).
 
@@ -92,14 +93,20 @@ def main(argv: list[str]) -> int:
     rows = []
     for r in results:
         o = r["overhead"]
+        over = o.get("over_hook", {})
         rows.append(
             [r["python"], "{:.0f}".format(o["untraced_ns"])]
             + ["{:.2f}x [{:.2f}-{:.2f}]".format(o["ratios"][n], *o["spread"][n]) for n in names]
+            + [f"{100 * (over[n] - 1):+.1f}%" for n in over]
         )
+    over_names = list(results[0]["overhead"].get("over_hook", {})) if results else []
     print("Overhead, allocation-saturated loop at depth 20 (ratio to untraced)")
     print(
         table(
-            ["Python", "untraced ns/iter"] + [kib(n) if n[0].isdigit() else n for n in names], rows
+            ["Python", "untraced ns/iter"]
+            + [kib(n) if n[0].isdigit() else n for n in names]
+            + [kib(n) + " vs bare hook" for n in over_names],
+            rows,
         )
     )
     print("\nAccuracy: RMS relative error per site (tracemalloc exact as reference, 5 seeds)")

@@ -20,7 +20,7 @@ sys.path.insert(0, sys.argv[1])
 from memtop.agent import bytesampler
 
 ROUNDS, ITERATIONS, BLOCKS = (int(a) for a in sys.argv[2:5])
-RATES = [64 * 1024, 512 * 1024]
+RATES = [64 * 1024, 256 * 1024, 1024 * 1024]
 BARE = 1e15  # the hook installed, never sampling
 
 
@@ -56,16 +56,21 @@ def overhead(sampler):
             ("tracemalloc(%d)" % nframe, lambda n=nframe: tracemalloc.start(n), tracemalloc.stop)
         )
     ratios = {name: [] for name, _, _ in configs[1:]}
+    over_hook = {rate: [] for rate in RATES}
     base_ns = []
     for _ in range(ROUNDS):
         times = {name: timed(setup, teardown) for name, setup, teardown in configs}
         base_ns.append(times["untraced"] / ITERATIONS * 1e9)
         for name in ratios:
             ratios[name].append(times[name] / times["untraced"])
+        for rate in RATES:
+            over_hook[rate].append(times[rate] / times[BARE])
     return {
         "untraced_ns": statistics.median(base_ns),
         "ratios": {str(k): statistics.median(v) for k, v in ratios.items()},
         "spread": {str(k): [min(v), max(v)] for k, v in ratios.items()},
+        # the sampler's own cost above the hook's: median of per-round ratios
+        "over_hook": {str(k): statistics.median(v) for k, v in over_hook.items()},
     }
 
 
