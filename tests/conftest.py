@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -282,8 +283,33 @@ def plain(short_tmp: Path) -> Iterator[Plain]:
         manager.close()
 
 
+# Debian's own /usr/bin/python3: a distribution build (PGO/LTO, libpython linked in,
+# stripped), as the processes memtop attaches to in production are.
+DISTRIBUTION = "debian"
+DISTRIBUTION_PYTHON = "/usr/bin/python3"
+
+
+@functools.cache
+def distribution_minor() -> str | None:
+    """The major.minor of Debian's /usr/bin/python3, or None when it is missing."""
+    if not Path(DISTRIBUTION_PYTHON).exists():
+        return None
+    done = subprocess.run(
+        [DISTRIBUTION_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return done.stdout.strip() or None
+
+
 def need_interpreter(minor: str) -> str:
-    """The path of CPython `minor`, or skip the test saying why."""
+    """The path of CPython `minor` (or of the distribution's python3 for DISTRIBUTION), or
+    skip the test saying why."""
+    if minor == DISTRIBUTION:
+        if distribution_minor() is None:
+            pytest.skip(f"{DISTRIBUTION_PYTHON} is not installed here")
+        return DISTRIBUTION_PYTHON
     python = interpreters().get(minor)
     if python is None:
         pytest.skip(f"CPython {minor} is not installed here (CI installs it)")
@@ -296,7 +322,9 @@ def need_gdb() -> None:
 
 
 def attach_route(minor: str) -> str:
-    """The route `memtop attach` takes by default on CPython `minor`."""
+    """The route `memtop attach` takes by default on CPython `minor` (or DISTRIBUTION)."""
+    if minor == DISTRIBUTION:
+        minor = distribution_minor() or "0.0"
     return "remote-exec" if tuple(map(int, minor.split("."))) >= (3, 14) else "gdb"
 
 

@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 from conftest import (
+    DISTRIBUTION,
     ROOT,
     TARGETS,
     Plain,
     Targets,
     attach_route,
     marked_lines,
+    memtop_cli,
     need_attachable,
     read_state,
     run_commands,
@@ -88,12 +90,12 @@ def test_run_defaults_to_exact_mode_with_exact_sizes(short_tmp: Path) -> None:
         assert (row["size"], row["size_error"], row["count_error"]) == (truth, 0, 0)
 
 
-@pytest.mark.parametrize("minor", ["3.12", "3.14"])
+@pytest.mark.parametrize("minor", ["3.12", "3.14", DISTRIBUTION])
 def test_attach_defaults_to_sampled_mode_and_rows_land_at_the_known_line(
     plain: Plain, minor: str
 ) -> None:
-    """The staged agent loads the library from its own copy, on the gdb route (3.12) and
-    the remote_exec route (3.14)."""
+    """The staged agent loads the library from its own copy, on the gdb route (3.12, and
+    Debian's own python3, a distribution build) and the remote_exec route (3.14)."""
     need_library()
     python = need_attachable(minor)
     proc, state = plain.start(python, "held_sites.py", "ring")
@@ -107,6 +109,35 @@ def test_attach_defaults_to_sampled_mode_and_rows_land_at_the_known_line(
     assert line["mode"] == "sampled" and line["sample_rate"] == 256 * 1024
     assert site_rows(line, {RING})[RING]["size_error"] > 0
     assert "sampled mode unavailable" not in err
+
+
+@pytest.mark.parametrize("minor", ["3.12", "3.14", DISTRIBUTION])
+def test_detach_gives_the_program_its_own_allocators_back(plain: Plain, minor: str) -> None:
+    """The target reports what PyMem_GetAllocator returns for the MEM and OBJ domains: a
+    sampled attach replaces them (the sampler is on top), a detach puts back the very
+    functions and contexts the program had before."""
+    need_library()
+    python = need_attachable(minor)
+    proc, state = plain.start(python, "allocators.py")
+    before = wait_state(state, lambda s: s["counter"] >= 3)["allocators"]
+    from memtop.attach.chain import attach
+    from memtop.modes import ModeRequest
+
+    attached = attach(proc.pid, mode=ModeRequest("sampled", explicit=True))
+    assert attached.how == attach_route(minor)
+    assert attached.client.greeting["mode"] == "sampled"
+    attached.client.close()  # leave it serving, as `Q` does
+    hooked = wait_state(
+        state,
+        lambda s: all(s["allocators"][d] != before[d] for d in ("mem", "obj")),
+        timeout=20,
+    )["allocators"]
+    assert all(hooked[d][1] != before[d][1] for d in ("mem", "obj"))  # another malloc
+    detached = memtop_cli("detach", str(proc.pid))
+    assert detached.returncode == 0, detached.stderr
+    # The agent unhooks as it stops, in its own thread: wait for reports made after that.
+    wait_state(state, lambda s: s["allocators"] == before, timeout=20)
+    assert proc.poll() is None
 
 
 @pytest.fixture

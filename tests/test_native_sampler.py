@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TARGETS, interpreters
+from conftest import DISTRIBUTION, ROOT, TARGETS, interpreters, need_interpreter
 
 from memtop.agent import bytesampler
 
@@ -32,6 +32,8 @@ def need_library() -> None:
 
 def python_for(minor: str) -> str:
     need_library()
+    if minor == DISTRIBUTION:
+        return need_interpreter(minor)
     python = interpreters().get(minor)
     if python is None:
         pytest.skip(f"CPython {minor} is not installed here (CI installs it)")
@@ -90,7 +92,7 @@ def test_other_allocators_still_load(minor: str, allocator: str) -> None:
     assert result["ok"], result
 
 
-@pytest.mark.parametrize("minor", MINORS)
+@pytest.mark.parametrize("minor", [*MINORS, DISTRIBUTION])
 def test_estimates_cover_tracemallocs_exact_sizes(minor: str) -> None:
     """Per marked line and round (fixed seeds, R = 32 KiB, about 100 samples a line), the
     exact size lies within the 95 % interval in at least 14 of 18 cases (missing more
@@ -254,7 +256,7 @@ def test_samples_go_with_their_blocks_and_code_objects_are_given_back(minor: str
     assert result["refs_after_stop"] == 0
 
 
-@pytest.mark.parametrize("minor", ["3.9", "3.12", "3.14"])
+@pytest.mark.parametrize("minor", ["3.9", "3.12", "3.14", DISTRIBUTION])
 def test_rows_group_by_line_file_and_traceback(minor: str) -> None:
     """The caller's line appears in cumulative rows; tracebacks run oldest frame first and
     end at the allocating line; every row, and every traceback of a row's panel, carries
@@ -311,7 +313,7 @@ print(min(lines), sorted(set(lines)))
 """
 
 
-@pytest.mark.parametrize("minor", MINORS)
+@pytest.mark.parametrize("minor", [*MINORS, DISTRIBUTION])
 def test_instructions_without_a_line_get_line_0_as_in_tracemalloc(minor: str) -> None:
     """A sample taken in exception cleanup code (no line number since 3.11) is shown at
     line 0, as tracemalloc shows it, never at -1 (which the viewer rightly refuses)."""
