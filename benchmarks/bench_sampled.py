@@ -3,8 +3,9 @@
 Runs benchmarks/sampled_worker.py in each interpreter and prints three tables:
 overhead on an allocation-saturated loop (median ratio to untraced over ROUNDS rounds,
 [min-max], and each rate's cost above the bare hook's: the median of the per-round ratios
-sampler ÷ bare hook, the sampler's own share), accuracy (RMS relative error of five sites of 8 to 0.5 MB against
-tracemalloc's exact sizes over 5 seeds, next to the prediction sqrt(R/B)), and the refresh
+sampler ÷ bare hook, the sampler's own share), accuracy (RMS relative error of five sites
+of 8 to 0.5 MB against tracemalloc's exact sizes over 5 seeds, next to the prediction
+sqrt(R/B)), and the refresh
 cost at BLOCKS live blocks (first read, which resolves lines, and the next one).
 
 usage: python benchmarks/bench_sampled.py [--python PATH ...] [--rounds N]

@@ -12,13 +12,17 @@ times each request. Every configuration gets a fresh server:
 * untraced;
 * memtop attached in sampled mode at each --rates (the real attach chain: gdb before 3.14,
   sys.remote_exec from 3.14), a viewer asking for `top` once a second;
+* the same at R = 16 GiB, which practically never samples: the cost of the hook alone;
 * memtop attached in exact mode (tracemalloc) at nframe 1 and 4, the same viewer;
 * `memray run --live-remote` with a reader taking a snapshot once a second (memray's
   default: it does not see pymalloc's small blocks), when memray runs on that interpreter.
 
-A round runs every configuration once, back to back; the slowdown of a configuration is
-the median over rounds of (untraced req/s ÷ its req/s) within the same round, so the
-rounds share the machine's load. Prints a markdown table.
+A round runs every configuration once, back to back; a configuration's ratios are medians
+over rounds of its figure ÷ untraced's in the same round, so they share the machine's
+load. Two figures: requests/s (with p99 latency), which on a shared machine moves with
+everything else running, and the server process's CPU time per request (all its threads,
+memtop's agent and memray's tracker included), which is what watching costs the service
+and moves much less with the load. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -227,8 +231,16 @@ class Config:
 class Result:
     rps: float
     p99_ms: float
+    cpu_ms: float  # the server process's CPU time per request (all its threads)
     polls: int
     note: str = ""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far, every thread included."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -327,12 +339,15 @@ def run_config(config: Config, env: Env, workdir: Path, clients: int, requests: 
         load(port, clients, max(1, WARMUP // clients))
         if poller is not None:
             poller.start()
+        cpu = cpu_seconds(server.process.pid)
         elapsed, latencies = load(port, clients, requests // clients)
+        cpu = cpu_seconds(server.process.pid) - cpu
         polls = 0
         if poller is not None:
             poller.stop()
             polls = poller.count
-        return Result(len(latencies) / elapsed, p99(latencies) * 1e3, polls, note)
+        served = len(latencies)
+        return Result(served / elapsed, p99(latencies) * 1e3, cpu / served * 1e3, polls, note)
     finally:
         server.stop()
 
@@ -355,6 +370,8 @@ def configs(rates: list[int]) -> list[Config]:
     out = [Config("untraced", "untraced")]
     for rate in rates:
         out.append(Config(f"memtop sampled, R = {rate // 1024} KiB", "sampled", rate=rate))
+    # The sampler's hook with a rate it practically never reaches: the price of any hook.
+    out.append(Config("memtop sampled, R = 16 GiB (the bare hook)", "sampled", rate=1 << 34))
     out.append(Config("memtop exact (tracemalloc), nframe 1", "exact", nframe=1))
     out.append(Config("memtop exact (tracemalloc), nframe 4", "exact", nframe=4))
     out.append(Config("memray live (`--live-remote`)", "memray"))
@@ -365,7 +382,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", action="append", dest="pythons")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=1500, help="measured per config")
+    parser.add_argument("--requests", type=int, default=1200, help="measured per config")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument(
         "--rates", default="256K,64K,1M", help="sampled rates, the first being the default"
@@ -393,7 +410,8 @@ def main(argv: list[str]) -> int:
                     results.setdefault((env.label, config.label), []).append(result)
                     print(
                         f"round {round_no + 1} {env.label} {config.label}: "
-                        f"{result.rps:.0f} req/s, p99 {result.p99_ms:.1f} ms",
+                        f"{result.rps:.0f} req/s, p99 {result.p99_ms:.1f} ms, "
+                        f"{result.cpu_ms:.2f} ms CPU/request",
                         file=sys.stderr,
                     )
     print(
@@ -404,7 +422,7 @@ def main(argv: list[str]) -> int:
     )
     headers = ["configuration"]
     for env in envs:
-        headers += [f"{env.label} req/s", "slowdown", "p99 ms"]
+        headers += [f"{env.label}: req/s (÷)", "p99 ms", "CPU per request (÷)"]
     rows = []
     for config in table:
         row = [config.label]
@@ -415,10 +433,13 @@ def main(argv: list[str]) -> int:
                 continue
             base = results[(env.label, "untraced")]
             slow = [b.rps / r.rps for b, r in zip(base, runs, strict=False)]
+            cpu = [r.cpu_ms / b.cpu_ms for b, r in zip(base, runs, strict=False)]
             row += [
-                f"{statistics.median(r.rps for r in runs):.0f}",
-                f"{statistics.median(slow):.3f}× [{min(slow):.2f}-{max(slow):.2f}]",
+                f"{statistics.median(r.rps for r in runs):.0f} "
+                f"({statistics.median(slow):.2f}× [{min(slow):.2f}-{max(slow):.2f}])",
                 f"{statistics.median(r.p99_ms for r in runs):.1f}",
+                f"{statistics.median(r.cpu_ms for r in runs):.2f} ms "
+                f"({statistics.median(cpu):.3f}× [{min(cpu):.2f}-{max(cpu):.2f}])",
             ]
         rows.append(row)
     print("| " + " | ".join(headers) + " |")
