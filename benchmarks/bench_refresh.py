@@ -62,17 +62,22 @@ def measure(python: str, mode: str, blocks: int, repeats: int, workdir: Path) ->
         live, built = ready.read_text().split()
         client = AgentClient.connect(program.socket_path, program.token, expected_pid=program.pid)
         pauses, trips = [], []
+        seen = None
         try:
             while len(pauses) < repeats + 1:  # the first table also resolves lines: dropped
                 asked = time.perf_counter()
                 reply = client.request("top", group_by="lineno", limit=50, max_age=0.0)
                 trip = time.perf_counter() - asked
                 sample = reply["sample"]
-                if not sample["fresh"]:
-                    time.sleep(0.1)  # the budget asks for a wait: never inside a timing
+                # A table taken for this request (sampled mode's replies say fresh: false
+                # for the table its totals refresh took a moment before).
+                if sample["id"] == seen or sample["age"] > trip + 0.05:
+                    time.sleep(max(0.1, sample["next_in"]))  # never inside a timing
                     continue
+                seen = sample["id"]
                 pauses.append(sample["pause_ms"])
                 trips.append(trip * 1e3)
+                time.sleep(sample["next_in"])
         finally:
             client.close()
         return {
