@@ -366,10 +366,15 @@ def connect_memray(memray, port: int, server: Server):  # type: ignore[no-untype
             time.sleep(0.2)
 
 
+def kib(rate: int) -> str:
+    return f"{rate // 1024} KiB" if rate < 1 << 20 else f"{rate >> 20} MiB"
+
+
 def configs(rates: list[int]) -> list[Config]:
     out = [Config("untraced", "untraced")]
     for rate in rates:
-        out.append(Config(f"memtop sampled, R = {rate // 1024} KiB", "sampled", rate=rate))
+        default = " (default)" if rate == 256 * 1024 else ""
+        out.append(Config(f"memtop sampled, R = {kib(rate)}{default}", "sampled", rate=rate))
     # The sampler's hook with a rate it practically never reaches: the price of any hook.
     out.append(Config("memtop sampled, R = 16 GiB (the bare hook)", "sampled", rate=1 << 34))
     out.append(Config("memtop exact (tracemalloc), nframe 1", "exact", nframe=1))
@@ -388,11 +393,17 @@ def main(argv: list[str]) -> int:
         "--rates", default="256K,64K,1M", help="sampled rates, the first being the default"
     )
     parser.add_argument("--envs", type=Path, default=Path(tempfile.gettempdir()) / "memtop-bench")
+    parser.add_argument(
+        "--kinds",
+        default="sampled,exact,memray",
+        help="which to compare with untraced (a shorter list leaves time for more rounds)",
+    )
     args = parser.parse_args(argv)
     rates = [parse_rate(r) for r in args.rates.split(",")]
+    kinds = {"untraced", *args.kinds.split(",")}
     args.envs.mkdir(parents=True, exist_ok=True)
     envs = [ensure_env(p, args.envs) for p in args.pythons or default_pythons()]
-    table = configs(rates)
+    table = [c for c in configs(rates) if c.kind in kinds]
     results: dict[tuple[str, str], list[Result]] = {}
     load_seen: list[float] = []
     began = time.monotonic()
