@@ -400,7 +400,8 @@ def _ps(args: argparse.Namespace) -> int:
         command = ("  " * (depth - 1) + "└─ " if depth else "") + display_command(row.command)
         if row.container is not None:
             inside = row.container["pid_inside"]
-            command = f"[container {row.container['namespace']}, pid {inside} there] {command}"
+            where = row.container.get("id") or row.container["namespace"]
+            command = f"[container {where}, pid {inside} there] {command}"
         sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,12 @@ for d in usr lib lib64 bin etc {python_top}; do
   [ -e "/$d" ] || continue
   mkdir -p "$root/$d"; mount --rbind "/$d" "$root/$d"
 done
-mkdir -p "$root/tmp" "$root/proc" "$root/dev"
-mount -t proc proc "$root/proc"
+mkdir -p "$root/tmp" "$root/proc" "$root/dev" "$root/app"
+{proc}
 mount --rbind /dev "$root/dev"
-cp {source}/leaky.py {source}/_state.py "$root/tmp/"
+cp {source}/leaky.py {source}/_state.py "$root/app/"
 {prepare}
-exec chroot "$root" env -i PATH=/usr/bin:/bin {python} /tmp/leaky.py /tmp/state.json list
+exec chroot "$root" env -i PATH=/usr/bin:/bin {python} /app/leaky.py /app/state.json list
 """
 
 
@@ -54,24 +55,22 @@ class Box:
     pid: int
     python: str
 
-    @property
-    def tmp(self) -> Path:
-        """The container's /tmp, seen from the host (as root)."""
-        return Path(f"/proc/{self.pid}/root/tmp")
-
     def state(self) -> dict:
         try:
-            return json.loads((self.tmp / "state.json").read_text() or "{}")
+            state = Path(f"/proc/{self.pid}/root/app/state.json")
+            return json.loads(state.read_text() or "{}")
         except (OSError, ValueError):
             return {}
 
     def files(self) -> list[str]:
-        """Everything in the container's own (tmpfs) /tmp, but the program's state."""
+        """Everything in the container's own files (its /tmp and /app), but the state."""
         found = []
-        for top, dirs, names in os.walk(self.tmp):
-            for name in dirs + names:
-                found.append(os.path.relpath(os.path.join(top, name), self.tmp))
-        return sorted(name for name in found if not name.startswith("state.json"))
+        for part in ("tmp", "app"):
+            top = Path(f"/proc/{self.pid}/root/{part}")
+            for where, dirs, names in os.walk(top):
+                for name in dirs + names:
+                    found.append(os.path.relpath(os.path.join(where, name), top.parent))
+        return sorted(name for name in found if not name.startswith("app/state.json"))
 
 
 class Boxes:
@@ -79,7 +78,9 @@ class Boxes:
         self.short_tmp = short_tmp
         self.started: list[subprocess.Popen] = []
 
-    def start(self, python: str, maker: int = 0, prepare: str = "") -> Box:
+    def start(self, python: str, maker: int = 0, prepare: str = "", pid_ns: bool = True) -> Box:
+        """A container running `python` on leaky.py, made by `maker` (0: root), with a PID
+        namespace of its own unless not `pid_ns` (then the host's /proc is bound in)."""
         unshare = shutil.which("unshare")
         if unshare is None:
             pytest.skip("unshare (util-linux) is not installed (CI installs it)")
@@ -102,13 +103,16 @@ class Boxes:
             source=source,
             prepare=prepare,
             python=python,
+            proc='mount -t proc proc "$root/proc"'
+            if pid_ns
+            else 'mount --rbind /proc "$root/proc"',
         )
         as_maker = (
             ["setpriv", f"--reuid={maker}", f"--regid={maker}", "--clear-groups"] if maker else []
         )
         box = subprocess.Popen(
-            [*as_maker, unshare, "--user", "--map-root-user", "--mount", "--pid", "--net",
-             "--fork", "bash", "-c", script],
+            [*as_maker, unshare, "--user", "--map-root-user", "--mount",
+             *(["--pid", "--net"] if pid_ns else []), "--fork", "bash", "-c", script],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         self.started.append(box)
@@ -178,7 +182,7 @@ def with_host_python(python: str) -> dict[str, str]:
 
 def leak_row(line: dict) -> bool:
     return any(
-        row["filename"] == "/tmp/leaky.py" and row["lineno"] == LEAK_LINE
+        row["filename"] == "/app/leaky.py" and row["lineno"] == LEAK_LINE
         for row in line.get("rows", [])
     )
 
@@ -214,6 +218,24 @@ def test_an_attach_into_a_container_reads_the_leaking_line_and_leaves_nothing(
     assert box.files() == before
     wait_until(lambda: box.state().get("tracing") is False, 30, "tracing to stop")
     assert box.state()["agent_loaded"] is True  # loaded once; the next attach reuses it
+
+
+@pytest.mark.parametrize("route", ["gdb", "remote-exec"])
+def test_a_process_sharing_the_pid_namespace_is_attached_through_its_root(
+    boxes: Boxes, route: str
+) -> None:
+    """Another mount (and user) namespace only, as seen from a debug container sharing
+    the pod's PID namespace (`kubectl debug --target`): same pid, files from its root."""
+    box = boxes.start(python_for(route), MAKER_UID, pid_ns=False)
+    before = box.files()
+    line, err = stream_json(
+        [str(box.pid), "--json", "-i", "0.3", "--mode", "exact"],
+        leak_row,
+        env=with_host_python(box.python),
+    )
+    assert f"via {route} in" in err, err
+    assert box.state()["pid"] == box.pid == line["pid"]
+    assert box.files() == before
 
 
 def test_sampled_mode_runs_in_a_rootless_container(boxes: Boxes) -> None:
@@ -284,8 +306,109 @@ def test_the_container_caller_refuses_a_process_that_ended() -> None:
 
     done = subprocess.run(
         [python, "-I", "-S", "-c", ENTER_AND_CALL, str(os.getpid()), "1", "1", "/x.py",
-         "mnt,pid", "0", "0"],
+         "pid", "0", "0"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 3
     assert f"process {os.getpid()} exited" in done.stderr
+
+
+def test_a_read_only_tmp_is_refused_with_the_fix(boxes: Boxes) -> None:
+    """No writable place for the agent in the container: refused, naming what to change
+    in the pod; the program is untouched."""
+    read_only = 'mount -t tmpfs -o ro none "$root/tmp"'
+    box = boxes.start(python_for("gdb"), MAKER_UID, prepare=read_only)
+    before = box.files()
+    result = memtop_cli(str(box.pid), "--json", "-n", "1", timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "filesystem is read-only there in its container" in result.stderr
+    assert "emptyDir volume mounted at /tmp" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert box.state().get("agent_loaded") is False
+    assert box.files() == before
+
+
+# Runs a command under a seccomp filter that refuses ptrace and process_vm_readv/writev
+# (EPERM), as a container runtime's default profile does for a container without
+# CAP_SYS_PTRACE.
+NO_PTRACE_FILTER = r"""
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 1), \
+                 BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM)
+int main(int argc, char **argv) {
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        DENY(SYS_ptrace), DENY(SYS_process_vm_readv), DENY(SYS_process_vm_writev),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog program = {sizeof filter / sizeof filter[0], filter};
+    if (argc < 2 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program)) {
+        perror("seccomp");
+        return 111;
+    }
+    execvp(argv[1], argv + 1);
+    perror("exec");
+    return 112;
+}
+"""
+
+
+@pytest.mark.parametrize("route", ["gdb", "remote-exec"])
+def test_a_seccomp_filter_on_memtop_is_named_with_the_fix(
+    boxes: Boxes, short_tmp: Path, route: str
+) -> None:
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        pytest.skip("no C compiler here (CI installs gcc)")
+    source = short_tmp / "filter.c"
+    source.write_text(NO_PTRACE_FILTER)
+    built = subprocess.run(
+        [compiler, "-O1", "-o", str(short_tmp / "filter"), str(source)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    box = boxes.start(python_for(route))
+    before = box.files()
+    result = subprocess.run(
+        [str(short_tmp / "filter"), sys.executable, "-m", "memtop", str(box.pid), "--json",
+         "-n", "1"],
+        capture_output=True, text=True, timeout=120, env=with_host_python(box.python),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "runs under a seccomp filter" in result.stderr
+    assert "seccompProfile: {type: Unconfined}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert box.state().get("agent_loaded") is False
+    assert box.files() == before  # what the failed attach staged went with it
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "expected"),
+    [
+        ("12:pids:/docker/" + "a1" * 32 + "\n0::/\n", "a1" * 6),
+        ("0::/system.slice/docker-" + "b2" * 32 + ".scope\n", "b2" * 6),
+        (
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e.slice/"
+            "cri-containerd-" + "c3" * 32 + ".scope\n",
+            "c3" * 6,
+        ),
+        ("0::/machine.slice/libpod-" + "d4" * 32 + ".scope/container\n", "d4" * 6),
+        ("0::/kubepods/besteffort/pod5e6f/" + "e5" * 32 + "\n", "e5" * 6),
+        ("0::/user.slice/user-1000.slice/session-3.scope\n", None),
+        ("0::/\n", None),
+    ],
+)
+def test_a_container_runtimes_id_is_read_from_cgroup_paths(
+    cgroup: str, expected: str | None
+) -> None:
+    from memtop.attach.container import container_id
+
+    assert container_id(cgroup) == expected

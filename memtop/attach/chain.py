@@ -156,6 +156,23 @@ def _attach(
 ) -> Attached:
     started = time.monotonic()
     target = preflight(pid)
+    try:
+        return _attach_to(target, method, nframe, timeout, force_gdb, mode, started)
+    except BaseException:
+        tidy(target, timeout=0.0)  # what a failed attach staged in a container goes
+        raise
+
+
+def _attach_to(
+    target: Target,
+    method: str,
+    nframe: int,
+    timeout: float,
+    force_gdb: bool,
+    mode: ModeRequest,
+    started: float,
+) -> Attached:
+    pid = target.pid
     with (
         _run_dir(target, create=True) as run_dir,
         AttachLock(run_dir, target.own_pid, target.start),
@@ -273,7 +290,10 @@ def tidy(target: Target, timeout: float = 3.0) -> None:
             return
         with run_dir:
             # The agent removes its socket as it stops, just after its last answer.
-            _wait_gone(run_dir, rundir.socket_name(target.own_pid, target.start), timeout)
+            socket_name = rundir.socket_name(target.own_pid, target.start)
+            _wait_gone(run_dir, socket_name, timeout)
+            if run_dir.lstat(socket_name) is not None:
+                return  # an agent serves, and loads its modules from its copy: all stays
             remove_stale(run_dir, _alive(target))
             with (
                 contextlib.suppress(AttachError),
@@ -381,7 +401,11 @@ def _inject(route: str, target: Target, session: Session) -> None:
             session.run_dir.write(session.script, session.bootstrap().encode())
         except OSError as exc:
             raise AttachError(f"cannot write the bootstrap: {exc}") from exc
-        remote_exec.inject(target, session.run_dir.join(session.script))
+        try:
+            remote_exec.inject(target, session.run_dir.join(session.script))
+        except remote_exec.NothingSent:
+            session.run_dir.remove(session.script)  # no request can run it
+            raise
         return
     mode = "pending" if route == "gdb" else "parked"
     for attempt in range(PARKED_ATTEMPTS if mode == "parked" else 1):

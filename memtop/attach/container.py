@@ -8,6 +8,7 @@ with the pid the target knows itself by, and leaves nothing behind when it is do
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -106,3 +107,27 @@ def alive_inside(pid_namespace: str) -> Alive:
             return False
 
     return alive
+
+
+# A container runtime's id in a cgroup path: Docker (/docker/<id>, docker-<id>.scope),
+# containerd (cri-containerd-<id>.scope), CRI-O (crio-<id>.scope), Podman (libpod-<id>).
+_RUNTIME_ID = re.compile(r"(?:^|[/-])([0-9a-f]{64})(?:\.scope)?(?:/|$)")
+
+
+def container_id(cgroup: str) -> str | None:
+    """The short (12 hex digits) id of the container a process's cgroups name, from the
+    text of /proc/PID/cgroup; None when they name none."""
+    for line in cgroup.splitlines():
+        path = line.split(":", 2)[-1]
+        match = _RUNTIME_ID.search(path)
+        if match:
+            return match.group(1)[:12]
+    return None
+
+
+def read_container_id(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+            return container_id(f.read(64 * 1024))
+    except OSError:
+        return None

@@ -27,7 +27,8 @@ class PythonProcess:
     agent: bool  # a memtop agent serves in it
     command: str
     ppid: int = 0  # its parent process
-    # In another container: {"pid_inside": its pid there, "namespace": "pid:[inode]"}.
+    # In another container: {"pid_inside": its pid there, "namespace": "pid:[inode]"},
+    # and "id" (12 hex digits) when its cgroups name a container runtime's id.
     container: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -80,7 +81,11 @@ def container_of(pid: int) -> dict[str, Any] | None:
         namespace = os.readlink(f"/proc/{pid}/ns/pid")
     except (OSError, ValueError):
         namespace = "?"
-    return {"pid_inside": inside, "namespace": namespace}
+    found: dict[str, Any] = {"pid_inside": inside, "namespace": namespace}
+    runtime_id = container.read_container_id(pid)
+    if runtime_id is not None:
+        found["id"] = runtime_id
+    return found
 
 
 def as_tree(processes: list[PythonProcess]) -> list[tuple[int, PythonProcess]]:

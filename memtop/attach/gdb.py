@@ -163,8 +163,9 @@ def _failure(output: str, target: Target) -> str:
     symbol = re.search(r'No symbol "(\w+)" in current context', output)
     if symbol:
         return (
-            f"gdb cannot find {symbol.group(1)} in pid {target.pid} (a stripped or unusual "
-            "build?); start the program with `memtop run` instead"
+            f"gdb cannot find {symbol.group(1)} in pid {target.pid}: its CPython exports no "
+            "symbols gdb can call (a build stripped of its dynamic symbols?). For CPython "
+            "3.14+ use `--method remote-exec`; otherwise start the program with `memtop run`"
         )
     if "Python scripting is not supported" in output:
         return "this gdb has no Python support; memtop needs a gdb built with Python"

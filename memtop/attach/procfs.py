@@ -199,6 +199,18 @@ def yama_scope() -> int | None:
 CAP_SYS_PTRACE = 19
 
 
+def seccomp_filtered() -> bool:
+    """Whether memtop runs under a seccomp filter (mode 2), as in most containers."""
+    try:
+        with open(proc_path(os.getpid(), "status")) as f:
+            for line in f:
+                if line.startswith("Seccomp:"):
+                    return line.split()[1] == "2"
+    except (OSError, IndexError):
+        pass
+    return False
+
+
 def have_cap_sys_ptrace() -> bool:
     return bool(read_status(os.getpid()).cap_eff & (1 << CAP_SYS_PTRACE))
 

@@ -17,7 +17,11 @@ from memtop.attach.preflight import Target
 from memtop.errors import AttachError
 
 
-class RemoteDebugDisabled(AttachError):
+class NothingSent(AttachError):
+    """sys.remote_exec failed before anything reached the target: its script never runs."""
+
+
+class RemoteDebugDisabled(NothingSent):
     """The target opted out of remote debugging: a refusal, not a reason to use gdb."""
 
 
@@ -59,7 +63,7 @@ def trusted_binary(path: str) -> bool:
 
 
 # Run by a host interpreter of the target's version, as a process of its own: it enters
-# the target's user (when it has its own), mount and PID namespaces and its root, and
+# the target's user and PID namespaces (those it has of its own) and its root, and
 # forks; the child, now a process of the container as the target sees it, calls
 # sys.remote_exec with the target's own pid and the script's path there. CPython's caller
 # reads /proc/PID/maps and the binaries named there, so it must see what the target sees.
@@ -157,9 +161,12 @@ def container_command(target: Target, script: str) -> list[str]:
             f"{target.python.version[0]}.{target.python.version[1]}` on PATH). Install it, "
             "or use `--method gdb`"
         )
+    # Not its mount namespace: a chroot to its root directory reaches its files and its
+    # mounts (its /proc too), and needs only CAP_SYS_CHROOT where entering needs
+    # CAP_SYS_ADMIN (which a debug container sharing the PID namespace lacks).
     kinds = [
         kind
-        for kind, name in (("user", "user"), ("mnt", "mount"), ("pid", "PID"))
+        for kind, name in (("user", "user"), ("pid", "PID"))
         if name in target.container.namespaces
     ]
     return [
@@ -179,7 +186,7 @@ def container_command(target: Target, script: str) -> list[str]:
     ]
 
 
-class NoHostInterpreter(AttachError):
+class NoHostInterpreter(NothingSent):
     """No interpreter here can call sys.remote_exec into the container: gdb can."""
 
 
@@ -213,7 +220,7 @@ def inject(target: Target, script: str) -> None:
         except RuntimeError as exc:
             _raise_for(str(exc), target)
         except PermissionError as exc:
-            raise AttachError(f"permission denied: {exc}") from exc
+            raise NothingSent(f"permission denied: {exc}") from exc
         return
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=30, env={}, cwd="/")
@@ -221,13 +228,13 @@ def inject(target: Target, script: str) -> None:
         raise AttachError("sys.remote_exec did not return within 30 s") from exc
     except OSError as exc:
         # e.g. the interpreter path could not be read (root without CAP_SYS_PTRACE)
-        raise AttachError(
+        raise NothingSent(
             f"cannot run {command[0] or 'the target interpreter'}: {exc.strerror}"
         ) from exc
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
         if last.startswith("memtop-enter: "):
-            raise AttachError(
+            raise NothingSent(
                 f"cannot call sys.remote_exec in pid {target.pid}'s container: "
                 + last[len("memtop-enter: ") :]
             )
@@ -244,5 +251,5 @@ def _raise_for(error: str, target: Target) -> None:
     if "PermissionError" in error or "Operation not permitted" in error:
         from memtop.attach.diagnose import ptrace_refused
 
-        raise AttachError(ptrace_refused(target))
+        raise NothingSent(ptrace_refused(target))
     raise AttachError(f"sys.remote_exec failed: {error or 'no error message'}")

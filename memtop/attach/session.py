@@ -9,6 +9,7 @@ else may. A session's files are removed as soon as they have been used.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -74,7 +75,22 @@ def open_target_run_dir(path: str, target: Target, root: rundir.ProcessRoot | No
     except RunDirError as exc:
         raise AttachError(f"refusing to use the run directory: {exc}") from exc
     except OSError as exc:
-        raise AttachError(f"cannot create the run directory {path}: {exc.strerror}") from exc
+        raise AttachError(
+            f"cannot create the run directory {path}: {exc.strerror}{_fix_for(exc, target)}"
+        ) from exc
+
+
+def _fix_for(exc: OSError, target: Target) -> str:
+    """What to do about a run dir that cannot be written, in words (or "")."""
+    if exc.errno != errno.EROFS:
+        return ""
+    where = " in its container" if target.container else ""
+    return (
+        f"; pid {target.pid}'s filesystem is read-only there{where}: give the program a "
+        "writable /tmp (Kubernetes: an emptyDir volume mounted at /tmp) or point "
+        "XDG_RUNTIME_DIR in its environment at a writable directory, or start it with "
+        "`memtop run`"
+    )
 
 
 def _as_owner(target: Target) -> bool:
