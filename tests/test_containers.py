@@ -44,8 +44,12 @@ mkdir -p "$root/tmp" "$root/proc" "$root/dev" "$root/app"
 mount --rbind /dev "$root/dev"
 cp {source}/leaky.py {source}/_state.py "$root/app/"
 {prepare}
-exec chroot "$root" env -i PATH=/usr/bin:/bin {python} /app/leaky.py /app/state.json list
+exec {launch} chroot "$root" env -i PATH=/usr/bin:/bin {python} /app/leaky.py /app/state.json list
 """
+
+
+PROC_OF_HOST = 'mount --rbind /proc "$root/proc"'
+FEWER_CAPABILITIES = "setpriv --bounding-set=-sys_admin,-sys_ptrace,-sys_module"
 
 
 @dataclass
@@ -78,9 +82,18 @@ class Boxes:
         self.short_tmp = short_tmp
         self.started: list[subprocess.Popen] = []
 
-    def start(self, python: str, maker: int = 0, prepare: str = "", pid_ns: bool = True) -> Box:
+    def start(
+        self,
+        python: str,
+        maker: int = 0,
+        prepare: str = "",
+        pid_ns: bool = True,
+        user_ns: bool = True,
+    ) -> Box:
         """A container running `python` on leaky.py, made by `maker` (0: root), with a PID
-        namespace of its own unless not `pid_ns` (then the host's /proc is bound in)."""
+        namespace of its own unless not `pid_ns` (then the host's /proc is bound in), and
+        a user namespace unless not `user_ns` (then, as with Docker, its root is the
+        host's root with fewer capabilities)."""
         unshare = shutil.which("unshare")
         if unshare is None:
             pytest.skip("unshare (util-linux) is not installed (CI installs it)")
@@ -103,15 +116,14 @@ class Boxes:
             source=source,
             prepare=prepare,
             python=python,
-            proc='mount -t proc proc "$root/proc"'
-            if pid_ns
-            else 'mount --rbind /proc "$root/proc"',
+            proc='mount -t proc proc "$root/proc"' if pid_ns else PROC_OF_HOST,
+            launch="" if user_ns else FEWER_CAPABILITIES,
         )
         as_maker = (
             ["setpriv", f"--reuid={maker}", f"--regid={maker}", "--clear-groups"] if maker else []
         )
         box = subprocess.Popen(
-            [*as_maker, unshare, "--user", "--map-root-user", "--mount",
+            [*as_maker, unshare, *(["--user", "--map-root-user"] if user_ns else []), "--mount",
              *(["--pid", "--net"] if pid_ns else []), "--fork", "bash", "-c", script],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
@@ -235,6 +247,24 @@ def test_a_process_sharing_the_pid_namespace_is_attached_through_its_root(
     )
     assert f"via {route} in" in err, err
     assert box.state()["pid"] == box.pid == line["pid"]
+    assert box.files() == before
+
+
+@pytest.mark.parametrize("route", ["gdb", "remote-exec"])
+def test_a_docker_like_container_of_roots_with_fewer_capabilities(boxes: Boxes, route: str) -> None:
+    """No user namespace: its root is the host's, without CAP_SYS_ADMIN or CAP_SYS_PTRACE.
+    The remote_exec caller takes on exactly its capabilities, and that is enough."""
+    box = boxes.start(python_for(route), user_ns=False)
+    status = Path(f"/proc/{box.pid}/status").read_text().splitlines()
+    effective = int(next(x for x in status if x.startswith("CapEff:")).split()[1], 16)
+    assert not effective & (1 << 19)  # CAP_SYS_PTRACE
+    before = box.files()
+    _, err = stream_json(
+        [str(box.pid), "--json", "-i", "0.3", "--mode", "exact"],
+        leak_row,
+        env=with_host_python(box.python),
+    )
+    assert f"via {route} in" in err, err
     assert box.files() == before
 
 

@@ -82,7 +82,15 @@ def started(p):
     with open("/proc/%d/stat" % p, "rb") as f:
         data = f.read()
     return int(data[data.rindex(b")") + 2:].split()[19])
+def capabilities(p):
+    found = {}
+    with open("/proc/%d/status" % p) as f:
+        for line in f:
+            if line.startswith(("CapEff:", "CapPrm:")):
+                found[line[:6]] = int(line.split()[1], 16)
+    return found["CapEff"], found["CapPrm"]
 try:
+    effective, permitted = capabilities(pid)
     spaces = [os.open("/proc/%d/ns/%s" % (pid, k), os.O_RDONLY | os.O_CLOEXEC)
               for k in kinds.split(",") if k]
     root = os.open("/proc/%d/root" % pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -116,6 +124,15 @@ if uid != 0 or "user" in kinds:
     except OSError as exc:
         fail("cannot act as uid %d, gid %d in pid %d's container: %s"
              % (uid, gid, pid, exc.strerror))
+if uid == 0 and "user" not in kinds:
+    # Root in a container without a user namespace of its own (Docker's default) has
+    # fewer capabilities than root here: keep only the target's, as its equal.
+    low, high = 0xFFFFFFFF, 32
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)(effective & low, permitted & low, 0,
+                                 effective >> high, permitted >> high, 0)
+    if libc.capset(header, data) != 0:
+        fail("cannot take pid %d's capabilities: %s" % (pid, os.strerror(ctypes.get_errno())))
 child = os.fork()
 if child == 0:
     try:
