@@ -8,6 +8,8 @@ watched parent (a recycled worker) are attached as they appear.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -19,10 +21,14 @@ import psutil
 from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
 from memtop.model import Query, Row, Sample, TableInfo
-from memtop.source import LiveSource, TargetInfo, TracebackEntry
+from memtop.source import LiveSource, TargetInfo, TracebackEntry, key_args
 
 MAX_ADOPTED_PER_REFRESH = 2  # attaching takes a while: new children join a few at a time
 MEMBER_WAIT = 3.0  # seconds a refresh waits for a process before showing its last table
+DEEPEST = 500  # the most rows an agent ranks in one reply (its `top` limit)
+KEYS_BYTES = 40 * 1024  # row keys asked in one request (a request is at most 64 KiB)
+SETTLE_AGE = 3600.0  # asking a process again: the table it has just read will do
+ROUNDS = 3  # requests per process and refresh at most, the first one included
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,10 @@ class ProcessTotals:
         return dataclasses.asdict(self)
 
 
-def merge(samples: dict[int, Sample], query: Query, now: float) -> Sample:
+def merge(samples: dict[int, Sample], query: Query, now: float, table_id: int = 0) -> Sample:
     """One Sample for the group: totals summed, rows summed by key (each row keeps what
-    every process contributed, largest first), the oldest table's timing."""
+    every process contributed, largest first), the oldest table's timing; `table_id`
+    names the combination of tables."""
     ordered = sorted(samples.items())
     rows: dict[str, list[tuple[int, Row]]] = {}
     for pid, sample in ordered:
@@ -87,7 +94,7 @@ def merge(samples: dict[int, Sample], query: Query, now: float) -> Sample:
         nframe=min(s.nframe for _, s in ordered),
         pause_ms=max(s.pause_ms for _, s in ordered),
         table=TableInfo(
-            sample_id=sum(t.sample_id for t in tables),
+            sample_id=table_id,
             time=oldest.time,
             age=oldest.age,
             fresh=all(t.fresh for t in tables),
@@ -125,6 +132,118 @@ _ORDER: dict[str, Callable[[Row], int]] = {
 }
 
 
+# A row's signed value under each order (the order ranks it, or its magnitude).
+_VALUE: dict[str, Callable[[Row], int]] = {
+    "size": lambda r: r.size,
+    "count": lambda r: r.count,
+    "size_diff": lambda r: r.size_diff,
+    "count_diff": lambda r: r.count_diff,
+    "growth": lambda r: r.size_diff,
+}
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A process asked again: its top `depth` rows, and those of `rows` whatever their rank."""
+
+    depth: int
+    rows: tuple[Row, ...]
+
+
+def completions(samples: dict[int, Sample], query: Query) -> dict[int, Ask]:
+    """What to ask each process again so that every row the merged top `query.limit` could
+    hold has every process's share, and no row ranked by no process could beat them.
+
+    A process that sent its top k rows of more holds, of any row it did not send, at most
+    what its k-th row holds (in the sort's order). That bounds each row's sum over the
+    processes that did not send it, and the sum of a row no process sent."""
+    sort = query.sort if query.sort in _VALUE else "size"
+    value, order = _VALUE[sort], _ORDER[sort]
+    held = {pid: {row.key: row for row in s.rows} for pid, s in samples.items()}
+    cuts: dict[int, int] = {}  # processes that ranked part of their rows: the last one's order
+    for pid, sample in samples.items():
+        ranked = sample.rows[: min(sample.query.limit, sample.total_rows)]
+        if sample.total_rows > sample.query.limit and ranked:
+            cuts[pid] = order(ranked[-1])
+    if not cuts:
+        return {}
+    rows: dict[str, Row] = {}
+    ranges: dict[str, tuple[float, float]] = {}
+    unsent: dict[str, list[int]] = {}
+    for pid in sorted(samples):
+        for key, row in held[pid].items():
+            rows.setdefault(key, row)
+    for key in rows:
+        known = sum(value(held[pid][key]) for pid in samples if key in held[pid])
+        missing = [pid for pid in cuts if key not in held[pid]]
+        low = known + sum(_unsent(sort, cuts[pid])[0] for pid in missing)
+        high = known + sum(_unsent(sort, cuts[pid])[1] for pid in missing)
+        ranges[key] = _ranked_range(sort, low, high)
+        if missing:
+            unsent[key] = missing
+    lows = sorted((low for low, _ in ranges.values()), reverse=True)
+    edge = lows[query.limit - 1] if len(lows) >= query.limit else -math.inf
+    asks: dict[int, list[Row]] = {}
+    for key in sorted(unsent, key=lambda k: -ranges[k][1]):
+        if ranges[key][1] > edge:
+            for pid in unsent[key]:
+                asks.setdefault(pid, []).append(rows[key])
+    deeper: set[int] = set()
+    never_sent = _ranked_range(
+        sort,
+        sum(_unsent(sort, cut)[0] for cut in cuts.values()),
+        sum(_unsent(sort, cut)[1] for cut in cuts.values()),
+    )
+    if never_sent[1] > edge:
+        deeper = {pid for pid in cuts if samples[pid].query.limit < DEEPEST}
+    return {
+        pid: Ask(
+            depth=min(DEEPEST, 4 * samples[pid].query.limit)
+            if pid in deeper
+            else samples[pid].query.limit,
+            rows=tuple(asks.get(pid, ())),
+        )
+        for pid in sorted(deeper | set(asks))
+    }
+
+
+def _unsent(sort: str, cut: int) -> tuple[float, float]:
+    """The signed values a process can hold of a row it did not send, when the last row
+    it sent ranks `cut` (in the sort's order): none, or at most as much."""
+    if sort in ("size", "count"):
+        return 0, cut
+    if sort == "growth":
+        return -math.inf, max(cut, 0)
+    return -cut, cut  # the magnitude of a change ranks
+
+
+def _ranked_range(sort: str, low: float, high: float) -> tuple[float, float]:
+    """The range of a row's rank in the sort's order, from the range of its value."""
+    if sort not in ("size_diff", "count_diff"):
+        return low, high
+    if low <= 0 <= high:
+        return 0, max(-low, high)
+    return min(abs(low), abs(high)), max(abs(low), abs(high))
+
+
+def _ask(member: LiveSource, query: Query, max_age: float, ask: Ask) -> Sample:
+    """One process's top `ask.depth` rows, then those of `ask.rows`."""
+    keys = _keys_that_fit(ask.rows, query.group_by)
+    return member.refresh(dataclasses.replace(query, limit=ask.depth), max_age, keys)
+
+
+def _keys_that_fit(rows: Iterable[Row], group_by: str) -> tuple[Row, ...]:
+    """The first rows whose keys fit in one request."""
+    fitting = []
+    spent = 0
+    for row in rows:
+        spent += len(json.dumps(key_args(group_by, row)))
+        if spent > KEYS_BYTES:
+            break
+        fitting.append(row)
+    return tuple(fitting)
+
+
 class GroupSource:
     """The processes of a group behind the Source interface of one process."""
 
@@ -149,7 +268,12 @@ class GroupSource:
         self.ended: dict[int, str] = {}
         self._refused: set[int] = set(refused)
         self._pending: dict[int, tuple[Query, Future[Sample]]] = {}  # requests under way
-        self._last: dict[int, Sample] = {}
+        self._last: dict[int, tuple[Query, Sample]] = {}  # each process's last table
+        # The merged table's rows: asked of every process next time, whatever they rank
+        # there, so a steady table needs one request per process.
+        self._shown: tuple[Query, tuple[Row, ...]] = (Query(), ())
+        self._tables: object = None  # the tables the last refresh showed
+        self._table_id = 0  # a new table shown: a new id, larger than any before
         self._slow: set[int] = set()  # processes said not to answer
         self.focus: int | None = None  # one process shown on its own, or None: all merged
         first = next(iter(self.members.values()))
@@ -190,26 +314,68 @@ class GroupSource:
         the GIL) does not hold up the others: its last table stands in, and its request
         is left to finish, to be read on a later refresh."""
         self._adopt_children()
+        shown = self._shown[1] if self._shown[0] == query else ()
         for pid in sorted(self.members):
             if pid not in self._pending:
-                self._pending[pid] = (
-                    query,
-                    self._pool.submit(self.members[pid].refresh, query, max_age),
-                )
+                first = Ask(query.limit, shown)
+                asked = self._pool.submit(_ask, self.members[pid], query, max_age, first)
+                self._pending[pid] = (query, asked)
         samples = self._collect(query, max(MEMBER_WAIT, 3 * max_age))
         while not samples and self._pending:
             # Nothing to show at all: wait for whichever process answers first.
             samples = self._collect(query, None)
         if not samples:
             raise ConnectionLost("every watched process has ended")
-        merged = merge(samples, query, time.time())
+        self._complete(samples, query)
         focus = self.focus
+        if focus is not None and focus not in samples:
+            self.focus = focus = None  # it dropped out: back to the whole group
+        tables = (focus, query, sorted((pid, s.table.sample_id) for pid, s in samples.items()))
+        if tables != self._tables:
+            self._tables = tables
+            self._table_id += 1
+        merged = merge(samples, query, time.time(), self._table_id)
+        self._shown = (query, merged.rows)
         if focus is None:
             return merged
-        if focus not in samples:
-            self.focus = None  # it dropped out: back to the whole group
-            return merged
-        return dataclasses.replace(samples[focus], processes=merged.processes)
+        own = samples[focus]
+        return dataclasses.replace(
+            own,
+            query=query,
+            rows=own.rows[: min(query.limit, own.total_rows)],
+            processes=merged.processes,
+            table=dataclasses.replace(own.table, sample_id=self._table_id),
+        )
+
+    def _complete(self, samples: dict[int, Sample], query: Query) -> None:
+        """Ask the processes that just answered again, for the rows some other process
+        ranked higher (and deeper ranks when a row none of them sent could still make the
+        table), until every row the merged table shows has every process's share."""
+        for _ in range(ROUNDS - 1):
+            asks = {
+                pid: ask
+                for pid, ask in completions(samples, query).items()
+                if pid in self.members and pid not in self._pending
+            }
+            if not asks:
+                return
+            asked = {
+                pid: self._pool.submit(_ask, self.members[pid], query, SETTLE_AGE, ask)
+                for pid, ask in asks.items()
+            }
+            done, _ = wait(asked.values(), timeout=MEMBER_WAIT)
+            for pid, future in asked.items():
+                if future not in done:
+                    self._pending[pid] = (query, future)  # read by a later refresh
+                    continue
+                try:
+                    samples[pid] = future.result()
+                except ConnectionLost:
+                    self._drop(pid)  # this refresh still shows what it sent before
+                    continue
+                except MemtopError:
+                    continue  # busy: its first answer stands
+                self._last[pid] = (query, samples[pid])
 
     def _collect(self, query: Query, timeout: float | None) -> dict[int, Sample]:
         """The tables answered within `timeout` (None: until the first answer), and the
@@ -223,8 +389,8 @@ class GroupSource:
                     self._slow.add(pid)
                     self.note(f"pid {pid} is not answering (stopped?): showing its last table")
                 last = self._last.get(pid)
-                if last is not None and last.query == query:
-                    samples[pid] = _aged(last, time.time())
+                if last is not None and last[0] == query:
+                    samples[pid] = _aged(last[1], time.time())
                 continue
             del self._pending[pid]
             self._slow.discard(pid)
@@ -237,9 +403,10 @@ class GroupSource:
                 self.note(f"pid {pid}: {exc.message}")
                 continue
             if asked == query:
-                samples[pid] = self._last[pid] = sample
-            elif pid in self._last and self._last[pid].query == query:
-                samples[pid] = self._last[pid]
+                samples[pid] = sample
+                self._last[pid] = (query, sample)
+            elif pid in self._last and self._last[pid][0] == query:
+                samples[pid] = self._last[pid][1]
         return samples
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:

@@ -204,6 +204,46 @@ def test_a_multiprocessing_pool_is_watched_as_one(plain: Plain) -> None:
     assert code == 130, watch.notes
 
 
+LINES_POOL = TARGETS / "lines_pool.py"
+LINE = marked_lines(LINES_POOL)
+MB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        # c ranks first overall (9 MB), but third in the first worker.
+        [{"a": 5 * MB, "b": 4 * MB, "c": 3 * MB}, {"c": 6 * MB, "d": 1 * MB}],
+        # e ranks first overall (6 MB), but third in every worker.
+        [{"a": 5 * MB, "b": 4 * MB, "e": 3 * MB}, {"c": 9 * MB // 2, "d": 4 * MB, "e": 3 * MB}],
+    ],
+    ids=["below-the-top-in-one-worker", "below-the-top-in-every-worker"],
+)
+def test_a_merged_row_holds_every_workers_share(plain: Plain, sizes: list[dict]) -> None:
+    """Each worker ranks its own rows; a row of the merged top 2 that some worker ranks
+    third still counts that worker's share, and ranks where its sum puts it."""
+    _, state = plain.start(
+        sys.executable, "lines_pool.py", json.dumps(sizes), python_args=["-X", "tracemalloc"]
+    )
+    ready = wait_state(state, lambda s: "held" in s, timeout=30)
+    held = {int(pid): lines for pid, lines in ready["held"].items()}
+    totals = {name: sum(lines.get(name, 0) for lines in held.values()) for name in LINE}
+    expected = sorted(totals, key=lambda name: -totals[name])[:2]
+    assert totals[expected[1]] > max(totals[n] for n in LINE if n not in expected)
+    done = memtop_cli(
+        *map(str, held), "--mode", "exact", "--json", "-n", "1", "-l", "2", timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout.splitlines()[-1])["rows"]
+    assert [(r["filename"], r["lineno"]) for r in rows] == [
+        (str(LINES_POOL), LINE[name]) for name in expected
+    ]
+    for row, name in zip(rows, expected, strict=True):
+        assert row["size"] == totals[name]
+        parts = {part["pid"]: part["size"] for part in row["pids"]}
+        assert parts == {pid: lines[name] for pid, lines in held.items() if name in lines}
+
+
 # --- the live view of a group ---------------------------------------------------------------
 
 
