@@ -460,6 +460,43 @@ def test_a_baseline_is_set_in_the_processes_that_still_answer(plain: Plain) -> N
         group.close()
 
 
+def test_a_groups_table_id_grows_when_a_worker_leaves(plain: Plain) -> None:
+    """The history takes a trend point per new table id: a worker that leaves must not
+    make the id fall back or repeat one the group already showed."""
+    from memtop.attach.chain import attach
+    from memtop.group import GroupSource
+    from memtop.source import LiveSource
+
+    _, state = plain.start(sys.executable, "pool.py", "3")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 3)["workers"]
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, "auto", 4, 30.0, False)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    members = {pid: attach_member(pid) for pid in workers}
+    for member in members.values():  # each agent some tables ahead of the group's first
+        wait_for(lambda m=member: m.refresh(Query(), 0.0).table.sample_id >= 5, 60, "tables")
+    group = GroupSource(members, attach_member, print)
+    ids: list[int] = []
+
+    def refresh() -> Sample:
+        sample = group.refresh(Query(), 0.0)
+        ids.append(sample.table.sample_id)
+        return sample
+
+    try:
+        refresh()
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for(lambda: len(refresh().processes) == 2, 30, "the killed worker to drop out")
+        dropped = len(ids) - 1
+        wait_for(lambda: refresh().table.sample_id > ids[dropped], 30, "a table after that")
+    finally:
+        group.close()
+    assert ids == sorted(ids), ids
+    assert ids[dropped] > max(ids[:dropped]), ids
+
+
 async def test_the_live_view_says_when_a_worker_drops_out(plain: Plain) -> None:
     """The text view writes the group's notes to stderr; on screen they are notices."""
     from memtop.attach.chain import attach
