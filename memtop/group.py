@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import psutil
 
+from memtop.attach import procfs
 from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
 from memtop.model import Query, Row, Sample, TableInfo
@@ -255,18 +256,24 @@ class GroupSource:
         attach_member: Callable[[int], LiveSource],
         note: Callable[[str], None],
         parent: int | None = None,
-        refused: Iterable[int] = (),
+        refused: Iterable[tuple[int, int]] = (),
     ) -> None:
         """`members`: the processes attached so far; `parent`: adopt its new children
-        through `attach_member` (not the `refused` ones); `note` says when a process joins
-        or drops out."""
+        through `attach_member` (not the `refused` ones, as (pid, start time)); `note`
+        says when a process joins or drops out."""
         self.members = dict(members)
         self.attach_member = attach_member
         self._note = note
         self._notes: deque[str] = deque(maxlen=20)  # for a view that shows them itself
+        # A pid names a process only with its start time: a process that ended leaves its
+        # pid to the next one started, whoever's that is.
+        self._starts = {pid: served_start(member) for pid, member in self.members.items()}
         self.parent = parent
+        self.parent_start: int | None = None
+        if parent is not None:
+            self.parent_start = self._starts.get(parent) or start_of(parent)
         self.ended: dict[int, str] = {}
-        self._refused: set[int] = set(refused)
+        self._gone: set[tuple[int, int | None]] = set(refused)  # ended, or refused
         self._pending: dict[int, tuple[Query, Future[Sample]]] = {}  # requests under way
         self._last: dict[int, tuple[Query, Sample]] = {}  # each process's last table
         # The merged table's rows: asked of every process next time, whatever they rank
@@ -494,6 +501,7 @@ class GroupSource:
     def _drop(self, pid: int) -> None:
         member = self.members.pop(pid)
         self._last.pop(pid, None)
+        self._gone.add((pid, self._starts.pop(pid, None)))
         status = str(member.exit_status() or "closed its agent connection")
         self.ended[pid] = status
         self.note(f"pid {pid} {status}: dropped from the group")
@@ -502,18 +510,26 @@ class GroupSource:
     def _adopt_children(self) -> None:
         if self.parent is None:
             return
+        if start_of(self.parent) != self.parent_start:
+            self.note(f"pid {self.parent} ended: its new children are not looked for any more")
+            self.parent = None  # its pid may name another process's family by now
+            return
+        known = set(self._starts.items()) | self._gone
+        found = python_children(self.parent, self.parent_start, lambda *child: child in known)
         adopted = 0
-        known = set(self.members) | set(self.ended) | self._refused
-        for pid in children_of(self.parent, known):
+        for pid, start in found:
             if adopted >= MAX_ADOPTED_PER_REFRESH:
                 break
+            if pid in self.members:
+                continue  # a process that ended and left its pid: dropped on this refresh
             adopted += 1
             try:
-                self.members[pid] = self.attach_member(pid)
+                self.members[pid] = attach_child(self.attach_member, pid, start)
             except MemtopError as exc:
-                self._refused.add(pid)
+                self._gone.add((pid, start))
                 self.note(f"new child {pid} not attached: {exc.message}")
                 continue
+            self._starts[pid] = start
             self.note(f"new child {pid} attached")
 
     def exit_status(self) -> Ending | None:
@@ -545,24 +561,63 @@ def _aged(sample: Sample, now: float) -> Sample:
     )
 
 
+def start_of(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), None once it is gone."""
+    try:
+        return procfs.start_time(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def served_start(member: LiveSource) -> int | None:
+    """The start time of the process whose agent a member speaks to (its greeting's)."""
+    start = member.client.greeting.get("start")
+    return start if isinstance(start, int) and not isinstance(start, bool) else None
+
+
+def attach_child(attach_member: Callable[[int], LiveSource], pid: int, start: int) -> LiveSource:
+    """Attach the child found as `pid` started at `start`. MemtopError when it has ended
+    since: its pid names another process by now, or none."""
+    if start_of(pid) != start:
+        raise MemtopError("it ended (its pid names another process now, or none)")
+    member = attach_member(pid)
+    if served_start(member) != start:
+        member.close()  # another program's agent: detached again
+        raise MemtopError("it ended while memtop attached (its pid names another process now)")
+    return member
+
+
 def children_of(parent: int, known: Iterable[int] = ()) -> list[int]:
     """The living descendants of `parent` that run CPython, oldest first; `known` ones are
     left out without a look (telling CPython reads the process's memory map)."""
+    skip = set(known)
+    return [pid for pid, _ in python_children(parent, None, lambda pid, _: pid in skip)]
+
+
+def python_children(
+    parent: int, parent_start: int | None, known: Callable[[int, int], bool]
+) -> list[tuple[int, int]]:
+    """The living descendants that run CPython, as (pid, start time), oldest pid first, of
+    `parent` while it is the process started at `parent_start` (any, when None): none
+    once it has ended, when its pid may name another process. `known(pid, start)` ones
+    are left out without a look (telling CPython reads the process's memory map)."""
     from memtop.attach.pyversion import detect_python
 
     try:
         found = psutil.Process(parent).children(recursive=True)
     except psutil.Error:
         return []
-    skip = set(known)
-    pids = []
+    if parent_start is not None and start_of(parent) != parent_start:
+        return []  # the list may be another process's family
+    children = []
     for child in sorted(found, key=lambda p: p.pid):
-        if child.pid in skip:
+        start = start_of(child.pid)
+        if start is None or known(child.pid, start):
             continue
         try:
             if child.status() == psutil.STATUS_ZOMBIE or detect_python(child.pid) is None:
                 continue
         except (psutil.Error, OSError, ValueError):
             continue
-        pids.append(child.pid)
-    return pids
+        children.append((child.pid, start))
+    return children

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -495,6 +496,39 @@ def test_a_groups_table_id_grows_when_a_worker_leaves(plain: Plain) -> None:
         group.close()
     assert ids == sorted(ids), ids
     assert ids[dropped] > max(ids[:dropped]), ids
+
+
+def test_a_pid_that_names_another_process_by_now_is_not_taken_in(short_tmp: Path) -> None:
+    """--children follows processes, not pids: a child that ends between being found and
+    being attached, its pid given to an unrelated program, is not attached as that child;
+    and once the parent ends, the children of the next program given its pid are not
+    adopted. The pids are really reused, in a pid namespace of the test's own."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to hand pids out in a pid namespace (CI runs as root)")
+    run = short_tmp / "run"
+    run.mkdir(mode=0o700)  # the namespace's agents' sockets: apart from everyone else's
+    driver = subprocess.Popen(
+        [unshare, "--pid", "--fork", "--mount-proc", sys.executable,
+         str(ROOT / "tests" / "pid_reuse_driver.py")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(run)}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    if "Operation not permitted" in err:
+        pytest.skip(f"pid namespaces are not allowed here: {err.strip()}")
+    assert driver.returncode == 0, err
+    seen = json.loads(out.splitlines()[-1])
+    assert seen["first"] in seen["after_swap"]
+    assert seen["second"] not in seen["after_swap"], seen
+    assert any(f"child {seen['second']} not attached" in n for n in seen["notes"]), seen
+    assert seen["its_child"] not in seen["after_parent"], seen
+    assert seen["after_parent"] == sorted([seen["first"], seen["other"]]), seen
 
 
 async def test_the_live_view_says_when_a_worker_drops_out(plain: Plain) -> None:
