@@ -8,8 +8,6 @@ watched parent (a recycled worker) are attached as they appear.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -21,13 +19,12 @@ import psutil
 from memtop.attach import procfs
 from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
+from memtop.group_ranks import ORDER, Ask, completions, keys_that_fit
 from memtop.model import Query, Row, Sample, TableInfo
-from memtop.source import LiveSource, TargetInfo, TracebackEntry, key_args
+from memtop.source import LiveSource, TargetInfo, TracebackEntry
 
 MAX_ADOPTED_PER_REFRESH = 2  # attaching takes a while: new children join a few at a time
 MEMBER_WAIT = 3.0  # seconds a refresh waits for a process before showing its last table
-DEEPEST = 500  # the most rows an agent ranks in one reply (its `top` limit)
-KEYS_BYTES = 40 * 1024  # row keys asked in one request (a request is at most 64 KiB)
 SETTLE_AGE = 3600.0  # asking a process again: the table it has just read will do
 ROUNDS = 3  # requests per process and refresh at most, the first one included
 
@@ -71,7 +68,7 @@ def merge(samples: dict[int, Sample], query: Query, now: float, table_id: int = 
                 ),
             )
         )
-    order = _ORDER.get(query.sort, _ORDER["size"])
+    order = ORDER.get(query.sort, ORDER["size"])
     merged.sort(key=lambda r: (-order(r), r.key))
     merged = merged[: query.limit]
 
@@ -124,125 +121,10 @@ def merge(samples: dict[int, Sample], query: Query, now: float, table_id: int = 
     )
 
 
-_ORDER: dict[str, Callable[[Row], int]] = {
-    "size": lambda r: r.size,
-    "count": lambda r: r.count,
-    "size_diff": lambda r: abs(r.size_diff),
-    "count_diff": lambda r: abs(r.count_diff),
-    "growth": lambda r: r.size_diff,
-}
-
-
-# A row's signed value under each order (the order ranks it, or its magnitude).
-_VALUE: dict[str, Callable[[Row], int]] = {
-    "size": lambda r: r.size,
-    "count": lambda r: r.count,
-    "size_diff": lambda r: r.size_diff,
-    "count_diff": lambda r: r.count_diff,
-    "growth": lambda r: r.size_diff,
-}
-
-
-@dataclass(frozen=True)
-class Ask:
-    """A process asked again: its top `depth` rows, and those of `rows` whatever their rank."""
-
-    depth: int
-    rows: tuple[Row, ...]
-
-
-def completions(samples: dict[int, Sample], query: Query) -> dict[int, Ask]:
-    """What to ask each process again so that every row the merged top `query.limit` could
-    hold has every process's share, and no row ranked by no process could beat them.
-
-    A process that sent its top k rows of more holds, of any row it did not send, at most
-    what its k-th row holds (in the sort's order). That bounds each row's sum over the
-    processes that did not send it, and the sum of a row no process sent."""
-    sort = query.sort if query.sort in _VALUE else "size"
-    value, order = _VALUE[sort], _ORDER[sort]
-    held = {pid: {row.key: row for row in s.rows} for pid, s in samples.items()}
-    cuts: dict[int, int] = {}  # processes that ranked part of their rows: the last one's order
-    for pid, sample in samples.items():
-        ranked = sample.rows[: min(sample.query.limit, sample.total_rows)]
-        if sample.total_rows > sample.query.limit and ranked:
-            cuts[pid] = order(ranked[-1])
-    if not cuts:
-        return {}
-    rows: dict[str, Row] = {}
-    ranges: dict[str, tuple[float, float]] = {}
-    unsent: dict[str, list[int]] = {}
-    for pid in sorted(samples):
-        for key, row in held[pid].items():
-            rows.setdefault(key, row)
-    for key in rows:
-        known = sum(value(held[pid][key]) for pid in samples if key in held[pid])
-        missing = [pid for pid in cuts if key not in held[pid]]
-        low = known + sum(_unsent(sort, cuts[pid])[0] for pid in missing)
-        high = known + sum(_unsent(sort, cuts[pid])[1] for pid in missing)
-        ranges[key] = _ranked_range(sort, low, high)
-        if missing:
-            unsent[key] = missing
-    lows = sorted((low for low, _ in ranges.values()), reverse=True)
-    edge = lows[query.limit - 1] if len(lows) >= query.limit else -math.inf
-    asks: dict[int, list[Row]] = {}
-    for key in sorted(unsent, key=lambda k: -ranges[k][1]):
-        if ranges[key][1] > edge:
-            for pid in unsent[key]:
-                asks.setdefault(pid, []).append(rows[key])
-    deeper: set[int] = set()
-    never_sent = _ranked_range(
-        sort,
-        sum(_unsent(sort, cut)[0] for cut in cuts.values()),
-        sum(_unsent(sort, cut)[1] for cut in cuts.values()),
-    )
-    if never_sent[1] > edge:
-        deeper = {pid for pid in cuts if samples[pid].query.limit < DEEPEST}
-    return {
-        pid: Ask(
-            depth=min(DEEPEST, 4 * samples[pid].query.limit)
-            if pid in deeper
-            else samples[pid].query.limit,
-            rows=tuple(asks.get(pid, ())),
-        )
-        for pid in sorted(deeper | set(asks))
-    }
-
-
-def _unsent(sort: str, cut: int) -> tuple[float, float]:
-    """The signed values a process can hold of a row it did not send, when the last row
-    it sent ranks `cut` (in the sort's order): none, or at most as much."""
-    if sort in ("size", "count"):
-        return 0, cut
-    if sort == "growth":
-        return -math.inf, max(cut, 0)
-    return -cut, cut  # the magnitude of a change ranks
-
-
-def _ranked_range(sort: str, low: float, high: float) -> tuple[float, float]:
-    """The range of a row's rank in the sort's order, from the range of its value."""
-    if sort not in ("size_diff", "count_diff"):
-        return low, high
-    if low <= 0 <= high:
-        return 0, max(-low, high)
-    return min(abs(low), abs(high)), max(abs(low), abs(high))
-
-
 def _ask(member: LiveSource, query: Query, max_age: float, ask: Ask) -> Sample:
     """One process's top `ask.depth` rows, then those of `ask.rows`."""
-    keys = _keys_that_fit(ask.rows, query.group_by)
+    keys = keys_that_fit(ask.rows, query.group_by)
     return member.refresh(dataclasses.replace(query, limit=ask.depth), max_age, keys)
-
-
-def _keys_that_fit(rows: Iterable[Row], group_by: str) -> tuple[Row, ...]:
-    """The first rows whose keys fit in one request."""
-    fitting = []
-    spent = 0
-    for row in rows:
-        spent += len(json.dumps(key_args(group_by, row)))
-        if spent > KEYS_BYTES:
-            break
-        fitting.append(row)
-    return tuple(fitting)
 
 
 class GroupSource:

@@ -30,7 +30,8 @@ from conftest import (
 from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines
 
 from memtop.group import ProcessTotals, children_of
-from memtop.model import Query, Sample
+from memtop.group_ranks import completions
+from memtop.model import Frame, Query, Row, Sample, TableInfo
 from memtop.ui.app import MemtopApp
 
 APP = str(TARGETS / "wsgi_leaky.py")
@@ -459,6 +460,35 @@ def test_a_baseline_is_set_in_the_processes_that_still_answer(plain: Plain) -> N
     finally:
         os.kill(stopped, signal.SIGCONT)
         group.close()
+
+
+def ranked(limit: int, total: int, *rows: tuple[str, int]) -> Sample:
+    """A process's reply: its top `limit` of `total` rows, as (key, size_diff)."""
+    table = TableInfo(1, T0, 0.0, True, 0.0, 1.0, 0.05)
+    return Sample(
+        pid=0, time=T0, query=Query(limit=limit, sort="size_diff"), rss=None, uss=None,
+        traced_current=0, traced_peak=0, tracemalloc_memory=0, traced_blocks=None, nframe=1,
+        pause_ms=0.0, table=table, total_rows=total,
+        rows=tuple(
+            Row(key, key, 1, max(diff, 0), 1, diff, 0, "", (Frame(key, 1),)) for key, diff in rows
+        ),
+    )  # fmt: skip
+
+
+def test_changes_that_may_cancel_out_are_asked_of_every_process() -> None:
+    """Sorted by the size of a change, a process's unsent rows may have grown or shrunk
+    by as much as its last sent row: a row's sum over processes may cancel out or add up,
+    so each process is asked for what the other sent, and for deeper ranks."""
+    query = Query(limit=1, sort="size_diff")
+    grew, shrank = ranked(1, 10, ("a.py", 100)), ranked(1, 10, ("b.py", -90))
+    asks = completions({1: grew, 2: shrank}, query)
+    assert {pid: (ask.depth, [r.key for r in ask.rows]) for pid, ask in asks.items()} == {
+        1: (4, ["b.py"]),
+        2: (4, ["a.py"]),
+    }
+    # Every row sent by both, and nothing left unsent: nothing to ask.
+    both = ("a.py", 100), ("b.py", -90)
+    assert completions({1: ranked(2, 2, *both), 2: ranked(2, 2, *both)}, query) == {}
 
 
 def test_a_groups_table_id_grows_when_a_worker_leaves(plain: Plain) -> None:
