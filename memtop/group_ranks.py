@@ -121,12 +121,12 @@ def _ranked_range(sort: str, low: float, high: float) -> tuple[float, float]:
 
 
 def keys_that_fit(rows: Iterable[Row], group_by: str) -> tuple[Row, ...]:
-    """The first rows whose keys fit in one request."""
-    fitting = []
+    """The first rows whose keys fit in one request (an agent takes at most DEEPEST)."""
+    fitting: list[Row] = []
     spent = 0
     for row in rows:
         spent += len(json.dumps(key_args(group_by, row)))
-        if spent > KEYS_BYTES:
+        if spent > KEYS_BYTES or len(fitting) == DEEPEST:
             break
         fitting.append(row)
     return tuple(fitting)
