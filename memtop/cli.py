@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from memtop import offline, signals
-from memtop.attach.chain import attach, detach
+from memtop.attach.chain import attach, detach, tidy
 from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
@@ -304,6 +304,8 @@ def _attach(args: argparse.Namespace) -> int:
                 f"resumes, `memtop detach {target.pid}` stops it\n"
             )
         elif ended is None and source.detached:
+            if source.agent_stopped:
+                tidy(target)
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
 
 

@@ -256,7 +256,11 @@ class LiveSource:
         with self._lock:
             self.client.close()
             self.client = AgentClient.connect(
-                self.client.path, self.token, expected_pid=self.pid, uid=self.client.uid
+                self.client.path,
+                self.token,
+                expected_pid=self.pid,
+                uid=self.client.uid,
+                root=self.client.root,
             )
             self.client.busy_wait = 0.0
 
@@ -286,6 +290,7 @@ class LiveSource:
     # close() without an argument then keeps the agent.
     keep_agent = False
     detached = False  # set by close() once the agent answered its detach
+    agent_stopped = False  # and the agent stopped (no other viewer, not an opt-in agent)
 
     def close(self, keep_agent: bool | None = None) -> Ending | None:
         """Leave: stop the program memtop started, or detach the agent unless `keep_agent`
@@ -302,8 +307,9 @@ class LiveSource:
                 # An attached agent detaches by itself after its idle timeout.
                 self._request("configure", keep_token=True)
             elif self.program is None:
-                self._request("detach")
+                reply = self._request("detach")
                 self.detached = True
+                self.agent_stopped = not reply.get("other_viewers") and not reply.get("stays")
         except MemtopError:
             pass
         finally:

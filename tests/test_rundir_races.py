@@ -308,7 +308,7 @@ def test_socket_name_linked_to_a_root_socket_is_never_connected(
     planted: Planted, decoys: Decoys
 ) -> None:
     planted.name(".sock").symlink_to(decoys.socket_path)
-    assert not discovery.agent_serving(planted.proc.pid, PLANTER_UID)  # `memtop ps`
+    assert not discovery.agent_serving(planted.proc.pid, PLANTER_UID, PLANTER_UID)  # `memtop ps`
     done = attach(planted.proc.pid, timeout=5.0)  # the link is stale: removed, then inject
     try:
         assert done.how == "remote-exec"

@@ -82,7 +82,7 @@ def gdb_command(target: Target) -> list[str]:
         command += ["-iex", setting]
     if platform.machine() == "x86_64":
         command += ["-iex", f"set tdesc filename {TDESC}"]
-    if target.python.static:
+    if target.python.static and not (target.container and target.container.other_mounts):
         # The C API is in the executable: name it, since /proc/PID/exe may be an explicit
         # ld.so. A PIE python with a libpython is left to /proc/PID/exe: naming it as the
         # exec file of a loader-started process makes gdb relocate it wrongly.
