@@ -149,11 +149,9 @@ class GroupSource:
         self._notes: deque[str] = deque(maxlen=20)  # for a view that shows them itself
         # A pid names a process only with its start time: a process that ended leaves its
         # pid to the next one started, whoever's that is.
-        self._starts = {pid: served_start(member) for pid, member in self.members.items()}
+        self._starts = {pid: start_of(pid) for pid in self.members}
         self.parent = parent
-        self.parent_start: int | None = None
-        if parent is not None:
-            self.parent_start = self._starts.get(parent) or start_of(parent)
+        self.parent_start = start_of(parent) if parent is not None else None
         self.ended: dict[int, str] = {}
         self._gone: set[tuple[int, int | None]] = set(refused)  # ended, or refused
         self._pending: dict[int, tuple[Query, Future[Sample]]] = {}  # requests under way
@@ -451,20 +449,15 @@ def start_of(pid: int) -> int | None:
         return None
 
 
-def served_start(member: LiveSource) -> int | None:
-    """The start time of the process whose agent a member speaks to (its greeting's)."""
-    start = member.client.greeting.get("start")
-    return start if isinstance(start, int) and not isinstance(start, bool) else None
-
-
 def attach_child(attach_member: Callable[[int], LiveSource], pid: int, start: int) -> LiveSource:
     """Attach the child found as `pid` started at `start`. MemtopError when it has ended
     since: its pid names another process by now, or none."""
     if start_of(pid) != start:
         raise MemtopError("it ended (its pid names another process now, or none)")
     member = attach_member(pid)
-    if served_start(member) != start:
-        member.close()  # another program's agent: detached again
+    # Still that process now: then it held the pid all along, and the attach reached it.
+    if start_of(pid) != start:
+        member.close()  # perhaps another program's agent: detached again
         raise MemtopError("it ended while memtop attached (its pid names another process now)")
     return member
 
