@@ -25,14 +25,15 @@ from memtop.source import LiveSource
 
 NAP = "import time\nwhile True: time.sleep(0.05)"
 # Starts a napping Python child for each line on stdin and prints its pid; children that
-# end are reaped at once (SIGCHLD ignored), so their pids are free again.
+# end are reaped at once (SIGCHLD ignored), so their pids are free again. Ends at EOF.
 FAMILY = f"""
 import select, signal, subprocess, sys
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 kids = []
 while True:
     if select.select([sys.stdin], [], [], 0.05)[0]:
-        sys.stdin.readline()
+        if not sys.stdin.readline():
+            break  # the driver is gone
         kids.append(subprocess.Popen([sys.executable, "-c", {NAP!r}]))
         print(kids[-1].pid, flush=True)
 """
@@ -61,13 +62,32 @@ def gone(pid: int) -> bool:
 
 
 def start_as(pid: int, argv: list[str], **kwargs: Any) -> subprocess.Popen:
-    """Start `argv` as process `pid` (a pid no process has now)."""
-    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-        f.write(str(pid - 1))
-    proc = subprocess.Popen(argv, **kwargs)
-    if proc.pid != pid:
-        raise SystemExit(f"wanted pid {pid}, got {proc.pid}")
-    return proc
+    """Start `argv` as process `pid` (a pid no process has now). A thread started meanwhile
+    takes a pid too: then the pid is asked for again once that thread has ended."""
+    deadline = time.monotonic() + 30
+    while True:
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        proc = subprocess.Popen(argv, **kwargs)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+        holder = _status(pid)
+        if time.monotonic() > deadline:
+            raise SystemExit(f"wanted pid {pid}, got {proc.pid}; {pid} is {holder}")
+        print(f"pid {pid} taken meanwhile by {holder}", file=sys.stderr)
+        wait_for(lambda: gone(pid), f"pid {pid} to be free again")
+
+
+def _status(pid: int) -> str:
+    """Who holds `pid` (its name and thread group), for a message."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = [line.split(None, 1) for line in f if line.startswith(("Name:", "Tgid:"))]
+    except OSError:
+        return "gone again"
+    return " ".join(value.strip() for _, value in fields)
 
 
 def attach_member(pid: int) -> LiveSource:
