@@ -1,8 +1,10 @@
 """Several processes watched as one: a gunicorn master and its workers, a multiprocessing
 pool. Each process has its own agent and socket (they are independent programs); a refresh
 asks all of them at once and merges their tables by row key, keeping what each process
-contributed. Workers that exit drop out with a note; with `children`, new children of the
-watched parent (a recycled worker) are attached as they appear.
+contributed, and asks again until every row shown holds every process's share
+(memtop.group_ranks). Workers that exit drop out with a note; with `children`, new children
+of the watched parent (a recycled worker) are attached as they appear, each process known by
+its pid and start time (a pid outlives its process: the next one started may get it).
 """
 
 from __future__ import annotations
