@@ -29,7 +29,8 @@ from conftest import (
 )
 from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines
 
-from memtop.group import ProcessTotals, children_of
+from memtop.children import children_of
+from memtop.group import ProcessTotals
 from memtop.group_ranks import completions
 from memtop.model import Frame, Query, Row, Sample, TableInfo
 from memtop.ui.app import MemtopApp
