@@ -64,9 +64,7 @@ class Children:
                 del self.parents[parent]
                 self.note(f"pid {parent} ended: its new children are not looked for any more")
                 continue
-            known = set(self._starts.items()) | self._gone
-            found = python_children(parent, parent_start, lambda *child: child in known)  # noqa: B023
-            for pid, start in found:
+            for pid, start in python_children(parent, parent_start, self._known):
                 if tried >= limit:
                     return
                 if pid in self._starts:
@@ -79,6 +77,10 @@ class Children:
                     self.note(f"new child {pid} not attached: {exc.message}")
                     continue
                 self._starts[pid] = start
+
+    def _known(self, pid: int, start: int) -> bool:
+        """Watched, ended or refused: not looked at again."""
+        return self._starts.get(pid) == start or (pid, start) in self._gone
 
 
 def start_of(pid: int) -> int | None:

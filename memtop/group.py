@@ -145,9 +145,9 @@ class GroupSource:
         self._note = note
         self._notes: deque[str] = deque(maxlen=20)  # for a view that shows them itself
         parents = [] if parent is None else [parent]
-        self.children = Children(parents, attach_member, self.note, refused)
+        self._children = Children(parents, attach_member, self.note, refused)
         for pid in self.members:
-            self.children.watching(pid)
+            self._children.watching(pid)
         self.ended: dict[int, str] = {}
         self._pending: dict[int, tuple[Query, Future[Sample]]] = {}  # requests under way
         self._last: dict[int, tuple[Query, Sample]] = {}  # each process's last table
@@ -376,14 +376,14 @@ class GroupSource:
     def _drop(self, pid: int) -> None:
         member = self.members.pop(pid)
         self._last.pop(pid, None)
-        self.children.left(pid)
+        self._children.left(pid)
         status = str(member.exit_status() or "closed its agent connection")
         self.ended[pid] = status
         self.note(f"pid {pid} {status}: dropped from the group")
         member.close()
 
     def _adopt_children(self) -> None:
-        for pid, member in self.children.adopt().items():
+        for pid, member in self._children.adopt().items():
             self.members[pid] = member
             self.note(f"new child {pid} attached")
 

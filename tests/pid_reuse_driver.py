@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from conftest import free_port
 
@@ -31,6 +31,7 @@ from memtop.group import GroupSource
 from memtop.model import Query
 from memtop.source import LiveSource
 
+T = TypeVar("T")
 NAP = "import time\nwhile True: time.sleep(0.05)"
 # Starts a napping Python child for each line on stdin and prints its pid; children that
 # end are reaped at once (SIGCHLD ignored), so their pids are free again. Ends at EOF.
@@ -70,20 +71,32 @@ def gone(pid: int) -> bool:
 
 
 def start_as(pid: int, argv: list[str], **kwargs: Any) -> subprocess.Popen:
-    """Start `argv` as process `pid` (a pid no process has now). A thread started meanwhile
-    takes a pid too: then the pid is asked for again once that thread has ended."""
+    """Start `argv` as process `pid` (a pid no process has now)."""
+
+    def end(proc: subprocess.Popen) -> None:
+        proc.kill()
+        proc.wait()
+
+    return as_pid(pid, lambda: subprocess.Popen(argv, **kwargs), lambda proc: proc.pid, end)
+
+
+def as_pid(
+    pid: int, start: Callable[[], T], pid_of: Callable[[T], int], end: Callable[[T], None]
+) -> T:
+    """What `start` started as process `pid` (a pid no process has now). A thread started
+    meanwhile takes a pid too: then the process started is ended, and the pid asked for
+    again once that thread has ended."""
     deadline = time.monotonic() + 30
     while True:
         with open("/proc/sys/kernel/ns_last_pid", "w") as f:
             f.write(str(pid - 1))
-        proc = subprocess.Popen(argv, **kwargs)
-        if proc.pid == pid:
-            return proc
-        proc.kill()
-        proc.wait()
+        started = start()
+        if pid_of(started) == pid:
+            return started
+        end(started)
         holder = _status(pid)
         if time.monotonic() > deadline:
-            raise SystemExit(f"wanted pid {pid}, got {proc.pid}; {pid} is {holder}")
+            raise SystemExit(f"wanted pid {pid}, got {pid_of(started)}; {pid} is {holder}")
         print(f"pid {pid} taken meanwhile by {holder}", file=sys.stderr)
         wait_for(lambda: gone(pid), f"pid {pid} to be free again")
 
@@ -198,6 +211,15 @@ class Family:
         wait_for(lambda: runs_python(child), f"child {child} to run Python")
         return child
 
+    def spawn_as(self, pid: int) -> int:
+        """A new child as process `pid` (a pid no process has now)."""
+
+        def end(child: int) -> None:
+            os.kill(child, signal.SIGKILL)
+            wait_for(lambda: gone(child), f"child {child} to be reaped")
+
+        return as_pid(pid, self.spawn, lambda child: child, end)
+
 
 def watch_export() -> dict[str, Any]:
     """`memtop export FAMILY OTHER --children` run in this process (its attach function
@@ -234,14 +256,21 @@ def watch_export() -> dict[str, Any]:
         return sorted(int(pid) for pid in re.findall(r'^memtop_rss_bytes\{pid="(\d+)"', text, re.M))
 
     def settled(*left: int) -> list[int] | None:
-        """What /metrics serves once it serves every process export attached, but `left`."""
+        """What /metrics serves once it serves every living process export attached, but
+        `left`."""
         attached = {int(pid) for pid in re.findall(r"attached to pid (\d+)", err.getvalue())}
         pids = served()
-        return pids if attached - set(left) <= set(pids) else None
+        living = {pid for pid in attached - set(left) if not gone(pid)}
+        return pids if living <= set(pids) else None
 
     def change_families() -> None:
         try:
             seen["after_swap"] = wait_for(lambda: first in served() and settled(), "children")
+            # The first child ends; the family's next child is given its pid.
+            os.kill(first, signal.SIGKILL)
+            wait_for(lambda: first not in served(), "the first child to drop out")
+            family.spawn_as(first)
+            seen["reborn"] = wait_for(lambda: first in served() and settled(), f"pid {first} again")
             # The parent ends and its pid goes to another program, with a Python child.
             family.proc.kill()
             family.proc.wait()

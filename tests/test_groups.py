@@ -570,14 +570,17 @@ def test_a_pid_that_names_another_process_by_now_is_not_taken_in(short_tmp: Path
 
 def test_export_children_follows_processes_not_pids(short_tmp: Path) -> None:
     """`memtop export --children` as the group view: the stranger given a listed child's pid
-    before it was attached is neither attached nor served, nor is the child of the program
-    given the ended parent's pid; the parent's series go, a later child's come."""
+    before it was attached is neither attached nor served, a new child given an ended
+    child's pid is, and the child of the program given the ended parent's pid is not; the
+    parent's series go, a later child's come."""
     seen = reuse_pids(short_tmp, "export")
     assert "failed" not in seen and seen["code"] == 0, seen
     first, second, its_child = seen["first"], seen["second"], seen["its_child"]
     assert seen["after_swap"] == sorted([seen["family"], seen["other"], first]), seen
     assert f"new child {second} not attached: it ended" in seen["err"], seen["err"]
     assert f"attached to pid {second} " not in seen["err"], seen["err"]
+    assert seen["reborn"] == seen["after_swap"], seen
+    assert seen["err"].count(f"attached to pid {first} ") == 2, seen["err"]
     assert f"attached to pid {its_child} " not in seen["err"], seen["err"]
     assert seen["after_parent"] == sorted([seen["other"], first, seen["later"]]), seen
     assert f"pid {seen['family']} ended: its new children are not looked for" in seen["err"]
