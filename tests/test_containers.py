@@ -271,9 +271,12 @@ def test_a_docker_like_container_of_roots_with_fewer_capabilities(boxes: Boxes, 
     assert box.files() == before
 
 
-def test_sampled_mode_runs_in_a_rootless_container(boxes: Boxes) -> None:
-    """The sampler library is staged and loaded from the container's /tmp like the rest."""
-    box = boxes.start(python_for("remote-exec"), MAKER_UID)
+@pytest.mark.parametrize("tmp", ["exec", "noexec"])
+def test_sampled_mode_runs_in_a_rootless_container(boxes: Boxes, tmp: str) -> None:
+    """The sampler library is staged in the container's /tmp like the rest, and loaded
+    from there, or from a memfd copy where /tmp is mounted noexec."""
+    noexec = 'mount -t tmpfs -o noexec none "$root/tmp"' if tmp == "noexec" else ""
+    box = boxes.start(python_for("remote-exec"), MAKER_UID, prepare=noexec)
     before = box.files()
     line, err = stream_json(
         [str(box.pid), "--json", "-i", "0.3", "--mode", "sampled", "--rate", "4096"],
