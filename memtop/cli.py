@@ -8,12 +8,12 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from memtop import offline, signals
-from memtop.attach.chain import attach, detach
+from memtop.attach.chain import attach, detach, tidy
 from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
@@ -23,7 +23,7 @@ from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, Targe
 from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
 from memtop.model import INTERNAL_PATTERNS, Query
-from memtop.modes import mode_request, settle_mode
+from memtop.modes import ModeRequest, mode_request, settle_mode
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
@@ -304,39 +304,39 @@ def _attach(args: argparse.Namespace) -> int:
                 f"resumes, `memtop detach {target.pid}` stops it\n"
             )
         elif ended is None and source.detached:
+            if source.agent_stopped:
+                tidy(target)
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
 
 
 def _attach_group(args: argparse.Namespace) -> int:
     """`memtop PID PID…` or `memtop PID --children`: several processes as one table."""
-    from memtop.group import GroupSource, children_of
+    from memtop.children import attach_child, python_children, start_of
+    from memtop.group import GroupSource
 
     query = _query(args)
     mode = mode_request(args, "sampled")
     if args.iterations is not None and not (args.batch or args.json):
         args.batch = True
     note = _note
-
-    def attach_member(pid: int) -> LiveSource:
-        attached = attach(
-            pid, args.method, args.nframe, args.timeout, args.force_gdb, mode=mode, note=note
-        )
-        return LiveSource(attached.client, pid, attached.how, token=attached.token)
-
+    attach_member = _member_attacher(args, mode)
     pids = list(dict.fromkeys([args.pid, *args.more]))
-    found = [pid for pid in children_of(args.pid) if pid not in pids] if args.children else []
+    found = []
+    if args.children:
+        parent_start = start_of(args.pid)
+        found = python_children(args.pid, parent_start, lambda pid, _: pid in pids)
     members: dict[int, LiveSource] = {}
-    refused: set[int] = set()
+    refused: set[tuple[int, int]] = set()
     try:
         for pid in pids:
             members[pid] = attach_member(pid)
-        for pid in found:
+        for pid, start in found:
             # A child found, not typed: it may refuse (opted out, another user) or end
             # meanwhile, as later children may; the group goes on without it.
             try:
-                members[pid] = attach_member(pid)
+                members[pid] = attach_child(attach_member, pid, start)
             except MemtopError as exc:
-                refused.add(pid)
+                refused.add((pid, start))
                 note(f"child {pid} not attached: {exc.message}")
     except BaseException:
         for member in members.values():
@@ -350,6 +350,18 @@ def _attach_group(args: argparse.Namespace) -> int:
         return _view(source, query, args)
     finally:
         source.close()
+
+
+def _member_attacher(args: argparse.Namespace, mode: ModeRequest) -> Callable[[int], LiveSource]:
+    """Attaches one process of a group or an export as the command line asks."""
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(
+            pid, args.method, args.nframe, args.timeout, args.force_gdb, mode=mode, note=_note
+        )
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    return attach_member
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -366,14 +378,7 @@ def _export(args: argparse.Namespace) -> int:
         top=args.top,
         interval=args.interval,
         keep_agent=args.keep_agent,
-        attach_options={
-            "method": args.method,
-            "nframe": args.nframe,
-            "timeout": args.timeout,
-            "force_gdb": args.force_gdb,
-            "mode": mode_request(args, "sampled"),
-            "note": _note,
-        },
+        attach_member=_member_attacher(args, mode_request(args, "sampled")),
         err=sys.stderr,
         hung_up=signals.hung_up,
         children=args.children,
@@ -398,7 +403,8 @@ def _ps(args: argparse.Namespace) -> int:
         command = ("  " * (depth - 1) + "└─ " if depth else "") + display_command(row.command)
         if row.container is not None:
             inside = row.container["pid_inside"]
-            command = f"[container {row.container['namespace']}, pid {inside} there] {command}"
+            where = row.container.get("id") or row.container["namespace"]
+            command = f"[container {where}, pid {inside} there] {command}"
         sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 

@@ -1,8 +1,9 @@
 """Several processes watched as one: a gunicorn master and its workers, a multiprocessing
 pool. Each process has its own agent and socket (they are independent programs); a refresh
 asks all of them at once and merges their tables by row key, keeping what each process
-contributed. Workers that exit drop out with a note; with `children`, new children of the
-watched parent (a recycled worker) are attached as they appear.
+contributed, and asks again until every row shown holds every process's share
+(memtop.group_ranks). Workers that exit drop out with a note; with `children`, new children
+of the watched parent (a recycled worker) are attached as they appear (memtop.children).
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-import psutil
-
+from memtop.children import Children
 from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
+from memtop.group_ranks import ORDER, Ask, completions, keys_that_fit
 from memtop.model import Query, Row, Sample, TableInfo
 from memtop.source import LiveSource, TargetInfo, TracebackEntry
 
-MAX_ADOPTED_PER_REFRESH = 2  # attaching takes a while: new children join a few at a time
 MEMBER_WAIT = 3.0  # seconds a refresh waits for a process before showing its last table
+SETTLE_AGE = 3600.0  # asking a process again: the table it has just read will do
+ROUNDS = 3  # requests per process and refresh at most, the first one included
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,10 @@ class ProcessTotals:
         return dataclasses.asdict(self)
 
 
-def merge(samples: dict[int, Sample], query: Query, now: float) -> Sample:
+def merge(samples: dict[int, Sample], query: Query, now: float, table_id: int = 0) -> Sample:
     """One Sample for the group: totals summed, rows summed by key (each row keeps what
-    every process contributed, largest first), the oldest table's timing."""
+    every process contributed, largest first), the oldest table's timing; `table_id`
+    names the combination of tables."""
     ordered = sorted(samples.items())
     rows: dict[str, list[tuple[int, Row]]] = {}
     for pid, sample in ordered:
@@ -63,7 +66,7 @@ def merge(samples: dict[int, Sample], query: Query, now: float) -> Sample:
                 ),
             )
         )
-    order = _ORDER.get(query.sort, _ORDER["size"])
+    order = ORDER.get(query.sort, ORDER["size"])
     merged.sort(key=lambda r: (-order(r), r.key))
     merged = merged[: query.limit]
 
@@ -87,7 +90,7 @@ def merge(samples: dict[int, Sample], query: Query, now: float) -> Sample:
         nframe=min(s.nframe for _, s in ordered),
         pause_ms=max(s.pause_ms for _, s in ordered),
         table=TableInfo(
-            sample_id=sum(t.sample_id for t in tables),
+            sample_id=table_id,
             time=oldest.time,
             age=oldest.age,
             fresh=all(t.fresh for t in tables),
@@ -116,13 +119,10 @@ def merge(samples: dict[int, Sample], query: Query, now: float) -> Sample:
     )
 
 
-_ORDER: dict[str, Callable[[Row], int]] = {
-    "size": lambda r: r.size,
-    "count": lambda r: r.count,
-    "size_diff": lambda r: abs(r.size_diff),
-    "count_diff": lambda r: abs(r.count_diff),
-    "growth": lambda r: r.size_diff,
-}
+def _ask(member: LiveSource, query: Query, max_age: float, ask: Ask) -> Sample:
+    """One process's top `ask.depth` rows, then those of `ask.rows`."""
+    keys = keys_that_fit(ask.rows, query.group_by)
+    return member.refresh(dataclasses.replace(query, limit=ask.depth), max_age, keys)
 
 
 class GroupSource:
@@ -136,20 +136,26 @@ class GroupSource:
         attach_member: Callable[[int], LiveSource],
         note: Callable[[str], None],
         parent: int | None = None,
-        refused: Iterable[int] = (),
+        refused: Iterable[tuple[int, int]] = (),
     ) -> None:
         """`members`: the processes attached so far; `parent`: adopt its new children
-        through `attach_member` (not the `refused` ones); `note` says when a process joins
-        or drops out."""
+        through `attach_member` (not the `refused` ones, as (pid, start time)); `note`
+        says when a process joins or drops out."""
         self.members = dict(members)
-        self.attach_member = attach_member
         self._note = note
         self._notes: deque[str] = deque(maxlen=20)  # for a view that shows them itself
-        self.parent = parent
+        parents = [] if parent is None else [parent]
+        self._children = Children(parents, attach_member, self.note, refused)
+        for pid in self.members:
+            self._children.watching(pid)
         self.ended: dict[int, str] = {}
-        self._refused: set[int] = set(refused)
         self._pending: dict[int, tuple[Query, Future[Sample]]] = {}  # requests under way
-        self._last: dict[int, Sample] = {}
+        self._last: dict[int, tuple[Query, Sample]] = {}  # each process's last table
+        # The merged table's rows: asked of every process next time, whatever they rank
+        # there, so a steady table needs one request per process.
+        self._shown: tuple[Query, tuple[Row, ...]] = (Query(), ())
+        self._tables: object = None  # the tables the last refresh showed
+        self._table_id = 0  # a new table shown: a new id, larger than any before
         self._slow: set[int] = set()  # processes said not to answer
         self.focus: int | None = None  # one process shown on its own, or None: all merged
         first = next(iter(self.members.values()))
@@ -190,26 +196,68 @@ class GroupSource:
         the GIL) does not hold up the others: its last table stands in, and its request
         is left to finish, to be read on a later refresh."""
         self._adopt_children()
+        shown = self._shown[1] if self._shown[0] == query else ()
         for pid in sorted(self.members):
             if pid not in self._pending:
-                self._pending[pid] = (
-                    query,
-                    self._pool.submit(self.members[pid].refresh, query, max_age),
-                )
+                first = Ask(query.limit, shown)
+                asked = self._pool.submit(_ask, self.members[pid], query, max_age, first)
+                self._pending[pid] = (query, asked)
         samples = self._collect(query, max(MEMBER_WAIT, 3 * max_age))
         while not samples and self._pending:
             # Nothing to show at all: wait for whichever process answers first.
             samples = self._collect(query, None)
         if not samples:
             raise ConnectionLost("every watched process has ended")
-        merged = merge(samples, query, time.time())
+        self._complete(samples, query)
         focus = self.focus
+        if focus is not None and focus not in samples:
+            self.focus = focus = None  # it dropped out: back to the whole group
+        tables = (focus, query, sorted((pid, s.table.sample_id) for pid, s in samples.items()))
+        if tables != self._tables:
+            self._tables = tables
+            self._table_id += 1
+        merged = merge(samples, query, time.time(), self._table_id)
+        self._shown = (query, merged.rows)
         if focus is None:
             return merged
-        if focus not in samples:
-            self.focus = None  # it dropped out: back to the whole group
-            return merged
-        return dataclasses.replace(samples[focus], processes=merged.processes)
+        own = samples[focus]
+        return dataclasses.replace(
+            own,
+            query=query,
+            rows=own.rows[: min(query.limit, own.total_rows)],
+            processes=merged.processes,
+            table=dataclasses.replace(own.table, sample_id=self._table_id),
+        )
+
+    def _complete(self, samples: dict[int, Sample], query: Query) -> None:
+        """Ask the processes that just answered again, for the rows some other process
+        ranked higher (and deeper ranks when a row none of them sent could still make the
+        table), until every row the merged table shows has every process's share."""
+        for _ in range(ROUNDS - 1):
+            asks = {
+                pid: ask
+                for pid, ask in completions(samples, query).items()
+                if pid in self.members and pid not in self._pending
+            }
+            if not asks:
+                return
+            asked = {
+                pid: self._pool.submit(_ask, self.members[pid], query, SETTLE_AGE, ask)
+                for pid, ask in asks.items()
+            }
+            done, _ = wait(asked.values(), timeout=MEMBER_WAIT)
+            for pid, future in asked.items():
+                if future not in done:
+                    self._pending[pid] = (query, future)  # read by a later refresh
+                    continue
+                try:
+                    samples[pid] = future.result()
+                except ConnectionLost:
+                    self._drop(pid)  # this refresh still shows what it sent before
+                    continue
+                except MemtopError:
+                    continue  # busy: its first answer stands
+                self._last[pid] = (query, samples[pid])
 
     def _collect(self, query: Query, timeout: float | None) -> dict[int, Sample]:
         """The tables answered within `timeout` (None: until the first answer), and the
@@ -223,8 +271,8 @@ class GroupSource:
                     self._slow.add(pid)
                     self.note(f"pid {pid} is not answering (stopped?): showing its last table")
                 last = self._last.get(pid)
-                if last is not None and last.query == query:
-                    samples[pid] = _aged(last, time.time())
+                if last is not None and last[0] == query:
+                    samples[pid] = _aged(last[1], time.time())
                 continue
             del self._pending[pid]
             self._slow.discard(pid)
@@ -237,9 +285,10 @@ class GroupSource:
                 self.note(f"pid {pid}: {exc.message}")
                 continue
             if asked == query:
-                samples[pid] = self._last[pid] = sample
-            elif pid in self._last and self._last[pid].query == query:
-                samples[pid] = self._last[pid]
+                samples[pid] = sample
+                self._last[pid] = (query, sample)
+            elif pid in self._last and self._last[pid][0] == query:
+                samples[pid] = self._last[pid][1]
         return samples
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
@@ -327,26 +376,15 @@ class GroupSource:
     def _drop(self, pid: int) -> None:
         member = self.members.pop(pid)
         self._last.pop(pid, None)
+        self._children.left(pid)
         status = str(member.exit_status() or "closed its agent connection")
         self.ended[pid] = status
         self.note(f"pid {pid} {status}: dropped from the group")
         member.close()
 
     def _adopt_children(self) -> None:
-        if self.parent is None:
-            return
-        adopted = 0
-        known = set(self.members) | set(self.ended) | self._refused
-        for pid in children_of(self.parent, known):
-            if adopted >= MAX_ADOPTED_PER_REFRESH:
-                break
-            adopted += 1
-            try:
-                self.members[pid] = self.attach_member(pid)
-            except MemtopError as exc:
-                self._refused.add(pid)
-                self.note(f"new child {pid} not attached: {exc.message}")
-                continue
+        for pid, member in self._children.adopt().items():
+            self.members[pid] = member
             self.note(f"new child {pid} attached")
 
     def exit_status(self) -> Ending | None:
@@ -376,26 +414,3 @@ def _aged(sample: Sample, now: float) -> Sample:
     return dataclasses.replace(
         sample, table=dataclasses.replace(sample.table, age=age, fresh=False)
     )
-
-
-def children_of(parent: int, known: Iterable[int] = ()) -> list[int]:
-    """The living descendants of `parent` that run CPython, oldest first; `known` ones are
-    left out without a look (telling CPython reads the process's memory map)."""
-    from memtop.attach.pyversion import detect_python
-
-    try:
-        found = psutil.Process(parent).children(recursive=True)
-    except psutil.Error:
-        return []
-    skip = set(known)
-    pids = []
-    for child in sorted(found, key=lambda p: p.pid):
-        if child.pid in skip:
-            continue
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE or detect_python(child.pid) is None:
-                continue
-        except (psutil.Error, OSError, ValueError):
-            continue
-        pids.append(child.pid)
-    return pids

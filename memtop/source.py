@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -144,9 +145,12 @@ class LiveSource:
             **_mode_fields(greeting),
         )
 
-    def refresh(self, query: Query, max_age: float) -> Sample:
-        """One refresh: the agent's rows and totals, RSS/USS read from outside."""
+    def refresh(self, query: Query, max_age: float, keys: Sequence[Row] = ()) -> Sample:
+        """One refresh: the agent's rows and totals, RSS/USS read from outside; the rows
+        of `keys` follow the top rows, whatever their rank."""
         args = query.top_args(max_age)
+        if keys:
+            args["keys"] = [key_args(query.group_by, row) for row in keys]
         held = self._rows_held
         if held is not None and held[0] == query:
             args["reuse_rows"] = held[1]  # the sample they were read from
@@ -176,10 +180,7 @@ class LiveSource:
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks counted in `row`."""
-        if query.group_by == "traceback":
-            key: dict[str, object] = {"frames": [[f.filename, f.lineno] for f in row.traceback]}
-        else:
-            key = {"filename": row.filename, "lineno": row.lineno}
+        key = key_args(query.group_by, row)
         reply = self._request("tracebacks", **query.grouping_args(), key=key, limit=limit)
         return [
             TracebackEntry(
@@ -255,7 +256,11 @@ class LiveSource:
         with self._lock:
             self.client.close()
             self.client = AgentClient.connect(
-                self.client.path, self.token, expected_pid=self.pid, uid=self.client.uid
+                self.client.path,
+                self.token,
+                expected_pid=self.pid,
+                uid=self.client.uid,
+                root=self.client.root,
             )
             self.client.busy_wait = 0.0
 
@@ -285,6 +290,7 @@ class LiveSource:
     # close() without an argument then keeps the agent.
     keep_agent = False
     detached = False  # set by close() once the agent answered its detach
+    agent_stopped = False  # and the agent stopped (no other viewer, not an opt-in agent)
 
     def close(self, keep_agent: bool | None = None) -> Ending | None:
         """Leave: stop the program memtop started, or detach the agent unless `keep_agent`
@@ -301,8 +307,9 @@ class LiveSource:
                 # An attached agent detaches by itself after its idle timeout.
                 self._request("configure", keep_token=True)
             elif self.program is None:
-                self._request("detach")
+                reply = self._request("detach")
                 self.detached = True
+                self.agent_stopped = not reply.get("other_viewers") and not reply.get("stays")
         except MemtopError:
             pass
         finally:
@@ -310,6 +317,13 @@ class LiveSource:
         if self.program is not None and not keep_agent:
             status = self.program.stop()
         return status
+
+
+def key_args(group_by: str, row: Row) -> dict[str, object]:
+    """A row's key as the agent's `top` and `tracebacks` take it."""
+    if group_by == "traceback":
+        return {"frames": [[f.filename, f.lineno] for f in row.traceback]}
+    return {"filename": row.filename, "lineno": row.lineno}
 
 
 def _mode_fields(reply: dict[str, Any]) -> dict[str, Any]:
