@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
         table(
             ["Python", "untraced ns/iter"]
             + [kib(n) if n[0].isdigit() else n for n in names]
-            + [kib(n) + " vs bare hook" for n in over_names],
+            + [(kib(n) if n[0].isdigit() else n) + " vs bare hook" for n in over_names],
             rows,
         )
     )

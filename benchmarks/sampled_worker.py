@@ -4,9 +4,11 @@ usage: sampled_worker.py ROOT ROUNDS ITERATIONS BLOCKS
 
 Overhead: an allocation-saturated loop 20 frames deep, timed with time.thread_time, each
 round running every configuration back to back, so a round's ratios share the machine's
-load. Accuracy: five sites keeping 8, 4, 2, 1 and 0.5 MB, sampled with tracemalloc(1)
-running below the sampler as the exact reference. Refresh: BLOCKS live one-block objects
-from 50 sites, read by the sampler and by tracemalloc.
+load; the bare hook and the default rate also with 46 MB kept alive through the loop (live
+samples: every free is looked up in the sampled set). Accuracy: five sites keeping 8, 4,
+2, 1 and 0.5 MB, sampled with tracemalloc(1) running below the sampler as the exact
+reference. Refresh: BLOCKS live one-block objects from 50 sites, read by the sampler and by
+tracemalloc.
 """
 
 import ctypes
@@ -47,16 +49,36 @@ def timed(setup, teardown):
     return elapsed
 
 
+DEFAULT_RATE = 256 * 1024
+BARE_HELD = "bare hook, 46 MB live"
+DEFAULT_HELD = "R=256K, 46 MB live"
+HELD = []
+
+
+def hold(sampler, rate):
+    sampler.start(rate)
+    HELD.append([bytes(200) for _ in range(200000)])
+
+
+def release(sampler):
+    del HELD[:]
+    sampler.stop()
+
+
 def overhead(sampler):
     configs = [("untraced", lambda: None, lambda: None)]
     for rate in [BARE, *RATES]:
         configs.append((rate, lambda r=rate: sampler.start(r), sampler.stop))
+    # The same two with 46 MB allocated (and so sampled) before the loop and alive through
+    # it: with live samples, every free looks its address up in the sampled set.
+    for name, rate in ((BARE_HELD, BARE), (DEFAULT_HELD, DEFAULT_RATE)):
+        configs.append((name, lambda r=rate: hold(sampler, r), lambda: release(sampler)))
     for nframe in (1, 4):
         configs.append(
             ("tracemalloc(%d)" % nframe, lambda n=nframe: tracemalloc.start(n), tracemalloc.stop)
         )
     ratios = {name: [] for name, _, _ in configs[1:]}
-    over_hook = {rate: [] for rate in RATES}
+    over_hook = {rate: [] for rate in [*RATES, DEFAULT_HELD]}
     base_ns = []
     for _ in range(ROUNDS):
         times = {name: timed(setup, teardown) for name, setup, teardown in configs}
@@ -65,6 +87,7 @@ def overhead(sampler):
             ratios[name].append(times[name] / times["untraced"])
         for rate in RATES:
             over_hook[rate].append(times[rate] / times[BARE])
+        over_hook[DEFAULT_HELD].append(times[DEFAULT_HELD] / times[BARE_HELD])
     return {
         "untraced_ns": statistics.median(base_ns),
         "ratios": {str(k): statistics.median(v) for k, v in ratios.items()},
