@@ -8,9 +8,9 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from memtop import offline, signals
 from memtop.attach.chain import attach, detach
@@ -24,9 +24,10 @@ from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
 from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.modes import mode_request, settle_mode
+from memtop.record import Recorder
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
-from memtop.source import LiveSource
+from memtop.source import LiveSource, Source
 from memtop.terminal import SafeStream, clean_text
 
 DEMO_PROGRAM = str(Path(__file__).resolve().parent / "demo.py")
@@ -175,12 +176,11 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
             raise TargetExited(f"the program {ended} before the first refresh") from exc
         raise
     source = LiveSource(client, program.pid, "run", program)
-    try:
-        return _view(source, query, args)
-    finally:
+
+    def leave(keep_agent: bool) -> None:
         ended_itself = program.exit_status()
-        closed = source.close()
-        if source.keep_agent and ended_itself is None:
+        closed = source.close(keep_agent=keep_agent)
+        if keep_agent and ended_itself is None:
             sys.stderr.write(
                 f"memtop: left pid {program.pid} running with its agent serving: `memtop "
                 f"{program.pid}` resumes, `memtop detach {program.pid}` stops tracing; its "
@@ -189,27 +189,31 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
         else:
             _report_program_end(program, ended_itself, closed)
 
+    return _view(source, query, args, leave)
 
-def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
+
+def _view(
+    source: Source, query: Query, args: argparse.Namespace, leave: Callable[[bool], object]
+) -> int:
     """Show a source with the view the options ask for; returns the exit code.
 
-    The TUI unless --batch/--json/-n, or when not on a terminal (like `top -b`). After
-    `Q`, or when the terminal went away (SIGHUP), `source.keep_agent` is set: the
-    caller's close() then leaves the agent serving."""
-    shown = source
+    The TUI unless --batch/--json/-n, or when not on a terminal (like `top -b`). However
+    the view ends, `leave(keep_agent)` runs: `keep_agent` after `Q`, or when the terminal
+    went away (SIGHUP), and the agent then stays serving."""
     record = None
-    if getattr(args, "record", None):
-        try:
-            record = open(args.record, "a", encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.record}: {exc.strerror}") from exc
-        shown = offline.RecordingSource(source, record)
     keep = False
     try:
+        recorder = None
+        if getattr(args, "record", None):
+            try:
+                record = open(args.record, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise UsageError(f"cannot write {args.record}: {exc.strerror}") from exc
+            recorder = Recorder(record)
         terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
         if args.batch or args.json or args.iterations is not None or not terminal:
             code = run_batch(
-                shown,
+                source,
                 query,
                 interval=args.interval,
                 iterations=args.iterations,
@@ -217,11 +221,12 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
                 out=sys.stdout,
                 err=sys.stderr,
                 width=_batch_width(),
+                record=recorder,
             )
         else:
             from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
 
-            outcome = run_tui(shown, query, args.interval, args.hide_internal)
+            outcome = run_tui(source, query, args.interval, args.hide_internal, recorder)
             if outcome.error is not None:
                 raise MemtopError(outcome.error, outcome.exit_code)
             if outcome.ended is not None:  # said on screen; said again once it is gone
@@ -231,7 +236,7 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
         if record is not None:
             record.close()
         # Also when the view ended in KeyboardInterrupt: SIGHUP arrives as one.
-        source.keep_agent = keep or signals.hung_up()
+        leave(keep or signals.hung_up())
     return code
 
 
@@ -250,7 +255,7 @@ def _view_file(args: argparse.Namespace) -> int:
         )
     if args.iterations is None and (args.batch or args.json):
         args.iterations = 1  # a file does not change: one refresh says it all
-    return _view(source, _query(args), args)
+    return _view(source, _query(args), args, lambda keep_agent: source.close())
 
 
 def _report_program_end(program: Program, ended: Ending | None, status: Ending | None) -> None:
@@ -293,18 +298,19 @@ def _attach(args: argparse.Namespace) -> int:
         f"{target.user}) via {attached.how} in {attached.seconds:.2f} s\n"
     )
     source = LiveSource(attached.client, target.pid, attached.how, token=attached.token)
-    try:
-        return _view(source, query, args)
-    finally:
+
+    def leave(keep_agent: bool) -> None:
         ended = source.exit_status()
-        source.close()
-        if ended is None and source.keep_agent:
+        source.close(keep_agent=keep_agent)
+        if ended is None and keep_agent:
             sys.stderr.write(
                 f"memtop: the agent keeps serving in pid {target.pid}: `memtop {target.pid}` "
                 f"resumes, `memtop detach {target.pid}` stops it\n"
             )
         elif ended is None and source.detached:
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
+
+    return _view(source, query, args, leave)
 
 
 def _attach_group(args: argparse.Namespace) -> int:
@@ -346,10 +352,7 @@ def _attach_group(args: argparse.Namespace) -> int:
     source = GroupSource(
         members, attach_member, note, parent=args.pid if args.children else None, refused=refused
     )
-    try:
-        return _view(source, query, args)
-    finally:
-        source.close()
+    return _view(source, query, args, lambda keep_agent: source.close(keep_agent=keep_agent))
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -12,12 +12,9 @@ from typing import Any
 
 from memtop.agent import collector
 from memtop.ending import Ending
-from memtop.errors import MemtopError
 from memtop.model import Frame, Query, Row, Sample, TableInfo, row_key, tracing_from_reply
 from memtop.snapfile import SavedSnapshot, Traceback
 from memtop.source import TargetInfo, TracebackEntry
-
-LIVE_ONLY = "{what} need the live process: a saved snapshot holds traces only"
 
 
 def _session(meta: dict[str, Any]) -> str | None:
@@ -27,7 +24,9 @@ def _session(meta: dict[str, Any]) -> str | None:
 
 
 class FileSource:
-    """Views read this like a live source; nothing changes between refreshes."""
+    """A table and tracebacks like a live source's, and its snapshot; nothing changes
+    between refreshes, and nothing here needs the live process (no LiveControls, no
+    HeapInspection)."""
 
     def __init__(
         self,
@@ -94,10 +93,6 @@ class FileSource:
                 f" (imported from {source})" if source else ""
             )
         return who, when
-
-    def resume(self, query: Query) -> None:
-        """A file has no history to go on from."""
-        return None
 
     def refresh(self, query: Query, max_age: float) -> Sample:
         """The table of the file (diffs against the base file, if any); a file does not
@@ -195,39 +190,12 @@ class FileSource:
         )
         return [TracebackEntry(size, count, self._frames(tb)) for tb, size, count in found]
 
-    def types(self, mark: bool = False, limit: int = 100) -> Any:
-        raise MemtopError(LIVE_ONLY.format(what="object types"))
-
-    def origins(self, type_name: str, sample: int = 200, limit: int = 10) -> Any:
-        raise MemtopError(LIVE_ONLY.format(what="allocation origins"))
-
-    def referrers(
-        self, type_name: str | None = None, row: Row | None = None, timeout: float = 2.0
-    ) -> Any:
-        raise MemtopError(LIVE_ONLY.format(what="referrer chains"))
-
     def snapshot(self) -> SavedSnapshot:
+        """The file's snapshot (saved again by the viewer's `S`)."""
         return self.current
 
-    def set_baseline(self) -> None:
-        raise MemtopError("a saved snapshot has no baseline: compare files with --base")
-
-    def clear_baseline(self) -> None:
-        raise MemtopError("a saved snapshot has no baseline")
-
-    def reset_peak(self) -> None:
-        raise MemtopError("a saved snapshot's peak cannot be reset")
-
-    def set_mode(self, mode: str, rate: int | None = None) -> str:
-        raise MemtopError("a saved snapshot has no mode to switch: attach to the process")
-
-    def exit_status(self) -> Ending | None:
-        return None
-
-    def reconnect(self) -> None:
-        return None
-
     def close(self, keep_agent: bool = False) -> Ending | None:
+        """Nothing to leave."""
         return None
 
 

@@ -126,9 +126,8 @@ _ORDER: dict[str, Callable[[Row], int]] = {
 
 
 class GroupSource:
-    """The processes of a group behind the Source interface of one process."""
-
-    keep_agent = False
+    """The processes of a group behind the Source interface of one process, with its
+    LiveControls; heap walks and snapshots are one process's (`memtop PID`)."""
 
     def __init__(
         self,
@@ -306,22 +305,6 @@ class GroupSource:
         self.info = dataclasses.replace(self.info, mode=mode)
         return said
 
-    def types(self, mark: bool = False, limit: int = 100) -> object:
-        raise MemtopError(self._one_process("the types view"))
-
-    def origins(self, type_name: str, sample: int = 200, limit: int = 10) -> object:
-        raise MemtopError(self._one_process("origins"))
-
-    def referrers(self, *args: object, **kwargs: object) -> object:
-        raise MemtopError(self._one_process("referrer chains"))
-
-    def snapshot(self) -> object:
-        raise MemtopError(self._one_process("snapshots"))
-
-    def _one_process(self, what: str) -> str:
-        pids = " ".join(str(p) for p in sorted(self.members))
-        return f"{what} walk one process's heap: run `memtop PID` for one of {pids}"
-
     # --- membership --------------------------------------------------------------------
 
     def _drop(self, pid: int) -> None:
@@ -358,14 +341,13 @@ class GroupSource:
     def reconnect(self) -> None:
         raise ConnectionLost("a group reconnects process by process on its next refresh")
 
-    def close(self, keep_agent: bool | None = None) -> Ending | None:
-        keep = self.keep_agent if keep_agent is None else keep_agent
+    def close(self, keep_agent: bool = False) -> Ending | None:
         for pid, member in self.members.items():
             if pid in self._pending and not self._pending[pid][1].done():
                 # Its request is still under way (a stopped process): shutting the socket
                 # down ends the wait; its agent detaches by itself once idle.
                 member.client.abort()
-            member.close(keep_agent=keep)
+            member.close(keep_agent=keep_agent)
         self._pool.shutdown(wait=False)
         return None
 

@@ -1,21 +1,15 @@
 """Snapshots taken from a live agent and read back later: `memtop snapshot`, the viewer's
-save key, `memtop view`, `memtop convert`, and `--record`."""
+save key, `memtop view` and `memtop convert`."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
 
 from memtop.attach.chain import attach
-from memtop.ending import Ending
 from memtop.errors import UsageError
-from memtop.history import History, HistorySeed, judge
-from memtop.model import Query, Row, Sample, sample_json
 from memtop.modes import ModeRequest
 from memtop.snapfile import SavedSnapshot, export_tracemalloc, load, save, snapshot_of
-from memtop.source import Source, TargetInfo, TracebackEntry
 
 FORMATS = ("memtop", "tracemalloc", "pprof")
 
@@ -105,59 +99,6 @@ def convert(source: str, target: str, to: str | None, trust_pickle: bool) -> str
     snapshot = load(source, trust_pickle)
     write(snapshot, target, to)
     return f"wrote {target} ({to} format)"
-
-
-class RecordingSource:
-    """Wraps a source: every refresh is also appended to a JSON-lines file (--record).
-    The file belongs to the caller, who closes it."""
-
-    def __init__(self, inner: Source, out: TextIO) -> None:
-        self.inner = inner
-        self.out = out
-        self.history = History()
-
-    @property
-    def info(self) -> TargetInfo:
-        return self.inner.info
-
-    def refresh(self, query: Query, max_age: float) -> Sample:
-        sample = self.inner.refresh(query, max_age)
-        self.history.add(sample)
-        line = sample_json(sample, self.history)
-        line["verdict"] = judge(list(self.history.points)).text
-        self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
-        self.out.flush()
-        return sample
-
-    def resume(self, query: Query) -> HistorySeed | None:
-        seed = self.inner.resume(query)
-        self.history.seed(seed)
-        return seed
-
-    def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
-        return self.inner.tracebacks(query, row, limit)
-
-    def set_baseline(self) -> None:
-        self.inner.set_baseline()
-
-    def clear_baseline(self) -> None:
-        self.inner.clear_baseline()
-
-    def reset_peak(self) -> None:
-        self.inner.reset_peak()
-
-    def exit_status(self) -> Ending | None:
-        return self.inner.exit_status()
-
-    def reconnect(self) -> None:
-        self.inner.reconnect()
-
-    def close(self, keep_agent: bool | None = None) -> Ending | None:
-        return self.inner.close(keep_agent)  # type: ignore[arg-type]
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else a view asks for (keep_agent, client, ...) is the inner source's.
-        return getattr(self.inner, name)
 
 
 def default_snapshot_path(pid: int) -> str:

@@ -1,7 +1,8 @@
 """The data source the views poll: one agent connection plus what procinfo sees.
 
-Views (batch, TUI) never open sockets; they are handed a source. Tests hand them fakes
-with the same methods.
+Views (batch, TUI) never open sockets; they are handed a source: the required table
+interface (Source) and what else it can do (LiveControls, HeapInspection, Snapshots), which
+a view finds out with isinstance. Tests hand them fakes with the same methods.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from memtop.attach import procfs
 from memtop.attach.diagnose import ending_of
@@ -62,15 +63,24 @@ class TracebackEntry:
 
 
 class Source(Protocol):
-    """What a view needs from a data source."""
+    """What every view needs from a data source: who it is, its table, a row's
+    tracebacks, and leaving (`keep_agent`: the agent stays serving, for a later viewer)."""
 
     info: TargetInfo
 
     def refresh(self, query: Query, max_age: float) -> Sample: ...
 
-    def resume(self, query: Query) -> HistorySeed | None: ...
-
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]: ...
+
+    def close(self, keep_agent: bool = False) -> Ending | None: ...
+
+
+@runtime_checkable
+class LiveControls(Source, Protocol):
+    """A process that runs on: the history its agent kept, a baseline, the peak, the
+    mode; its connection and how it ended. A saved snapshot has none of these."""
+
+    def resume(self, query: Query) -> HistorySeed | None: ...
 
     def set_baseline(self) -> None: ...
 
@@ -78,8 +88,18 @@ class Source(Protocol):
 
     def reset_peak(self) -> None: ...
 
-    # Leak hunting: gc walks in the target, on request only (offline sources raise
-    # MemtopError saying they need the live process).
+    # Switch between exact and sampled mode; returns what it means.
+    def set_mode(self, mode: str, rate: int | None = None) -> str: ...
+
+    def exit_status(self) -> Ending | None: ...
+
+    def reconnect(self) -> None: ...
+
+
+@runtime_checkable
+class HeapInspection(Source, Protocol):
+    """Leak hunting: walks of one process's gc objects, on request only."""
+
     def types(self, mark: bool = False, limit: int = 100) -> TypesTable: ...
 
     def origins(self, type_name: str, sample: int = 200, limit: int = 10) -> Origins: ...
@@ -88,16 +108,12 @@ class Source(Protocol):
         self, type_name: str | None = None, row: Row | None = None, timeout: float = 2.0
     ) -> ReferrerChain: ...
 
+
+@runtime_checkable
+class Snapshots(Source, Protocol):
+    """The whole snapshot behind the table, for saving."""
+
     def snapshot(self) -> SavedSnapshot: ...
-
-    def exit_status(self) -> Ending | None: ...
-
-    def reconnect(self) -> None: ...
-
-    def close(self, keep_agent: bool = False) -> Ending | None: ...
-
-    # Live sources: switch between exact and sampled mode; returns what it means.
-    def set_mode(self, mode: str, rate: int | None = None) -> str: ...
 
 
 class LiveSource:
@@ -281,17 +297,12 @@ class LiveSource:
             return Ending()
         return ending_of(self.pid, self._start)
 
-    # A view sets this when the user chose to leave the agent serving (the TUI's `Q`);
-    # close() without an argument then keeps the agent.
-    keep_agent = False
     detached = False  # set by close() once the agent answered its detach
 
-    def close(self, keep_agent: bool | None = None) -> Ending | None:
-        """Leave: stop the program memtop started, or detach the agent unless `keep_agent`
-        (default: the `keep_agent` attribute). Returns the program's exit status when
-        memtop stopped it."""
-        if keep_agent is None:
-            keep_agent = self.keep_agent
+    def close(self, keep_agent: bool = False) -> Ending | None:
+        """Leave: stop the program memtop started, or detach the agent; with `keep_agent`
+        (the user's `Q`, a hang-up) the agent stays serving for a later viewer. Returns
+        the program's exit status when memtop stopped it."""
         status = None
         try:
             if keep_agent and self.program is not None:
@@ -336,7 +347,7 @@ def switched_text(mode: str, rate: int | None) -> str:
     )
 
 
-def wait_for_exit(source: Source, timeout: float) -> Ending | None:
+def wait_for_exit(source: LiveControls, timeout: float) -> Ending | None:
     """After the connection dropped: how the target ended, if it did within `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -348,7 +359,10 @@ def wait_for_exit(source: Source, timeout: float) -> Ending | None:
 
 __all__ = [
     "ConnectionLost",
+    "HeapInspection",
+    "LiveControls",
     "LiveSource",
+    "Snapshots",
     "Source",
     "TargetInfo",
     "TracebackEntry",

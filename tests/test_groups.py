@@ -26,10 +26,11 @@ from conftest import (
     wait_for,
     wait_state,
 )
-from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines
+from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines, told
 
-from memtop.group import ProcessTotals, children_of
+from memtop.group import GroupSource, ProcessTotals, children_of
 from memtop.model import Query, Sample
+from memtop.source import HeapInspection, LiveControls, Snapshots
 from memtop.ui.app import MemtopApp
 
 APP = str(TARGETS / "wsgi_leaky.py")
@@ -259,6 +260,30 @@ async def test_the_live_view_merges_a_group_and_p_shows_each_process() -> None:
         await pilot.press("p", "p")
         await settle(pilot)
         assert source.focus is None and "2 processes merged" in header(app)
+
+
+@pytest.mark.parametrize("key", ["o", "w", "S"])
+async def test_heap_walks_and_snapshots_of_a_group_are_off_and_say_why(key: str) -> None:
+    """A group has LiveControls but walks no heap and saves no snapshot: the key is off and
+    names the processes to watch one at a time."""
+    members = {101: FakeSource(), 102: FakeSource()}
+    group = GroupSource(members, lambda pid: members[pid], lambda text: None)  # type: ignore[arg-type]
+    assert isinstance(group, LiveControls)
+    assert not isinstance(group, HeapInspection) and not isinstance(group, Snapshots)
+    app = MemtopApp(group, Query(), 1.0, clock=lambda: T0 + 90, cwd=CWD, autorefresh=False)
+    try:
+        async with app.run_test(size=(140, 40)) as pilot:
+            await settle(pilot)
+            assert app.check_action("types", ()) is None
+            await pilot.press(key)
+            await settle(pilot)
+            assert app.screen is app.screen_stack[0]  # no types view, no panel
+            assert any("one process's heap" in m and "101 102" in m for m in told(app))
+            assert not any(
+                "snapshot" in c or "types" in c for m in members.values() for c in m.calls
+            )
+    finally:
+        group.close()
 
 
 FAMILY = """

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 
 from memtop import offline
-from memtop.source import Source
+from memtop.source import Snapshots
 
 
 def free_path(path: str, exists: Callable[[str], bool] = os.path.exists) -> str:
@@ -20,7 +20,7 @@ def free_path(path: str, exists: Callable[[str], bool] = os.path.exists) -> str:
     return candidate
 
 
-def save_snapshot(source: Source) -> str:
+def save_snapshot(source: Snapshots) -> str:
     """Save the snapshot to memtop-PID-TIME.memtop here; returns what to tell the user."""
     snapshot = source.snapshot()
     path = free_path(os.path.abspath(offline.default_snapshot_path(source.info.pid)))
