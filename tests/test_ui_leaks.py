@@ -26,16 +26,15 @@ from ui_fakes import (
 
 from memtop.errors import AgentError, MemtopError
 from memtop.filesource import FileSource
-from memtop.history import Suspect
 from memtop.leaks import ChainStep, ReferrerChain, chain_from_reply
-from memtop.model import Frame, Query, Row
+from memtop.model import Frame, Query
 from memtop.snapfile import load
 from memtop.ui.app import MemtopApp
 from memtop.ui.help_screen import help_table
 from memtop.ui.origins_panel import OriginsPanel
 from memtop.ui.referrers_panel import ReferrersPanel, chain_text
 from memtop.ui.save_snapshot import free_path
-from memtop.ui.suspects import RULE, suspect_order
+from memtop.ui.suspects import RULE
 from memtop.ui.texts import clock_time, taken_time
 from memtop.ui.types_screen import TypesScreen
 from memtop.ui.view_state import ViewState
@@ -118,15 +117,6 @@ async def test_suspects_sort_puts_steady_growers_first() -> None:
         assert "sort suspects" in header(app)
         await press(pilot, "s")
         assert app.state.sort == "size" and "RATE/MIN" not in table_lines(app)[0]
-
-
-def test_suspects_are_ordered_by_rate_times_confidence() -> None:
-    def row(name: str) -> Row:
-        return Row(name, name, 1, 100, 1, 0, 0, "", ())
-
-    rows = [row("a"), row("fast-unsure"), row("b"), row("slow-sure")]
-    suspects = {"fast-unsure": Suspect(1000.0, 0.2, 10), "slow-sure": Suspect(500.0, 0.9, 10)}
-    assert [r.key for r in suspect_order(rows, suspects)] == ["slow-sure", "fast-unsure", "a", "b"]
 
 
 async def test_the_selected_suspects_growth_rate_is_in_the_status_line() -> None:

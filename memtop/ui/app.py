@@ -45,6 +45,7 @@ from memtop.source import (
     Source,
     wait_for_exit,
 )
+from memtop.table_view import TableView, table_view
 from memtop.ui import keys
 from memtop.ui.cells import NARROW_BELOW
 from memtop.ui.filter_prompt import FilterPrompt
@@ -143,6 +144,7 @@ class MemtopApp(App[Outcome]):
         self.sample: Sample | None = None
         self.arrived = 0.0  # when self.sample arrived, by self.clock
         self.on_screen: tuple[Sample, float] | None = None  # the table's sample, its arrival
+        self.view: TableView | None = None  # what the table shows
         self.shown = 0
         self._busy = False
         self._again = False
@@ -279,8 +281,7 @@ class MemtopApp(App[Outcome]):
         if self.state.error or not self.state.live:
             self.state = self.state.replace(error=None, connection="live", attempts=0)
         if sample.query == self.state.query and not self.state.paused:
-            self.table.show(sample, self.history, self.state.suspects_first)
-            self.on_screen = (sample, self.arrived)
+            self._draw_table(sample)
         verdict = self.file_verdict if self.state.offline else self.history.verdict()
         self.memory_panel.show(sample, self.history, verdict)
         self._show_state()
@@ -338,7 +339,8 @@ class MemtopApp(App[Outcome]):
     def _show_state(self) -> None:
         now = self.clock()
         header = self.header_bar
-        header.show(self.state, self.sample, now, self.table.suspect_count, self.on_screen)
+        suspects = self.view.suspect_count if self.view is not None else 0
+        header.show(self.state, self.sample, now, suspects, self.on_screen)
         self.status_line.show(self.state, self.sample is None, self._note, self._hint)
         enabled = tuple(self.check_action(action, ()) for action in STATEFUL_ACTIONS)
         if enabled != self._enabled:
@@ -397,9 +399,14 @@ class MemtopApp(App[Outcome]):
         """Show the last refresh again (the order changed, not the query)."""
         sample = self.sample
         if sample is not None and sample.query == self.state.query and not self.state.paused:
-            self.table.show(sample, self.history, self.state.suspects_first)
-            self.on_screen = (sample, self.arrived)
+            self._draw_table(sample)
             self._show_state()
+
+    def _draw_table(self, sample: Sample) -> None:
+        """Lay the refresh out once (memtop.table_view); the table and header draw it."""
+        self.view = table_view(sample, self.history, self.state.suspects_first)
+        self.table.show(self.view)
+        self.on_screen = (sample, self.arrived)
 
     def action_cycle_process(self) -> None:
         """A group: the merged table, then each process on its own, in turn."""
