@@ -17,12 +17,12 @@ from memtop.history import History, Suspect, Verdict, format_rate
 from memtop.model import (
     RESTARTED_BASELINE,
     Query,
-    Sample,
+    Refresh,
     empty_note,
     gaps_note,
     mode_text,
     only_new_note,
-    sample_json,
+    refresh_json,
 )
 from memtop.record import Recorder
 from memtop.source import LiveControls, Source, wait_for_exit
@@ -33,7 +33,7 @@ _SAMPLED_COLUMNS = "    #       SIZE      ±SIZE      dSIZE    COUNT   ±COUNT  
 
 
 def render_text(
-    sample: Sample,
+    sample: Refresh,
     verdict: Verdict,
     source_info: str,
     width: int,
@@ -136,14 +136,14 @@ def render_text(
 
 
 def render_json(
-    sample: Sample,
+    sample: Refresh,
     verdict: Verdict,
     history: History | None = None,
     unknown: tuple[str, ...] = (),
 ) -> str:
     """One `--json` line; the fields in `unknown` (a saved snapshot does not record them)
     are null."""
-    data = sample_json(sample, history)
+    data = refresh_json(sample, history)
     for name in unknown:
         if name in data:
             data[name] = None

@@ -12,7 +12,7 @@ from typing import Any
 
 from memtop.agent import collector
 from memtop.ending import Ending
-from memtop.model import Frame, Query, Row, Sample, TableInfo, row_key, tracing_from_reply
+from memtop.model import Frame, Query, Refresh, Row, TableInfo, row_key, tracing_from_reply
 from memtop.snapfile import SavedSnapshot, Traceback
 from memtop.source import TargetInfo, TracebackEntry
 
@@ -56,7 +56,7 @@ class FileSource:
             started=meta.get("time"),
             label=label,
         )
-        self._tables: dict[Query, Sample] = {}
+        self._tables: dict[Query, Refresh] = {}
         # What a view should say it cannot show: tracemalloc's own format records traces
         # and the traceback limit only.
         self.unknown_fields = tuple(
@@ -94,7 +94,7 @@ class FileSource:
             )
         return who, when
 
-    def refresh(self, query: Query, max_age: float) -> Sample:
+    def refresh(self, query: Query, max_age: float) -> Refresh:
         """The table of the file (diffs against the base file, if any); a file does not
         change, so each query's table is computed once."""
         table = self._tables.get(query)
@@ -102,7 +102,7 @@ class FileSource:
             table = self._tables[query] = self._table(query)
         return table
 
-    def _table(self, query: Query) -> Sample:
+    def _table(self, query: Query) -> Refresh:
         config = (query.group_by, query.cumulative, query.include, query.exclude)
         keep = collector.filename_filter(query.include, query.exclude)
         current = collector.group(self._by_tb, config[0], config[1], keep)
@@ -113,7 +113,7 @@ class FileSource:
         rows, total = collector.rank(current, against, query.group_by, sort, query.limit)
         meta = self.current.meta
         taken = float(meta.get("time") or 0.0)
-        return Sample(
+        return Refresh(
             pid=self.info.pid,
             time=taken,
             query=query,
@@ -126,7 +126,7 @@ class FileSource:
             tracemalloc_memory=int(meta.get("tracemalloc_memory") or 0),
             traced_blocks=sum(count for _, _, count in self.current.entries),
             nframe=self.info.nframe,
-            pause_ms=0.0,
+            work_ms=0.0,
             table=TableInfo(
                 sample_id=1,
                 time=taken,

@@ -18,7 +18,7 @@ import psutil
 
 from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
-from memtop.model import Query, Row, Sample, TableInfo
+from memtop.model import Query, Refresh, Row, TableInfo
 from memtop.source import LiveSource, TargetInfo, TracebackEntry
 
 MAX_ADOPTED_PER_REFRESH = 2  # attaching takes a while: new children join a few at a time
@@ -41,8 +41,8 @@ class ProcessTotals:
         return dataclasses.asdict(self)
 
 
-def merge(samples: dict[int, Sample], query: Query, now: float) -> Sample:
-    """One Sample for the group: totals summed, rows summed by key (each row keeps what
+def merge(samples: dict[int, Refresh], query: Query, now: float) -> Refresh:
+    """One Refresh for the group: totals summed, rows summed by key (each row keeps what
     every process contributed, largest first), the oldest table's timing."""
     ordered = sorted(samples.items())
     rows: dict[str, list[tuple[int, Row]]] = {}
@@ -85,7 +85,7 @@ def merge(samples: dict[int, Sample], query: Query, now: float) -> Sample:
         tracemalloc_memory=sum(s.tracemalloc_memory for _, s in ordered),
         traced_blocks=total(s.traced_blocks for _, s in ordered),
         nframe=min(s.nframe for _, s in ordered),
-        pause_ms=max(s.pause_ms for _, s in ordered),
+        work_ms=max(s.work_ms for _, s in ordered),
         table=TableInfo(
             sample_id=sum(t.sample_id for t in tables),
             time=oldest.time,
@@ -147,8 +147,8 @@ class GroupSource:
         self.parent = parent
         self.ended: dict[int, str] = {}
         self._refused: set[int] = set(refused)
-        self._pending: dict[int, tuple[Query, Future[Sample]]] = {}  # requests under way
-        self._last: dict[int, Sample] = {}
+        self._pending: dict[int, tuple[Query, Future[Refresh]]] = {}  # requests under way
+        self._last: dict[int, Refresh] = {}
         self._slow: set[int] = set()  # processes said not to answer
         self.focus: int | None = None  # one process shown on its own, or None: all merged
         first = next(iter(self.members.values()))
@@ -182,7 +182,7 @@ class GroupSource:
         """Each agent keeps its own history; a merged table starts its own."""
         return None
 
-    def refresh(self, query: Query, max_age: float) -> Sample:
+    def refresh(self, query: Query, max_age: float) -> Refresh:
         """Every process at once, merged; raises ConnectionLost once all have ended.
 
         A process that does not answer within the wait (stopped, or its agent starved of
@@ -210,12 +210,12 @@ class GroupSource:
             return merged
         return dataclasses.replace(samples[focus], processes=merged.processes)
 
-    def _collect(self, query: Query, timeout: float | None) -> dict[int, Sample]:
+    def _collect(self, query: Query, timeout: float | None) -> dict[int, Refresh]:
         """The tables answered within `timeout` (None: until the first answer), and the
         last tables of the processes still being asked."""
         futures = [future for _, future in self._pending.values()]
         wait(futures, timeout, return_when=ALL_COMPLETED if timeout else FIRST_COMPLETED)
-        samples: dict[int, Sample] = {}
+        samples: dict[int, Refresh] = {}
         for pid, (asked, future) in sorted(self._pending.items()):
             if not future.done():
                 if pid not in self._slow:
@@ -352,7 +352,7 @@ class GroupSource:
         return None
 
 
-def _aged(sample: Sample, now: float) -> Sample:
+def _aged(sample: Refresh, now: float) -> Refresh:
     """A process's last table standing in for a new one: as old as it really is now."""
     age = sample.table.age + max(0.0, now - sample.time)
     return dataclasses.replace(

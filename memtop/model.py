@@ -145,7 +145,7 @@ def tracing_from_reply(raw: Any) -> Tracing | None:
 
 
 @dataclass(frozen=True)
-class Sample:
+class Refresh:
     """One refresh: process memory, tracemalloc totals and the top rows."""
 
     pid: int
@@ -158,7 +158,9 @@ class Sample:
     tracemalloc_memory: int
     traced_blocks: int | None
     nframe: int
-    pause_ms: float
+    # The agent's work for this refresh (its table read, grouping and reply), in ms; the
+    # table's own pause_ms is the part that read the traces (TableInfo).
+    work_ms: float
     table: TableInfo
     rows: tuple[Row, ...]
     total_rows: int
@@ -232,13 +234,13 @@ def row_from_reply(group_by: str, raw: dict[str, Any]) -> Row:
     )
 
 
-def sample_from_reply(
+def refresh_from_reply(
     pid: int, now: float, query: Query, reply: dict[str, Any], rss: int | None, uss: int | None
-) -> Sample:
+) -> Refresh:
     """Combine the agent's `top` reply with what procinfo read from outside."""
     totals = reply["totals"]
     info = reply["sample"]
-    return Sample(
+    return Refresh(
         pid=pid,
         time=now,
         query=query,
@@ -249,7 +251,7 @@ def sample_from_reply(
         tracemalloc_memory=int(totals["tracemalloc_memory"]),
         traced_blocks=info.get("traced_blocks"),
         nframe=int(totals["nframe"]),
-        pause_ms=float(info.get("work_ms", 0.0)),
+        work_ms=float(info.get("work_ms", 0.0)),
         table=TableInfo(
             sample_id=int(info["id"]),
             time=float(info["time"]),
@@ -301,7 +303,7 @@ def empty_note(tracing: Tracing | None, now: float) -> str | None:
     return f"0 rows: nothing allocated since the attach{when} is held"
 
 
-def mode_text(sample: Sample) -> str:
+def mode_text(sample: Refresh) -> str:
     """The mode in words: 'exact (tracemalloc)' or 'sampled, 1 per 256 KiB'."""
     if not sample.sampled:
         return "exact (tracemalloc)"
@@ -326,7 +328,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def tracing_json(sample: Sample) -> dict[str, Any]:
+def tracing_json(sample: Refresh) -> dict[str, Any]:
     """The tracing session's fields of a `--json` line."""
     tracing = sample.tracing
     return {
@@ -337,7 +339,7 @@ def tracing_json(sample: Sample) -> dict[str, Any]:
     }
 
 
-def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any]:
+def refresh_json(sample: Refresh, history: History | None = None) -> dict[str, Any]:
     """The `--json` line of one refresh (schema in DESIGN.md §2; fields are only added).
 
     With the `history` of the refreshes so far, rows carry `growth_rate` (bytes/min over
@@ -358,7 +360,7 @@ def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any
         "tracemalloc_memory": sample.tracemalloc_memory,
         "traced_blocks": sample.traced_blocks,
         "nframe": sample.nframe,
-        "pause_ms": sample.pause_ms,
+        "pause_ms": sample.work_ms,  # its JSON name since the first release (DESIGN.md §2)
         "untraced": sample.untraced,
         "memtop_traced": sample.memtop_traced,
         "memtop_residue": sample.memtop_residue,

@@ -6,7 +6,7 @@ import json
 from typing import TextIO
 
 from memtop.history import History
-from memtop.model import Sample, sample_json
+from memtop.model import Refresh, refresh_json
 
 
 class Recorder:
@@ -16,9 +16,9 @@ class Recorder:
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
-    def write(self, sample: Sample, history: History) -> None:
+    def write(self, sample: Refresh, history: History) -> None:
         """One line: the refresh as `--json` shapes it, and the history's verdict."""
-        line = sample_json(sample, history)
+        line = refresh_json(sample, history)
         line["verdict"] = history.verdict().text
         self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
         self.out.flush()

@@ -29,7 +29,7 @@ from memtop.leaks import (
     origins_from_reply,
     types_from_reply,
 )
-from memtop.model import Frame, Query, Row, Sample, sample_from_reply
+from memtop.model import Frame, Query, Refresh, Row, refresh_from_reply
 from memtop.procinfo import ProcInfo
 from memtop.runner import Program
 from memtop.snapfile import SavedSnapshot, snapshot_of
@@ -68,7 +68,7 @@ class Source(Protocol):
 
     info: TargetInfo
 
-    def refresh(self, query: Query, max_age: float) -> Sample: ...
+    def refresh(self, query: Query, max_age: float) -> Refresh: ...
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]: ...
 
@@ -160,7 +160,7 @@ class LiveSource:
             **_mode_fields(greeting),
         )
 
-    def refresh(self, query: Query, max_age: float) -> Sample:
+    def refresh(self, query: Query, max_age: float) -> Refresh:
         """One refresh: the agent's rows and totals, RSS/USS read from outside."""
         args = query.top_args(max_age)
         held = self._rows_held
@@ -172,7 +172,7 @@ class LiveSource:
         else:
             self._rows_held = (query, reply["sample"]["id"], reply["rows"])
         memory = self.proc.memory()
-        sample = sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
+        sample = refresh_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
         if crowded_line(sample) is None:
             return sample  # the count matters only then: not read
         found = read_extension_modules(self.pid)

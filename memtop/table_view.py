@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from memtop.history import History, Suspect
-from memtop.model import Row, Sample
+from memtop.model import Refresh, Row
 
 HOT_SHARE = 0.25  # a row holding this share of traced memory is "hot"
 WARM_SHARE = 0.05
@@ -29,7 +29,7 @@ class ViewRow:
 class TableView:
     """One refresh as the table shows it."""
 
-    sample: Sample
+    sample: Refresh
     rows: tuple[ViewRow, ...]
     suspects: Mapping[str, Suspect]  # every suspect of the history, by row key
     suspects_first: bool = False
@@ -45,7 +45,7 @@ class TableView:
         return bool(self.sample.processes) and any(shown.row.procs for shown in self.rows)
 
 
-def table_view(sample: Sample, history: History, suspects_first: bool = False) -> TableView:
+def table_view(sample: Refresh, history: History, suspects_first: bool = False) -> TableView:
     """The rows of `sample` in display order (with `suspects_first`, steady growers lead,
     by rate × confidence), read against `history`."""
     suspects = history.suspects()

@@ -29,7 +29,7 @@ from conftest import (
 from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines, told
 
 from memtop.group import GroupSource, ProcessTotals, children_of
-from memtop.model import Query, Sample
+from memtop.model import Query, Refresh
 from memtop.source import HeapInspection, LiveControls, Snapshots
 from memtop.ui.app import MemtopApp
 
@@ -217,7 +217,7 @@ class FakeGroup(FakeSource):
         self.focus: int | None = None
         self.info = dataclasses.replace(self.info, how="group", cmdline="2 processes: 101 102")
 
-    def sample(self, query: Query, n: int) -> Sample:
+    def sample(self, query: Query, n: int) -> Refresh:
         whole = super().sample(query, n)
         split = {
             pid: tuple(

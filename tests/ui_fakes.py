@@ -12,7 +12,7 @@ from memtop.ending import Ending
 from memtop.errors import AgentError, ConnectionLost
 from memtop.history import MIB, History
 from memtop.leaks import ChainStep, Origins, OriginSite, ReferrerChain, TypeRow, TypesTable
-from memtop.model import Frame, Query, Row, Sample, TableInfo, Tracing
+from memtop.model import Frame, Query, Refresh, Row, TableInfo, Tracing
 from memtop.snapfile import SavedSnapshot
 from memtop.source import TargetInfo, TracebackEntry, switched_text
 from memtop.ui.app import MemtopApp
@@ -149,7 +149,7 @@ class FakeSource:
     def resume(self, query: Query) -> None:
         return None
 
-    def refresh(self, query: Query, max_age: float) -> Sample:
+    def refresh(self, query: Query, max_age: float) -> Refresh:
         self.queries.append(query)
         if self.fail is not None:
             raise self.fail
@@ -290,7 +290,7 @@ class FakeSource:
 
     # --- what the agent would answer -------------------------------------------------
 
-    def sample(self, query: Query, n: int) -> Sample:
+    def sample(self, query: Query, n: int) -> Refresh:
         rows = self.rows(query, n)
         total = sum(self._size(s, n) for s in self.sites)
         table = TableInfo(
@@ -302,7 +302,7 @@ class FakeSource:
             next_in=3.0 if self.stretched else 0.0,
             budget=0.05,
         )
-        return Sample(
+        return Refresh(
             pid=self.info.pid,
             time=T0 + n,
             query=query,
@@ -313,7 +313,7 @@ class FakeSource:
             tracemalloc_memory=8 * MIB,
             traced_blocks=sum(s.count for s in self.sites),
             nframe=self.nframe,
-            pause_ms=12.5,
+            work_ms=12.5,
             table=table,
             rows=tuple(rows[: query.limit]),
             total_rows=len(rows),

@@ -35,7 +35,7 @@ from memtop.errors import (
 )
 from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
-from memtop.model import Query, Sample, gaps_note
+from memtop.model import Query, Refresh, gaps_note
 from memtop.record import Recorder
 from memtop.source import (
     HeapInspection,
@@ -58,7 +58,7 @@ from memtop.ui.messages import (
     ConnectionDropped,
     Reconnected,
     RefreshFailed,
-    SampleReady,
+    RefreshReady,
     TargetEnded,
     attempt,
 )
@@ -141,9 +141,9 @@ class MemtopApp(App[Outcome]):
             if unknown
             else FILE_VERDICT
         )
-        self.sample: Sample | None = None
+        self.sample: Refresh | None = None
         self.arrived = 0.0  # when self.sample arrived, by self.clock
-        self.on_screen: tuple[Sample, float] | None = None  # the table's sample, its arrival
+        self.on_screen: tuple[Refresh, float] | None = None  # the table's sample, its arrival
         self.view: TableView | None = None  # what the table shows
         self.shown = 0
         self._busy = False
@@ -249,7 +249,7 @@ class MemtopApp(App[Outcome]):
         except Exception as exc:  # never a raw traceback on screen
             self.post_message(RefreshFailed(f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(SampleReady(sample, seed))
+            self.post_message(RefreshReady(sample, seed))
 
     def _fetched(self) -> None:
         self._busy = False
@@ -257,7 +257,7 @@ class MemtopApp(App[Outcome]):
             self._again = False
             self.refresh_now()
 
-    def on_sample_ready(self, message: SampleReady) -> None:
+    def on_refresh_ready(self, message: RefreshReady) -> None:
         sample = message.sample
         if self.sample is not None and sample.sampler_gaps > self.sample.sampler_gaps:
             self._say(gaps_note(sample.sampler_gaps), severity="warning")
@@ -402,7 +402,7 @@ class MemtopApp(App[Outcome]):
             self._draw_table(sample)
             self._show_state()
 
-    def _draw_table(self, sample: Sample) -> None:
+    def _draw_table(self, sample: Refresh) -> None:
         """Lay the refresh out once (memtop.table_view); the table and header draw it."""
         self.view = table_view(sample, self.history, self.state.suspects_first)
         self.table.show(self.view)
