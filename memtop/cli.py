@@ -8,11 +8,12 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from memtop import offline, signals
+from memtop import signals, snapfile
 from memtop.attach.chain import attach, detach
 from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
@@ -27,7 +28,7 @@ from memtop.modes import mode_request, settle_mode
 from memtop.record import Recorder
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
-from memtop.source import LiveSource, Source
+from memtop.source import LiveSource, Source, fetch_snapshot
 from memtop.terminal import SafeStream, clean_text
 
 DEMO_PROGRAM = str(Path(__file__).resolve().parent / "demo.py")
@@ -109,22 +110,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         sys.stderr.write(f"memtop: {detach(args.pid, args.method, args.force_gdb, args.timeout)}\n")
         return 0
     if args.command == "snapshot":
-        args.mode_request = mode_request(args, "sampled")
-        path = args.output or offline.default_snapshot_path(args.pid)
-        done = offline.take(
-            args.pid,
-            path,
-            args.format,
-            args.method,
-            args.nframe,
-            args.timeout,
-            args.force_gdb,
-            args.wait,
-            _warn,
-            keep=args.keep,
-            mode=args.mode_request,
-        )
-        sys.stderr.write(f"memtop: {done}\n")
+        sys.stderr.write(f"memtop: {_snapshot(args)}\n")
         return 0
     if args.command == "view":
         return _view_file(args)
@@ -132,7 +118,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _export(args)
     if args.command == "convert":
         sys.stderr.write(
-            f"memtop: {offline.convert(args.source, args.target, args.to, args.trust_pickle)}\n"
+            f"memtop: {snapfile.convert(args.source, args.target, args.to, args.trust_pickle)}\n"
         )
         return 0
     raise UsageError(f"unknown command {args.command}")
@@ -353,6 +339,51 @@ def _attach_group(args: argparse.Namespace) -> int:
         members, attach_member, note, parent=args.pid if args.children else None, refused=refused
     )
     return _view(source, query, args, lambda keep_agent: source.close(keep_agent=keep_agent))
+
+
+def _snapshot(args: argparse.Namespace) -> str:
+    """`memtop snapshot PID -o FILE`: attach, save, and leave the target as it was, or,
+    with --keep, with the agent tracing on (and serving, with no idle timeout).
+
+    tracemalloc sees only what is allocated after it starts: when this attach started it,
+    waiting --wait seconds first lets allocations accumulate, and keeping the agent lets a
+    later snapshot of the same tracing session show what grew in between."""
+    pid, keep, wait = args.pid, args.keep, args.wait
+    path = args.output or snapfile.default_snapshot_path(pid)
+    mode = mode_request(args, "sampled")
+    attached = attach(
+        pid, args.method, args.nframe, args.timeout, args.force_gdb, mode=mode, note=_warn
+    )
+    try:
+        ping = attached.client.request("ping")
+        fresh = (
+            attached.how not in ("reuse", "opt-in")
+            and attached.client.greeting.get("tracing_owner") == "agent"
+            and ping["uptime"] < 5
+        )
+        if fresh and wait <= 0 and not keep:
+            _warn(
+                "tracing started only now, so the snapshot holds just the last moments' "
+                "allocations; use --wait SECONDS, or --keep and a second snapshot later "
+                "(`memtop view LATER --base THIS` shows what grew)"
+            )
+        if wait > 0:
+            time.sleep(wait)
+        snapshot = fetch_snapshot(attached.client, pid)
+        if keep:
+            attached.client.request("configure", idle_timeout=None)
+        elif attached.how not in ("reuse", "opt-in"):
+            attached.client.request("detach")
+    finally:
+        attached.client.close()
+    snapfile.write(snapshot, path, args.format)
+    blocks = sum(count for _, _, count in snapshot.entries)
+    estimated = "an estimated " if snapshot.meta.get("mode") == "sampled" else ""
+    entries = len(snapshot.entries)
+    done = f"saved {estimated}{blocks} traced blocks of pid {pid} ({entries} entries) to {path}"
+    if keep:
+        done += f"; the agent keeps tracing (`memtop detach {pid}` stops it)"
+    return done
 
 
 def _export(args: argparse.Namespace) -> int:

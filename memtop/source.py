@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from memtop import __version__
 from memtop.attach import procfs
 from memtop.attach.diagnose import ending_of
 from memtop.client import DEFAULT_BUSY_WAIT, AgentClient
@@ -32,7 +33,7 @@ from memtop.leaks import (
 from memtop.model import Frame, Query, Refresh, Row, refresh_from_reply
 from memtop.procinfo import ProcInfo
 from memtop.runner import Program
-from memtop.snapfile import SavedSnapshot, snapshot_of
+from memtop.snapfile import SavedSnapshot, assemble
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,7 @@ class LiveSource:
         with self._lock:
             self.client.busy_wait = self.busy_wait
             try:
-                return snapshot_of(self.client, self.pid)
+                return fetch_snapshot(self.client, self.pid)
             finally:
                 self.client.busy_wait = 0.0
 
@@ -321,6 +322,31 @@ class LiveSource:
         if self.program is not None and not keep_agent:
             status = self.program.stop()
         return status
+
+
+def fetch_snapshot(client: AgentClient, pid: int) -> SavedSnapshot:
+    """A whole snapshot from a connected agent, part by part, with what memtop knows of
+    the process."""
+    proc = ProcInfo(pid)
+    memory = proc.memory()
+    greeting = client.greeting
+    meta = {
+        "pid": pid,
+        "python": greeting.get("py"),
+        "cmdline": proc.cmdline(),
+        "rss": memory.rss,
+        "uss": memory.uss,
+        "tracing_owner": greeting.get("tracing_owner"),
+        "memtop": __version__,
+    }
+    first = client.request("snapshot", part=0)
+    parts = [first]
+    for part in range(1, int(first["parts"])):
+        parts.append(client.request("snapshot", part=part, snapshot=first["snapshot"]))
+    try:
+        return assemble(meta, parts)
+    except ValueError as exc:
+        raise MemtopError(f"the agent sent an invalid snapshot: {exc}") from exc
 
 
 def _mode_fields(reply: dict[str, Any]) -> dict[str, Any]:

@@ -185,7 +185,7 @@ def _get(value: Any, path: tuple) -> Any:
 def exercise(path: str, out_dir: str) -> str | None:
     """Open `path` as `memtop view -b`, `--json` and `memtop convert` (to each format) do;
     None when every one ended cleanly or with a MemtopError, else the traceback."""
-    from memtop import offline
+    from memtop import snapfile
     from memtop.batch import run_batch
     from memtop.errors import MemtopError
     from memtop.filesource import FileSource
@@ -214,7 +214,7 @@ def exercise(path: str, out_dir: str) -> str | None:
             pass
         for name in ("out.memtop", "out.pickle", "out.pb.gz"):
             try:
-                offline.convert(path, f"{out_dir}/{name}", None, False)
+                snapfile.convert(path, f"{out_dir}/{name}", None, False)
             except MemtopError:
                 pass
     except Exception:  # the finding: anything but a MemtopError
