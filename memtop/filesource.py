@@ -10,9 +10,18 @@ import os
 import time
 from typing import Any
 
-from memtop.agent import collector
+from memtop.agent import collector, rowkeys
 from memtop.ending import Ending
-from memtop.model import Frame, Query, Refresh, Row, TableInfo, row_key, tracing_from_reply
+from memtop.model import (
+    Frame,
+    Query,
+    Refresh,
+    Row,
+    TableInfo,
+    row_from_reply,
+    row_ident,
+    tracing_from_reply,
+)
 from memtop.snapfile import SavedSnapshot, Traceback
 from memtop.source import TargetInfo, TracebackEntry
 
@@ -155,35 +164,19 @@ class FileSource:
         return None not in sessions and sessions[0] != sessions[1]
 
     def _row(self, group_by: str, raw: tuple[Any, ...]) -> Row:
+        # Through the agent's own row builder: a file's rows are the live view's.
         key, size, size_diff, count, count_diff, tb = raw
-        filename, lineno = tb[0]
-        if group_by == "lineno":
-            filename, lineno = key
-        elif group_by == "filename":
-            filename, lineno = key, None
-        frames = self._frames(tb)
-        return Row(
-            row_key(group_by, filename, lineno, frames),
-            filename,
-            lineno,
-            size,
-            count,
-            size_diff,
-            count_diff,
-            self._sources.get((filename, lineno or 0), ""),
-            frames,
+        wire = rowkeys.wire_row(
+            group_by, key, size, size_diff, count, count_diff, tb, self._sources
         )
+        return row_from_reply(group_by, wire)
 
     def _frames(self, tb: Traceback) -> tuple[Frame, ...]:
         return tuple(Frame(f, n, self._sources.get((f, n), "")) for f, n in reversed(tb))
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
-        if query.group_by == "traceback":
-            key: Any = tuple((f.filename, f.lineno) for f in reversed(row.traceback))
-        elif query.group_by == "filename":
-            key = row.filename
-        else:
-            key = (row.filename, row.lineno)
+        """The heaviest tracebacks counted in `row`, as the agent finds them."""
+        key = row_ident(query.group_by, row.filename, row.lineno, row.traceback)
         keep = collector.filename_filter(query.include, query.exclude)
         found = collector.tracebacks_of(
             self._by_tb, query.group_by, query.cumulative, key, keep, limit

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memtop.agent import checks, collector
+from memtop.agent import checks, collector, rowkeys
 from memtop.formatting import format_size
 
 # What the agent accepts in one list of filename patterns (include, exclude).
@@ -202,13 +202,22 @@ class Refresh:
         )
 
 
+def row_ident(group_by: str, filename: str, lineno: int | None, frames: tuple[Frame, ...]) -> Any:
+    """The grouping's own key of a row, as the agent groups by it (memtop.agent.rowkeys)."""
+    pairs = [(f.filename, f.lineno) for f in frames]
+    return rowkeys.key_from_row(group_by, filename, lineno, pairs)
+
+
 def row_key(group_by: str, filename: str, lineno: int | None, frames: tuple[Frame, ...]) -> str:
-    """Stable identity of a row within one grouping."""
-    if group_by == "filename":
-        return filename
-    if group_by == "traceback":
-        return " <- ".join(f"{f.filename}:{f.lineno}" for f in reversed(frames))
-    return f"{filename}:{lineno}"
+    """Stable identity of a row within one grouping, as the viewer names it."""
+    return str(rowkeys.label(row_ident(group_by, filename, lineno, frames), group_by))
+
+
+def wire_key(group_by: str, row: Row) -> dict[str, Any]:
+    """How a request names `row` to the agent (tracebacks, referrers)."""
+    key = row_ident(group_by, row.filename, row.lineno, row.traceback)
+    wire: dict[str, Any] = rowkeys.encode(key, group_by)
+    return wire
 
 
 def row_from_reply(group_by: str, raw: dict[str, Any]) -> Row:

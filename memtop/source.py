@@ -30,7 +30,7 @@ from memtop.leaks import (
     origins_from_reply,
     types_from_reply,
 )
-from memtop.model import Frame, Query, Refresh, Row, refresh_from_reply
+from memtop.model import Frame, Query, Refresh, Row, refresh_from_reply, wire_key
 from memtop.procinfo import ProcInfo
 from memtop.runner import Program
 from memtop.snapfile import SavedSnapshot, assemble
@@ -193,10 +193,7 @@ class LiveSource:
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks counted in `row`."""
-        if query.group_by == "traceback":
-            key: dict[str, object] = {"frames": [[f.filename, f.lineno] for f in row.traceback]}
-        else:
-            key = {"filename": row.filename, "lineno": row.lineno}
+        key = wire_key(query.group_by, row)
         reply = self._request("tracebacks", **query.grouping_args(), key=key, limit=limit)
         return [
             TracebackEntry(
@@ -250,7 +247,7 @@ class LiveSource:
             return chain_from_reply(self._request("referrers", type=type_name, timeout=timeout))
         if row is None or row.lineno is None:
             raise MemtopError("a referrer chain needs a type or a row of a source line")
-        key = {"filename": row.filename, "lineno": row.lineno}
+        key = wire_key("lineno", row)
         return chain_from_reply(self._request("referrers", key=key, timeout=timeout))
 
     def snapshot(self) -> SavedSnapshot:

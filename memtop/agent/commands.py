@@ -8,7 +8,7 @@ import sys
 import time
 import tracemalloc
 
-from . import checks, collector, modes, registry, timeline
+from . import checks, collector, modes, registry, rowkeys, timeline
 from .checks import BadArgs
 from .object_commands import MAX_TRACEBACKS, ObjectCommands
 from .registry import GROUPING, TOTALS, command
@@ -39,13 +39,6 @@ class ClientState:
     def clear(self):
         """Forget everything (the viewer left): its tables, baseline and snapshot."""
         self.__init__()
-
-
-def _frames_out(tb, sources):
-    # Oldest frame first, like tracemalloc.Traceback.
-    return [
-        {"filename": f, "lineno": n, "source": sources.get((f, n), "")} for f, n in reversed(tb)
-    ]
 
 
 class Commands(ObjectCommands):
@@ -220,25 +213,10 @@ class Commands(ObjectCommands):
             lookup = self.sources.lookup(frames)
         reading = time.thread_time() - reading
         out_rows = []
-        for key, size, size_diff, count, count_diff, tb in rows:
-            filename, lineno = tb[0]
-            if group_by == "lineno":
-                filename, lineno = key
-            elif group_by == "filename":
-                filename, lineno = key, None
-            out_rows.append(
-                {
-                    "filename": filename,
-                    "lineno": lineno,
-                    "size": size,
-                    "count": count,
-                    "size_diff": size_diff,
-                    "count_diff": count_diff,
-                    "source": lookup.get((filename, lineno), "") if lineno is not None else "",
-                    "traceback": _frames_out(tb, lookup),
-                    **_errors(variances, key),
-                }
-            )
+        for row in rows:
+            out = rowkeys.wire_row(group_by, *row, lookup)
+            out.update(_errors(variances, row[0]))
+            out_rows.append(out)
         return out_rows, total, reading
 
     def _previous(self, client, config, sample, current):
@@ -305,7 +283,7 @@ class Commands(ObjectCommands):
                 {
                     "size": size,
                     "count": count,
-                    "frames": _frames_out(tb, lookup),
+                    "frames": rowkeys.frames_out(tb, lookup),
                     **_errors(variances, tb),
                 }
                 for tb, size, count in found

@@ -19,6 +19,8 @@ import os
 import time
 import tracemalloc
 
+from . import rowkeys
+
 MAX_POINTS = 1200  # memory points: 20 minutes at one a second
 POINT_SPACING = 1.0  # without a viewer
 VIEWER_SPACING = 0.2  # at a viewer's refreshes
@@ -201,12 +203,11 @@ def _copy(key):
 def _wire_key(key, group_by):
     """A row key as the `top` rows name it: filename, lineno, and the frames of a traceback
     (oldest first)."""
+    filename, lineno = rowkeys.fields(key, group_by, key)
     if group_by == "traceback":
         return {
-            "filename": key[0][0],
-            "lineno": key[0][1],
+            "filename": filename,
+            "lineno": lineno,
             "traceback": [{"filename": f, "lineno": n} for f, n in reversed(key)],
         }
-    if group_by == "lineno":
-        return {"filename": key[0], "lineno": key[1]}
-    return {"filename": key, "lineno": None}
+    return {"filename": filename, "lineno": lineno}
