@@ -38,7 +38,7 @@ from conftest import (
     memtop_cli,
     need_gdb,
     need_interpreter,
-    read_state,
+    state_of,
     wait_for,
     wait_state,
 )
@@ -109,7 +109,7 @@ def nobody_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 def untouched(state: Path) -> dict:
     """The target's state a few turns later: still running, no agent, not tracing."""
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     after = wait_state(state, lambda s: s["counter"] > counter + 2)
     assert after["agent_loaded"] is False
     assert after["tracing"] is False

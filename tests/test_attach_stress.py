@@ -14,6 +14,7 @@ from conftest import (
     attach_route,
     need_attachable,
     read_state,
+    state_of,
     wait_state,
 )
 
@@ -31,7 +32,7 @@ def cycle(pid: int, state: Path, base: dict, method: str) -> None:
         assert attached.client.request("detach")["detaching"]
     finally:
         attached.client.close()
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     wait_state(
         state,
         lambda s: (
@@ -52,7 +53,7 @@ def test_25_attaches_to_an_allocation_heavy_target(plain: Plain, minor: str) -> 
     for _ in range(25):
         cycle(proc.pid, state, base, attach_route(minor))
     assert proc.poll() is None, "the target died"
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     wait_state(state, lambda s: s["counter"] > counter + 3)  # still running its loop
     assert plain.log(0, "attachable.py") == ""  # nothing printed in the target
 
@@ -68,7 +69,7 @@ def test_100_attach_detach_cycles_leave_nothing_behind(plain: Plain, minor: str)
     for number in range(1, 101):
         cycle(proc.pid, state, base, attach_route(minor))
         if number in (10, 100):
-            blocks[number] = read_state(state)["allocated_blocks"]
+            blocks[number] = state_of(state)["allocated_blocks"]
             rss[number] = process.memory_info().rss
     growth = (blocks[100] - blocks[10]) / 90
     assert growth < 5, f"{growth:.1f} allocated blocks per cycle"

@@ -14,7 +14,7 @@ from conftest import (
     Targets,
     marked_lines,
     need_interpreter,
-    read_state,
+    state_of,
     stream_json,
     wait_state,
 )
@@ -69,7 +69,7 @@ def test_types_view_shows_the_leaking_classes_growing(leaking) -> None:
     client, state = leaking
     first = client.request("types", mark=True, limit=100)
     assert first["objects"] > 1000 and first["cost_ms"] > 0
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     wait_state(state, lambda s: s["counter"] >= counter + 10)
     grown = client.request("types", limit=100)
     rows = {row["type"]: row for row in grown["rows"]}
@@ -174,13 +174,13 @@ def test_repeated_use_keeps_nothing_in_the_target(targets: Targets, short_tmp: P
     after = _settled_blocks(state)
     assert after - before < 20, f"{after - before} blocks after 20 uses"
     # No reference survived: once the program drops its widgets, they are freed.
-    assert read_state(state)["watched_alive"] is True
+    assert state_of(state)["watched_alive"] is True
     trigger.touch()
     wait_state(state, lambda s: s["watched_alive"] is False)
 
 
 def _settled_blocks(state: Path) -> int:
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     time.sleep(0.3)
     return wait_state(state, lambda s: s["counter"] > counter + 1)["allocated_blocks"]
 

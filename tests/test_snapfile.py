@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TARGETS, Targets, marked_lines, memtop_cli, read_state, wait_state
+from conftest import TARGETS, Targets, marked_lines, memtop_cli, state_of, wait_state
 
 from memtop import snapfile
 from memtop.agent import collector
@@ -142,10 +142,10 @@ def test_live_snapshot_matches_what_the_program_reports(targets: Targets, tmp_pa
     shown = memtop_cli("view", path, "--json", "-l", "500")
     assert shown.returncode == 0, shown.stderr
     rows = {row["key"]: row for row in json.loads(shown.stdout)["rows"]}
-    expected = read_state(state)["expected"]
+    expected = state_of(state)["expected"]
     lines = marked_lines(TARGETS / "known_lines.py")
     for name in ("records", "buffers"):
-        key = f"{read_state(state)['file']}:{lines[name]}"
+        key = f"{state_of(state)['file']}:{lines[name]}"
         assert [rows[key]["size"], rows[key]["count"]] == expected[key]
         assert rows[key]["source"]  # source lines travel in the file
     assert json.loads(shown.stdout)["pid"] == program.pid
