@@ -12,11 +12,12 @@ from conftest import Targets, need_interpreter, state_of, wait_for, wait_state
 from wire import Raw, error_code
 
 from memtop.agent import checks, sampler
+from memtop.runner import Program
 
 FILES = 2000
 
 
-def _ready(targets: Targets, *args: str, **config: object) -> tuple[object, Path, Raw]:
+def _ready(targets: Targets, *args: str, **config: object) -> tuple[Program, Path, Raw]:
     program, state = targets.start("bounded.py", *args, **config)  # type: ignore[arg-type]
     wait_state(state)
     raw = Raw(program.socket_path)

@@ -92,7 +92,7 @@ def test_agent_goes_idle_when_its_fds_are_gone(targets: Targets, mode: str) -> N
 def test_agent_waits_rather_than_spins_when_the_program_is_out_of_fds(targets: Targets) -> None:
     reuser = start_reuser(targets)
     reuser.commands.write_text("fd-limit\n")
-    wait_state(reuser.state, lambda s: s.get("limited"))
+    wait_state(reuser.state, lambda s: bool(s.get("limited")))
     waiting = Raw(reuser.program.socket_path)  # queued: the agent cannot accept() it now
     share = cpu_share(reuser.program.pid)
     assert share < 0.05, f"the target used {share:.0%} of a core"
@@ -151,6 +151,6 @@ def test_memtop_attach_works_again_after_the_program_closed_the_agents_fds(
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.splitlines()[0])["pid"] == proc.pid
     wait_for(lambda: state_of(state)["tcp_done"], 20, "the program's TCP clients")
-    final = read_state(state)
+    final = state_of(state)
     assert final["tcp_replies"] == ["target\n"] * TCP_CLIENTS
     assert final["failures"] == []

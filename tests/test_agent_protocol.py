@@ -349,12 +349,13 @@ def test_fresh_token_less_connections_do_not_push_out_an_authenticating_viewer(a
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert opener.stdin is not None and opener.stdout is not None
+    stdin, stdout = opener.stdin, opener.stdout
+    assert stdin is not None and stdout is not None
 
     def open_more(count: int) -> None:
-        opener.stdin.write(f"{count}\n")
-        opener.stdin.flush()
-        assert opener.stdout.readline() == "ok\n"
+        stdin.write(f"{count}\n")
+        stdin.flush()
+        assert stdout.readline() == "ok\n"
 
     try:
         open_more(protocol.MAX_UNAUTHENTICATED)  # the pool is full

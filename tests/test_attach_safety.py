@@ -785,7 +785,7 @@ def check_python_runs_only_safely(source: str) -> None:
     # pending(): PyRun_SimpleString is only the function pointer given to Py_AddPendingCall
     # (the interpreter calls it later, in the main thread, at a safe point).
     for constant in mentions["pending"]:
-        assert PENDING_CALL.match(constant.value), constant.value
+        assert isinstance(constant.value, str) and PENDING_CALL.match(constant.value), constant
 
     # parked(): the thread loop skips every thread whose PyGILState_Check() is not 0, and
     # PyRun_* runs only when it chose one, in that thread, holding a GILState of its own.

@@ -174,7 +174,7 @@ def test_20_attaches_while_sigusr1_arrives_every_50ms(plain: Plain, minor: str) 
             assert proc.poll() is None, f"the target died at attach {number + 1}: {failures}"
             agent_gone(state, base)
             # Signals sent while gdb held the target were handled once it let go.
-            wait_state(state, lambda s, b=before: s["signals"]["SIGUSR1"] > b)
+            wait_state(state, lambda s, b=before: s["signals"]["SIGUSR1"] > b)  # type: ignore[misc]
     assert failures == []
     running(state)
     assert_clean_log(plain)
@@ -243,7 +243,7 @@ def test_interval_timer_keeps_firing_through_attaches(plain: Plain) -> None:
         before = counts(state)["SIGALRM"]
         assert attach_once(proc.pid, route) is None
         agent_gone(state, base)
-        wait_state(state, lambda s, b=before: s["signals"]["SIGALRM"] > b + 10)
+        wait_state(state, lambda s, b=before: s["signals"]["SIGALRM"] > b + 10)  # type: ignore[misc]
     assert_clean_log(plain)
 
 

@@ -13,7 +13,6 @@ from conftest import (
     Plain,
     attach_route,
     need_attachable,
-    read_state,
     state_of,
     wait_state,
 )
@@ -74,7 +73,7 @@ def test_100_attach_detach_cycles_leave_nothing_behind(plain: Plain, minor: str)
     growth = (blocks[100] - blocks[10]) / 90
     assert growth < 5, f"{growth:.1f} allocated blocks per cycle"
     assert rss[100] - rss[10] < 1024 * 1024, f"RSS grew {rss[100] - rss[10]} bytes"
-    final = read_state(state)
+    final = state_of(state)
     assert (final["threads"], final["fds"], final["socket_fds"]) == (
         base["threads"],
         base["fds"],

@@ -105,7 +105,7 @@ def test_json_lines_follow_the_documented_schema(short_tmp: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     first, second = json_lines(result.stdout)
-    schema = {
+    schema: dict[str, type | tuple[type, ...]] = {
         "pid": int,
         "time": float,
         "group_by": str,
@@ -122,7 +122,7 @@ def test_json_lines_follow_the_documented_schema(short_tmp: Path) -> None:
     }
     for name, kind in schema.items():
         assert isinstance(second[name], kind), name
-    row_schema = {
+    row_schema: dict[str, type | tuple[type, ...]] = {
         "key": str,
         "filename": str,
         "lineno": int,

@@ -13,6 +13,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from conftest import (
@@ -30,7 +31,7 @@ from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines, told
 
 from memtop.group import GroupSource, ProcessTotals, children_of
 from memtop.model import Query, Refresh
-from memtop.source import HeapInspection, LiveControls, Snapshots
+from memtop.source import HeapInspection, LiveControls, LiveSource, Snapshots
 from memtop.ui.app import MemtopApp
 
 APP = str(TARGETS / "wsgi_leaky.py")
@@ -266,8 +267,9 @@ async def test_the_live_view_merges_a_group_and_p_shows_each_process() -> None:
 async def test_heap_walks_and_snapshots_of_a_group_are_off_and_say_why(key: str) -> None:
     """A group has LiveControls but walks no heap and saves no snapshot: the key is off and
     names the processes to watch one at a time."""
-    members = {101: FakeSource(), 102: FakeSource()}
-    group = GroupSource(members, lambda pid: members[pid], lambda text: None)  # type: ignore[arg-type]
+    fakes = {101: FakeSource(), 102: FakeSource()}
+    members = cast("dict[int, LiveSource]", fakes)
+    group = GroupSource(members, members.__getitem__, lambda text: None)
     assert isinstance(group, LiveControls)
     assert not isinstance(group, HeapInspection) and not isinstance(group, Snapshots)
     app = MemtopApp(group, Query(), 1.0, clock=lambda: T0 + 90, cwd=CWD, autorefresh=False)
@@ -279,9 +281,7 @@ async def test_heap_walks_and_snapshots_of_a_group_are_off_and_say_why(key: str)
             await settle(pilot)
             assert app.screen is app.screen_stack[0]  # no types view, no panel
             assert any("one process's heap" in m and "101 102" in m for m in told(app))
-            assert not any(
-                "snapshot" in c or "types" in c for m in members.values() for c in m.calls
-            )
+            assert not any("snapshot" in c or "types" in c for m in fakes.values() for c in m.calls)
     finally:
         group.close()
 

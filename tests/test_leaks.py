@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -201,12 +202,13 @@ def test_bad_arguments_are_refused(leaking) -> None:
     from memtop.errors import AgentError
 
     client, _ = leaking
-    for cmd, args in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("origins", {"type": 42}),
         ("origins", {"type": ""}),
         ("referrers", {"key": "x"}),
         ("types", {"limit": "all"}),
-    ]:
+    ]
+    for cmd, args in cases:
         with pytest.raises(AgentError) as caught:
             client.request(cmd, **args)
         assert caught.value.code == "bad_args"

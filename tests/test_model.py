@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from memtop.history import History, judge_growth, seed_from_reply
 from memtop.model import Frame, Query, refresh_from_reply, refresh_json, row_key
@@ -193,7 +194,10 @@ def test_growth_that_stopped_is_no_longer_a_suspect() -> None:
 
 def history_reply(group_by: str, session: str = "s1") -> dict:
     """An agent's `history` reply: two points, two tables of one row."""
-    key = {"filename": "/app/cache.py", "lineno": 42 if group_by != "filename" else None}
+    key: dict[str, Any] = {
+        "filename": "/app/cache.py",
+        "lineno": 42 if group_by != "filename" else None,
+    }
     if group_by == "traceback":
         key["traceback"] = [
             {"filename": "/app/main.py", "lineno": 10},

@@ -178,7 +178,7 @@ def test_the_mode_command_switches_a_live_agent_both_ways(targets: Targets) -> N
     reply = client.request("mode", mode="sampled", rate=65536)
     assert reply == {"mode": "sampled", "sample_rate": 65536, "mode_note": None}
 
-    def ring_row() -> dict[str, Any] | None:
+    def ring_row() -> tuple[dict[str, Any], dict[str, Any]] | None:
         top = client.request("top", max_age=0.0)
         rows = [r for r in top["rows"] if r["lineno"] == RING]
         return (top, rows[0]) if rows and top["totals"]["mode"] == "sampled" else None

@@ -45,10 +45,9 @@ def test_a_rows_tracebacks_are_exactly_those_grouped_under_its_key(
 def test_a_key_goes_to_the_viewer_and_back_unchanged(group_by: str, cumulative: bool) -> None:
     grouped = collector.group(TRACES, group_by, cumulative)
     rows, _ = collector.rank(grouped, None, group_by, "size", 100)
-    for raw in rows:
-        wire = rowkeys.wire_row(group_by, *raw, {})
+    for key, size, size_diff, count, count_diff, tb in rows:
+        wire = rowkeys.wire_row(group_by, key, size, size_diff, count, count_diff, tb, {})
         row = row_from_reply(group_by, wire)
-        key = raw[0]
         assert row_ident(group_by, row.filename, row.lineno, row.traceback) == key
         assert row.key == rowkeys.label(key, group_by)
         assert rowkeys.decode(wire_key(group_by, row), group_by) == key

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TARGETS, Targets, marked_lines, memtop_cli, state_of, wait_state
@@ -51,7 +52,7 @@ def tracing() -> Iterator[None]:
         tracemalloc.stop()
 
 
-def saved(tmp_path: Path, name: str, traces: list) -> tuple[str, tracemalloc.Snapshot]:
+def saved(tmp_path: Path, name: str, traces: Sequence[Any]) -> tuple[str, tracemalloc.Snapshot]:
     """Write traces through memtop's file format and return the path, with the stdlib's
     snapshot of the very same traces."""
     stdlib = tracemalloc.Snapshot(traces, 6).filter_traces([AGENT])
@@ -162,7 +163,7 @@ def write_gz(path: Path, lines: list) -> str:
     return str(path)
 
 
-HEADER = {
+HEADER: dict[str, Any] = {
     "format": "memtop-snapshot",
     "version": 1,
     "meta": {},

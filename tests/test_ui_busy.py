@@ -23,7 +23,7 @@ class BusyFirst(FakeSource):
 
     def __init__(self) -> None:
         super().__init__()
-        self.told = set()
+        self.told: set[str] = set()
 
     def _once(self, kind: str) -> None:
         if kind not in self.told:

@@ -17,6 +17,7 @@ from ui_fakes import (
     Site,
     filled_history,
     header,
+    screen_as,
     settle,
     status,
     table_lines,
@@ -27,7 +28,7 @@ from ui_fakes import (
 from memtop.errors import AgentError, MemtopError
 from memtop.filesource import FileSource
 from memtop.leaks import ChainStep, ReferrerChain, chain_from_reply
-from memtop.model import Frame, Query
+from memtop.model import Frame, Query, Refresh
 from memtop.snapfile import load
 from memtop.ui.app import MemtopApp
 from memtop.ui.help_screen import help_table
@@ -184,7 +185,7 @@ async def test_u_walks_again_and_rows_are_sorted_by_growth() -> None:
         assert names[:3] == ["dict", "app.sessions.Session", "app.cache.Item"]
         assert names[-1] == "tuple"  # shrinking: last
         assert f"Δ since the previous look at {clock_time(T0 + 101)}" in walk_line(app)
-        table = app.screen.rows
+        table = screen_as(app, TypesScreen).rows
         first = [str(cell) for cell in table.get_row_at(0)]
         assert first == ["1", "120360", "+180", "26.6 MiB", "+40.8 KiB", "dict"]
 
@@ -199,7 +200,7 @@ async def test_b_in_the_types_view_marks_the_baseline() -> None:
         assert "baseline set" not in source.calls  # the table's baseline is another thing
         await press(pilot, "u", "u")
         assert f"Δ since the mark at {clock_time(T0 + 102)}" in walk_line(app)
-        session = app.screen.rows.get_row("app.sessions.Session")
+        session = screen_as(app, TypesScreen).rows.get_row("app.sessions.Session")
         assert str(session[2]) == "+180"  # two walks of 90 since the mark
 
 
@@ -341,7 +342,8 @@ async def test_referrer_errors_are_shown_in_the_panel() -> None:
         await settle(pilot)
         source.fail = AgentError("busy", "another walk runs")
         await press(pilot, "w")
-        assert "could not walk the referrers: agent error busy" in app.screen.body_text
+        body = screen_as(app, ReferrersPanel).body_text
+        assert "could not walk the referrers: agent error busy" in body
 
 
 def test_chain_text_from_the_target_is_never_markup() -> None:
@@ -483,7 +485,12 @@ async def test_a_saved_snapshot_is_not_refreshed_on_a_timer() -> None:
     app, source = file_app(autorefresh=True)
     calls = []
     original = source.refresh
-    source.refresh = lambda query, max_age: calls.append(query) or original(query, max_age)  # type: ignore[method-assign]
+
+    def counted(query: Query, max_age: float) -> Refresh:
+        calls.append(query)
+        return original(query, max_age)
+
+    source.refresh = counted  # type: ignore[method-assign]
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         await pilot.pause(0.8)  # three intervals

@@ -6,7 +6,10 @@ import dataclasses
 import fnmatch
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from textual.screen import Screen
+from textual.widget import Widget
 
 from memtop.ending import Ending
 from memtop.errors import AgentError, ConnectionLost
@@ -16,7 +19,8 @@ from memtop.model import Frame, Query, Refresh, Row, TableInfo, Tracing
 from memtop.snapfile import SavedSnapshot
 from memtop.source import TargetInfo, TracebackEntry, switched_text
 from memtop.ui.app import MemtopApp
-from memtop.ui.text_lines import TextLines
+
+S = TypeVar("S", bound=Screen[Any])
 
 T0 = 1_764_000_000.0  # the fake's "now" at its first refresh
 RATE = 256 * 1024  # the fake's sample rate in sampled mode
@@ -430,8 +434,8 @@ async def until(pilot: Any, condition: Any, what: str, timeout: float = 20.0) ->
 # --- reading the screen -----------------------------------------------------------------
 
 
-def lines_of(widget: TextLines) -> list[str]:
-    """The text of every line a TextLines widget shows."""
+def lines_of(widget: Widget) -> list[str]:
+    """The text of every line a widget of the line API shows."""
     return [widget.render_line(y).text for y in range(widget.size.height)]
 
 
@@ -445,6 +449,13 @@ def header(app: MemtopApp) -> str:
 
 def table_lines(app: MemtopApp) -> list[str]:
     return lines_of(app.table)
+
+
+def screen_as(app: MemtopApp, kind: type[S]) -> S:
+    """The screen on top, which must be a `kind`."""
+    screen = app.screen
+    assert isinstance(screen, kind), f"{type(screen).__name__} is on top, not {kind.__name__}"
+    return screen
 
 
 def told(app: MemtopApp) -> list[str]:
