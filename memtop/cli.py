@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from memtop import signals, snapfile
-from memtop.attach.chain import attach, detach
+from memtop.attach.chain import attach, detach, tidy
 from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
@@ -294,6 +294,8 @@ def _attach(args: argparse.Namespace) -> int:
                 f"resumes, `memtop detach {target.pid}` stops it\n"
             )
         elif ended is None and source.detached:
+            if source.agent_stopped:
+                tidy(target)
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
 
     return _view(source, query, args, leave)
@@ -301,7 +303,7 @@ def _attach(args: argparse.Namespace) -> int:
 
 def _attach_group(args: argparse.Namespace) -> int:
     """`memtop PID PID…` or `memtop PID --children`: several processes as one table."""
-    from memtop.group import GroupSource, children_of
+    from memtop.group import GroupSource, attach_child, python_children, start_of
 
     query = _query(args)
     mode = mode_request(args, "sampled")
@@ -316,19 +318,22 @@ def _attach_group(args: argparse.Namespace) -> int:
         return LiveSource(attached.client, pid, attached.how, token=attached.token)
 
     pids = list(dict.fromkeys([args.pid, *args.more]))
-    found = [pid for pid in children_of(args.pid) if pid not in pids] if args.children else []
+    found = []
+    if args.children:
+        parent_start = start_of(args.pid)
+        found = python_children(args.pid, parent_start, lambda pid, _: pid in pids)
     members: dict[int, LiveSource] = {}
-    refused: set[int] = set()
+    refused: set[tuple[int, int]] = set()
     try:
         for pid in pids:
             members[pid] = attach_member(pid)
-        for pid in found:
+        for pid, start in found:
             # A child found, not typed: it may refuse (opted out, another user) or end
             # meanwhile, as later children may; the group goes on without it.
             try:
-                members[pid] = attach_member(pid)
+                members[pid] = attach_child(attach_member, pid, start)
             except MemtopError as exc:
-                refused.add(pid)
+                refused.add((pid, start))
                 note(f"child {pid} not attached: {exc.message}")
     except BaseException:
         for member in members.values():
@@ -432,7 +437,8 @@ def _ps(args: argparse.Namespace) -> int:
         command = ("  " * (depth - 1) + "└─ " if depth else "") + display_command(row.command)
         if row.container is not None:
             inside = row.container["pid_inside"]
-            command = f"[container {row.container['namespace']}, pid {inside} there] {command}"
+            where = row.container.get("id") or row.container["namespace"]
+            command = f"[container {where}, pid {inside} there] {command}"
         sys.stdout.write(line + fit(command, max(10, width - len(line))) + "\n")
     return 0
 

@@ -37,6 +37,7 @@ class AgentClient:
         self.greeting = greeting
         self.path = path
         self.uid = uid  # who owns the socket
+        self.root: tuple[int, int] | None = None  # whose root `path` starts at (a container)
         self.busy_wait = DEFAULT_BUSY_WAIT
         self._next_id = 1
 
@@ -48,16 +49,22 @@ class AgentClient:
         expected_pid: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         uid: int | None = None,
+        root: tuple[int, int] | None = None,
     ) -> AgentClient:
         """Connect, check who serves the socket, read the greeting, authenticate.
 
         The socket must belong to `uid` (default: memtop's own user) and is reached
-        without following a symlink anywhere on `path`."""
+        without following a symlink anywhere on `path`. `root`: (pid, start time) of a
+        process in a container, whose path `path` is (reached from that process's root)."""
         owner = os.geteuid() if uid is None else uid
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(5.0)
         try:
-            rundir.connect_path(sock, path, owner)
+            if root is None:
+                rundir.connect_path(sock, path, owner)
+            else:
+                with rundir.ProcessRoot(*root) as start:
+                    rundir.connect_path(sock, path, owner, start)
         except rundir.RunDirError as exc:
             sock.close()
             raise AttachError(str(exc)) from exc
@@ -76,6 +83,7 @@ class AgentClient:
                         f"{expected_pid}; remove it and retry"
                     )
             client = cls(sock, {}, path, owner)
+            client.root = root
             greeting = replies.check_greeting(client._read())
             if greeting["status"] != "ok":
                 error = greeting.get("error") or {}

@@ -1,8 +1,10 @@
 """Several processes watched as one: a gunicorn master and its workers, a multiprocessing
 pool. Each process has its own agent and socket (they are independent programs); a refresh
 asks all of them at once and merges their tables by row key, keeping what each process
-contributed. Workers that exit drop out with a note; with `children`, new children of the
-watched parent (a recycled worker) are attached as they appear.
+contributed, and asks again until every row shown holds every process's share
+(memtop.group_ranks). Workers that exit drop out with a note; with `children`, new children
+of the watched parent (a recycled worker) are attached as they appear, each process known by
+its pid and start time (a pid outlives its process: the next one started may get it).
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ from dataclasses import dataclass
 
 import psutil
 
+from memtop.attach import procfs
 from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
+from memtop.group_ranks import ORDER, Ask, completions, keys_that_fit
 from memtop.model import Query, Refresh, Row, TableInfo
 from memtop.source import LiveSource, TargetInfo, TracebackEntry
 
 MAX_ADOPTED_PER_REFRESH = 2  # attaching takes a while: new children join a few at a time
 MEMBER_WAIT = 3.0  # seconds a refresh waits for a process before showing its last table
+SETTLE_AGE = 3600.0  # asking a process again: the table it has just read will do
+ROUNDS = 3  # requests per process and refresh at most, the first one included
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,10 @@ class ProcessTotals:
         return dataclasses.asdict(self)
 
 
-def merge(samples: dict[int, Refresh], query: Query, now: float) -> Refresh:
+def merge(samples: dict[int, Refresh], query: Query, now: float, table_id: int = 0) -> Refresh:
     """One Refresh for the group: totals summed, rows summed by key (each row keeps what
-    every process contributed, largest first), the oldest table's timing."""
+    every process contributed, largest first), the oldest table's timing; `table_id`
+    names the combination of tables."""
     ordered = sorted(samples.items())
     rows: dict[str, list[tuple[int, Row]]] = {}
     for pid, sample in ordered:
@@ -63,7 +70,7 @@ def merge(samples: dict[int, Refresh], query: Query, now: float) -> Refresh:
                 ),
             )
         )
-    order = _ORDER.get(query.sort, _ORDER["size"])
+    order = ORDER.get(query.sort, ORDER["size"])
     merged.sort(key=lambda r: (-order(r), r.key))
     merged = merged[: query.limit]
 
@@ -87,7 +94,7 @@ def merge(samples: dict[int, Refresh], query: Query, now: float) -> Refresh:
         nframe=min(s.nframe for _, s in ordered),
         work_ms=max(s.work_ms for _, s in ordered),
         table=TableInfo(
-            sample_id=sum(t.sample_id for t in tables),
+            sample_id=table_id,
             time=oldest.time,
             age=oldest.age,
             fresh=all(t.fresh for t in tables),
@@ -116,13 +123,10 @@ def merge(samples: dict[int, Refresh], query: Query, now: float) -> Refresh:
     )
 
 
-_ORDER: dict[str, Callable[[Row], int]] = {
-    "size": lambda r: r.size,
-    "count": lambda r: r.count,
-    "size_diff": lambda r: abs(r.size_diff),
-    "count_diff": lambda r: abs(r.count_diff),
-    "growth": lambda r: r.size_diff,
-}
+def _ask(member: LiveSource, query: Query, max_age: float, ask: Ask) -> Refresh:
+    """One process's top `ask.depth` rows, then those of `ask.rows`."""
+    keys = keys_that_fit(ask.rows, query.group_by)
+    return member.refresh(dataclasses.replace(query, limit=ask.depth), max_age, keys)
 
 
 class GroupSource:
@@ -135,20 +139,29 @@ class GroupSource:
         attach_member: Callable[[int], LiveSource],
         note: Callable[[str], None],
         parent: int | None = None,
-        refused: Iterable[int] = (),
+        refused: Iterable[tuple[int, int]] = (),
     ) -> None:
         """`members`: the processes attached so far; `parent`: adopt its new children
-        through `attach_member` (not the `refused` ones); `note` says when a process joins
-        or drops out."""
+        through `attach_member` (not the `refused` ones, as (pid, start time)); `note`
+        says when a process joins or drops out."""
         self.members = dict(members)
         self.attach_member = attach_member
         self._note = note
         self._notes: deque[str] = deque(maxlen=20)  # for a view that shows them itself
+        # A pid names a process only with its start time: a process that ended leaves its
+        # pid to the next one started, whoever's that is.
+        self._starts = {pid: start_of(pid) for pid in self.members}
         self.parent = parent
+        self.parent_start = start_of(parent) if parent is not None else None
         self.ended: dict[int, str] = {}
-        self._refused: set[int] = set(refused)
+        self._gone: set[tuple[int, int | None]] = set(refused)  # ended, or refused
         self._pending: dict[int, tuple[Query, Future[Refresh]]] = {}  # requests under way
-        self._last: dict[int, Refresh] = {}
+        self._last: dict[int, tuple[Query, Refresh]] = {}  # each process's last table
+        # The merged table's rows: asked of every process next time, whatever they rank
+        # there, so a steady table needs one request per process.
+        self._shown: tuple[Query, tuple[Row, ...]] = (Query(), ())
+        self._tables: object = None  # the tables the last refresh showed
+        self._table_id = 0  # a new table shown: a new id, larger than any before
         self._slow: set[int] = set()  # processes said not to answer
         self.focus: int | None = None  # one process shown on its own, or None: all merged
         first = next(iter(self.members.values()))
@@ -189,26 +202,68 @@ class GroupSource:
         the GIL) does not hold up the others: its last table stands in, and its request
         is left to finish, to be read on a later refresh."""
         self._adopt_children()
+        shown = self._shown[1] if self._shown[0] == query else ()
         for pid in sorted(self.members):
             if pid not in self._pending:
-                self._pending[pid] = (
-                    query,
-                    self._pool.submit(self.members[pid].refresh, query, max_age),
-                )
+                first = Ask(query.limit, shown)
+                asked = self._pool.submit(_ask, self.members[pid], query, max_age, first)
+                self._pending[pid] = (query, asked)
         samples = self._collect(query, max(MEMBER_WAIT, 3 * max_age))
         while not samples and self._pending:
             # Nothing to show at all: wait for whichever process answers first.
             samples = self._collect(query, None)
         if not samples:
             raise ConnectionLost("every watched process has ended")
-        merged = merge(samples, query, time.time())
+        self._complete(samples, query)
         focus = self.focus
+        if focus is not None and focus not in samples:
+            self.focus = focus = None  # it dropped out: back to the whole group
+        tables = (focus, query, sorted((pid, s.table.sample_id) for pid, s in samples.items()))
+        if tables != self._tables:
+            self._tables = tables
+            self._table_id += 1
+        merged = merge(samples, query, time.time(), self._table_id)
+        self._shown = (query, merged.rows)
         if focus is None:
             return merged
-        if focus not in samples:
-            self.focus = None  # it dropped out: back to the whole group
-            return merged
-        return dataclasses.replace(samples[focus], processes=merged.processes)
+        own = samples[focus]
+        return dataclasses.replace(
+            own,
+            query=query,
+            rows=own.rows[: min(query.limit, own.total_rows)],
+            processes=merged.processes,
+            table=dataclasses.replace(own.table, sample_id=self._table_id),
+        )
+
+    def _complete(self, samples: dict[int, Refresh], query: Query) -> None:
+        """Ask the processes that just answered again, for the rows some other process
+        ranked higher (and deeper ranks when a row none of them sent could still make the
+        table), until every row the merged table shows has every process's share."""
+        for _ in range(ROUNDS - 1):
+            asks = {
+                pid: ask
+                for pid, ask in completions(samples, query).items()
+                if pid in self.members and pid not in self._pending
+            }
+            if not asks:
+                return
+            asked = {
+                pid: self._pool.submit(_ask, self.members[pid], query, SETTLE_AGE, ask)
+                for pid, ask in asks.items()
+            }
+            done, _ = wait(asked.values(), timeout=MEMBER_WAIT)
+            for pid, future in asked.items():
+                if future not in done:
+                    self._pending[pid] = (query, future)  # read by a later refresh
+                    continue
+                try:
+                    samples[pid] = future.result()
+                except ConnectionLost:
+                    self._drop(pid)  # this refresh still shows what it sent before
+                    continue
+                except MemtopError:
+                    continue  # busy: its first answer stands
+                self._last[pid] = (query, samples[pid])
 
     def _collect(self, query: Query, timeout: float | None) -> dict[int, Refresh]:
         """The tables answered within `timeout` (None: until the first answer), and the
@@ -222,8 +277,8 @@ class GroupSource:
                     self._slow.add(pid)
                     self.note(f"pid {pid} is not answering (stopped?): showing its last table")
                 last = self._last.get(pid)
-                if last is not None and last.query == query:
-                    samples[pid] = _aged(last, time.time())
+                if last is not None and last[0] == query:
+                    samples[pid] = _aged(last[1], time.time())
                 continue
             del self._pending[pid]
             self._slow.discard(pid)
@@ -236,9 +291,10 @@ class GroupSource:
                 self.note(f"pid {pid}: {exc.message}")
                 continue
             if asked == query:
-                samples[pid] = self._last[pid] = sample
-            elif pid in self._last and self._last[pid].query == query:
-                samples[pid] = self._last[pid]
+                samples[pid] = sample
+                self._last[pid] = (query, sample)
+            elif pid in self._last and self._last[pid][0] == query:
+                samples[pid] = self._last[pid][1]
         return samples
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
@@ -310,6 +366,7 @@ class GroupSource:
     def _drop(self, pid: int) -> None:
         member = self.members.pop(pid)
         self._last.pop(pid, None)
+        self._gone.add((pid, self._starts.pop(pid, None)))
         status = str(member.exit_status() or "closed its agent connection")
         self.ended[pid] = status
         self.note(f"pid {pid} {status}: dropped from the group")
@@ -318,18 +375,26 @@ class GroupSource:
     def _adopt_children(self) -> None:
         if self.parent is None:
             return
+        if start_of(self.parent) != self.parent_start:
+            self.note(f"pid {self.parent} ended: its new children are not looked for any more")
+            self.parent = None  # its pid may name another process's family by now
+            return
+        known = set(self._starts.items()) | self._gone
+        found = python_children(self.parent, self.parent_start, lambda *child: child in known)
         adopted = 0
-        known = set(self.members) | set(self.ended) | self._refused
-        for pid in children_of(self.parent, known):
+        for pid, start in found:
             if adopted >= MAX_ADOPTED_PER_REFRESH:
                 break
+            if pid in self.members:
+                continue  # a process that ended and left its pid: dropped on this refresh
             adopted += 1
             try:
-                self.members[pid] = self.attach_member(pid)
+                self.members[pid] = attach_child(self.attach_member, pid, start)
             except MemtopError as exc:
-                self._refused.add(pid)
+                self._gone.add((pid, start))
                 self.note(f"new child {pid} not attached: {exc.message}")
                 continue
+            self._starts[pid] = start
             self.note(f"new child {pid} attached")
 
     def exit_status(self) -> Ending | None:
@@ -360,24 +425,58 @@ def _aged(sample: Refresh, now: float) -> Refresh:
     )
 
 
+def start_of(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), None once it is gone."""
+    try:
+        return procfs.start_time(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def attach_child(attach_member: Callable[[int], LiveSource], pid: int, start: int) -> LiveSource:
+    """Attach the child found as `pid` started at `start`. MemtopError when it has ended
+    since: its pid names another process by now, or none."""
+    if start_of(pid) != start:
+        raise MemtopError("it ended (its pid names another process now, or none)")
+    member = attach_member(pid)
+    # Still that process now: then it held the pid all along, and the attach reached it.
+    if start_of(pid) != start:
+        member.close()  # perhaps another program's agent: detached again
+        raise MemtopError("it ended while memtop attached (its pid names another process now)")
+    return member
+
+
 def children_of(parent: int, known: Iterable[int] = ()) -> list[int]:
     """The living descendants of `parent` that run CPython, oldest first; `known` ones are
     left out without a look (telling CPython reads the process's memory map)."""
+    skip = set(known)
+    return [pid for pid, _ in python_children(parent, None, lambda pid, _: pid in skip)]
+
+
+def python_children(
+    parent: int, parent_start: int | None, known: Callable[[int, int], bool]
+) -> list[tuple[int, int]]:
+    """The living descendants that run CPython, as (pid, start time), oldest pid first, of
+    `parent` while it is the process started at `parent_start` (any, when None): none
+    once it has ended, when its pid may name another process. `known(pid, start)` ones
+    are left out without a look (telling CPython reads the process's memory map)."""
     from memtop.attach.pyversion import detect_python
 
     try:
         found = psutil.Process(parent).children(recursive=True)
     except psutil.Error:
         return []
-    skip = set(known)
-    pids = []
+    if parent_start is not None and start_of(parent) != parent_start:
+        return []  # the list may be another process's family
+    children = []
     for child in sorted(found, key=lambda p: p.pid):
-        if child.pid in skip:
+        start = start_of(child.pid)
+        if start is None or known(child.pid, start):
             continue
         try:
             if child.status() == psutil.STATUS_ZOMBIE or detect_python(child.pid) is None:
                 continue
         except (psutil.Error, OSError, ValueError):
             continue
-        pids.append(child.pid)
-    return pids
+        children.append((child.pid, start))
+    return children

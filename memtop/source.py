@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -161,9 +162,12 @@ class LiveSource:
             **_mode_fields(greeting),
         )
 
-    def refresh(self, query: Query, max_age: float) -> Refresh:
-        """One refresh: the agent's rows and totals, RSS/USS read from outside."""
+    def refresh(self, query: Query, max_age: float, keys: Sequence[Row] = ()) -> Refresh:
+        """One refresh: the agent's rows and totals, RSS/USS read from outside; the rows
+        of `keys` follow the top rows, whatever their rank."""
         args = query.top_args(max_age)
+        if keys:
+            args["keys"] = [wire_key(query.group_by, row) for row in keys]
         held = self._rows_held
         if held is not None and held[0] == query:
             args["reuse_rows"] = held[1]  # the sample they were read from
@@ -269,7 +273,11 @@ class LiveSource:
         with self._lock:
             self.client.close()
             self.client = AgentClient.connect(
-                self.client.path, self.token, expected_pid=self.pid, uid=self.client.uid
+                self.client.path,
+                self.token,
+                expected_pid=self.pid,
+                uid=self.client.uid,
+                root=self.client.root,
             )
             self.client.busy_wait = 0.0
 
@@ -296,6 +304,7 @@ class LiveSource:
         return ending_of(self.pid, self._start)
 
     detached = False  # set by close() once the agent answered its detach
+    agent_stopped = False  # and the agent stopped (no other viewer, not an opt-in agent)
 
     def close(self, keep_agent: bool = False) -> Ending | None:
         """Leave: stop the program memtop started, or detach the agent; with `keep_agent`
@@ -310,8 +319,9 @@ class LiveSource:
                 # An attached agent detaches by itself after its idle timeout.
                 self._request("configure", keep_token=True)
             elif self.program is None:
-                self._request("detach")
+                reply = self._request("detach")
                 self.detached = True
+                self.agent_stopped = not reply.get("other_viewers") and not reply.get("stays")
         except MemtopError:
             pass
         finally:

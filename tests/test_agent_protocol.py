@@ -212,6 +212,10 @@ def test_garbage_gets_error_codes_and_the_connection_stays_usable(agent, short_t
         (b'{"id": 1, "cmd": "top", "args": {"group_by": "everything"}}', "bad_args"),
         (b'{"id": 1, "cmd": "top", "args": {"include": "*.py"}}', "bad_args"),
         (b'{"id": 1, "cmd": "top", "args": {"cumulative": 1}}', "bad_args"),
+        (b'{"id": 1, "cmd": "top", "args": {"keys": {"filename": "a.py"}}}', "bad_args"),
+        (b'{"id": 1, "cmd": "top", "args": {"keys": ["a.py:1"]}}', "bad_args"),
+        (b'{"id": 1, "cmd": "top", "args": {"keys": [{"filename": "a.py"}]}}', "bad_args"),
+        (b'{"id": 1, "cmd": "top", "args": {"keys": [{}' + b", {}" * 500 + b"]}}", "bad_args"),
         (b'{"id": 1, "cmd": "top", "args": []}', "bad_request"),
         (b'{"id": "one", "cmd": "ping", "args": {}}', "bad_request"),
         (b'{"id": 1, "cmd": ["ping"], "args": {}}', "bad_request"),
@@ -233,6 +237,29 @@ def test_huge_row_limit_is_capped(agent) -> None:
     reply = client.call("top", limit=10**9, max_age=0.0)
     assert reply["ok"]
     assert len(reply["result"]["rows"]) <= 500
+
+
+def test_rows_of_asked_keys_follow_the_top_rows_whatever_their_rank(agent) -> None:
+    """A group's viewer asks each process for rows another process ranks higher."""
+    program, _ = agent
+    client = Raw(program.socket_path)
+    client.hello(program.token)
+    every = client.call("top", limit=500, max_age=3600.0)["result"]
+    assert every["total_rows"] > 3
+    low = every["rows"][-1]
+    asked = [
+        {"filename": low["filename"], "lineno": low["lineno"]},
+        {"filename": every["rows"][0]["filename"], "lineno": every["rows"][0]["lineno"]},
+        {"filename": "/nowhere/held.py", "lineno": 1},  # a key the table does not hold
+    ]
+    while True:  # a second table of one sample waits for the agent's time budget
+        reply = client.call("top", limit=2, max_age=3600.0, keys=asked)
+        if error_code(reply) != "busy":
+            break
+        time.sleep(reply["error"]["retry_in"])
+    reply = reply["result"]
+    assert reply["sample"]["id"] == every["sample"]["id"]
+    assert reply["rows"] == [*every["rows"][:2], low]
 
 
 # --- case 13: slowloris ------------------------------------------------------------------

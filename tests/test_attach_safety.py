@@ -364,6 +364,7 @@ def test_root_without_cap_sys_ptrace_is_told_to_add_it(
     assert result.returncode == 2, result.stderr
     assert "without CAP_SYS_PTRACE" in result.stderr
     assert "--cap-add=SYS_PTRACE" in result.stderr
+    assert 'securityContext: {capabilities: {add: ["SYS_PTRACE"]}}' in result.stderr
     assert time.monotonic() - began < 5
     untouched(state)
 

@@ -19,6 +19,7 @@ from conftest import (
 
 from memtop.agent import rundir
 from memtop.attach.chain import attach
+from memtop.attach.preflight import preflight
 from memtop.attach.session import target_run_dir
 
 
@@ -82,7 +83,8 @@ def test_100_attach_detach_cycles_leave_nothing_behind(plain: Plain, minor: str)
     assert plain.log(0, "attachable.py") == ""
     # Of the files an attach writes in the run dir, only the per-process lock stays.
     start = rundir.process_start_time(proc.pid)
-    run = target_run_dir(proc.pid, os.geteuid())
+    target = preflight(proc.pid)
+    run = target_run_dir(target, target.root())
     assert sorted(n for n in os.listdir(run) if n.startswith(f"{proc.pid}-")) == [
         f"{proc.pid}-{start}.lock"
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,8 @@ from conftest import (
 from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines, told
 
 from memtop.group import GroupSource, ProcessTotals, children_of
-from memtop.model import Query, Refresh
+from memtop.group_ranks import completions
+from memtop.model import Frame, Query, Refresh, Row, TableInfo
 from memtop.source import HeapInspection, LiveControls, LiveSource, Snapshots
 from memtop.ui.app import MemtopApp
 
@@ -204,6 +206,46 @@ def test_a_multiprocessing_pool_is_watched_as_one(plain: Plain) -> None:
     finally:
         code = watch.stop()
     assert code == 130, watch.notes
+
+
+LINES_POOL = TARGETS / "lines_pool.py"
+LINE = marked_lines(LINES_POOL)
+MB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        # c ranks first overall (9 MB), but third in the first worker.
+        [{"a": 5 * MB, "b": 4 * MB, "c": 3 * MB}, {"c": 6 * MB, "d": 1 * MB}],
+        # e ranks first overall (6 MB), but third in every worker.
+        [{"a": 5 * MB, "b": 4 * MB, "e": 3 * MB}, {"c": 9 * MB // 2, "d": 4 * MB, "e": 3 * MB}],
+    ],
+    ids=["below-the-top-in-one-worker", "below-the-top-in-every-worker"],
+)
+def test_a_merged_row_holds_every_workers_share(plain: Plain, sizes: list[dict]) -> None:
+    """Each worker ranks its own rows; a row of the merged top 2 that some worker ranks
+    third still counts that worker's share, and ranks where its sum puts it."""
+    _, state = plain.start(
+        sys.executable, "lines_pool.py", json.dumps(sizes), python_args=["-X", "tracemalloc"]
+    )
+    ready = wait_state(state, lambda s: "held" in s, timeout=30)
+    held = {int(pid): lines for pid, lines in ready["held"].items()}
+    totals = {name: sum(lines.get(name, 0) for lines in held.values()) for name in LINE}
+    expected = sorted(totals, key=lambda name: -totals[name])[:2]
+    assert totals[expected[1]] > max(totals[n] for n in LINE if n not in expected)
+    done = memtop_cli(
+        *map(str, held), "--mode", "exact", "--json", "-n", "1", "-l", "2", timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout.splitlines()[-1])["rows"]
+    assert [(r["filename"], r["lineno"]) for r in rows] == [
+        (str(LINES_POOL), LINE[name]) for name in expected
+    ]
+    for row, name in zip(rows, expected, strict=True):
+        assert row["size"] == totals[name]
+        parts = {part["pid"]: part["size"] for part in row["pids"]}
+        assert parts == {pid: lines[name] for pid, lines in held.items() if name in lines}
 
 
 # --- the live view of a group ---------------------------------------------------------------
@@ -443,6 +485,105 @@ def test_a_baseline_is_set_in_the_processes_that_still_answer(plain: Plain) -> N
     finally:
         os.kill(stopped, signal.SIGCONT)
         group.close()
+
+
+def ranked(limit: int, total: int, *rows: tuple[str, int]) -> Refresh:
+    """A process's reply: its top `limit` of `total` rows, as (key, size_diff)."""
+    table = TableInfo(1, T0, 0.0, True, 0.0, 1.0, 0.05)
+    return Refresh(
+        pid=0, time=T0, query=Query(limit=limit, sort="size_diff"), rss=None, uss=None,
+        traced_current=0, traced_peak=0, tracemalloc_memory=0, traced_blocks=None, nframe=1,
+        work_ms=0.0, table=table, total_rows=total,
+        rows=tuple(
+            Row(key, key, 1, max(diff, 0), 1, diff, 0, "", (Frame(key, 1),)) for key, diff in rows
+        ),
+    )  # fmt: skip
+
+
+def test_changes_that_may_cancel_out_are_asked_of_every_process() -> None:
+    """Sorted by the size of a change, a process's unsent rows may have grown or shrunk
+    by as much as its last sent row: a row's sum over processes may cancel out or add up,
+    so each process is asked for what the other sent, and for deeper ranks."""
+    query = Query(limit=1, sort="size_diff")
+    grew, shrank = ranked(1, 10, ("a.py", 100)), ranked(1, 10, ("b.py", -90))
+    asks = completions({1: grew, 2: shrank}, query)
+    assert {pid: (ask.depth, [r.key for r in ask.rows]) for pid, ask in asks.items()} == {
+        1: (4, ["b.py"]),
+        2: (4, ["a.py"]),
+    }
+    # Every row sent by both, and nothing left unsent: nothing to ask.
+    both = ("a.py", 100), ("b.py", -90)
+    assert completions({1: ranked(2, 2, *both), 2: ranked(2, 2, *both)}, query) == {}
+
+
+def test_a_groups_table_id_grows_when_a_worker_leaves(plain: Plain) -> None:
+    """The history takes a trend point per new table id: a worker that leaves must not
+    make the id fall back or repeat one the group already showed."""
+    from memtop.attach.chain import attach
+    from memtop.group import GroupSource
+    from memtop.source import LiveSource
+
+    _, state = plain.start(sys.executable, "pool.py", "3")
+    workers = wait_state(state, lambda s: len(s.get("workers", [])) == 3)["workers"]
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(pid, "auto", 4, 30.0, False)
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    members = {pid: attach_member(pid) for pid in workers}
+    for member in members.values():  # each agent some tables ahead of the group's first
+        wait_for(lambda m=member: m.refresh(Query(), 0.0).table.sample_id >= 5, 60, "tables")  # type: ignore[misc]
+    group = GroupSource(members, attach_member, print)
+    ids: list[int] = []
+
+    def refresh() -> Refresh:
+        sample = group.refresh(Query(), 0.0)
+        ids.append(sample.table.sample_id)
+        return sample
+
+    try:
+        refresh()
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for(lambda: len(refresh().processes) == 2, 30, "the killed worker to drop out")
+        dropped = len(ids) - 1
+        wait_for(lambda: refresh().table.sample_id > ids[dropped], 30, "a table after that")
+    finally:
+        group.close()
+    assert ids == sorted(ids), ids
+    assert ids[dropped] > max(ids[:dropped]), ids
+
+
+def test_a_pid_that_names_another_process_by_now_is_not_taken_in(short_tmp: Path) -> None:
+    """--children follows processes, not pids: a child that ends between being found and
+    being attached, its pid given to an unrelated program, is not attached as that child;
+    and once the parent ends, the children of the next program given its pid are not
+    adopted. The pids are really reused, in a pid namespace of the test's own."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare to hand pids out in a pid namespace (CI runs as root)")
+    run = short_tmp / "run"
+    run.mkdir(mode=0o700)  # the namespace's agents' sockets: apart from everyone else's
+    driver = subprocess.Popen(
+        [unshare, "--pid", "--fork", "--mount-proc", sys.executable,
+         str(ROOT / "tests" / "pid_reuse_driver.py")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(run)}, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    if "Operation not permitted" in err:
+        pytest.skip(f"pid namespaces are not allowed here: {err.strip()}")
+    assert driver.returncode == 0, err
+    seen = json.loads(out.splitlines()[-1])
+    assert seen["first"] in seen["after_swap"]
+    assert seen["second"] not in seen["after_swap"], seen
+    assert any(f"child {seen['second']} not attached" in n for n in seen["notes"]), seen
+    assert seen["its_child"] not in seen["after_parent"], seen
+    assert seen["after_parent"] == sorted([seen["first"], seen["other"]]), seen
 
 
 async def test_the_live_view_says_when_a_worker_drops_out(plain: Plain) -> None:

@@ -6,6 +6,7 @@ file's), against real root attaches; then each attack once, deterministically.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -92,6 +93,13 @@ class Decoys:
 @pytest.fixture
 def decoys(short_tmp: Path) -> Iterator[Decoys]:
     need_root_and_tools()
+    with made_decoys(short_tmp) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def made_decoys(short_tmp: Path) -> Iterator[Decoys]:
+    """Root's things in `short_tmp` that nobody acting for a user may touch."""
     os.chmod(short_tmp, 0o755)
     directory = owned(short_tmp / "decoy-dir", 0, 0o755)
     (directory / "keep").write_text("root's file\n")
@@ -308,7 +316,7 @@ def test_socket_name_linked_to_a_root_socket_is_never_connected(
     planted: Planted, decoys: Decoys
 ) -> None:
     planted.name(".sock").symlink_to(decoys.socket_path)
-    assert not discovery.agent_serving(planted.proc.pid, PLANTER_UID)  # `memtop ps`
+    assert not discovery.agent_serving(planted.proc.pid, PLANTER_UID, PLANTER_UID)  # `memtop ps`
     done = attach(planted.proc.pid, timeout=5.0)  # the link is stale: removed, then inject
     try:
         assert done.how == "remote-exec"

@@ -86,6 +86,13 @@ def row_key(value, group_by):
         raise BadArgs(str(exc)) from None
 
 
+def row_keys(value, group_by, cap):
+    """Row keys sent back by the viewer (a list of `row_key` objects, at most `cap`)."""
+    if not isinstance(value, list) or len(value) > cap:
+        raise BadArgs("keys must be a list of at most %d row keys" % cap)
+    return [row_key(item, group_by) for item in value]
+
+
 def type_name(args):
     name = args.get("type")
     if not isinstance(name, str) or not 0 < len(name) <= 300:

@@ -287,6 +287,26 @@ def rank(current, previous, group_by, sort="size", limit=50):
     return rows, len(entries)
 
 
+def rows_of(current, previous, keys):
+    """The rows of `keys` as `rank` makes them, whatever their rank; a key in neither
+    table is left out (it holds nothing)."""
+    rows = []
+    for key in keys:
+        entry = current.get(key)
+        old = previous.get(key) if previous is not None else None
+        if entry is None and old is None:
+            continue
+        size, count, tb = (entry[0], entry[1], entry[2]) if entry is not None else (0, 0, old[2])
+        if old is not None:
+            size_diff, count_diff = size - old[0], count - old[1]
+        elif previous is not None:
+            size_diff, count_diff = size, count
+        else:
+            size_diff = count_diff = 0
+        rows.append((key, size, size_diff, count, count_diff, tb))
+    return rows
+
+
 def tracebacks_of(by_traceback, group_by, cumulative, key, keep=None, limit=10):
     """The heaviest distinct tracebacks counted in one row, as (traceback, size, count)."""
     found = []

@@ -105,7 +105,7 @@ class Commands(ObjectCommands):
 
     @command(
         "top",
-        args=(*GROUPING, "limit", "sort", "compare", "max_age", "sources", "reuse_rows"),
+        args=(*GROUPING, "limit", "sort", "compare", "max_age", "sources", "reuse_rows", "keys"),
         reply=(
             "tracing",
             "baseline_restarted",
@@ -126,7 +126,10 @@ class Commands(ObjectCommands):
         (`size`, `size_diff`, `count`, `count_diff`, `growth`); `compare` (`previous` or
         `baseline`); `max_age` (s: a table younger than this is reused); `sources` (bool:
         send source lines); `reuse_rows` (the sample id of the rows the viewer holds from
-        its last reply: unchanged rows are not sent again).
+        its last reply: unchanged rows are not sent again); `keys` (at most 500 row keys,
+        each as `tracebacks` takes `key`: their rows follow the top `limit` rows whatever
+        their rank, a key the table does not hold gets no row; a process group's viewer
+        sums rows over processes; an agent loaded by an older memtop ignores it).
         Reply: `tracing` (session id, since, owner, `sees_only_new`), `baseline_restarted`,
         `group_by`, `cumulative`, `sort`, `compare`, `baseline_time`, `sample` (the table:
         `id`, `time`, `age`, `fresh`, `pause_ms`, `next_in`, `budget`, `work_ms`,
@@ -146,6 +149,9 @@ class Commands(ObjectCommands):
         # sent again (encoding 500 rows costs the program tens of ms, ten times that when
         # tracemalloc traces the encoder's own allocations).
         reuse_rows = checks.get(args, "reuse_rows", int, -1)
+        # Rows the viewer needs whatever their rank here: a process group's viewer sums
+        # each row over processes, and a row near the top there may rank low in this one.
+        keys = tuple(checks.row_keys(args.get("keys", []), group_by, MAX_ROWS))
 
         self.agent.follow_tracing()  # a table of an ended tracing session is not served
         # Totals first: read after the agent's own work they would include its temporaries.
@@ -155,7 +161,16 @@ class Commands(ObjectCommands):
         sample, cost = self.sampler.sample(max(0.0, max_age))
         started = time.thread_time()
         base = client.baseline if compare == "baseline" else None
-        shape = (sample.id, config, compare, base.id if base else None, sort, limit, want_sources)
+        shape = (
+            sample.id,
+            config,
+            compare,
+            base.id if base else None,
+            sort,
+            limit,
+            want_sources,
+            keys,
+        )
         reading = 0.0
         unchanged = False
         if client.last_rows is not None and client.last_rows[0] == shape:
@@ -164,7 +179,7 @@ class Commands(ObjectCommands):
         else:
             self.sampler.admit_derived(sample, "a table for these settings")
             out_rows, total, reading = self._rows(
-                client, sample, config, base, compare, sort, limit, want_sources
+                client, sample, config, base, compare, sort, limit, want_sources, keys
             )
             client.last_rows = (shape, out_rows, total)
         # Reading source files is not snapshot work: it is cached and bounded on its own,
@@ -188,8 +203,9 @@ class Commands(ObjectCommands):
             "rows_unchanged": unchanged,
         }
 
-    def _rows(self, client, sample, config, base, compare, sort, limit, want_sources):
-        """Rank one grouping of `sample` against the previous one or the baseline.
+    def _rows(self, client, sample, config, base, compare, sort, limit, want_sources, keys):
+        """Rank one grouping of `sample` against the previous one or the baseline: the top
+        `limit` rows, then those of `keys` not among them.
 
         Returns (rows, total keys, seconds spent reading source lines)."""
         group_by = config[0]
@@ -204,6 +220,10 @@ class Commands(ObjectCommands):
             self.agent.timeline.record_rows(config, sample, rows)
         except Exception as exc:  # the shared history must never cost a viewer its table
             self.agent.record_error("history: %r" % (exc,))
+        if keys:
+            ranked = {row[0] for row in rows}
+            asked = [key for key in dict.fromkeys(keys) if key not in ranked]
+            rows = rows + collector.rows_of(current, against, asked)
         lookup = {}
         reading = time.thread_time()
         if want_sources:

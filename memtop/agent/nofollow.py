@@ -66,26 +66,30 @@ def open_dir_at(dir_fd, name, shown):
         raise
 
 
-def check_passage(st, shown, uid):
+def check_passage(st, shown, uid, roots=(0,)):
     """A directory on the way to a private one: owned by root or `uid`, and when others
-    may write to it, root's and sticky (like /tmp), so nobody else can swap what follows."""
-    if st.st_uid not in (0, uid):
+    may write to it, root's and sticky (like /tmp), so nobody else can swap what follows.
+    `roots`: the uids that count as root (a container's root user is another host uid)."""
+    if st.st_uid not in roots and st.st_uid != uid:
         raise UnsafePath("%s belongs to uid %d, neither root nor %d" % (shown, st.st_uid, uid))
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not (
-        st.st_uid == 0 and st.st_mode & stat.S_ISVTX
+        st.st_uid in roots and st.st_mode & stat.S_ISVTX
     ):
         raise UnsafePath("%s is writable by others and not a sticky root directory" % shown)
 
 
-def open_directory(path, uid):
+def open_directory(path, uid, root=None):
     """An fd of the directory `path`, reached from / without following a symlink; every
-    directory above it passes `check_passage` (the last one is the caller's to check)."""
+    directory above it passes `check_passage` (the last one is the caller's to check).
+    With `root` (a rundir.ProcessRoot), "/" is that process's root directory: the path
+    is one of another mount namespace, such as a container's."""
     parts = components(path)
-    fd = os.open("/", DIR_FLAGS)
+    fd = os.open("/", DIR_FLAGS) if root is None else os.dup(root.fd)
+    roots = (0,) if root is None else root.uids
     try:
         here = "/"
         for part in parts:
-            check_passage(os.fstat(fd), here, uid)
+            check_passage(os.fstat(fd), here, uid, roots)
             there = os.path.join(here, part)
             following = open_dir_at(fd, part, there)
             os.close(fd)
@@ -96,9 +100,10 @@ def open_directory(path, uid):
         raise
 
 
-def open_fresh_dir(dir_fd, name, shown):
+def open_fresh_dir(dir_fd, name, shown, owner=None):
     """An fd of the directory just made with mkdir(`name`, 0o700) in `dir_fd`, or
-    UnsafePath if what is there now is not it: an empty 0700 directory of our euid.
+    UnsafePath if what is there now is not it: an empty 0700 directory of our euid (of
+    `owner` when it was made as that user).
 
     Another user may swap the name between mkdir and open, but cannot move a directory
     of ours from elsewhere (moving a directory needs write access to it, for its ".."):
@@ -107,7 +112,7 @@ def open_fresh_dir(dir_fd, name, shown):
     try:
         st = os.fstat(fd)
         if (
-            st.st_uid != os.geteuid()
+            st.st_uid != (os.geteuid() if owner is None else owner)
             or st.st_nlink != 2
             or stat.S_IMODE(st.st_mode) & ~0o700
             or os.listdir(fd)

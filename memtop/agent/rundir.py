@@ -45,23 +45,26 @@ class RunDirMissing(RunDirError):
     """The run directory does not exist (and was not to be created)."""
 
 
-def default_run_dir(uid, environ):
+def default_run_dir(uid, environ, root=None, owner=None):
     """`$XDG_RUNTIME_DIR/memtop` when that is a private directory of `uid` reached without
     symlinks, else `/tmp/memtop-<uid>`. A group- or world-writable or foreign
     XDG_RUNTIME_DIR is not used: the environment is the target's, every part of it its
-    user's choice."""
+    user's choice. For a process in a container: `uid` as it sees it, `root` its
+    ProcessRoot and `owner` its uid as memtop sees it (on files)."""
     xdg = environ.get("XDG_RUNTIME_DIR")
     if xdg and xdg.startswith("/"):
         candidate = os.path.join(xdg, "memtop")
         # Leave room for "<pid>-<starttime>.sock" (at most 7 + 1 + 20 + 5 bytes).
-        if len(candidate) + 34 <= MAX_SOCKET_PATH and _private_to(xdg, uid):
+        if len(candidate) + 34 <= MAX_SOCKET_PATH and _private_to(
+            xdg, uid if owner is None else owner, root
+        ):
             return candidate
     return "/tmp/memtop-%d" % uid
 
 
-def _private_to(path, uid):
+def _private_to(path, uid, root=None):
     try:
-        fd = nofollow.open_directory(path, uid)
+        fd = nofollow.open_directory(path, uid, root)
     except (UnsafePath, OSError):
         return False
     try:
@@ -71,26 +74,29 @@ def _private_to(path, uid):
     return st.st_uid == uid and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def open_run_dir(path, uid, gid=-1, create=False):
+def open_run_dir(path, uid, gid=-1, create=False, root=None, as_owner=False):
     """The run dir at `path` as a RunDir, created 0700 (and, as root, given to `uid`:`gid`)
-    when `create` and missing. RunDirError unless it is a real 0700 directory of `uid`."""
+    when `create` and missing. RunDirError unless it is a real 0700 directory of `uid`.
+    With `root` (a ProcessRoot), `path` is that process's path, reached from its root.
+    `as_owner` (root only): create everything as `uid`:`gid` (see OwnerIds)."""
     parent_path, name = os.path.split(path.rstrip("/"))
     try:
         nofollow.check_name(name)
-        parent = nofollow.open_directory(parent_path, uid)
+        parent = nofollow.open_directory(parent_path, uid, root)
     except UnsafePath as exc:
         raise RunDirError("run directory %s: %s" % (path, exc)) from None
     try:
         created = False
         if create:
-            try:
-                os.mkdir(name, 0o700, dir_fd=parent)
-                created = True
-            except FileExistsError:
-                pass
+            with OwnerIds(uid, gid) if as_owner else _Unchanged():
+                try:
+                    os.mkdir(name, 0o700, dir_fd=parent)
+                    created = True
+                except FileExistsError:
+                    pass
         try:
             if created:
-                fd = nofollow.open_fresh_dir(parent, name, path)
+                fd = nofollow.open_fresh_dir(parent, name, path, uid if as_owner else None)
             else:
                 fd = os.open(name, nofollow.DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
@@ -109,13 +115,50 @@ def open_run_dir(path, uid, gid=-1, create=False):
     finally:
         os.close(parent)
     try:
-        if created and os.geteuid() != uid:
+        if created and os.geteuid() != uid and not as_owner:
             os.fchown(fd, uid, gid)
         _check_private(os.fstat(fd), path, uid)
     except BaseException:
         os.close(fd)
         raise
-    return RunDir(path, fd, uid, gid)
+    return RunDir(path, fd, uid, gid, as_owner)
+
+
+class _Unchanged:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class OwnerIds:
+    """Within: this thread creates files as `uid`:`gid` (setfsuid/setfsgid, which the
+    kernel keeps per thread; other threads are unaffected) and is checked as that user.
+
+    Root needs it in a container of its own user namespace, where root is nobody: the
+    kernel refuses to create a file of root there (EOVERFLOW). And what root creates
+    there it creates as the container's user would, with that user's rights only."""
+
+    def __init__(self, uid, gid):
+        self.uid = uid
+        self.gid = gid
+
+    def __enter__(self):
+        import ctypes  # the viewer's only: an agent never acts as another user
+
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.old_gid = self.libc.setfsgid(self.gid)
+        self.old_uid = self.libc.setfsuid(self.uid)
+        # setfsuid returns the previous value even when it fails: ask again to be sure.
+        if self.libc.setfsuid(-1) != self.uid or self.libc.setfsgid(-1) != self.gid:
+            self.__exit__()
+            raise RunDirError("cannot act as uid %d, gid %d here" % (self.uid, self.gid))
+        return self
+
+    def __exit__(self, *exc):
+        self.libc.setfsuid(self.old_uid)
+        self.libc.setfsgid(self.old_gid)
 
 
 def _check_private(st, path, uid):
@@ -142,11 +185,12 @@ class RunDir:
     Files are created 0600 and, when the caller is root, owned by `uid`:`gid` (the
     target reads them, nobody else may). Names are plain entry names, never paths."""
 
-    def __init__(self, path, fd, uid, gid=-1):
+    def __init__(self, path, fd, uid, gid=-1, as_owner=False):
         self.path = path
         self.fd = fd
         self.uid = uid
         self.gid = gid
+        self.as_owner = as_owner  # creates as its owner (OwnerIds)
 
     def close(self):
         if self.fd >= 0:
@@ -175,11 +219,18 @@ class RunDir:
 
     def _give(self, fd):
         # Only fds of what we created ourselves: never a name someone else could swap.
-        if os.geteuid() != self.uid:
+        if os.geteuid() != self.uid and not self.as_owner:
             os.fchown(fd, self.uid, self.gid)
+
+    def _creating(self):
+        return OwnerIds(self.uid, self.gid) if self.as_owner else _Unchanged()
 
     def write(self, name, data, mode=0o600):
         """Replace `name` with a new file holding `data`, atomically (never through a link)."""
+        with self._creating():
+            self._write(name, data, mode)
+
+    def _write(self, name, data, mode):
         nofollow.check_name(name)
         fd, temporary = self._create_temporary(name, mode)
         try:
@@ -231,6 +282,10 @@ class RunDir:
     def open_lock(self, name):
         """An fd of the lock file `name`, created for the owner if missing. An existing
         one must be a regular file of the owner with one link."""
+        with self._creating():
+            return self._open_lock(name)
+
+    def _open_lock(self, name):
         nofollow.check_name(name)
         for _ in range(8):
             try:
@@ -277,7 +332,11 @@ class RunDir:
         """The directory `name` holding `files` ((relative path, bytes, mode) each), built
         under a temporary name and renamed into place, or the existing one of the owner.
         Returns its path. Nothing in it is given to the owner before it is complete, and
-        until then the owner cannot enter it (root's, 0700)."""
+        until then the owner cannot enter it (root's, 0700), unless created as the owner."""
+        with self._creating():
+            return self._stage(name, files)
+
+    def _stage(self, name, files):
         nofollow.check_name(name)
         if self._owned_dir(name):
             return self.join(name)
@@ -311,7 +370,8 @@ class RunDir:
             os.close(fd)
 
     def _fill(self, building, files):
-        top = nofollow.open_fresh_dir(self.fd, building, self.join(building))
+        owner = self.uid if self.as_owner else None
+        top = nofollow.open_fresh_dir(self.fd, building, self.join(building), owner)
         dirs = {(): top}
         try:
             for relative, data, mode in files:
@@ -324,7 +384,7 @@ class RunDir:
                         os.mkdir(parts[depth - 1], 0o700, dir_fd=parent)
                         shown = os.path.join(self.join(building), *parts[:depth])
                         dirs[parts[:depth]] = nofollow.open_fresh_dir(
-                            parent, parts[depth - 1], shown
+                            parent, parts[depth - 1], shown, owner
                         )
                     parent = dirs[parts[:depth]]
                 fd = os.open(parts[-1], nofollow.CREATE_FLAGS, mode & 0o700, dir_fd=parent)
@@ -378,6 +438,62 @@ def process_start_time(pid):
     return int(fields[19])
 
 
+class ProcessRoot:
+    """The root directory of process `pid` (`/proc/PID/root`, the kernel's own link, never
+    a path anyone else names), open as `fd`: where the paths of a process in another mount
+    namespace, such as a container's, start. `uids`: the uids that own its system
+    directories, root's and (in a user namespace) the host uid of its root user."""
+
+    def __init__(self, pid, start_time):
+        self.pid = pid
+        self.fd = os.open("/proc/%d/root" % pid, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if process_start_time(pid) != start_time:
+                raise RunDirError("process %d exited" % pid)
+            inside_root = outside_id(pid, "uid_map", 0)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.uids = (0,) if inside_root in (None, 0) else (0, inside_root)
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def outside_id(pid, map_name, inside):
+    """The id that `inside` (a uid or gid of process `pid`'s user namespace) is outside it,
+    from /proc/PID/uid_map or gid_map; None when it is not mapped."""
+    with open("/proc/%d/%s" % (pid, map_name)) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) == 3:
+                first_inside, first_outside, count = (int(x) for x in fields)
+                if first_inside <= inside < first_inside + count:
+                    return first_outside + inside - first_inside
+    return None
+
+
+def inside_id(pid, map_name, outside):
+    """The id that `outside` (as memtop sees it) is inside process `pid`'s user namespace;
+    None when it is not mapped there."""
+    with open("/proc/%d/%s" % (pid, map_name)) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) == 3:
+                first_inside, first_outside, count = (int(x) for x in fields)
+                if first_outside <= outside < first_outside + count:
+                    return first_inside + outside - first_outside
+    return None
+
+
 def socket_name(pid, start_time):
     """File name of the agent socket of one process."""
     return "%d-%d.sock" % (pid, start_time)
@@ -399,13 +515,14 @@ def token_name(pid, start_time):
     return "%d-%d.token" % (pid, start_time)
 
 
-def connect_path(sock, path, uid):
+def connect_path(sock, path, uid, root=None):
     """Connect `sock` to the Unix socket at `path` without following a symlink anywhere
-    on the way: the socket must be `uid`'s (RunDirError otherwise, OSError when absent)."""
+    on the way: the socket must be `uid`'s (RunDirError otherwise, OSError when absent).
+    With `root` (a ProcessRoot), `path` is reached from that process's root."""
     directory, name = os.path.split(path)
     try:
         nofollow.check_name(name)
-        dir_fd = nofollow.open_directory(directory, uid)
+        dir_fd = nofollow.open_directory(directory, uid, root)
     except UnsafePath as exc:
         raise RunDirError("refusing to connect to %s: %s" % (path, exc)) from None
     try:

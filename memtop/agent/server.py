@@ -40,6 +40,24 @@ REQUEST_BURST = 8
 _CRED = struct.Struct("3i")
 
 
+def trusted_uids(own_uid):
+    """The peer uids that may connect: root, the agent's own user and, in a user namespace
+    of its own (a container's), the uid that every user the namespace does not map shows
+    as. Only a user privileged outside the container gets there: the socket is 0600 and
+    its directory 0700, both of a user the namespace maps, and reaching them from outside
+    takes /proc/PID/root (the right to trace the process). The token is asked anyway."""
+    trusted = {0, own_uid}
+    try:
+        with open("/proc/self/uid_map") as f:
+            whole = f.read().split() == ["0", "0", "4294967295"]
+        if not whole:
+            with open("/proc/sys/kernel/overflowuid") as f:
+                trusted.add(int(f.read()))
+    except (OSError, ValueError):
+        pass
+    return frozenset(trusted)
+
+
 def peer_credentials(sock):
     """(pid, uid, gid) of a Unix socket's peer (SO_PEERCRED)."""
     return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
@@ -76,6 +94,7 @@ class Server:
         self.poller = select.poll()
         self.poller.register(listener.fd, select.POLLIN)
         self.accept_paused_until = None
+        self.trusted = trusted_uids(agent.uid)
 
     def _held_bytes(self):
         """Bytes buffered for clients (replies not yet sent, frames not yet complete)."""
@@ -218,7 +237,7 @@ class Server:
         if self.agent.stopping:
             own.release()
             return False
-        if uid not in (0, self.agent.uid):
+        if uid not in self.trusted:
             greeting.update(
                 status="unauthorized",
                 error=_err("unauthorized", "uid %d may not read this process's memory" % uid),

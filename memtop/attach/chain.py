@@ -8,6 +8,7 @@ memtop.agent.rundir): the target's user may swap anything in it at any moment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -20,17 +21,20 @@ from typing import TypeVar
 from memtop.agent import nofollow, rundir
 from memtop.agent.rundir import RunDir, RunDirError
 from memtop.attach import gdb, procfs, remote_exec
+from memtop.attach.container import alive_inside
 from memtop.attach.diagnose import is_stopped, no_answer, stopped_message, target_ended
 from memtop.attach.preflight import Target, preflight
 from memtop.attach.session import (
     AttachLock,
     Session,
+    alive_here,
     existing_target_run_dir,
     new_session,
     open_target_run_dir,
     remove_stale,
     stage_agent,
     target_run_dir,
+    tidy_container_run_dir,
 )
 from memtop.client import AgentClient
 from memtop.errors import AttachError, MemtopError, TargetExited, UsageError
@@ -120,7 +124,9 @@ def plan(target: Target, method: str, force_gdb: bool = False) -> list[str]:
         raise remote_exec.RemoteDebugDisabled(remote_exec.OPT_OUT_ADVICE.format(how=opt_out))
     if method != "auto":
         return [method]
-    if modern and not opt_out:
+    # From a container, sys.remote_exec needs a host interpreter of the target's version.
+    reachable = target.container is None or remote_exec.host_interpreter(target) is not None
+    if modern and not opt_out and reachable:
         return ["remote-exec", "gdb-parked"]
     return ["gdb", "gdb-parked"]
 
@@ -150,9 +156,28 @@ def _attach(
 ) -> Attached:
     started = time.monotonic()
     target = preflight(pid)
-    path = target_run_dir(pid, target.uid)
-    with open_target_run_dir(path, target) as run_dir, AttachLock(run_dir, pid, target.start):
-        remove_stale(run_dir)
+    try:
+        return _attach_to(target, method, nframe, timeout, force_gdb, mode, started)
+    except BaseException:
+        tidy(target, timeout=0.0)  # what a failed attach staged in a container goes
+        raise
+
+
+def _attach_to(
+    target: Target,
+    method: str,
+    nframe: int,
+    timeout: float,
+    force_gdb: bool,
+    mode: ModeRequest,
+    started: float,
+) -> Attached:
+    pid = target.pid
+    with (
+        _run_dir(target, create=True) as run_dir,
+        AttachLock(run_dir, target.own_pid, target.start),
+    ):
+        remove_stale(run_dir, _alive(target))
         reused = _reuse(target, run_dir)
         if reused is not None:
             client, token, how = reused
@@ -160,7 +185,7 @@ def _attach(
         routes = plan(target, method, force_gdb)
         agent_dir = stage_agent(run_dir)
         request = {"config": {"nframe": nframe, **mode.agent_config()}}
-        new = partial(new_session, run_dir, pid, target.start, agent_dir, request)
+        new = partial(new_session, run_dir, target.own_pid, target.start, agent_dir, request)
         for index, route in enumerate(routes):
             fallback = index + 1 < len(routes) and routes[index + 1] == "gdb-parked"
             wait = partial(_await_agent, target, route=route, timeout=timeout, fallback=fallback)
@@ -178,35 +203,108 @@ def _attach(
 def detach(pid: int, method: str = "auto", force_gdb: bool = False, timeout: float = 5.0) -> str:
     """Stop the agent in `pid`; returns what happened, in words."""
     target = preflight(pid)
-    socket_name = rundir.socket_name(pid, target.start)
-    run_dir = existing_target_run_dir(target_run_dir(pid, target.uid), target)
+    socket_name = rundir.socket_name(target.own_pid, target.start)
+    run_dir = _run_dir(target, create=False)
     if run_dir is None or run_dir.lstat(socket_name) is None:
         if run_dir is not None:
             run_dir.close()
         return f"no memtop agent serves pid {pid}"
-    with run_dir, AttachLock(run_dir, pid, target.start):
-        token = _token_file(run_dir, target)
-        if token is not None:
-            try:
-                client = _connect(run_dir, socket_name, token, target)
-            except MemtopError:
-                client = None
-            if client is not None:
-                reply = client.request("detach")
-                client.close()
-                _wait_gone(run_dir, socket_name, timeout)
-                return _detached_words(pid, reply)
-        agent_dir = stage_agent(run_dir)
-        route = plan(target, method, force_gdb)[0]
-        new = partial(new_session, run_dir, pid, target.start, agent_dir, {"action": "stop"})
-        wait = partial(_await_result, target, route=route, timeout=timeout)
+    with run_dir, AttachLock(run_dir, target.own_pid, target.start):
+        words, stopped = _stop_agent(target, run_dir, socket_name, method, force_gdb, timeout)
+    if stopped:
+        tidy(target)  # once the lock is let go: it goes too
+    return words
+
+
+def _stop_agent(
+    target: Target,
+    run_dir: RunDir,
+    socket_name: str,
+    method: str,
+    force_gdb: bool,
+    timeout: float,
+) -> tuple[str, bool]:
+    """Stop the agent that serves `socket_name`: (what happened, whether it stopped)."""
+    pid = target.pid
+    token = _token_file(run_dir, target)
+    if token is not None:
         try:
-            _, session = _through(route, target, new, wait)
-        except _NoAnswer as exc:
-            raise AttachError(exc.message) from None
-        session.withdraw()
-        _wait_gone(run_dir, socket_name, timeout)
-        return f"agent stopped in pid {pid} ({route})"
+            client = _connect(run_dir, socket_name, token, target)
+        except MemtopError:
+            client = None
+        if client is not None:
+            reply = client.request("detach")
+            client.close()
+            _wait_gone(run_dir, socket_name, timeout)
+            stopped = not reply.get("other_viewers") and not reply.get("stays")
+            return _detached_words(pid, reply), stopped
+    agent_dir = stage_agent(run_dir)
+    route = plan(target, method, force_gdb)[0]
+    new = partial(new_session, run_dir, target.own_pid, target.start, agent_dir, {"action": "stop"})
+    wait = partial(_await_result, target, route=route, timeout=timeout)
+    try:
+        _, session = _through(route, target, new, wait)
+    except _NoAnswer as exc:
+        raise AttachError(exc.message) from None
+    session.withdraw()
+    _wait_gone(run_dir, socket_name, timeout)
+    return f"agent stopped in pid {pid} ({route})", True
+
+
+def _run_dir(target: Target, create: bool) -> RunDir:
+    """The target's run dir, opened (with `create`, made if missing; else None if there is
+    none). In a container, its path is the target's, reached from the target's root."""
+    root = target.root()
+    try:
+        path = target_run_dir(target, root)
+        if create:
+            return open_target_run_dir(path, target, root)
+        return existing_target_run_dir(path, target, root)  # type: ignore[return-value]
+    finally:
+        if root is not None:
+            root.close()
+
+
+def _alive(target: Target) -> Callable[[int, int], bool]:
+    """Whether a process named in the target's run dir (by its own pid) still runs."""
+    if target.container is None or "PID" not in target.container.namespaces:
+        return alive_here
+    return alive_inside(target.container.pid_namespace)
+
+
+def tidy(target: Target, timeout: float = 3.0) -> None:
+    """After the agent in a contained target stopped: nothing of memtop's stays in the
+    container's files (the staged agent and the run dir memtop made go)."""
+    if target.container is None or not target.container.other_mounts:
+        return
+    try:
+        root = target.root()
+    except AttachError:
+        return  # it ended, and its files with its container, or not ours to touch
+    if root is None:
+        return
+    try:
+        path = target_run_dir(target, root)
+        run_dir = existing_target_run_dir(path, target, root)
+        if run_dir is None:
+            return
+        with run_dir:
+            # The agent removes its socket as it stops, just after its last answer.
+            socket_name = rundir.socket_name(target.own_pid, target.start)
+            _wait_gone(run_dir, socket_name, timeout)
+            if run_dir.lstat(socket_name) is not None:
+                return  # an agent serves, and loads its modules from its copy: all stays
+            remove_stale(run_dir, _alive(target))
+            with (
+                contextlib.suppress(AttachError),
+                AttachLock(run_dir, target.own_pid, target.start, wait=0.0) as lock,
+            ):
+                lock.remove()
+            tidy_container_run_dir(run_dir, path, root)
+    except AttachError:
+        pass  # what is there is not memtop's to touch
+    finally:
+        root.close()
 
 
 def _detached_words(pid: int, reply: dict) -> str:
@@ -224,7 +322,7 @@ def _reuse(target: Target, run_dir: RunDir) -> tuple[AgentClient, str, str] | No
 
     A socket nobody serves is stale and removed; one served by another process than the
     target is an impostor, and the attach stops (AgentClient checks SO_PEERCRED)."""
-    name = rundir.socket_name(target.pid, target.start)
+    name = rundir.socket_name(target.own_pid, target.start)
     if run_dir.lstat(name) is None:
         return None
     if not _listening(run_dir, name):
@@ -264,13 +362,26 @@ def _listening(run_dir: RunDir, name: str) -> bool:
 
 
 def _connect(run_dir: RunDir, name: str, token: str, target: Target) -> AgentClient:
-    return AgentClient.connect(run_dir.join(name), token, expected_pid=target.pid, uid=target.uid)
+    return _connect_path(run_dir.join(name), token, target)
+
+
+def _connect_path(path: str, token: str, target: Target) -> AgentClient:
+    """The agent at `path` (the target's path: in a container, from its root), served by
+    the target itself (its pid as memtop sees it) and owned by its user."""
+    contained = target.container is not None and target.container.other_mounts
+    return AgentClient.connect(
+        path,
+        token,
+        expected_pid=target.pid,
+        uid=target.uid,
+        root=(target.pid, target.start) if contained else None,
+    )
 
 
 def _token_file(run_dir: RunDir, target: Target) -> str | None:
     """The token an opt-in or `memtop run` agent left, if any (never read through a link)."""
     try:
-        data = run_dir.read(rundir.token_name(target.pid, target.start), limit=1024)
+        data = run_dir.read(rundir.token_name(target.own_pid, target.start), limit=1024)
     except RunDirError as exc:
         raise AttachError(str(exc)) from exc
     if data is None:
@@ -285,12 +396,16 @@ def _inject(route: str, target: Target, session: Session) -> None:
         # stderr), and goes once the agent answered: CPython runs a script at most once
         # per request, and memtop makes one request at a time (the lock). A late request
         # running a newer script just serves the newer session.
-        session.script = f"{target.pid}-{target.start}.boot.py"
+        session.script = f"{target.own_pid}-{target.start}.boot.py"
         try:
             session.run_dir.write(session.script, session.bootstrap().encode())
         except OSError as exc:
             raise AttachError(f"cannot write the bootstrap: {exc}") from exc
-        remote_exec.inject(target, session.run_dir.join(session.script))
+        try:
+            remote_exec.inject(target, session.run_dir.join(session.script))
+        except remote_exec.NothingSent:
+            session.run_dir.remove(session.script)  # no request can run it
+            raise
         return
     mode = "pending" if route == "gdb" else "parked"
     for attempt in range(PARKED_ATTEMPTS if mode == "parked" else 1):
@@ -373,7 +488,7 @@ def _await_agent(
     try:
         # Anywhere the agent says, but reached without following a symlink, a socket of the
         # target's user, served by the target itself.
-        return AgentClient.connect(path, session.token, expected_pid=target.pid, uid=target.uid)
+        return _connect_path(path, session.token, target)
     except MemtopError:
         # The agent started, then the program was stopped before it could answer.
         if is_stopped(target.pid):

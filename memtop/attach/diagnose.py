@@ -15,8 +15,20 @@ if TYPE_CHECKING:
     from memtop.attach.preflight import Target
 
 
-def ptrace_advice(scope: int | None, root: bool, has_cap: bool, pid: int) -> str:
-    """What to do when the kernel refused ptrace (for remote_exec as for gdb)."""
+SECCOMP_ADVICE = (
+    "memtop itself runs under a seccomp filter (a container's default profile) that "
+    "refuses ptrace or process_vm_writev: run memtop's container unconfined (Kubernetes: "
+    "`securityContext: {{seccompProfile: {{type: Unconfined}}}}`; Docker: `--security-opt "
+    "seccomp=unconfined`), or run memtop on the host (`memtop {pid}` as root reaches into "
+    "containers)"
+)
+
+
+def ptrace_advice(
+    scope: int | None, root: bool, has_cap: bool, pid: int, seccomp: bool = False
+) -> str:
+    """What to do when the kernel refused ptrace (for remote_exec as for gdb). `seccomp`:
+    memtop runs under a seccomp filter."""
     if scope == 3:
         return (
             "kernel.yama.ptrace_scope is 3: ptrace is disabled until reboot; start the program "
@@ -25,10 +37,14 @@ def ptrace_advice(scope: int | None, root: bool, has_cap: bool, pid: int) -> str
     if root and not has_cap:
         return (
             "memtop runs as root but without CAP_SYS_PTRACE (a container?): run the container "
-            "with `--cap-add=SYS_PTRACE` (Kubernetes: securityContext.capabilities.add: "
-            '["SYS_PTRACE"]; older Docker also needs a seccomp profile that allows ptrace), '
-            "or start the program with `memtop run`"
+            "with `--cap-add=SYS_PTRACE` (Kubernetes: add `securityContext: {capabilities: "
+            '{add: ["SYS_PTRACE"]}}` to memtop\'s container, or `kubectl debug --profile='
+            "general`; older Docker also needs a seccomp profile that allows ptrace), or run "
+            f"memtop on the host (`memtop {pid}` as root reaches into containers), or start "
+            "the program with `memtop run`"
         )
+    if seccomp:
+        return SECCOMP_ADVICE.format(pid=pid)
     if scope == 1 and not root:
         return (
             "kernel.yama.ptrace_scope is 1: only a parent may attach to its children. Use "
@@ -54,7 +70,13 @@ def ptrace_refused(target: Target) -> str:
     if ended:
         return ended
     root = os.geteuid() == 0
-    reason = ptrace_advice(procfs.yama_scope(), root, procfs.have_cap_sys_ptrace(), target.pid)
+    reason = ptrace_advice(
+        procfs.yama_scope(),
+        root,
+        procfs.have_cap_sys_ptrace(),
+        target.pid,
+        procfs.seccomp_filtered(),
+    )
     return f"cannot attach to pid {target.pid} ({user_name(target.uid)}): {reason}"
 
 

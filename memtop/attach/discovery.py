@@ -10,6 +10,8 @@ from typing import Any
 import psutil
 
 from memtop.agent import rundir
+from memtop.attach import container
+from memtop.attach.container import other_namespaces, pid_inside
 from memtop.attach.procfs import read_environ
 from memtop.attach.pyversion import detect_python
 
@@ -25,7 +27,8 @@ class PythonProcess:
     agent: bool  # a memtop agent serves in it
     command: str
     ppid: int = 0  # its parent process
-    # In another container: {"pid_inside": its pid there, "namespace": "pid:[inode]"}.
+    # In another container: {"pid_inside": its pid there, "namespace": "pid:[inode]"},
+    # and "id" (12 hex digits) when its cgroups name a container runtime's id.
     container: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -36,14 +39,16 @@ def python_processes(all_users: bool = False) -> list[PythonProcess]:
     """CPython processes of this user (every user's when `all_users`), biggest RSS first."""
     me = os.geteuid()
     found = []
-    for proc in psutil.process_iter(["pid", "ppid", "uids", "username", "cmdline", "memory_info"]):
+    for proc in psutil.process_iter(
+        ["pid", "ppid", "uids", "gids", "username", "cmdline", "memory_info"]
+    ):
         info = proc.info
         if info["pid"] == os.getpid() or info["uids"] is None:
             continue
         if not all_users and info["uids"].effective != me:
             continue
         try:
-            python = detect_python(info["pid"])
+            python = detect_python(info["pid"], contained="mount" in other_namespaces(info["pid"]))
         except (OSError, ValueError):
             continue
         if python is None:
@@ -55,7 +60,7 @@ def python_processes(all_users: bool = False) -> list[PythonProcess]:
                 python=python.label,
                 rss=rss,
                 user=info["username"] or "",
-                agent=agent_serving(info["pid"], info["uids"].effective),
+                agent=agent_serving(info["pid"], info["uids"].effective, info["gids"].effective),
                 command=" ".join(info["cmdline"] or []),
                 ppid=info["ppid"] or 0,
                 container=container_of(info["pid"]),
@@ -67,20 +72,20 @@ def python_processes(all_users: bool = False) -> list[PythonProcess]:
 def container_of(pid: int) -> dict[str, Any] | None:
     """Where `pid` runs when its PID or mount namespace is not memtop's: its pid inside
     (the last of NSpid) and the namespace; None when it runs beside memtop."""
-    from memtop.attach.preflight import other_namespaces
-
-    if not other_namespaces(pid):
+    elsewhere = other_namespaces(pid)
+    if "mount" not in elsewhere and "PID" not in elsewhere:
         return None
     inside = pid
     try:
-        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as status:
-            for line in status:
-                if line.startswith("NSpid:"):
-                    inside = int(line.split()[-1])
+        inside = pid_inside(pid)
         namespace = os.readlink(f"/proc/{pid}/ns/pid")
     except (OSError, ValueError):
         namespace = "?"
-    return {"pid_inside": inside, "namespace": namespace}
+    found: dict[str, Any] = {"pid_inside": inside, "namespace": namespace}
+    runtime_id = container.read_container_id(pid)
+    if runtime_id is not None:
+        found["id"] = runtime_id
+    return found
 
 
 def as_tree(processes: list[PythonProcess]) -> list[tuple[int, PythonProcess]]:
@@ -117,22 +122,29 @@ def _parent(pid: int) -> int:
         return 0
 
 
-def agent_serving(pid: int, uid: int) -> bool:
+def agent_serving(pid: int, uid: int, gid: int) -> bool:
     """True when the process's agent socket exists and accepts connections (reached
-    without following a symlink: as root, the run dir belongs to the process's user)."""
+    without following a symlink: as root, the run dir belongs to the process's user; in
+    a container, from the process's own root)."""
     try:
         start = rundir.process_start_time(pid)
-    except (OSError, ValueError):
+        box = container.container_of(pid, uid, gid)
+        root = rundir.ProcessRoot(pid, start) if box and box.other_mounts else None
+    except (OSError, ValueError, rundir.RunDirError):
         return False
-    path = os.path.join(
-        rundir.default_run_dir(uid, read_environ(pid)), rundir.socket_name(pid, start)
-    )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
-        rundir.connect_path(probe, path, uid)
+        own_pid, own_uid = (box.pid_inside, box.uid_inside) if box else (pid, uid)
+        path = os.path.join(
+            rundir.default_run_dir(own_uid, read_environ(pid), root, uid),
+            rundir.socket_name(own_pid, start),
+        )
+        rundir.connect_path(probe, path, uid, root)
         return True
     except (rundir.RunDirError, OSError):
         return False
     finally:
         probe.close()
+        if root is not None:
+            root.close()

@@ -82,7 +82,7 @@ def gdb_command(target: Target) -> list[str]:
         command += ["-iex", setting]
     if platform.machine() == "x86_64":
         command += ["-iex", f"set tdesc filename {TDESC}"]
-    if target.python.static:
+    if target.python.static and not (target.container and target.container.other_mounts):
         # The C API is in the executable: name it, since /proc/PID/exe may be an explicit
         # ld.so. A PIE python with a libpython is left to /proc/PID/exe: naming it as the
         # exec file of a loader-started process makes gdb relocate it wrongly.
@@ -163,8 +163,9 @@ def _failure(output: str, target: Target) -> str:
     symbol = re.search(r'No symbol "(\w+)" in current context', output)
     if symbol:
         return (
-            f"gdb cannot find {symbol.group(1)} in pid {target.pid} (a stripped or unusual "
-            "build?); start the program with `memtop run` instead"
+            f"gdb cannot find {symbol.group(1)} in pid {target.pid}: its CPython exports no "
+            "symbols gdb can call (a build stripped of its dynamic symbols?). For CPython "
+            "3.14+ use `--method remote-exec`; otherwise start the program with `memtop run`"
         )
     if "Python scripting is not supported" in output:
         return "this gdb has no Python support; memtop needs a gdb built with Python"

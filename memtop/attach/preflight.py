@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from memtop.agent import rundir
 from memtop.attach import procfs
+from memtop.attach.container import Container, container_of
 from memtop.attach.diagnose import ptrace_advice
 from memtop.attach.procfs import user_name
 from memtop.attach.pyversion import PythonInfo, detect_python
@@ -26,10 +28,39 @@ class Target:
     python: PythonInfo
     environ: dict[str, str] = field(default_factory=dict)
     cmdline: list[str] = field(default_factory=list)
+    container: Container | None = None  # where it runs when not beside memtop
 
     @property
     def user(self) -> str:
         return user_name(self.uid)
+
+    @property
+    def own_pid(self) -> int:
+        """The pid the process knows itself by (in its container's PID namespace): the
+        pid in the names of its run dir's files."""
+        return self.container.pid_inside if self.container else self.pid
+
+    @property
+    def own_uid(self) -> int:
+        """The uid the process knows itself by (in its container's user namespace)."""
+        return self.container.uid_inside if self.container else self.uid
+
+    def root(self) -> rundir.ProcessRoot | None:
+        """Where its paths start when it has a mount namespace of its own (close it), else
+        None: its paths are memtop's. AttachError when it ended."""
+        if self.container is None or not self.container.other_mounts:
+            return None
+        try:
+            return rundir.ProcessRoot(self.pid, self.start)
+        except PermissionError:
+            from memtop.attach.diagnose import ptrace_refused
+
+            raise AttachError(
+                f"cannot reach the files of pid {self.pid} in its container (/proc/{self.pid}"
+                f"/root needs the right to trace it): {ptrace_refused(self)}"
+            ) from None
+        except (OSError, rundir.RunDirError):
+            raise AttachError(f"process {self.pid} exited") from None
 
 
 def preflight(pid: int) -> Target:
@@ -56,21 +87,21 @@ def preflight(pid: int) -> Target:
         raise AttachError(
             f"process {pid} is already traced by pid {tracer} ({what}); detach it first"
         )
-    elsewhere = other_namespaces(pid)
-    if elsewhere:
+    try:
+        container = container_of(pid, status.uid, status.gid)
+    except FileNotFoundError:
+        raise AttachError(f"process {pid} exited") from None
+    except OSError as exc:
         raise AttachError(
-            f"pid {pid} runs in another container (its {' and '.join(elsewhere)} namespace "
-            "is not memtop's): memtop does not attach across containers yet. Run memtop "
-            "inside that container, where it needs only CPython (e.g. `kubectl exec -it POD "
-            "-- sh -c 'pip install pymemtop && memtop ps'`, or `docker exec`)"
-        )
+            f"cannot tell which container pid {pid} runs in: {exc.strerror or exc}"
+        ) from None
     me = os.geteuid()
     if me != 0 and status.uid != me:
         raise AttachError(
             f"pid {pid} runs as {user_name(status.uid)}; run memtop as that user or as root"
         )
     try:
-        python = detect_python(pid)
+        python = detect_python(pid, contained=container is not None and container.other_mounts)
     except PermissionError:
         if me == 0 and not procfs.have_cap_sys_ptrace():
             raise AttachError(
@@ -104,22 +135,8 @@ def preflight(pid: int) -> Target:
         python,
         procfs.read_environ(pid),
         procfs.read_cmdline(pid),
+        container,
     )
-
-
-def other_namespaces(pid: int) -> list[str]:
-    """The namespaces, of those an attach goes through (files and pids), in which `pid`
-    is not where memtop is: ["mount", "PID"], or []."""
-    found = []
-    for kind, name in (("mnt", "mount"), ("pid", "PID")):
-        try:
-            theirs = os.stat(f"/proc/{pid}/ns/{kind}")
-            mine = os.stat(f"/proc/self/ns/{kind}")
-        except OSError:
-            continue  # not readable: the checks that follow say why
-        if (theirs.st_dev, theirs.st_ino) != (mine.st_dev, mine.st_ino):
-            found.append(name)
-    return found
 
 
 def _exists(pid: int) -> bool:

@@ -166,6 +166,19 @@ def mapped_files(pid: int) -> list[str]:
     return paths
 
 
+def mapped_file_links(pid: int) -> dict[str, str]:
+    """{path as the process's map names it: /proc/PID/map_files link of its first mapping}.
+    The link opens the very file mapped, wherever it lives (a container's files are not at
+    their paths here); opening it needs root."""
+    links: dict[str, str] = {}
+    with open(proc_path(pid, "maps")) as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith("/"):
+                links.setdefault(parts[5].rstrip("\n"), proc_path(pid, "map_files", parts[0]))
+    return links
+
+
 def exe_path(pid: int) -> str:
     """Where /proc/PID/exe points ('' when unreadable)."""
     try:
@@ -184,6 +197,18 @@ def yama_scope() -> int | None:
 
 
 CAP_SYS_PTRACE = 19
+
+
+def seccomp_filtered() -> bool:
+    """Whether memtop runs under a seccomp filter (mode 2), as in most containers."""
+    try:
+        with open(proc_path(os.getpid(), "status")) as f:
+            for line in f:
+                if line.startswith("Seccomp:"):
+                    return line.split()[1] == "2"
+    except (OSError, IndexError):
+        pass
+    return False
 
 
 def have_cap_sys_ptrace() -> bool:

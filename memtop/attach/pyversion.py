@@ -37,11 +37,22 @@ class PythonInfo:
         return self.binary == self.executable
 
 
-def detect_python(pid: int) -> PythonInfo | None:
+def detect_python(pid: int, contained: bool = False) -> PythonInfo | None:
     """The process's CPython, or None when it is not one. Raises PermissionError when its
-    memory map is not readable (another user, or a non-dumpable process)."""
+    memory map is not readable (another user, or a non-dumpable process). `contained`:
+    it has a mount namespace of its own, so its binaries are read through /proc (the
+    paths it names are its own, not memtop's)."""
     mapped = procfs.mapped_files(pid)
     exe = procfs.exe_path(pid)
+    reading: dict[str, str] = {}
+    if contained:
+        reading = procfs.mapped_file_links(pid)
+        reading[exe] = procfs.proc_path(pid, "exe")
+    return _detect(mapped, exe, reading)
+
+
+def _detect(mapped: list[str], exe: str, reading: dict[str, str]) -> PythonInfo | None:
+    """`reading`: where to read each binary the process names, when not at its path."""
     executable = exe
     if not exe or _LOADER.match(os.path.basename(exe)):
         # Started through an explicit ld.so (/proc/PID/exe is the loader), or the link is
@@ -53,22 +64,23 @@ def detect_python(pid: int) -> PythonInfo | None:
             version = (int(match.group(1)), int(match.group(2)))
             return PythonInfo(
                 version,
-                _full_version(path) or f"{version[0]}.{version[1]}",
+                _full_version(reading.get(path, path)) or f"{version[0]}.{version[1]}",
                 bool(match.group(3)),
                 path,
                 executable,
             )
     for path in [executable] + [p for p in mapped if p != executable]:
-        info = _from_binary(path, executable)
+        info = _from_binary(path, executable, reading.get(path, path))
         if info is not None:
             return info
     return None
 
 
-def _from_binary(path: str, executable: str) -> PythonInfo | None:
-    """A statically linked interpreter: its exported C API names the version."""
+def _from_binary(path: str, executable: str, readable: str) -> PythonInfo | None:
+    """A statically linked interpreter: its exported C API names the version (the file
+    named `path` is read at `readable`)."""
     try:
-        elf = ElfFile(path)
+        elf = ElfFile(readable)
     except (OSError, ElfError):
         return None
     if not elf.has("PyRun_SimpleString"):

@@ -9,6 +9,7 @@ else may. A session's files are removed as soon as they have been used.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -17,11 +18,11 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memtop.agent import rundir
+from memtop.agent import nofollow, rundir
 from memtop.agent.rundir import RunDir, RunDirError, RunDirMissing
 from memtop.attach.preflight import Target
 from memtop.attach.procfs import read_environ
@@ -58,26 +59,59 @@ _memtop(%r,%r,%s)
 """
 
 
-def target_run_dir(pid: int, uid: int) -> str:
-    """The run directory the target's agent uses: derived from the target's environment."""
-    return rundir.default_run_dir(uid, read_environ(pid))
+def target_run_dir(target: Target, root: rundir.ProcessRoot | None) -> str:
+    """The run directory the target's agent uses: derived from the target's environment
+    (a path of the target's: in a container, from its `root`)."""
+    return rundir.default_run_dir(target.own_uid, read_environ(target.pid), root, target.uid)
 
 
-def open_target_run_dir(path: str, target: Target) -> RunDir:
+def open_target_run_dir(path: str, target: Target, root: rundir.ProcessRoot | None) -> RunDir:
     """The target's run directory, opened and verified (created 0700 for the target's user
     if missing), or AttachError saying why it is refused."""
     try:
-        return rundir.open_run_dir(path, target.uid, target.gid, create=True)
+        return rundir.open_run_dir(
+            path, target.uid, target.gid, create=True, root=root, as_owner=_as_owner(target)
+        )
     except RunDirError as exc:
         raise AttachError(f"refusing to use the run directory: {exc}") from exc
     except OSError as exc:
-        raise AttachError(f"cannot create the run directory {path}: {exc.strerror}") from exc
+        raise AttachError(
+            f"cannot create the run directory {path}: {exc.strerror}{_fix_for(exc, target)}"
+        ) from exc
 
 
-def existing_target_run_dir(path: str, target: Target) -> RunDir | None:
+def _fix_for(exc: OSError, target: Target) -> str:
+    """What to do about a run dir that cannot be written, in words (or "")."""
+    if exc.errno != errno.EROFS:
+        return ""
+    where = " in its container" if target.container else ""
+    return (
+        f"; pid {target.pid}'s filesystem is read-only there{where}: give the program a "
+        "writable /tmp (Kubernetes: an emptyDir volume mounted at /tmp) or point "
+        "XDG_RUNTIME_DIR in its environment at a writable directory, or start it with "
+        "`memtop run`"
+    )
+
+
+def _as_owner(target: Target) -> bool:
+    """Whether root creates the files of a contained target as the target's user: in the
+    container's files, root only acts as the user whose files they are."""
+    return (
+        os.geteuid() == 0
+        and target.uid != 0
+        and target.container is not None
+        and target.container.other_mounts
+    )
+
+
+def existing_target_run_dir(
+    path: str, target: Target, root: rundir.ProcessRoot | None
+) -> RunDir | None:
     """The target's run directory if there is one (verified), else None."""
     try:
-        return rundir.open_run_dir(path, target.uid, target.gid)
+        return rundir.open_run_dir(
+            path, target.uid, target.gid, root=root, as_owner=_as_owner(target)
+        )
     except RunDirMissing:
         return None
     except RunDirError as exc:
@@ -186,17 +220,18 @@ def new_session(run_dir: RunDir, pid: int, start: int, agent_dir: str, request: 
 class AttachLock:
     """One attach at a time per target process (flock on `<pid>-<start>.lock`)."""
 
-    def __init__(self, run_dir: RunDir, pid: int, start: int) -> None:
+    def __init__(self, run_dir: RunDir, pid: int, start: int, wait: float = 60.0) -> None:
         self.run_dir = run_dir
         self.name = f"{pid}-{start}.lock"
         self.fd: int | None = None
+        self.wait = wait
 
     def __enter__(self) -> AttachLock:
         try:
             fd = self.run_dir.open_lock(self.name)
         except RunDirError as exc:
             raise AttachError(str(exc)) from exc
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.wait
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -216,15 +251,27 @@ class AttachLock:
             os.close(self.fd)
             self.fd = None
 
+    def remove(self) -> None:
+        """Remove the lock file while holding it (the last attach is over)."""
+        self.run_dir.remove(self.name)
+
 
 # A copy being built by a memtop that died: root's and 0700, so its user cannot remove it.
 _ABANDONED_STAGING = re.compile(r"agent-[0-9a-f]{16}\.[0-9a-f]{12}\.tmp")
 _STAGING_GRACE = 600.0
 
 
-def remove_stale(run_dir: RunDir) -> None:
+def alive_here(pid: int, start: int) -> bool:
+    try:
+        return rundir.process_start_time(pid) == start
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def remove_stale(run_dir: RunDir, alive: Callable[[int, int], bool] = alive_here) -> None:
     """Remove files of processes that no longer exist (same pid, other start time too),
-    and agent copies a crashed memtop left half-built."""
+    and agent copies a crashed memtop left half-built. `alive(pid, start)`: whether the
+    process a file name names still runs (the pids are the run dir's processes' own)."""
     try:
         names = run_dir.names()
     except OSError:
@@ -239,10 +286,33 @@ def remove_stale(run_dir: RunDir) -> None:
         parts = head.split("-")
         if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
             continue
-        pid, start = int(parts[0]), int(parts[1])
-        try:
-            alive = rundir.process_start_time(pid) == start
-        except (OSError, ValueError, IndexError):
-            alive = False
-        if not alive:
+        if not alive(int(parts[0]), int(parts[1])):
             run_dir.remove(name)  # never a directory
+
+
+def tidy_container_run_dir(run_dir: RunDir, path: str, root: rundir.ProcessRoot) -> None:
+    """After an agent in a container stopped: take the staged agent copies away, and the
+    run dir itself once empty, so that nothing of memtop's stays in the container's files.
+    (On the host the copy stays for the next attach.)"""
+    try:
+        names = run_dir.names()
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("agent-"):
+            info = run_dir.lstat(name)
+            if info is not None and stat.S_ISDIR(info.st_mode):
+                run_dir.remove_tree(name)
+    try:
+        if run_dir.names():
+            return
+        parent_path, name = os.path.split(path.rstrip("/"))
+        parent = nofollow.open_directory(parent_path, run_dir.uid, root)
+    except (OSError, nofollow.UnsafePath):
+        return
+    try:
+        os.rmdir(name, dir_fd=parent)
+    except OSError:
+        pass  # a file appeared meanwhile, or it is not ours to remove
+    finally:
+        os.close(parent)
