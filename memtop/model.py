@@ -18,8 +18,9 @@ MAX_PATTERN_CHARS = checks.MAX_PATTERN_CHARS
 if TYPE_CHECKING:
     from memtop.history import History
 
-# The agent's grouping keys and sort orders, one copy (memtop.agent.collector).
-GROUP_KEYS = collector.GROUP_KEYS
+# The agent's grouping keys and sort orders, one copy (memtop.agent.rowkeys, collector).
+GROUP_KEYS = rowkeys.GROUP_KEYS
+CUMULATIVE_KEYS = rowkeys.CUMULATIVE_KEYS  # the groupings that may count every frame
 SORT_KEYS = collector.SORT_KEYS
 
 

@@ -222,15 +222,6 @@ def _add(out, key, size, count, tb):
             entry[3] = size
 
 
-def _order_frames(key, group_by):
-    # tracemalloc.Traceback compares its frames oldest first: mirror that for tie-breaks.
-    if group_by == "traceback":
-        return tuple(reversed(key))
-    if group_by == "lineno":
-        return (key,)
-    return ((key, 0),)
-
-
 _SORT_FIELDS = {
     # Snapshot.statistics() order (then the traceback).
     "size": lambda size, size_diff, count, count_diff: (size, count),
@@ -282,7 +273,7 @@ def rank(current, previous, group_by, sort="size", limit=50):
         edge = best[-1][0]
         chosen = {e[1] for e in best}
         best.extend(e for e in entries if e[0] == edge and e[1] not in chosen)
-    best.sort(key=lambda e: (e[0], _order_frames(e[1], group_by)), reverse=True)
+    best.sort(key=lambda e: (e[0], rowkeys.order_frames(e[1], group_by)), reverse=True)
     rows = [(e[1],) + e[2] + (e[3],) for e in best[:limit]]
     return rows, len(entries)
 

@@ -60,6 +60,29 @@ def fields(key, group_by, tb):
     return tb[0]
 
 
+def order_frames(key, group_by):
+    """What breaks a tie between two rows: their frames oldest first, compared as
+    tracemalloc.Traceback compares them."""
+    if group_by == "traceback":
+        return tuple(reversed(key))
+    if group_by == "lineno":
+        return (key,)
+    return ((key, 0),)
+
+
+def history_key(key, group_by):
+    """A key as the `history` reply lists it: the fields its row shows, and a traceback's
+    frames (oldest first)."""
+    filename, lineno = fields(key, group_by, key)
+    if group_by == "traceback":
+        return {
+            "filename": filename,
+            "lineno": lineno,
+            "traceback": [{"filename": f, "lineno": n} for f, n in reversed(key)],
+        }
+    return {"filename": filename, "lineno": lineno}
+
+
 def frames_out(tb, sources):
     """A raw traceback on the wire: oldest frame first, each with its source line."""
     return [

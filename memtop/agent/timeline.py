@@ -167,7 +167,7 @@ class Timeline:
                 at = index.get(key)
                 if at is None:
                     at = index[key] = len(wire_keys)
-                    wire_keys.append(_wire_key(key, group_by))
+                    wire_keys.append(rowkeys.history_key(key, group_by))
                 rows.append([at, sizes[position]])
             tables.append({"id": sample_id, "time": when, "rows": rows})
         return {
@@ -198,16 +198,3 @@ def _copy(key):
     if isinstance(key[0], str):
         return (key[0], key[1] + 0)
     return tuple([(filename, lineno + 0) for filename, lineno in key])
-
-
-def _wire_key(key, group_by):
-    """A row key as the `top` rows name it: filename, lineno, and the frames of a traceback
-    (oldest first)."""
-    filename, lineno = rowkeys.fields(key, group_by, key)
-    if group_by == "traceback":
-        return {
-            "filename": filename,
-            "lineno": lineno,
-            "traceback": [{"filename": f, "lineno": n} for f, n in reversed(key)],
-        }
-    return {"filename": filename, "lineno": lineno}

@@ -35,7 +35,7 @@ from memtop.errors import (
 )
 from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
-from memtop.model import Query, Refresh, gaps_note
+from memtop.model import CUMULATIVE_KEYS, Query, Refresh, gaps_note
 from memtop.record import Recorder
 from memtop.source import (
     HeapInspection,
@@ -351,7 +351,7 @@ class MemtopApp(App[Outcome]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Grey out keys that do nothing in the current state."""
         state = self.state
-        if action == "toggle_cumulative" and state.group_by == "traceback":
+        if action == "toggle_cumulative" and state.group_by not in CUMULATIVE_KEYS:
             return None
         if self._lacks(action) is not None:
             return None
