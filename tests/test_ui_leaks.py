@@ -30,6 +30,7 @@ from memtop.filesource import FileSource
 from memtop.leaks import ChainStep, ReferrerChain, chain_from_reply
 from memtop.model import Frame, Query, Refresh
 from memtop.snapfile import load
+from memtop.source import HeapInspection, LiveControls, Snapshots
 from memtop.ui.app import MemtopApp
 from memtop.ui.help_screen import help_table
 from memtop.ui.origins_panel import OriginsPanel
@@ -441,6 +442,13 @@ def file_app(base: bool = False, autorefresh: bool = False) -> tuple[MemtopApp, 
         source = FileSource(snapshot, "/tmp/app.memtop")
     app = MemtopApp(source, Query(), 0.25, clock=lambda: T0 + 90, cwd=CWD, autorefresh=autorefresh)
     return app, source
+
+
+def test_a_saved_snapshot_serves_its_table_and_snapshot_only() -> None:
+    """What needs the live process is not there to call (no method that raises)."""
+    _, source = file_app()
+    assert isinstance(source, Snapshots)
+    assert not isinstance(source, LiveControls) and not isinstance(source, HeapInspection)
 
 
 async def test_a_saved_snapshot_shows_its_file_in_the_header() -> None:
