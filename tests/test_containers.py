@@ -442,3 +442,59 @@ def test_a_container_runtimes_id_is_read_from_cgroup_paths(
     from memtop.attach.container import container_id
 
     assert container_id(cgroup) == expected
+
+
+# Run in a container as its root: finds memtop's sys.remote_exec caller (it waits on the
+# FIFO the container put at /proc/1/maps), tries to open its memory for writing, says how
+# that went, and lets it go on.
+PTRACE_THE_CALLER = """
+import json, os, time
+while True:
+    for entry in os.listdir("/realproc"):
+        try:
+            with open("/realproc/%s/cmdline" % entry, "rb") as f:
+                if b"memtop-enter" not in f.read():
+                    continue
+        except (OSError, ValueError):
+            continue
+        try:
+            os.close(os.open("/realproc/%s/mem" % entry, os.O_RDWR))
+            outcome = "opened"
+        except OSError as exc:
+            outcome = exc.strerror
+        with open("/app/attack.tmp", "w") as f:
+            json.dump({"mem": outcome}, f)
+        os.rename("/app/attack.tmp", "/app/attack.json")
+        os.close(os.open("/proc/1/maps", os.O_WRONLY))
+        raise SystemExit(0)
+    time.sleep(0.01)
+"""
+
+
+def test_the_container_caller_is_out_of_reach_of_the_containers_root(
+    boxes: Boxes, short_tmp: Path
+) -> None:
+    """memtop's caller of sys.remote_exec is root of the host's mount namespace, chrooted,
+    in the container's PID namespace with its root's uid and capabilities. The container's
+    root (no CAP_SYS_PTRACE, as with Docker) holds it on a fake /proc/1/maps and tries to
+    open its memory: refused, so no code of the container's runs there."""
+    python = python_for("remote-exec")
+    attack = short_tmp / "attack.py"
+    attack.write_text(PTRACE_THE_CALLER)
+    attack.chmod(0o644)
+    fake_proc = (
+        f'cp {attack} "$root/app/"; mkdir "$root/realproc"; '
+        'mount -t proc proc "$root/realproc"; mount -t tmpfs none "$root/proc"; '
+        'ln -s /realproc/self "$root/proc/self"; mkdir "$root/proc/1"; '
+        'mkfifo "$root/proc/1/maps"; '
+        f'({FEWER_CAPABILITIES} chroot "$root" {python} /app/attack.py &)'
+    )
+    box = boxes.start(python, user_ns=False, prepare=fake_proc)
+    result = memtop_cli(
+        str(box.pid), "--json", "-n", "1", "--method", "remote-exec", timeout=90,
+        env=with_host_python(python),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    outcome = json.loads(Path(f"/proc/{box.pid}/root/app/attack.json").read_text())
+    assert outcome["mem"] == "Permission denied"
