@@ -310,6 +310,41 @@ def test_memtop_detach_stops_a_kept_agent_and_leaves_nothing(boxes: Boxes) -> No
     assert box.files() == before
 
 
+def test_a_detach_leaves_the_agent_copy_that_another_process_of_the_container_uses(
+    boxes: Boxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes of one container share its run dir and the staged agent. memtop
+    attaches one and detaches it while the other's agent serves a viewer: the copy stays,
+    so that agent still loads what it loads lazily (the sampler, on a switch of mode).
+    Once the last agent stops, nothing of memtop's stays."""
+    python = python_for("remote-exec")
+    second = f'(chroot "$root" env -i {python} /app/leaky.py /app/other.json list &)'
+    box = boxes.start(python, MAKER_UID, prepare=second)
+    other = wait_until(
+        lambda: next(
+            (p for p in _descendants(boxes.started[-1].pid) if "/app/other.json" in _cmdline(p)),
+            None,
+        ),
+        30,
+        "the second program",
+    )
+    wait_until(lambda: Path(f"/proc/{other}/root/app/other.json").exists(), 30, "its state")
+    before = box.files()
+    monkeypatch.setenv("PATH", with_host_python(python)["PATH"])
+    watched = attach(other, timeout=10.0)
+    try:
+        done = memtop_cli(str(box.pid), "--json", "-n", "1", "--mode", "exact")
+        assert done.returncode == 0, done.stderr
+        assert "detached from pid" in done.stderr
+        reply = watched.client.request("mode", mode="sampled", rate=65536)
+        assert reply["mode"] == "sampled", reply
+    finally:
+        watched.client.close()
+    stopped = memtop_cli("detach", str(other))
+    assert stopped.returncode == 0, stopped.stderr
+    assert box.files() == before
+
+
 def test_a_run_dir_symlink_planted_in_the_container_is_never_followed(
     boxes: Boxes, short_tmp: Path
 ) -> None:
