@@ -363,6 +363,35 @@ def test_a_run_dir_symlink_planted_in_the_container_is_never_followed(
     assert box.state().get("agent_loaded") is False
 
 
+def test_a_directory_the_container_mounts_in_its_run_dir_is_not_emptied_by_root(
+    boxes: Boxes, short_tmp: Path
+) -> None:
+    """A host directory the container sees but may not change (a hostPath volume of root's
+    files): its root mounts it at /tmp/memtop-0/agent-x. When memtop, as root, takes the
+    agent copies away after a detach, it does so with the container user's rights only:
+    the host's file stays."""
+    volume = short_tmp / "volume"
+    volume.mkdir(mode=0o755)
+    (volume / "keep").write_text("the host's\n")
+    plant = (
+        f'mkdir "$root/srv"; mount --bind {volume} "$root/srv"; '
+        'mkdir -p "$root/tmp/memtop-0/agent-x"; chmod 700 "$root/tmp/memtop-0"; '
+        'mount --bind "$root/srv" "$root/tmp/memtop-0/agent-x"; '
+        '! rm "$root/srv/keep" 2>/dev/null'
+    )
+    python = python_for("remote-exec")
+    box = boxes.start(python, MAKER_UID, prepare=plant)
+    _, err = stream_json(
+        [str(box.pid), "--json", "-i", "0.3", "--mode", "exact"],
+        leak_row,
+        env=with_host_python(python),
+    )
+    assert "memtop: detached from pid" in err, err
+    assert "Traceback" not in err
+    assert os.listdir(volume) == ["keep"]
+    assert (volume / "keep").read_text() == "the host's\n"
+
+
 def test_the_container_caller_refuses_a_process_that_ended() -> None:
     """The namespaces are those of the very process checked (its start time), never of a
     process that took its pid."""
