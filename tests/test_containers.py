@@ -562,3 +562,28 @@ def test_the_container_caller_is_out_of_reach_of_the_containers_root(
     assert "Traceback" not in result.stderr
     outcome = json.loads(Path(f"/proc/{box.pid}/root/app/attack.json").read_text())
     assert outcome["mem"] == "Permission denied"
+
+
+def test_a_call_held_by_the_containers_fake_proc_leaves_no_process_behind(boxes: Boxes) -> None:
+    """A FIFO at the container's /proc/1/maps holds the sys.remote_exec call until memtop
+    gives up on it: memtop says so, and no process of its stays in the container."""
+    python = python_for("remote-exec")
+    fake_proc = (
+        'mkdir "$root/realproc"; mount -t proc proc "$root/realproc"; '
+        'mount -t tmpfs none "$root/proc"; ln -s /realproc/self "$root/proc/self"; '
+        'mkdir "$root/proc/1"; mkfifo "$root/proc/1/maps"'
+    )
+    box = boxes.start(python, user_ns=False, prepare=fake_proc)
+    result = memtop_cli(
+        str(box.pid), "--json", "-n", "1", "--method", "remote-exec", timeout=90,
+        env=with_host_python(python),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "did not return within" in result.stderr
+    assert "Traceback" not in result.stderr
+    import psutil
+
+    def callers() -> list[int]:
+        return [p for p in psutil.pids() if "memtop-enter" in " ".join(_cmdline(p))]
+
+    wait_until(lambda: not callers(), 10, "memtop's caller to end")
