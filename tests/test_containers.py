@@ -392,6 +392,61 @@ def test_a_directory_the_container_mounts_in_its_run_dir_is_not_emptied_by_root(
     assert (volume / "keep").read_text() == "the host's\n"
 
 
+# Run in a container: maps and unmaps a file named like a libpython, over and over.
+MAP_AND_UNMAP = """
+import mmap, sys
+with open(sys.argv[1], "rb") as f:
+    while True:
+        mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ).close()
+"""
+
+
+def test_a_path_a_contained_process_maps_is_never_opened_on_the_host(
+    boxes: Boxes, short_tmp: Path
+) -> None:
+    """memtop reads a contained process's binaries through /proc/PID/map_files, never at
+    the paths its map names (they are the container's). A process that keeps changing its
+    map cannot make root open such a path here: a FIFO on the host at that path would hold
+    memtop for ever."""
+    python = python_for("remote-exec")
+    named = short_tmp / "lib" / "libpython3.99.so"
+    script = short_tmp / "toggle.py"
+    script.write_text(MAP_AND_UNMAP)
+    script.chmod(0o644)
+    toggling = (
+        f'mkdir -p "$root{named.parent}"; head -c 8192 /dev/zero > "$root{named}"; '
+        f'cp {script} "$root/app/"; (chroot "$root" {python} /app/toggle.py {named} &)'
+    )
+    boxes.start(python, MAKER_UID, prepare=toggling)
+    import psutil
+
+    toggler = wait_until(
+        lambda: next(
+            (p for p in psutil.pids() if "/app/toggle.py" in _cmdline(p)),
+            None,
+        ),
+        30,
+        "the mapping process",
+    )
+
+    # The path as this host reads it in the process's map, made a FIFO here.
+    def mapped_path() -> str | None:
+        with open(f"/proc/{toggler}/maps") as f:
+            return next((line.split()[-1] for line in f if "libpython3.99" in line), None)
+
+    host_path = Path(wait_until(mapped_path, 30, "the file in its map"))
+    host_path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(host_path, 0o600)
+    detecting = (
+        "from memtop.attach.pyversion import detect_python\n"
+        f"for _ in range(2000): detect_python({toggler}, contained=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", detecting], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_the_container_caller_refuses_a_process_that_ended() -> None:
     """The namespaces are those of the very process checked (its start time), never of a
     process that took its pid."""
