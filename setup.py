@@ -6,7 +6,7 @@ import os
 import shlex
 import subprocess
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 SOURCE = os.path.join("memtop", "agent", "native", "sampler.c")
@@ -54,5 +54,35 @@ class BuildPyWithSampler(build_py):
             build_sampler(os.path.join(self.build_lib, os.path.dirname(SOURCE)))
 
 
+def platform_wheel():
+    """bdist_wheel for a wheel tagged `py3-none-<platform>`, never `py3-none-any`: the
+    library is native code of this platform, loaded into any CPython 3.9+ without
+    Python.h. None where no bdist_wheel exists (no wheel can be built there anyway)."""
+    try:
+        from setuptools.command.bdist_wheel import bdist_wheel
+    except ImportError:  # setuptools before 70.1: the wheel package's
+        try:
+            from wheel.bdist_wheel import bdist_wheel
+        except ImportError:
+            return None
+
+    class PlatformWheel(bdist_wheel):
+        def get_tag(self):
+            return ("py3", "none", super().get_tag()[2])
+
+    return PlatformWheel
+
+
+class PlatformDistribution(Distribution):
+    """Holds native code (the library), so it installs where platform code goes."""
+
+    def has_ext_modules(self):
+        return True
+
+
 if __name__ == "__main__":
-    setup(cmdclass={"build_py": BuildPyWithSampler})
+    commands = {"build_py": BuildPyWithSampler}
+    wheel = platform_wheel()
+    if wheel is not None:
+        commands["bdist_wheel"] = wheel
+    setup(cmdclass=commands, distclass=PlatformDistribution)

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,7 +23,7 @@ from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, Targe
 from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
 from memtop.model import INTERNAL_PATTERNS, Query
-from memtop.modes import mode_request, settle_mode
+from memtop.modes import ModeRequest, mode_request, settle_mode
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource
@@ -311,20 +311,15 @@ def _attach(args: argparse.Namespace) -> int:
 
 def _attach_group(args: argparse.Namespace) -> int:
     """`memtop PID PID…` or `memtop PID --children`: several processes as one table."""
-    from memtop.group import GroupSource, attach_child, python_children, start_of
+    from memtop.children import attach_child, python_children, start_of
+    from memtop.group import GroupSource
 
     query = _query(args)
     mode = mode_request(args, "sampled")
     if args.iterations is not None and not (args.batch or args.json):
         args.batch = True
     note = _note
-
-    def attach_member(pid: int) -> LiveSource:
-        attached = attach(
-            pid, args.method, args.nframe, args.timeout, args.force_gdb, mode=mode, note=note
-        )
-        return LiveSource(attached.client, pid, attached.how, token=attached.token)
-
+    attach_member = _member_attacher(args, mode)
     pids = list(dict.fromkeys([args.pid, *args.more]))
     found = []
     if args.children:
@@ -357,6 +352,18 @@ def _attach_group(args: argparse.Namespace) -> int:
         source.close()
 
 
+def _member_attacher(args: argparse.Namespace, mode: ModeRequest) -> Callable[[int], LiveSource]:
+    """Attaches one process of a group or an export as the command line asks."""
+
+    def attach_member(pid: int) -> LiveSource:
+        attached = attach(
+            pid, args.method, args.nframe, args.timeout, args.force_gdb, mode=mode, note=_note
+        )
+        return LiveSource(attached.client, pid, attached.how, token=attached.token)
+
+    return attach_member
+
+
 def _export(args: argparse.Namespace) -> int:
     from memtop.fleet.export_command import run_export  # prometheus_client loads only here
 
@@ -371,14 +378,7 @@ def _export(args: argparse.Namespace) -> int:
         top=args.top,
         interval=args.interval,
         keep_agent=args.keep_agent,
-        attach_options={
-            "method": args.method,
-            "nframe": args.nframe,
-            "timeout": args.timeout,
-            "force_gdb": args.force_gdb,
-            "mode": mode_request(args, "sampled"),
-            "note": _note,
-        },
+        attach_member=_member_attacher(args, mode_request(args, "sampled")),
         err=sys.stderr,
         hung_up=signals.hung_up,
         children=args.children,

@@ -3,8 +3,7 @@ pool. Each process has its own agent and socket (they are independent programs);
 asks all of them at once and merges their tables by row key, keeping what each process
 contributed, and asks again until every row shown holds every process's share
 (memtop.group_ranks). Workers that exit drop out with a note; with `children`, new children
-of the watched parent (a recycled worker) are attached as they appear, each process known by
-its pid and start time (a pid outlives its process: the next one started may get it).
+of the watched parent (a recycled worker) are attached as they appear (memtop.children).
 """
 
 from __future__ import annotations
@@ -16,16 +15,13 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-import psutil
-
-from memtop.attach import procfs
+from memtop.children import Children
 from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
 from memtop.group_ranks import ORDER, Ask, completions, keys_that_fit
 from memtop.model import Query, Row, Sample, TableInfo
 from memtop.source import LiveSource, TargetInfo, TracebackEntry
 
-MAX_ADOPTED_PER_REFRESH = 2  # attaching takes a while: new children join a few at a time
 MEMBER_WAIT = 3.0  # seconds a refresh waits for a process before showing its last table
 SETTLE_AGE = 3600.0  # asking a process again: the table it has just read will do
 ROUNDS = 3  # requests per process and refresh at most, the first one included
@@ -146,16 +142,13 @@ class GroupSource:
         through `attach_member` (not the `refused` ones, as (pid, start time)); `note`
         says when a process joins or drops out."""
         self.members = dict(members)
-        self.attach_member = attach_member
         self._note = note
         self._notes: deque[str] = deque(maxlen=20)  # for a view that shows them itself
-        # A pid names a process only with its start time: a process that ended leaves its
-        # pid to the next one started, whoever's that is.
-        self._starts = {pid: start_of(pid) for pid in self.members}
-        self.parent = parent
-        self.parent_start = start_of(parent) if parent is not None else None
+        parents = [] if parent is None else [parent]
+        self._children = Children(parents, attach_member, self.note, refused)
+        for pid in self.members:
+            self._children.watching(pid)
         self.ended: dict[int, str] = {}
-        self._gone: set[tuple[int, int | None]] = set(refused)  # ended, or refused
         self._pending: dict[int, tuple[Query, Future[Sample]]] = {}  # requests under way
         self._last: dict[int, tuple[Query, Sample]] = {}  # each process's last table
         # The merged table's rows: asked of every process next time, whatever they rank
@@ -383,35 +376,15 @@ class GroupSource:
     def _drop(self, pid: int) -> None:
         member = self.members.pop(pid)
         self._last.pop(pid, None)
-        self._gone.add((pid, self._starts.pop(pid, None)))
+        self._children.left(pid)
         status = str(member.exit_status() or "closed its agent connection")
         self.ended[pid] = status
         self.note(f"pid {pid} {status}: dropped from the group")
         member.close()
 
     def _adopt_children(self) -> None:
-        if self.parent is None:
-            return
-        if start_of(self.parent) != self.parent_start:
-            self.note(f"pid {self.parent} ended: its new children are not looked for any more")
-            self.parent = None  # its pid may name another process's family by now
-            return
-        known = set(self._starts.items()) | self._gone
-        found = python_children(self.parent, self.parent_start, lambda *child: child in known)
-        adopted = 0
-        for pid, start in found:
-            if adopted >= MAX_ADOPTED_PER_REFRESH:
-                break
-            if pid in self.members:
-                continue  # a process that ended and left its pid: dropped on this refresh
-            adopted += 1
-            try:
-                self.members[pid] = attach_child(self.attach_member, pid, start)
-            except MemtopError as exc:
-                self._gone.add((pid, start))
-                self.note(f"new child {pid} not attached: {exc.message}")
-                continue
-            self._starts[pid] = start
+        for pid, member in self._children.adopt().items():
+            self.members[pid] = member
             self.note(f"new child {pid} attached")
 
     def exit_status(self) -> Ending | None:
@@ -441,60 +414,3 @@ def _aged(sample: Sample, now: float) -> Sample:
     return dataclasses.replace(
         sample, table=dataclasses.replace(sample.table, age=age, fresh=False)
     )
-
-
-def start_of(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot), None once it is gone."""
-    try:
-        return procfs.start_time(pid)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def attach_child(attach_member: Callable[[int], LiveSource], pid: int, start: int) -> LiveSource:
-    """Attach the child found as `pid` started at `start`. MemtopError when it has ended
-    since: its pid names another process by now, or none."""
-    if start_of(pid) != start:
-        raise MemtopError("it ended (its pid names another process now, or none)")
-    member = attach_member(pid)
-    # Still that process now: then it held the pid all along, and the attach reached it.
-    if start_of(pid) != start:
-        member.close()  # perhaps another program's agent: detached again
-        raise MemtopError("it ended while memtop attached (its pid names another process now)")
-    return member
-
-
-def children_of(parent: int, known: Iterable[int] = ()) -> list[int]:
-    """The living descendants of `parent` that run CPython, oldest first; `known` ones are
-    left out without a look (telling CPython reads the process's memory map)."""
-    skip = set(known)
-    return [pid for pid, _ in python_children(parent, None, lambda pid, _: pid in skip)]
-
-
-def python_children(
-    parent: int, parent_start: int | None, known: Callable[[int, int], bool]
-) -> list[tuple[int, int]]:
-    """The living descendants that run CPython, as (pid, start time), oldest pid first, of
-    `parent` while it is the process started at `parent_start` (any, when None): none
-    once it has ended, when its pid may name another process. `known(pid, start)` ones
-    are left out without a look (telling CPython reads the process's memory map)."""
-    from memtop.attach.pyversion import detect_python
-
-    try:
-        found = psutil.Process(parent).children(recursive=True)
-    except psutil.Error:
-        return []
-    if parent_start is not None and start_of(parent) != parent_start:
-        return []  # the list may be another process's family
-    children = []
-    for child in sorted(found, key=lambda p: p.pid):
-        start = start_of(child.pid)
-        if start is None or known(child.pid, start):
-            continue
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE or detect_python(child.pid) is None:
-                continue
-        except (psutil.Error, OSError, ValueError):
-            continue
-        children.append((child.pid, start))
-    return children

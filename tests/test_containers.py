@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,10 @@ from pathlib import Path
 import pytest
 from conftest import TARGETS, marked_lines, memtop_cli, need_gdb, need_interpreter, stream_json
 from conftest import wait_for as wait_until
+from test_rundir_races import Decoys, OpenWatch, connections_to, made_decoys
 
 from memtop.attach.chain import attach
+from memtop.errors import MemtopError
 
 MAKER_UID = 4300  # the unprivileged user who makes the rootless containers (4300-4399)
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -42,7 +45,7 @@ done
 mkdir -p "$root/tmp" "$root/proc" "$root/dev" "$root/app"
 {proc}
 mount --rbind /dev "$root/dev"
-cp {source}/leaky.py {source}/_state.py "$root/app/"
+cp {source}/leaky.py {source}/_state.py {source}/rundir_racer.py "$root/app/"
 {prepare}
 exec {launch} chroot "$root" env -i PATH=/usr/bin:/bin {python} /app/leaky.py /app/state.json list
 """
@@ -102,7 +105,7 @@ class Boxes:
         os.chmod(self.short_tmp, 0o755)
         source = self.short_tmp / "src"
         source.mkdir(mode=0o755, exist_ok=True)
-        for name in ("leaky.py", "_state.py"):
+        for name in ("leaky.py", "_state.py", "rundir_racer.py"):
             shutil.copy(TARGETS / name, source / name)
             os.chmod(source / name, 0o644)
         root = self.short_tmp / f"root{len(self.started)}"
@@ -268,9 +271,12 @@ def test_a_docker_like_container_of_roots_with_fewer_capabilities(boxes: Boxes, 
     assert box.files() == before
 
 
-def test_sampled_mode_runs_in_a_rootless_container(boxes: Boxes) -> None:
-    """The sampler library is staged and loaded from the container's /tmp like the rest."""
-    box = boxes.start(python_for("remote-exec"), MAKER_UID)
+@pytest.mark.parametrize("tmp", ["exec", "noexec"])
+def test_sampled_mode_runs_in_a_rootless_container(boxes: Boxes, tmp: str) -> None:
+    """The sampler library is staged in the container's /tmp like the rest, and loaded
+    from there, or from a memfd copy where /tmp is mounted noexec."""
+    noexec = 'mount -t tmpfs -o noexec none "$root/tmp"' if tmp == "noexec" else ""
+    box = boxes.start(python_for("remote-exec"), MAKER_UID, prepare=noexec)
     before = box.files()
     line, err = stream_json(
         [str(box.pid), "--json", "-i", "0.3", "--mode", "sampled", "--rate", "4096"],
@@ -304,6 +310,10 @@ def test_memtop_detach_stops_a_kept_agent_and_leaves_nothing(boxes: Boxes) -> No
     listed = json.loads(memtop_cli("ps", "--all", "--json").stdout)
     assert next(r for r in listed if r["pid"] == box.pid)["agent"] is True
     assert box.files() != before  # its run dir, holding the socket
+    # Everything memtop made there is the container user's (host uid 4300), not root's.
+    run_dir = Path(f"/proc/{box.pid}/root/tmp/memtop-0")
+    made = [run_dir, *run_dir.rglob("*")]
+    assert {os.lstat(path).st_uid for path in made} == {MAKER_UID}, made
     done = memtop_cli("detach", str(box.pid))
     assert done.returncode == 0, done.stderr
     assert "agent stopped" in done.stderr
@@ -642,3 +652,68 @@ def test_a_call_held_by_the_containers_fake_proc_leaves_no_process_behind(boxes:
         return [p for p in psutil.pids() if "memtop-enter" in " ".join(_cmdline(p))]
 
     wait_until(lambda: not callers(), 10, "memtop's caller to end")
+
+
+RACER_SECONDS = 12
+
+
+@pytest.fixture
+def host_decoys(short_tmp: Path) -> Iterator[Decoys]:
+    with made_decoys(short_tmp) as made:
+        yield made
+
+
+def test_a_racing_container_changes_nothing_outside_it(boxes: Boxes, host_decoys: Decoys) -> None:
+    """The container's root user races root's attaches from the host: it swaps the run dir
+    and the agent copy being built for symlinks to host paths (absolute symlinks there
+    lead to the host's files for whoever follows them from outside) and plants links at
+    every name memtop uses. Nothing outside the container changes or is opened."""
+    decoys = host_decoys
+    python = python_for("remote-exec")
+    racer = (
+        f'(chroot "$root" {python} /app/rundir_racer.py /tmp/memtop-0 1 auto '
+        f"{decoys.directory} {decoys.writable} {decoys.secret} {decoys.socket_path} "
+        f"/app/stop {RACER_SECONDS} 8 /app/report.json >/dev/null 2>&1 &)"
+    )
+    box = boxes.start(python, MAKER_UID, prepare=racer)
+    report = Path(f"/proc/{box.pid}/root/app/report.json")
+    before = decoys.fingerprint()
+    watch = OpenWatch(decoys.secret)
+    refusals: list[str] = []
+    unclear: list[str] = []
+    attached = 0
+    deadline = time.monotonic() + RACER_SECONDS + 60
+    env = with_host_python(python)
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = env["PATH"]  # attach() finds the host interpreter on PATH
+    try:
+        while not report.exists() and time.monotonic() < deadline:
+            try:
+                done = attach(box.pid, timeout=2.0)
+            except MemtopError as exc:
+                refusals.append(exc.message)
+                continue
+            except Exception as exc:  # a traceback, not a message
+                unclear.append(repr(exc))
+                continue
+            attached += 1
+            try:
+                done.client.request("ping")
+                done.client.request("detach")
+            except MemtopError as exc:
+                refusals.append(exc.message)
+            finally:
+                done.client.close()
+    finally:
+        os.environ["PATH"] = old_path
+        opened = watch.events()
+        watch.close()
+    counts = json.loads(report.read_text())
+    assert decoys.fingerprint() == before, "root changed something outside the container"
+    assert opened == 0, "root opened a host file the container linked"
+    assert connections_to(decoys.listener) == 0, "root connected to a host socket"
+    assert unclear == [], unclear
+    for what in ("run dir swapped for a symlink", "lock planted", "token planted"):
+        assert counts.get(what, 0) > 0, counts
+    assert attached > 0, refusals  # quiet phases let attaches through
+    assert box.state().get("counter", 0) > 0

@@ -29,7 +29,8 @@ from conftest import (
 )
 from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines
 
-from memtop.group import ProcessTotals, children_of
+from memtop.children import children_of
+from memtop.group import ProcessTotals
 from memtop.group_ranks import completions
 from memtop.model import Frame, Query, Row, Sample, TableInfo
 from memtop.ui.app import MemtopApp
@@ -528,11 +529,9 @@ def test_a_groups_table_id_grows_when_a_worker_leaves(plain: Plain) -> None:
     assert ids[dropped] > max(ids[:dropped]), ids
 
 
-def test_a_pid_that_names_another_process_by_now_is_not_taken_in(short_tmp: Path) -> None:
-    """--children follows processes, not pids: a child that ends between being found and
-    being attached, its pid given to an unrelated program, is not attached as that child;
-    and once the parent ends, the children of the next program given its pid are not
-    adopted. The pids are really reused, in a pid namespace of the test's own."""
+def reuse_pids(short_tmp: Path, watcher: str) -> dict:
+    """What tests/pid_reuse_driver.py saw `watcher` (group or export) take in, the driver run
+    as pid 1 of a pid namespace of its own, where it hands pids out for real."""
     unshare = shutil.which("unshare")
     if unshare is None or os.geteuid() != 0:
         pytest.skip("needs root and unshare to hand pids out in a pid namespace (CI runs as root)")
@@ -540,7 +539,7 @@ def test_a_pid_that_names_another_process_by_now_is_not_taken_in(short_tmp: Path
     run.mkdir(mode=0o700)  # the namespace's agents' sockets: apart from everyone else's
     driver = subprocess.Popen(
         [unshare, "--pid", "--fork", "--mount-proc", sys.executable,
-         str(ROOT / "tests" / "pid_reuse_driver.py")],
+         str(ROOT / "tests" / "pid_reuse_driver.py"), watcher],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "XDG_RUNTIME_DIR": str(run)}, start_new_session=True,
     )  # fmt: skip
@@ -553,12 +552,38 @@ def test_a_pid_that_names_another_process_by_now_is_not_taken_in(short_tmp: Path
     if "Operation not permitted" in err:
         pytest.skip(f"pid namespaces are not allowed here: {err.strip()}")
     assert driver.returncode == 0, err
-    seen = json.loads(out.splitlines()[-1])
+    return dict(json.loads(out.splitlines()[-1]))
+
+
+def test_a_pid_that_names_another_process_by_now_is_not_taken_in(short_tmp: Path) -> None:
+    """--children follows processes, not pids: a child that ends between being found and
+    being attached, its pid given to an unrelated program, is not attached as that child;
+    and once the parent ends, the children of the next program given its pid are not
+    adopted. The pids are really reused, in a pid namespace of the test's own."""
+    seen = reuse_pids(short_tmp, "group")
     assert seen["first"] in seen["after_swap"]
     assert seen["second"] not in seen["after_swap"], seen
     assert any(f"child {seen['second']} not attached" in n for n in seen["notes"]), seen
     assert seen["its_child"] not in seen["after_parent"], seen
     assert seen["after_parent"] == sorted([seen["first"], seen["other"]]), seen
+
+
+def test_export_children_follows_processes_not_pids(short_tmp: Path) -> None:
+    """`memtop export --children` as the group view: the stranger given a listed child's pid
+    before it was attached is neither attached nor served, a new child given an ended
+    child's pid is, and the child of the program given the ended parent's pid is not; the
+    parent's series go, a later child's come."""
+    seen = reuse_pids(short_tmp, "export")
+    assert "failed" not in seen and seen["code"] == 0, seen
+    first, second, its_child = seen["first"], seen["second"], seen["its_child"]
+    assert seen["after_swap"] == sorted([seen["family"], seen["other"], first]), seen
+    assert f"new child {second} not attached: it ended" in seen["err"], seen["err"]
+    assert f"attached to pid {second} " not in seen["err"], seen["err"]
+    assert seen["reborn"] == seen["after_swap"], seen
+    assert seen["err"].count(f"attached to pid {first} ") == 2, seen["err"]
+    assert f"attached to pid {its_child} " not in seen["err"], seen["err"]
+    assert seen["after_parent"] == sorted([seen["other"], first, seen["later"]]), seen
+    assert f"pid {seen['family']} ended: its new children are not looked for" in seen["err"]
 
 
 async def test_the_live_view_says_when_a_worker_drops_out(plain: Plain) -> None:
@@ -585,11 +610,12 @@ async def test_the_live_view_says_when_a_worker_drops_out(plain: Plain) -> None:
             assert app.sample is not None
             os.kill(workers[0], signal.SIGKILL)
             wanted = f"pid {workers[0]}"
+            seen: list[str] = []  # toasts expire: every one shown is kept here
             for _ in range(300):  # up to 30 s
-                if any(wanted in n.message for n in app._notifications):
+                seen += [n.message for n in app._notifications if n.message not in seen]
+                if any(wanted in m and "dropped from the group" in m for m in seen):
                     break
                 await pilot.pause(0.1)
-            messages = [n.message for n in app._notifications]
-            assert any(wanted in m and "dropped from the group" in m for m in messages), messages
+            assert any(wanted in m and "dropped from the group" in m for m in seen), seen
     finally:
         group.close()

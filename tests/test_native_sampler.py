@@ -11,6 +11,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +207,24 @@ def test_without_a_compiler_the_install_says_why(tmp_path: Path) -> None:
         "sampled mode unavailable: the native sampler was not built (false failed"
     )
     assert "reinstall with a C compiler" in message
+
+
+def test_the_wheel_is_tagged_for_its_platform(tmp_path: Path) -> None:
+    """A wheel holding the native library claims this platform (and any Python 3), not
+    `any`: pip elsewhere would install a library for the wrong machine."""
+    need_library()
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    assert wheel.name.endswith(f"-py3-none-{platform}.whl"), wheel.name
+    with zipfile.ZipFile(wheel) as archive:
+        assert "memtop/agent/native/libmemtopsampler.so" in archive.namelist()
 
 
 def test_a_failed_rebuild_does_not_leave_the_older_library(tmp_path: Path) -> None:

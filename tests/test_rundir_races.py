@@ -6,6 +6,7 @@ file's), against real root attaches; then each attack once, deterministically.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -92,6 +93,13 @@ class Decoys:
 @pytest.fixture
 def decoys(short_tmp: Path) -> Iterator[Decoys]:
     need_root_and_tools()
+    with made_decoys(short_tmp) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def made_decoys(short_tmp: Path) -> Iterator[Decoys]:
+    """Root's things in `short_tmp` that nobody acting for a user may touch."""
     os.chmod(short_tmp, 0o755)
     directory = owned(short_tmp / "decoy-dir", 0, 0o755)
     (directory / "keep").write_text("root's file\n")

@@ -52,6 +52,13 @@ class Target:
             return None
         try:
             return rundir.ProcessRoot(self.pid, self.start)
+        except PermissionError:
+            from memtop.attach.diagnose import ptrace_refused
+
+            raise AttachError(
+                f"cannot reach the files of pid {self.pid} in its container (/proc/{self.pid}"
+                f"/root needs the right to trace it): {ptrace_refused(self)}"
+            ) from None
         except (OSError, rundir.RunDirError):
             raise AttachError(f"process {self.pid} exited") from None
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import start_http_server
 
-from memtop.attach.chain import attach
+from memtop.children import Children
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError, UsageError
 from memtop.fleet.metrics import HeapCollector, Watched
-from memtop.group import MAX_ADOPTED_PER_REFRESH, MEMBER_WAIT, children_of
+from memtop.group import MEMBER_WAIT
 from memtop.model import Query, Sample
 from memtop.source import LiveSource, wait_for_exit
 
@@ -50,13 +51,14 @@ def run_export(
     top: int,
     interval: float,
     keep_agent: bool,
-    attach_options: dict[str, object],
+    attach_member: Callable[[int], LiveSource],
     err: TextIO,
     hung_up: object = lambda: False,
     children: bool = False,
 ) -> int:
-    """Attach to every pid (with `children`, their Python children too, and new ones as
-    they appear), serve until interrupted or until every process ended."""
+    """Attach to every pid through `attach_member` (with `children`, their Python children
+    too, and new ones as they appear), serve until interrupted or until every process
+    ended."""
     host, port = parse_listen(listen)
     pids = list(dict.fromkeys(pids))  # a pid given twice is watched once
     if not is_loopback(host):
@@ -75,30 +77,23 @@ def run_export(
     asked: dict[int, float] = {}  # when each refresh under way was asked for
     slow: set[int] = set()  # processes said not to answer
     patience = max(MEMBER_WAIT, 3 * interval)
+
+    def note(text: str) -> None:
+        err.write(f"memtop: {text}\n")
+
+    family = Children(pids if children else (), attach_member, note)
+
+    def watch(pid: int, source: LiveSource) -> None:
+        sources[pid] = source
+        watched[pid] = Watched(pid)
+        family.watching(pid)
+        note(f"attached to pid {pid} via {source.info.how}")
+
     try:
-        refused: set[int] = set()  # children that could not be attached, or ended
-
-        def adopt(pid: int) -> None:
-            attached = attach(pid, **attach_options)  # type: ignore[arg-type]
-            sources[pid] = LiveSource(attached.client, pid, attached.how, token=attached.token)
-            watched[pid] = Watched(pid)
-            err.write(f"memtop: attached to pid {pid} via {attached.how}\n")
-
-        def adopt_children(limit: int) -> None:
-            for parent in pids if children else ():
-                for child in children_of(parent, set(sources) | refused):
-                    if limit <= 0:
-                        break
-                    limit -= 1
-                    try:
-                        adopt(child)
-                    except MemtopError as exc:
-                        refused.add(child)
-                        err.write(f"memtop: child {child} not attached: {exc.message}\n")
-
         for pid in pids:
-            adopt(pid)
-        adopt_children(limit=64)
+            watch(pid, attach_member(pid))
+        for pid, source in family.adopt(limit=64).items():
+            watch(pid, source)
         try:
             server, _ = start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
@@ -106,7 +101,8 @@ def run_export(
         err.write(f"memtop: serving heap metrics at http://{listen}/metrics\n")
         next_at = time.monotonic()
         while sources:
-            adopt_children(limit=MAX_ADOPTED_PER_REFRESH)
+            for pid, source in family.adopt().items():
+                watch(pid, source)
             # Every process at once; one that does not answer (stopped) holds up nobody:
             # its request stays under way, its last refresh stays served.
             for pid in sources:
@@ -125,7 +121,7 @@ def run_export(
                 slow.discard(pid)
                 _refresh(pid, future, sources, watched, collector, err)
                 if pid not in sources:
-                    refused.add(pid)  # ended: never attached again
+                    family.left(pid)
             time.sleep(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at, time.monotonic() - interval)  # no burst after a stall
         return EXIT_TARGET_GONE

@@ -9,6 +9,7 @@ undo the plants, so attaches can also get through. Stops when STOP exists or aft
 SECONDS, then writes how often it did each thing to REPORT (JSON).
 
 argv: RUN_DIR PID START DECOY_DIR DECOY_RW SECRET DECOY_SOCK STOP SECONDS SEED REPORT
+(START "auto": read the target's start time from /proc)
 """
 
 import json
@@ -20,6 +21,10 @@ import time
 (run, pid, start, decoy_dir, decoy_rw, secret, decoy_sock, stop, seconds, seed, report) = sys.argv[
     1:12
 ]
+if start == "auto":  # the target's start time, read where the racer runs (a container)
+    with open("/proc/%s/stat" % pid, "rb") as f:
+        stat = f.read()
+    start = stat[stat.rindex(b")") + 2 :].split()[19].decode()
 prefix = "%s-%s" % (pid, start)
 lock, token, sock, boot = (prefix + ext for ext in (".lock", ".token", ".sock", ".boot.py"))
 rng = random.Random(int(seed))
@@ -60,7 +65,12 @@ def ours(path):
         st = os.lstat(path)
     except OSError:
         return False
-    return os.path.islink(path) or st.st_ino == os.stat(decoy_rw).st_ino
+    if os.path.islink(path):
+        return True
+    try:
+        return st.st_ino == os.stat(decoy_rw).st_ino
+    except OSError:
+        return False  # the decoys are not here (a racer in a container)
 
 
 def attack(names):
@@ -157,7 +167,8 @@ while time.monotonic() < deadline and not os.path.exists(stop):
         continue
     try:
         names = os.listdir(run)
-        fresh = os.lstat(run).st_uid == 0
+        # (A racer that is root itself, in a container, owns the run dir root made.)
+        fresh = os.lstat(run).st_uid == 0 and os.getuid() != 0
     except OSError:
         names, fresh = None, False
     if fresh and away(run):
