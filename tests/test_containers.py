@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -455,6 +457,44 @@ def test_a_path_a_contained_process_maps_is_never_opened_on_the_host(
         [sys.executable, "-c", detecting], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_device_node_planted_in_the_run_dir_is_never_opened(boxes: Boxes) -> None:
+    """Docker's root may make device nodes (CAP_MKNOD) that its device rules forbid it to
+    open, and opening some acts on the device (a watchdog starts). Planted where memtop, as
+    root, opens the lock and reads the token: refused by name, never opened."""
+    from memtop.agent.rundir import process_start_time
+
+    python = python_for("remote-exec")
+    box = boxes.start(python, user_ns=False)
+    run_dir = Path(f"/proc/{box.pid}/root/tmp/memtop-0")
+    run_dir.mkdir(mode=0o700)
+    stem = run_dir / f"1-{process_start_time(box.pid)}"
+    null = os.makedev(1, 3)
+    lock = Path(f"{stem}.lock")
+    os.mknod(lock, 0o600 | stat.S_IFCHR, null)
+    opened = OpenWatch(lock)
+    result = memtop_cli(str(box.pid), "--json", "-n", "1", env=with_host_python(python))
+    assert result.returncode == 2, result.stderr
+    assert f"{lock.name} is not a regular file; remove it" in result.stderr
+    assert opened.events() == 0, "root opened the device node at the lock's name"
+    opened.close()
+    # A socket that answers at the agent's name: memtop reads the token an agent left.
+    lock.unlink()
+    token = Path(f"{stem}.token")
+    os.mknod(token, 0o600 | stat.S_IFCHR, null)
+    opened = OpenWatch(token)
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        listener.bind(f"{stem}.sock")
+        listener.listen()
+        result = memtop_cli(str(box.pid), "--json", "-n", "1", env=with_host_python(python))
+    finally:
+        listener.close()
+    assert result.returncode == 2, result.stderr
+    assert f"{token.name} is not a regular file; remove it" in result.stderr
+    assert opened.events() == 0, "root opened the device node at the token's name"
+    opened.close()
 
 
 def test_the_container_caller_refuses_a_process_that_ended() -> None:

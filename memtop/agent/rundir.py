@@ -292,7 +292,11 @@ class RunDir:
         nofollow.check_name(name)
         for _ in range(8):
             try:
-                fd = os.open(name, os.O_RDWR | nofollow.READ_FLAGS, dir_fd=self.fd)
+                fd = nofollow.open_regular_at(
+                    self.fd, name, self.join(name), os.O_RDWR | nofollow.READ_FLAGS
+                )
+            except UnsafePath as exc:
+                raise RunDirError("refusing to use %s; remove it and retry" % exc) from None
             except FileNotFoundError:
                 try:
                     fd = os.open(
