@@ -375,6 +375,32 @@ def test_a_run_dir_symlink_planted_in_the_container_is_never_followed(
     assert box.state().get("agent_loaded") is False
 
 
+def test_containers_sharing_tmp_keep_each_others_agents(
+    boxes: Boxes, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two containers, each with a PID namespace of its own, share /tmp (as containers of
+    one pod share an emptyDir): both programs are pid 1 there, and their files share a
+    run dir. Attaching and detaching one leaves the other's serving agent, its socket and
+    its agent copy alone; detaching that one then leaves nothing."""
+    python = python_for("remote-exec")
+    shared = short_tmp / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    share = f'mount --bind {shared} "$root/tmp"'
+    first = boxes.start(python, MAKER_UID, prepare=share)
+    second = boxes.start(python, MAKER_UID, prepare=share)
+    monkeypatch.setenv("PATH", with_host_python(python)["PATH"])
+    kept = attach(second.pid, timeout=10.0)
+    kept.client.close()  # its agent keeps serving, as after `Q`
+    done = memtop_cli(str(first.pid), "--json", "-n", "1", "--mode", "exact")
+    assert done.returncode == 0, done.stderr
+    assert "detached from pid" in done.stderr
+    stopped = memtop_cli("detach", str(second.pid))
+    assert stopped.returncode == 0, stopped.stderr
+    assert "agent stopped" in stopped.stderr
+    assert os.listdir(shared) == []
+
+
 def test_a_directory_the_container_mounts_in_its_run_dir_is_not_emptied_by_root(
     boxes: Boxes, short_tmp: Path
 ) -> None:
