@@ -695,6 +695,26 @@ def test_the_container_caller_is_out_of_reach_of_the_containers_root(
     assert outcome["mem"] == "Permission denied"
 
 
+def test_a_container_whose_proc_shows_no_target_is_refused_with_the_fix(boxes: Boxes) -> None:
+    """A /proc in the container that is not its PID namespace's (a tmpfs, or none): the
+    sys.remote_exec caller cannot find the target's map there. Refused before anything is
+    sent, naming the cause and the fix; nothing stays in the container."""
+    python = python_for("remote-exec")
+    no_proc = (
+        'mkdir "$root/realproc"; mount -t proc proc "$root/realproc"; '
+        'mount -t tmpfs none "$root/proc"; ln -s /realproc/self "$root/proc/self"'
+    )
+    box = boxes.start(python, MAKER_UID, prepare=no_proc)
+    before = box.files()
+    result = memtop_cli(str(box.pid), "--json", "-n", "1", env=with_host_python(python))
+    assert result.returncode == 2, result.stderr
+    assert "its /proc shows no pid 1" in result.stderr
+    assert "use --method gdb" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert box.files() == before
+    assert box.state().get("agent_loaded") is False
+
+
 def test_a_call_held_by_the_containers_fake_proc_leaves_no_process_behind(boxes: Boxes) -> None:
     """A FIFO at the container's /proc/1/maps holds the sys.remote_exec call until memtop
     gives up on it: memtop says so, and no process of its stays in the container."""

@@ -142,6 +142,12 @@ if uid == 0 and "user" not in kinds:
                                  effective >> high, permitted >> high, 0)
     if libc.capset(header, data) != 0:
         fail("cannot take pid %d's capabilities: %s" % (pid, os.strerror(ctypes.get_errno())))
+try:
+    os.stat("/proc/%d/maps" % inside)
+except OSError:
+    # CPython's caller finds the interpreter in the target from its map, read there.
+    fail("its /proc shows no pid %d (no procfs of its PID namespace mounted at /proc), and "
+         "sys.remote_exec reads /proc/%d/maps; use --method gdb" % (inside, inside))
 child = os.fork()
 if child == 0:
     # A container's fake /proc may block the call (a FIFO at /proc/PID/maps): when memtop
