@@ -17,14 +17,15 @@ from memtop.history import History, Suspect, Verdict, format_rate
 from memtop.model import (
     RESTARTED_BASELINE,
     Query,
-    Sample,
+    Refresh,
     empty_note,
     gaps_note,
     mode_text,
     only_new_note,
-    sample_json,
+    refresh_json,
 )
-from memtop.source import Source, wait_for_exit
+from memtop.record import Recorder
+from memtop.source import LiveControls, Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
 # Sampled mode: sizes and counts are estimates, each with its 95 % half-width.
@@ -32,7 +33,7 @@ _SAMPLED_COLUMNS = "    #       SIZE      ±SIZE      dSIZE    COUNT   ±COUNT  
 
 
 def render_text(
-    sample: Sample,
+    sample: Refresh,
     verdict: Verdict,
     source_info: str,
     width: int,
@@ -135,14 +136,14 @@ def render_text(
 
 
 def render_json(
-    sample: Sample,
+    sample: Refresh,
     verdict: Verdict,
     history: History | None = None,
     unknown: tuple[str, ...] = (),
 ) -> str:
     """One `--json` line; the fields in `unknown` (a saved snapshot does not record them)
     are null."""
-    data = sample_json(sample, history)
+    data = refresh_json(sample, history)
     for name in unknown:
         if name in data:
             data[name] = None
@@ -174,9 +175,11 @@ def run_batch(
     err: TextIO,
     width: int = 120,
     sleep: Callable[[float], None] = time.sleep,
+    record: Recorder | None = None,
 ) -> int:
     """Print refreshes until `iterations`, the target's exit or Ctrl-C; returns the exit code
-    (after the target's exit: its own status, see memtop.ending)."""
+    (after the target's exit: its own status, see memtop.ending). `record` gets every
+    refresh too (--record)."""
     history = History()
     shown = 0
     info = source.info
@@ -186,21 +189,24 @@ def run_batch(
     if describe is not None:
         label, taken = (clean_text(text) for text in describe())
     cwd = os.getcwd()
+    live = source if isinstance(source, LiveControls) else None
     try:
         while iterations is None or shown < iterations:
             started = time.monotonic()
             try:
-                if not shown:
+                if not shown and live is not None:
                     # Go on from the history the agent kept (a viewer left it serving).
-                    history.seed(source.resume(query))
+                    history.seed(live.resume(query))
                 sample = source.refresh(query, max_age=interval * 0.9)
             except ConnectionLost:
-                status = wait_for_exit(source, 2.0)
+                status = wait_for_exit(live, 2.0) if live is not None else None
                 if status is None:
                     raise
                 err.write(f"memtop: target {info.pid} {status}\n")
                 return status.exit_status if shown else EXIT_TARGET_GONE
             history.add(sample)
+            if record is not None:
+                record.write(sample, history)
             verdict = history.verdict()
             out.write(
                 render_json(sample, verdict, history, getattr(source, "unknown_fields", ())) + "\n"

@@ -8,11 +8,12 @@ import os
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from memtop import offline, signals
+from memtop import signals, snapfile
 from memtop.attach.chain import attach, detach, tidy
 from memtop.attach.discovery import as_tree, python_processes
 from memtop.batch import run_batch
@@ -24,9 +25,10 @@ from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
 from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.modes import ModeRequest, mode_request, settle_mode
+from memtop.record import Recorder
 from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
-from memtop.source import LiveSource
+from memtop.source import LiveSource, Source, fetch_snapshot
 from memtop.terminal import SafeStream, clean_text
 
 DEMO_PROGRAM = str(Path(__file__).resolve().parent / "demo.py")
@@ -108,22 +110,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         sys.stderr.write(f"memtop: {detach(args.pid, args.method, args.force_gdb, args.timeout)}\n")
         return 0
     if args.command == "snapshot":
-        args.mode_request = mode_request(args, "sampled")
-        path = args.output or offline.default_snapshot_path(args.pid)
-        done = offline.take(
-            args.pid,
-            path,
-            args.format,
-            args.method,
-            args.nframe,
-            args.timeout,
-            args.force_gdb,
-            args.wait,
-            _warn,
-            keep=args.keep,
-            mode=args.mode_request,
-        )
-        sys.stderr.write(f"memtop: {done}\n")
+        sys.stderr.write(f"memtop: {_snapshot(args)}\n")
         return 0
     if args.command == "view":
         return _view_file(args)
@@ -131,7 +118,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _export(args)
     if args.command == "convert":
         sys.stderr.write(
-            f"memtop: {offline.convert(args.source, args.target, args.to, args.trust_pickle)}\n"
+            f"memtop: {snapfile.convert(args.source, args.target, args.to, args.trust_pickle)}\n"
         )
         return 0
     raise UsageError(f"unknown command {args.command}")
@@ -175,12 +162,11 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
             raise TargetExited(f"the program {ended} before the first refresh") from exc
         raise
     source = LiveSource(client, program.pid, "run", program)
-    try:
-        return _view(source, query, args)
-    finally:
+
+    def leave(keep_agent: bool) -> None:
         ended_itself = program.exit_status()
-        closed = source.close()
-        if source.keep_agent and ended_itself is None:
+        closed = source.close(keep_agent=keep_agent)
+        if keep_agent and ended_itself is None:
             sys.stderr.write(
                 f"memtop: left pid {program.pid} running with its agent serving: `memtop "
                 f"{program.pid}` resumes, `memtop detach {program.pid}` stops tracing; its "
@@ -189,27 +175,31 @@ def _run_program(args: argparse.Namespace, target: str, rest: list[str], *, modu
         else:
             _report_program_end(program, ended_itself, closed)
 
+    return _view(source, query, args, leave)
 
-def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
+
+def _view(
+    source: Source, query: Query, args: argparse.Namespace, leave: Callable[[bool], object]
+) -> int:
     """Show a source with the view the options ask for; returns the exit code.
 
-    The TUI unless --batch/--json/-n, or when not on a terminal (like `top -b`). After
-    `Q`, or when the terminal went away (SIGHUP), `source.keep_agent` is set: the
-    caller's close() then leaves the agent serving."""
-    shown = source
+    The TUI unless --batch/--json/-n, or when not on a terminal (like `top -b`). However
+    the view ends, `leave(keep_agent)` runs: `keep_agent` after `Q`, or when the terminal
+    went away (SIGHUP), and the agent then stays serving."""
     record = None
-    if getattr(args, "record", None):
-        try:
-            record = open(args.record, "a", encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise UsageError(f"cannot write {args.record}: {exc.strerror}") from exc
-        shown = offline.RecordingSource(source, record)
     keep = False
     try:
+        recorder = None
+        if getattr(args, "record", None):
+            try:
+                record = open(args.record, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise UsageError(f"cannot write {args.record}: {exc.strerror}") from exc
+            recorder = Recorder(record)
         terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
         if args.batch or args.json or args.iterations is not None or not terminal:
             code = run_batch(
-                shown,
+                source,
                 query,
                 interval=args.interval,
                 iterations=args.iterations,
@@ -217,11 +207,12 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
                 out=sys.stdout,
                 err=sys.stderr,
                 width=_batch_width(),
+                record=recorder,
             )
         else:
             from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
 
-            outcome = run_tui(shown, query, args.interval, args.hide_internal)
+            outcome = run_tui(source, query, args.interval, args.hide_internal, recorder)
             if outcome.error is not None:
                 raise MemtopError(outcome.error, outcome.exit_code)
             if outcome.ended is not None:  # said on screen; said again once it is gone
@@ -231,7 +222,7 @@ def _view(source: Any, query: Query, args: argparse.Namespace) -> int:
         if record is not None:
             record.close()
         # Also when the view ended in KeyboardInterrupt: SIGHUP arrives as one.
-        source.keep_agent = keep or signals.hung_up()
+        leave(keep or signals.hung_up())
     return code
 
 
@@ -250,7 +241,7 @@ def _view_file(args: argparse.Namespace) -> int:
         )
     if args.iterations is None and (args.batch or args.json):
         args.iterations = 1  # a file does not change: one refresh says it all
-    return _view(source, _query(args), args)
+    return _view(source, _query(args), args, lambda keep_agent: source.close())
 
 
 def _report_program_end(program: Program, ended: Ending | None, status: Ending | None) -> None:
@@ -293,12 +284,11 @@ def _attach(args: argparse.Namespace) -> int:
         f"{target.user}) via {attached.how} in {attached.seconds:.2f} s\n"
     )
     source = LiveSource(attached.client, target.pid, attached.how, token=attached.token)
-    try:
-        return _view(source, query, args)
-    finally:
+
+    def leave(keep_agent: bool) -> None:
         ended = source.exit_status()
-        source.close()
-        if ended is None and source.keep_agent:
+        source.close(keep_agent=keep_agent)
+        if ended is None and keep_agent:
             sys.stderr.write(
                 f"memtop: the agent keeps serving in pid {target.pid}: `memtop {target.pid}` "
                 f"resumes, `memtop detach {target.pid}` stops it\n"
@@ -307,6 +297,8 @@ def _attach(args: argparse.Namespace) -> int:
             if source.agent_stopped:
                 tidy(target)
             sys.stderr.write(f"memtop: detached from pid {target.pid}\n")
+
+    return _view(source, query, args, leave)
 
 
 def _attach_group(args: argparse.Namespace) -> int:
@@ -346,10 +338,52 @@ def _attach_group(args: argparse.Namespace) -> int:
     source = GroupSource(
         members, attach_member, note, parent=args.pid if args.children else None, refused=refused
     )
+    return _view(source, query, args, lambda keep_agent: source.close(keep_agent=keep_agent))
+
+
+def _snapshot(args: argparse.Namespace) -> str:
+    """`memtop snapshot PID -o FILE`: attach, save, and leave the target as it was, or,
+    with --keep, with the agent tracing on (and serving, with no idle timeout).
+
+    tracemalloc sees only what is allocated after it starts: when this attach started it,
+    waiting --wait seconds first lets allocations accumulate, and keeping the agent lets a
+    later snapshot of the same tracing session show what grew in between."""
+    pid, keep, wait = args.pid, args.keep, args.wait
+    path = args.output or snapfile.default_snapshot_path(pid)
+    mode = mode_request(args, "sampled")
+    attached = attach(
+        pid, args.method, args.nframe, args.timeout, args.force_gdb, mode=mode, note=_warn
+    )
     try:
-        return _view(source, query, args)
+        ping = attached.client.request("ping")
+        fresh = (
+            attached.how not in ("reuse", "opt-in")
+            and attached.client.greeting.get("tracing_owner") == "agent"
+            and ping["uptime"] < 5
+        )
+        if fresh and wait <= 0 and not keep:
+            _warn(
+                "tracing started only now, so the snapshot holds just the last moments' "
+                "allocations; use --wait SECONDS, or --keep and a second snapshot later "
+                "(`memtop view LATER --base THIS` shows what grew)"
+            )
+        if wait > 0:
+            time.sleep(wait)
+        snapshot = fetch_snapshot(attached.client, pid)
+        if keep:
+            attached.client.request("configure", idle_timeout=None)
+        elif attached.how not in ("reuse", "opt-in"):
+            attached.client.request("detach")
     finally:
-        source.close()
+        attached.client.close()
+    snapfile.write(snapshot, path, args.format)
+    blocks = sum(count for _, _, count in snapshot.entries)
+    estimated = "an estimated " if snapshot.meta.get("mode") == "sampled" else ""
+    entries = len(snapshot.entries)
+    done = f"saved {estimated}{blocks} traced blocks of pid {pid} ({entries} entries) to {path}"
+    if keep:
+        done += f"; the agent keeps tracing (`memtop detach {pid}` stops it)"
+    return done
 
 
 def _member_attacher(args: argparse.Namespace, mode: ModeRequest) -> Callable[[int], LiveSource]:

@@ -11,7 +11,7 @@ from memtop.attach.chain import METHODS
 from memtop.errors import UsageError
 from memtop.model import GROUP_KEYS, SORT_KEYS
 from memtop.modes import MODES, parse_rate
-from memtop.offline import FORMATS
+from memtop.snapfile import FORMATS
 
 
 class _Parser(argparse.ArgumentParser):

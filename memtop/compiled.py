@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from memtop.model import Row, Sample
+from memtop.model import Refresh, Row
 
 SHARE = 0.5  # one line holding this share of traced memory or more
 MIN_TRACED = 1024 * 1024  # below this, one line holding most of it says little
@@ -78,7 +78,7 @@ class CompiledHint:
         }
 
 
-def crowded_line(sample: Sample) -> tuple[Row, float] | None:
+def crowded_line(sample: Refresh) -> tuple[Row, float] | None:
     """The line holding SHARE of traced memory or more, and its share, in a refresh
     grouped by line; else None."""
     query = sample.query
@@ -92,7 +92,7 @@ def crowded_line(sample: Sample) -> tuple[Row, float] | None:
     return (top, min(share, 1.0)) if share >= SHARE else None
 
 
-def compiled_hint(sample: Sample, modules: int) -> CompiledHint | None:
+def compiled_hint(sample: Refresh, modules: int) -> CompiledHint | None:
     """The hint for one refresh, or None when it does not apply."""
     crowded = crowded_line(sample) if modules > 0 else None
     return CompiledHint(crowded[0], crowded[1], modules) if crowded is not None else None

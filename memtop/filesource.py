@@ -10,14 +10,20 @@ import os
 import time
 from typing import Any
 
-from memtop.agent import collector
+from memtop.agent import collector, rowkeys
 from memtop.ending import Ending
-from memtop.errors import MemtopError
-from memtop.model import Frame, Query, Row, Sample, TableInfo, row_key, tracing_from_reply
+from memtop.model import (
+    Frame,
+    Query,
+    Refresh,
+    Row,
+    TableInfo,
+    row_from_reply,
+    row_ident,
+    tracing_from_reply,
+)
 from memtop.snapfile import SavedSnapshot, Traceback
 from memtop.source import TargetInfo, TracebackEntry
-
-LIVE_ONLY = "{what} need the live process: a saved snapshot holds traces only"
 
 
 def _session(meta: dict[str, Any]) -> str | None:
@@ -27,7 +33,9 @@ def _session(meta: dict[str, Any]) -> str | None:
 
 
 class FileSource:
-    """Views read this like a live source; nothing changes between refreshes."""
+    """A table and tracebacks like a live source's, and its snapshot; nothing changes
+    between refreshes, and nothing here needs the live process (no LiveControls, no
+    HeapInspection)."""
 
     def __init__(
         self,
@@ -57,7 +65,7 @@ class FileSource:
             started=meta.get("time"),
             label=label,
         )
-        self._tables: dict[Query, Sample] = {}
+        self._tables: dict[Query, Refresh] = {}
         # What a view should say it cannot show: tracemalloc's own format records traces
         # and the traceback limit only.
         self.unknown_fields = tuple(
@@ -95,11 +103,7 @@ class FileSource:
             )
         return who, when
 
-    def resume(self, query: Query) -> None:
-        """A file has no history to go on from."""
-        return None
-
-    def refresh(self, query: Query, max_age: float) -> Sample:
+    def refresh(self, query: Query, max_age: float) -> Refresh:
         """The table of the file (diffs against the base file, if any); a file does not
         change, so each query's table is computed once."""
         table = self._tables.get(query)
@@ -107,7 +111,7 @@ class FileSource:
             table = self._tables[query] = self._table(query)
         return table
 
-    def _table(self, query: Query) -> Sample:
+    def _table(self, query: Query) -> Refresh:
         config = (query.group_by, query.cumulative, query.include, query.exclude)
         keep = collector.filename_filter(query.include, query.exclude)
         current = collector.group(self._by_tb, config[0], config[1], keep)
@@ -118,7 +122,7 @@ class FileSource:
         rows, total = collector.rank(current, against, query.group_by, sort, query.limit)
         meta = self.current.meta
         taken = float(meta.get("time") or 0.0)
-        return Sample(
+        return Refresh(
             pid=self.info.pid,
             time=taken,
             query=query,
@@ -131,7 +135,7 @@ class FileSource:
             tracemalloc_memory=int(meta.get("tracemalloc_memory") or 0),
             traced_blocks=sum(count for _, _, count in self.current.entries),
             nframe=self.info.nframe,
-            pause_ms=0.0,
+            work_ms=0.0,
             table=TableInfo(
                 sample_id=1,
                 time=taken,
@@ -160,74 +164,31 @@ class FileSource:
         return None not in sessions and sessions[0] != sessions[1]
 
     def _row(self, group_by: str, raw: tuple[Any, ...]) -> Row:
+        # Through the agent's own row builder: a file's rows are the live view's.
         key, size, size_diff, count, count_diff, tb = raw
-        filename, lineno = tb[0]
-        if group_by == "lineno":
-            filename, lineno = key
-        elif group_by == "filename":
-            filename, lineno = key, None
-        frames = self._frames(tb)
-        return Row(
-            row_key(group_by, filename, lineno, frames),
-            filename,
-            lineno,
-            size,
-            count,
-            size_diff,
-            count_diff,
-            self._sources.get((filename, lineno or 0), ""),
-            frames,
+        wire = rowkeys.wire_row(
+            group_by, key, size, size_diff, count, count_diff, tb, self._sources
         )
+        return row_from_reply(group_by, wire)
 
     def _frames(self, tb: Traceback) -> tuple[Frame, ...]:
         return tuple(Frame(f, n, self._sources.get((f, n), "")) for f, n in reversed(tb))
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
-        if query.group_by == "traceback":
-            key: Any = tuple((f.filename, f.lineno) for f in reversed(row.traceback))
-        elif query.group_by == "filename":
-            key = row.filename
-        else:
-            key = (row.filename, row.lineno)
+        """The heaviest tracebacks counted in `row`, as the agent finds them."""
+        key = row_ident(query.group_by, row.filename, row.lineno, row.traceback)
         keep = collector.filename_filter(query.include, query.exclude)
         found = collector.tracebacks_of(
             self._by_tb, query.group_by, query.cumulative, key, keep, limit
         )
         return [TracebackEntry(size, count, self._frames(tb)) for tb, size, count in found]
 
-    def types(self, mark: bool = False, limit: int = 100) -> Any:
-        raise MemtopError(LIVE_ONLY.format(what="object types"))
-
-    def origins(self, type_name: str, sample: int = 200, limit: int = 10) -> Any:
-        raise MemtopError(LIVE_ONLY.format(what="allocation origins"))
-
-    def referrers(
-        self, type_name: str | None = None, row: Row | None = None, timeout: float = 2.0
-    ) -> Any:
-        raise MemtopError(LIVE_ONLY.format(what="referrer chains"))
-
     def snapshot(self) -> SavedSnapshot:
+        """The file's snapshot (saved again by the viewer's `S`)."""
         return self.current
 
-    def set_baseline(self) -> None:
-        raise MemtopError("a saved snapshot has no baseline: compare files with --base")
-
-    def clear_baseline(self) -> None:
-        raise MemtopError("a saved snapshot has no baseline")
-
-    def reset_peak(self) -> None:
-        raise MemtopError("a saved snapshot's peak cannot be reset")
-
-    def set_mode(self, mode: str, rate: int | None = None) -> str:
-        raise MemtopError("a saved snapshot has no mode to switch: attach to the process")
-
-    def exit_status(self) -> Ending | None:
-        return None
-
-    def reconnect(self) -> None:
-        return None
-
     def close(self, keep_agent: bool = False) -> Ending | None:
+        """Nothing to leave."""
         return None
 
 

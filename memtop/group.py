@@ -19,7 +19,7 @@ from memtop.children import Children
 from memtop.ending import Ending
 from memtop.errors import ConnectionLost, MemtopError
 from memtop.group_ranks import ORDER, Ask, completions, keys_that_fit
-from memtop.model import Query, Row, Sample, TableInfo
+from memtop.model import Query, Refresh, Row, TableInfo
 from memtop.source import LiveSource, TargetInfo, TracebackEntry
 
 MEMBER_WAIT = 3.0  # seconds a refresh waits for a process before showing its last table
@@ -43,8 +43,8 @@ class ProcessTotals:
         return dataclasses.asdict(self)
 
 
-def merge(samples: dict[int, Sample], query: Query, now: float, table_id: int = 0) -> Sample:
-    """One Sample for the group: totals summed, rows summed by key (each row keeps what
+def merge(samples: dict[int, Refresh], query: Query, now: float, table_id: int = 0) -> Refresh:
+    """One Refresh for the group: totals summed, rows summed by key (each row keeps what
     every process contributed, largest first), the oldest table's timing; `table_id`
     names the combination of tables."""
     ordered = sorted(samples.items())
@@ -88,7 +88,7 @@ def merge(samples: dict[int, Sample], query: Query, now: float, table_id: int = 
         tracemalloc_memory=sum(s.tracemalloc_memory for _, s in ordered),
         traced_blocks=total(s.traced_blocks for _, s in ordered),
         nframe=min(s.nframe for _, s in ordered),
-        pause_ms=max(s.pause_ms for _, s in ordered),
+        work_ms=max(s.work_ms for _, s in ordered),
         table=TableInfo(
             sample_id=table_id,
             time=oldest.time,
@@ -119,16 +119,15 @@ def merge(samples: dict[int, Sample], query: Query, now: float, table_id: int = 
     )
 
 
-def _ask(member: LiveSource, query: Query, max_age: float, ask: Ask) -> Sample:
+def _ask(member: LiveSource, query: Query, max_age: float, ask: Ask) -> Refresh:
     """One process's top `ask.depth` rows, then those of `ask.rows`."""
     keys = keys_that_fit(ask.rows, query.group_by)
     return member.refresh(dataclasses.replace(query, limit=ask.depth), max_age, keys)
 
 
 class GroupSource:
-    """The processes of a group behind the Source interface of one process."""
-
-    keep_agent = False
+    """The processes of a group behind the Source interface of one process, with its
+    LiveControls; heap walks and snapshots are one process's (`memtop PID`)."""
 
     def __init__(
         self,
@@ -149,8 +148,8 @@ class GroupSource:
         for pid in self.members:
             self._children.watching(pid)
         self.ended: dict[int, str] = {}
-        self._pending: dict[int, tuple[Query, Future[Sample]]] = {}  # requests under way
-        self._last: dict[int, tuple[Query, Sample]] = {}  # each process's last table
+        self._pending: dict[int, tuple[Query, Future[Refresh]]] = {}  # requests under way
+        self._last: dict[int, tuple[Query, Refresh]] = {}  # each process's last table
         # The merged table's rows: asked of every process next time, whatever they rank
         # there, so a steady table needs one request per process.
         self._shown: tuple[Query, tuple[Row, ...]] = (Query(), ())
@@ -189,7 +188,7 @@ class GroupSource:
         """Each agent keeps its own history; a merged table starts its own."""
         return None
 
-    def refresh(self, query: Query, max_age: float) -> Sample:
+    def refresh(self, query: Query, max_age: float) -> Refresh:
         """Every process at once, merged; raises ConnectionLost once all have ended.
 
         A process that does not answer within the wait (stopped, or its agent starved of
@@ -229,7 +228,7 @@ class GroupSource:
             table=dataclasses.replace(own.table, sample_id=self._table_id),
         )
 
-    def _complete(self, samples: dict[int, Sample], query: Query) -> None:
+    def _complete(self, samples: dict[int, Refresh], query: Query) -> None:
         """Ask the processes that just answered again, for the rows some other process
         ranked higher (and deeper ranks when a row none of them sent could still make the
         table), until every row the merged table shows has every process's share."""
@@ -259,12 +258,12 @@ class GroupSource:
                     continue  # busy: its first answer stands
                 self._last[pid] = (query, samples[pid])
 
-    def _collect(self, query: Query, timeout: float | None) -> dict[int, Sample]:
+    def _collect(self, query: Query, timeout: float | None) -> dict[int, Refresh]:
         """The tables answered within `timeout` (None: until the first answer), and the
         last tables of the processes still being asked."""
         futures = [future for _, future in self._pending.values()]
         wait(futures, timeout, return_when=ALL_COMPLETED if timeout else FIRST_COMPLETED)
-        samples: dict[int, Sample] = {}
+        samples: dict[int, Refresh] = {}
         for pid, (asked, future) in sorted(self._pending.items()):
             if not future.done():
                 if pid not in self._slow:
@@ -355,22 +354,6 @@ class GroupSource:
         self.info = dataclasses.replace(self.info, mode=mode)
         return said
 
-    def types(self, mark: bool = False, limit: int = 100) -> object:
-        raise MemtopError(self._one_process("the types view"))
-
-    def origins(self, type_name: str, sample: int = 200, limit: int = 10) -> object:
-        raise MemtopError(self._one_process("origins"))
-
-    def referrers(self, *args: object, **kwargs: object) -> object:
-        raise MemtopError(self._one_process("referrer chains"))
-
-    def snapshot(self) -> object:
-        raise MemtopError(self._one_process("snapshots"))
-
-    def _one_process(self, what: str) -> str:
-        pids = " ".join(str(p) for p in sorted(self.members))
-        return f"{what} walk one process's heap: run `memtop PID` for one of {pids}"
-
     # --- membership --------------------------------------------------------------------
 
     def _drop(self, pid: int) -> None:
@@ -396,19 +379,18 @@ class GroupSource:
     def reconnect(self) -> None:
         raise ConnectionLost("a group reconnects process by process on its next refresh")
 
-    def close(self, keep_agent: bool | None = None) -> Ending | None:
-        keep = self.keep_agent if keep_agent is None else keep_agent
+    def close(self, keep_agent: bool = False) -> Ending | None:
         for pid, member in self.members.items():
             if pid in self._pending and not self._pending[pid][1].done():
                 # Its request is still under way (a stopped process): shutting the socket
                 # down ends the wait; its agent detaches by itself once idle.
                 member.client.abort()
-            member.close(keep_agent=keep)
+            member.close(keep_agent=keep_agent)
         self._pool.shutdown(wait=False)
         return None
 
 
-def _aged(sample: Sample, now: float) -> Sample:
+def _aged(sample: Refresh, now: float) -> Refresh:
     """A process's last table standing in for a new one: as old as it really is now."""
     age = sample.table.age + max(0.0, now - sample.time)
     return dataclasses.replace(

@@ -11,8 +11,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from memtop.model import Query, Row, Sample
-from memtop.source import key_args
+from memtop.model import Query, Refresh, Row, wire_key
 
 DEEPEST = 500  # the most rows an agent ranks in one reply (its `top` limit)
 KEYS_BYTES = 40 * 1024  # row keys asked in one request (a request is at most 64 KiB)
@@ -44,7 +43,7 @@ class Ask:
     rows: tuple[Row, ...]
 
 
-def completions(samples: dict[int, Sample], query: Query) -> dict[int, Ask]:
+def completions(samples: dict[int, Refresh], query: Query) -> dict[int, Ask]:
     """What to ask each process again so that every row the merged top `query.limit` could
     hold has every process's share, and no row ranked by no process could beat them.
 
@@ -125,7 +124,7 @@ def keys_that_fit(rows: Iterable[Row], group_by: str) -> tuple[Row, ...]:
     fitting: list[Row] = []
     spent = 0
     for row in rows:
-        spent += len(json.dumps(key_args(group_by, row)))
+        spent += len(json.dumps(wire_key(group_by, row)))
         if spent > KEYS_BYTES or len(fitting) == DEEPEST:
             break
         fitting.append(row)

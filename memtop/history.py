@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from memtop.model import Frame, Query, Sample, row_key
+from memtop.model import Frame, Query, Refresh, row_key
 from memtop.verdict import KIB, MIB, MemoryPoint, Verdict, format_rate, judge, slope
 
 # The verdict's names, for the views that read them with the history.
@@ -172,7 +172,7 @@ class History:
                 self._errors.setdefault(key, deque(maxlen=self.row_points)).append(None)
             self._last_table = table_id
 
-    def _follow_session(self, sample: Sample) -> None:
+    def _follow_session(self, sample: Refresh) -> None:
         """Start over when tracing restarted: the old numbers measure something else."""
         session = sample.tracing.session if sample.tracing is not None else None
         if session is None:
@@ -185,7 +185,7 @@ class History:
             self.restarts += 1
         self.session = session
 
-    def add(self, sample: Sample) -> None:
+    def add(self, sample: Refresh) -> None:
         """Record one refresh."""
         self._follow_session(sample)
         self.points.append(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memtop.agent import checks, collector
+from memtop.agent import checks, collector, rowkeys
 from memtop.formatting import format_size
 
 # What the agent accepts in one list of filename patterns (include, exclude).
@@ -18,8 +18,9 @@ MAX_PATTERN_CHARS = checks.MAX_PATTERN_CHARS
 if TYPE_CHECKING:
     from memtop.history import History
 
-# The agent's grouping keys and sort orders, one copy (memtop.agent.collector).
-GROUP_KEYS = collector.GROUP_KEYS
+# The agent's grouping keys and sort orders, one copy (memtop.agent.rowkeys, collector).
+GROUP_KEYS = rowkeys.GROUP_KEYS
+CUMULATIVE_KEYS = rowkeys.CUMULATIVE_KEYS  # the groupings that may count every frame
 SORT_KEYS = collector.SORT_KEYS
 
 
@@ -145,7 +146,7 @@ def tracing_from_reply(raw: Any) -> Tracing | None:
 
 
 @dataclass(frozen=True)
-class Sample:
+class Refresh:
     """One refresh: process memory, tracemalloc totals and the top rows."""
 
     pid: int
@@ -158,7 +159,9 @@ class Sample:
     tracemalloc_memory: int
     traced_blocks: int | None
     nframe: int
-    pause_ms: float
+    # The agent's work for this refresh (its table read, grouping and reply), in ms; the
+    # table's own pause_ms is the part that read the traces (TableInfo).
+    work_ms: float
     table: TableInfo
     rows: tuple[Row, ...]
     total_rows: int
@@ -200,13 +203,22 @@ class Sample:
         )
 
 
+def row_ident(group_by: str, filename: str, lineno: int | None, frames: tuple[Frame, ...]) -> Any:
+    """The grouping's own key of a row, as the agent groups by it (memtop.agent.rowkeys)."""
+    pairs = [(f.filename, f.lineno) for f in frames]
+    return rowkeys.key_from_row(group_by, filename, lineno, pairs)
+
+
 def row_key(group_by: str, filename: str, lineno: int | None, frames: tuple[Frame, ...]) -> str:
-    """Stable identity of a row within one grouping."""
-    if group_by == "filename":
-        return filename
-    if group_by == "traceback":
-        return " <- ".join(f"{f.filename}:{f.lineno}" for f in reversed(frames))
-    return f"{filename}:{lineno}"
+    """Stable identity of a row within one grouping, as the viewer names it."""
+    return str(rowkeys.label(row_ident(group_by, filename, lineno, frames), group_by))
+
+
+def wire_key(group_by: str, row: Row) -> dict[str, Any]:
+    """How a request names `row` to the agent (tracebacks, referrers)."""
+    key = row_ident(group_by, row.filename, row.lineno, row.traceback)
+    wire: dict[str, Any] = rowkeys.encode(key, group_by)
+    return wire
 
 
 def row_from_reply(group_by: str, raw: dict[str, Any]) -> Row:
@@ -232,13 +244,13 @@ def row_from_reply(group_by: str, raw: dict[str, Any]) -> Row:
     )
 
 
-def sample_from_reply(
+def refresh_from_reply(
     pid: int, now: float, query: Query, reply: dict[str, Any], rss: int | None, uss: int | None
-) -> Sample:
+) -> Refresh:
     """Combine the agent's `top` reply with what procinfo read from outside."""
     totals = reply["totals"]
     info = reply["sample"]
-    return Sample(
+    return Refresh(
         pid=pid,
         time=now,
         query=query,
@@ -249,7 +261,7 @@ def sample_from_reply(
         tracemalloc_memory=int(totals["tracemalloc_memory"]),
         traced_blocks=info.get("traced_blocks"),
         nframe=int(totals["nframe"]),
-        pause_ms=float(info.get("work_ms", 0.0)),
+        work_ms=float(info.get("work_ms", 0.0)),
         table=TableInfo(
             sample_id=int(info["id"]),
             time=float(info["time"]),
@@ -301,7 +313,7 @@ def empty_note(tracing: Tracing | None, now: float) -> str | None:
     return f"0 rows: nothing allocated since the attach{when} is held"
 
 
-def mode_text(sample: Sample) -> str:
+def mode_text(sample: Refresh) -> str:
     """The mode in words: 'exact (tracemalloc)' or 'sampled, 1 per 256 KiB'."""
     if not sample.sampled:
         return "exact (tracemalloc)"
@@ -326,7 +338,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def tracing_json(sample: Sample) -> dict[str, Any]:
+def tracing_json(sample: Refresh) -> dict[str, Any]:
     """The tracing session's fields of a `--json` line."""
     tracing = sample.tracing
     return {
@@ -337,7 +349,7 @@ def tracing_json(sample: Sample) -> dict[str, Any]:
     }
 
 
-def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any]:
+def refresh_json(sample: Refresh, history: History | None = None) -> dict[str, Any]:
     """The `--json` line of one refresh (schema in DESIGN.md §2; fields are only added).
 
     With the `history` of the refreshes so far, rows carry `growth_rate` (bytes/min over
@@ -358,7 +370,7 @@ def sample_json(sample: Sample, history: History | None = None) -> dict[str, Any
         "tracemalloc_memory": sample.tracemalloc_memory,
         "traced_blocks": sample.traced_blocks,
         "nframe": sample.nframe,
-        "pause_ms": sample.pause_ms,
+        "pause_ms": sample.work_ms,  # its JSON name since the first release (DESIGN.md §2)
         "untraced": sample.untraced,
         "memtop_traced": sample.memtop_traced,
         "memtop_residue": sample.memtop_residue,

@@ -25,12 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from memtop import __version__
-from memtop.client import AgentClient
 from memtop.errors import MemtopError, UsageError
-from memtop.procinfo import ProcInfo
 
 FORMAT = "memtop-snapshot"
+FORMATS = ("memtop", "tracemalloc", "pprof")  # what memtop writes
 VERSION = 1
 TABLES = ("frames", "tracebacks", "entries", "sources")  # in the order a file holds them
 MAX_LINE = 16 * 1024 * 1024
@@ -81,33 +79,10 @@ class SavedSnapshot:
         return totals
 
 
-def snapshot_of(client: AgentClient, pid: int) -> SavedSnapshot:
-    """A whole snapshot from a connected agent, with what memtop knows of the process."""
-    proc = ProcInfo(pid)
-    memory = proc.memory()
-    greeting = client.greeting
-    meta = {
-        "pid": pid,
-        "python": greeting.get("py"),
-        "cmdline": proc.cmdline(),
-        "rss": memory.rss,
-        "uss": memory.uss,
-        "tracing_owner": greeting.get("tracing_owner"),
-        "memtop": __version__,
-    }
-    try:
-        return fetch(client, meta)
-    except ValueError as exc:
-        raise MemtopError(f"the agent sent an invalid snapshot: {exc}") from exc
-
-
-def fetch(client: AgentClient, meta: dict[str, Any]) -> SavedSnapshot:
-    """Ask a connected agent for a whole snapshot (in parts)."""
-    first = client.request("snapshot", part=0)
-    header = first["header"]
-    parts = [first]
-    for part in range(1, int(first["parts"])):
-        parts.append(client.request("snapshot", part=part, snapshot=first["snapshot"]))
+def assemble(meta: dict[str, Any], parts: list[dict[str, Any]]) -> SavedSnapshot:
+    """A snapshot from the parts of an agent's `snapshot` replies (the first carries the
+    header), checked like a file's; `meta` is what the viewer knows of the process."""
+    header = parts[0]["header"]
     merged = dict(meta)
     merged.update({k: v for k, v in header.items() if k not in ("counts", "parts")})
     builder = _Builder(merged, header["counts"])
@@ -119,6 +94,44 @@ def fetch(client: AgentClient, meta: dict[str, Any]) -> SavedSnapshot:
                     raise ValueError(f"its {name} are not a list")
                 builder.add(name, items)
     return builder.done()
+
+
+def format_for(path: str) -> str:
+    """The format an output name asks for: `.memtop` memtop's, `.pb.gz`/`.pprof` pprof's,
+    any other name tracemalloc's pickle (what Snapshot.dump writes, whatever its name)."""
+    if path.endswith(".memtop"):
+        return "memtop"
+    if path.endswith((".pb.gz", ".pprof", ".pprof.gz")):
+        return "pprof"
+    return "tracemalloc"
+
+
+def write(snapshot: SavedSnapshot, path: str, file_format: str = "memtop") -> None:
+    """Save in memtop's format, tracemalloc's, or as a pprof heap profile."""
+    if file_format == "tracemalloc":
+        export_tracemalloc(snapshot, path)
+    elif file_format == "pprof":
+        from memtop.fleet.pprof import write_pprof  # protobuf loads only when asked for
+
+        write_pprof(snapshot, path)
+    else:
+        save(snapshot, path)
+
+
+def convert(source: str, target: str, to: str | None, trust_pickle: bool) -> str:
+    """`memtop convert IN OUT`: between formats; without `to`, the output's name says
+    which (see format_for)."""
+    if to is None:
+        to = format_for(target)
+    if to not in FORMATS:
+        raise UsageError(f"--to must be one of {', '.join(FORMATS)}")
+    write(load(source, trust_pickle), target, to)
+    return f"wrote {target} ({to} format)"
+
+
+def default_snapshot_path(pid: int) -> str:
+    """memtop-PID-YYYYmmdd-HHMMSS.memtop."""
+    return time.strftime(f"memtop-{pid}-%Y%m%d-%H%M%S.memtop")
 
 
 def save(snapshot: SavedSnapshot, path: str) -> None:

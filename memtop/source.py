@@ -1,7 +1,8 @@
 """The data source the views poll: one agent connection plus what procinfo sees.
 
-Views (batch, TUI) never open sockets; they are handed a source. Tests hand them fakes
-with the same methods.
+Views (batch, TUI) never open sockets; they are handed a source: the required table
+interface (Source) and what else it can do (LiveControls, HeapInspection, Snapshots), which
+a view finds out with isinstance. Tests hand them fakes with the same methods.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from memtop import __version__
 from memtop.attach import procfs
 from memtop.attach.diagnose import ending_of
 from memtop.client import DEFAULT_BUSY_WAIT, AgentClient
@@ -29,10 +31,10 @@ from memtop.leaks import (
     origins_from_reply,
     types_from_reply,
 )
-from memtop.model import Frame, Query, Row, Sample, sample_from_reply
+from memtop.model import Frame, Query, Refresh, Row, refresh_from_reply, wire_key
 from memtop.procinfo import ProcInfo
 from memtop.runner import Program
-from memtop.snapfile import SavedSnapshot, snapshot_of
+from memtop.snapfile import SavedSnapshot, assemble
 
 
 @dataclass(frozen=True)
@@ -63,15 +65,24 @@ class TracebackEntry:
 
 
 class Source(Protocol):
-    """What a view needs from a data source."""
+    """What every view needs from a data source: who it is, its table, a row's
+    tracebacks, and leaving (`keep_agent`: the agent stays serving, for a later viewer)."""
 
     info: TargetInfo
 
-    def refresh(self, query: Query, max_age: float) -> Sample: ...
-
-    def resume(self, query: Query) -> HistorySeed | None: ...
+    def refresh(self, query: Query, max_age: float) -> Refresh: ...
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]: ...
+
+    def close(self, keep_agent: bool = False) -> Ending | None: ...
+
+
+@runtime_checkable
+class LiveControls(Source, Protocol):
+    """A process that runs on: the history its agent kept, a baseline, the peak, the
+    mode; its connection and how it ended. A saved snapshot has none of these."""
+
+    def resume(self, query: Query) -> HistorySeed | None: ...
 
     def set_baseline(self) -> None: ...
 
@@ -79,8 +90,18 @@ class Source(Protocol):
 
     def reset_peak(self) -> None: ...
 
-    # Leak hunting: gc walks in the target, on request only (offline sources raise
-    # MemtopError saying they need the live process).
+    # Switch between exact and sampled mode; returns what it means.
+    def set_mode(self, mode: str, rate: int | None = None) -> str: ...
+
+    def exit_status(self) -> Ending | None: ...
+
+    def reconnect(self) -> None: ...
+
+
+@runtime_checkable
+class HeapInspection(Source, Protocol):
+    """Leak hunting: walks of one process's gc objects, on request only."""
+
     def types(self, mark: bool = False, limit: int = 100) -> TypesTable: ...
 
     def origins(self, type_name: str, sample: int = 200, limit: int = 10) -> Origins: ...
@@ -89,16 +110,12 @@ class Source(Protocol):
         self, type_name: str | None = None, row: Row | None = None, timeout: float = 2.0
     ) -> ReferrerChain: ...
 
+
+@runtime_checkable
+class Snapshots(Source, Protocol):
+    """The whole snapshot behind the table, for saving."""
+
     def snapshot(self) -> SavedSnapshot: ...
-
-    def exit_status(self) -> Ending | None: ...
-
-    def reconnect(self) -> None: ...
-
-    def close(self, keep_agent: bool = False) -> Ending | None: ...
-
-    # Live sources: switch between exact and sampled mode; returns what it means.
-    def set_mode(self, mode: str, rate: int | None = None) -> str: ...
 
 
 class LiveSource:
@@ -145,12 +162,12 @@ class LiveSource:
             **_mode_fields(greeting),
         )
 
-    def refresh(self, query: Query, max_age: float, keys: Sequence[Row] = ()) -> Sample:
+    def refresh(self, query: Query, max_age: float, keys: Sequence[Row] = ()) -> Refresh:
         """One refresh: the agent's rows and totals, RSS/USS read from outside; the rows
         of `keys` follow the top rows, whatever their rank."""
         args = query.top_args(max_age)
         if keys:
-            args["keys"] = [key_args(query.group_by, row) for row in keys]
+            args["keys"] = [wire_key(query.group_by, row) for row in keys]
         held = self._rows_held
         if held is not None and held[0] == query:
             args["reuse_rows"] = held[1]  # the sample they were read from
@@ -160,7 +177,7 @@ class LiveSource:
         else:
             self._rows_held = (query, reply["sample"]["id"], reply["rows"])
         memory = self.proc.memory()
-        sample = sample_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
+        sample = refresh_from_reply(self.pid, time.time(), query, reply, memory.rss, memory.uss)
         if crowded_line(sample) is None:
             return sample  # the count matters only then: not read
         found = read_extension_modules(self.pid)
@@ -180,7 +197,7 @@ class LiveSource:
 
     def tracebacks(self, query: Query, row: Row, limit: int = 10) -> list[TracebackEntry]:
         """The heaviest tracebacks counted in `row`."""
-        key = key_args(query.group_by, row)
+        key = wire_key(query.group_by, row)
         reply = self._request("tracebacks", **query.grouping_args(), key=key, limit=limit)
         return [
             TracebackEntry(
@@ -234,7 +251,7 @@ class LiveSource:
             return chain_from_reply(self._request("referrers", type=type_name, timeout=timeout))
         if row is None or row.lineno is None:
             raise MemtopError("a referrer chain needs a type or a row of a source line")
-        key = {"filename": row.filename, "lineno": row.lineno}
+        key = wire_key("lineno", row)
         return chain_from_reply(self._request("referrers", key=key, timeout=timeout))
 
     def snapshot(self) -> SavedSnapshot:
@@ -242,7 +259,7 @@ class LiveSource:
         with self._lock:
             self.client.busy_wait = self.busy_wait
             try:
-                return snapshot_of(self.client, self.pid)
+                return fetch_snapshot(self.client, self.pid)
             finally:
                 self.client.busy_wait = 0.0
 
@@ -286,18 +303,13 @@ class LiveSource:
             return Ending()
         return ending_of(self.pid, self._start)
 
-    # A view sets this when the user chose to leave the agent serving (the TUI's `Q`);
-    # close() without an argument then keeps the agent.
-    keep_agent = False
     detached = False  # set by close() once the agent answered its detach
     agent_stopped = False  # and the agent stopped (no other viewer, not an opt-in agent)
 
-    def close(self, keep_agent: bool | None = None) -> Ending | None:
-        """Leave: stop the program memtop started, or detach the agent unless `keep_agent`
-        (default: the `keep_agent` attribute). Returns the program's exit status when
-        memtop stopped it."""
-        if keep_agent is None:
-            keep_agent = self.keep_agent
+    def close(self, keep_agent: bool = False) -> Ending | None:
+        """Leave: stop the program memtop started, or detach the agent; with `keep_agent`
+        (the user's `Q`, a hang-up) the agent stays serving for a later viewer. Returns
+        the program's exit status when memtop stopped it."""
         status = None
         try:
             if keep_agent and self.program is not None:
@@ -319,11 +331,29 @@ class LiveSource:
         return status
 
 
-def key_args(group_by: str, row: Row) -> dict[str, object]:
-    """A row's key as the agent's `top` and `tracebacks` take it."""
-    if group_by == "traceback":
-        return {"frames": [[f.filename, f.lineno] for f in row.traceback]}
-    return {"filename": row.filename, "lineno": row.lineno}
+def fetch_snapshot(client: AgentClient, pid: int) -> SavedSnapshot:
+    """A whole snapshot from a connected agent, part by part, with what memtop knows of
+    the process."""
+    proc = ProcInfo(pid)
+    memory = proc.memory()
+    greeting = client.greeting
+    meta = {
+        "pid": pid,
+        "python": greeting.get("py"),
+        "cmdline": proc.cmdline(),
+        "rss": memory.rss,
+        "uss": memory.uss,
+        "tracing_owner": greeting.get("tracing_owner"),
+        "memtop": __version__,
+    }
+    first = client.request("snapshot", part=0)
+    parts = [first]
+    for part in range(1, int(first["parts"])):
+        parts.append(client.request("snapshot", part=part, snapshot=first["snapshot"]))
+    try:
+        return assemble(meta, parts)
+    except ValueError as exc:
+        raise MemtopError(f"the agent sent an invalid snapshot: {exc}") from exc
 
 
 def _mode_fields(reply: dict[str, Any]) -> dict[str, Any]:
@@ -350,7 +380,7 @@ def switched_text(mode: str, rate: int | None) -> str:
     )
 
 
-def wait_for_exit(source: Source, timeout: float) -> Ending | None:
+def wait_for_exit(source: LiveControls, timeout: float) -> Ending | None:
     """After the connection dropped: how the target ended, if it did within `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -362,7 +392,10 @@ def wait_for_exit(source: Source, timeout: float) -> Ending | None:
 
 __all__ = [
     "ConnectionLost",
+    "HeapInspection",
+    "LiveControls",
     "LiveSource",
+    "Snapshots",
     "Source",
     "TargetInfo",
     "TracebackEntry",

@@ -52,6 +52,13 @@ def read_state(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def state_of(path: Path) -> dict[str, Any]:
+    """The state a target has reported (a test reads it after the target's first report)."""
+    state = read_state(path)
+    assert state is not None, f"no target state in {path}"
+    return state
+
+
 def wait_state(
     path: Path, check: Callable[[dict[str, Any]], bool] = lambda s: True, timeout: float = 10.0
 ) -> dict[str, Any]:

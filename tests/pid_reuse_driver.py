@@ -122,12 +122,13 @@ def watch_group() -> dict[str, Any]:
     family = subprocess.Popen(
         [python, "-c", FAMILY], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    assert family.stdin is not None and family.stdout is not None
+    stdin, stdout = family.stdin, family.stdout
+    assert stdin is not None and stdout is not None
 
     def spawn() -> int:
-        family.stdin.write("\n")
-        family.stdin.flush()
-        return int(family.stdout.readline())
+        stdin.write("\n")
+        stdin.flush()
+        return int(stdout.readline())
 
     wait_for(lambda: runs_python(family.pid) and runs_python(other.pid), "the family to start")
     strangers: list[subprocess.Popen] = []
@@ -194,6 +195,7 @@ class Family:
     def __init__(self, proc: subprocess.Popen) -> None:
         assert proc.stdin is not None and proc.stdout is not None
         self.proc = proc
+        self.stdin, self.stdout = proc.stdin, proc.stdout
         self.pid = proc.pid
 
     @classmethod
@@ -205,9 +207,9 @@ class Family:
         return cls(start_as(pid, argv, text=True, **pipes))
 
     def spawn(self) -> int:
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        child = int(self.proc.stdout.readline())
+        self.stdin.write("\n")
+        self.stdin.flush()
+        child = int(self.stdout.readline())
         wait_for(lambda: runs_python(child), f"child {child} to run Python")
         return child
 

@@ -141,10 +141,10 @@ def mutate(rng: random.Random) -> bytes:
             at = rng.randrange(len(text))
             lines[index] = text[:at] + rng.choice(RAW_TOKENS) + text[at + 1 :]
         elif kind == 7:  # bytes flipped in the text
-            text = bytearray(lines[index].encode())
+            flipped = bytearray(lines[index].encode())
             for _ in range(rng.randint(1, 4)):
-                text[rng.randrange(len(text))] = rng.randrange(256)
-            lines[index] = text.decode("utf-8", "replace")
+                flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+            lines[index] = flipped.decode("utf-8", "replace")
         elif kind >= 9:  # a value keeps its type but goes to an edge (the file loads)
             paths = [p for p in _paths(tree) if isinstance(_get(tree, p), (int, str))]
             paths = [p for p in paths if not isinstance(_get(tree, p), bool) and p]
@@ -163,9 +163,9 @@ def mutate(rng: random.Random) -> bytes:
     if damage == 0:
         data = data[: rng.randrange(len(data))]
     elif damage == 1:
-        data = bytearray(data)
-        data[rng.randrange(10, len(data))] ^= 1 << rng.randrange(8)
-        data = bytes(data)
+        flipped = bytearray(data)
+        flipped[rng.randrange(10, len(flipped))] ^= 1 << rng.randrange(8)
+        data = bytes(flipped)
     return data
 
 
@@ -185,7 +185,7 @@ def _get(value: Any, path: tuple) -> Any:
 def exercise(path: str, out_dir: str) -> str | None:
     """Open `path` as `memtop view -b`, `--json` and `memtop convert` (to each format) do;
     None when every one ended cleanly or with a MemtopError, else the traceback."""
-    from memtop import offline
+    from memtop import snapfile
     from memtop.batch import run_batch
     from memtop.errors import MemtopError
     from memtop.filesource import FileSource
@@ -214,7 +214,7 @@ def exercise(path: str, out_dir: str) -> str | None:
             pass
         for name in ("out.memtop", "out.pickle", "out.pb.gz"):
             try:
-                offline.convert(path, f"{out_dir}/{name}", None, False)
+                snapfile.convert(path, f"{out_dir}/{name}", None, False)
             except MemtopError:
                 pass
     except Exception:  # the finding: anything but a MemtopError

@@ -8,15 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Targets, need_interpreter, read_state, wait_for, wait_state
+from conftest import Targets, need_interpreter, state_of, wait_for, wait_state
 from wire import Raw, error_code
 
 from memtop.agent import checks, sampler
+from memtop.runner import Program
 
 FILES = 2000
 
 
-def _ready(targets: Targets, *args: str, **config: object) -> tuple[object, Path, Raw]:
+def _ready(targets: Targets, *args: str, **config: object) -> tuple[Program, Path, Raw]:
     program, state = targets.start("bounded.py", *args, **config)  # type: ignore[arg-type]
     wait_state(state)
     raw = Raw(program.socket_path)
@@ -39,7 +40,7 @@ def _call_waiting(raw: Raw, cmd: str, request_id: int, **args: object) -> dict:
 
 def _settled(state: Path, key: str) -> int:
     """`key` from a report made after every request so far was answered."""
-    seen = read_state(state)["counter"]
+    seen = state_of(state)["counter"]
     return wait_state(state, lambda s: s["counter"] > seen + 1)[key]
 
 
@@ -52,7 +53,7 @@ def test_non_finite_or_huge_numbers_are_refused_and_ping_keeps_working(
     program, _, abuser = _ready(targets, "10")
     body = '{"id": 7, "cmd": "configure", "args": {"idle_timeout": ' + number + "}}"
     abuser.send_bytes(_frame(body.encode()))
-    reply = abuser.read()
+    reply = abuser.reply()
     assert error_code(reply) == "bad_json", reply
     # Neither the abuser's connection nor any other viewer's ping is broken.
     assert abuser.call("ping", 8)["ok"]
@@ -178,7 +179,7 @@ def test_requests_sent_at_once_are_all_answered_in_order(targets: Targets) -> No
         _frame(b'{"id": %d, "cmd": "ping", "args": {}}' % number) for number in range(1, 41)
     )
     raw.send_bytes(frames)
-    replies = [raw.read() for _ in range(40)]
+    replies = [raw.reply() for _ in range(40)]
     assert [reply["id"] for reply in replies] == list(range(1, 41))
     assert all(reply["ok"] for reply in replies)
 
@@ -191,9 +192,9 @@ def test_a_client_told_busy_is_read_again_after_a_pause(targets: Targets) -> Non
         _frame(b'{"id": 2, "cmd": "types", "args": {}}')
         + _frame(b'{"id": 3, "cmd": "ping", "args": {}}')
     )
-    told = raw.read()
+    told = raw.reply()
     assert told["id"] == 2 and error_code(told) == "busy"
-    pong = raw.read()
+    pong = raw.reply()
     assert pong["id"] == 3 and pong["ok"]
 
 

@@ -18,6 +18,7 @@ from conftest import (
     need_attachable,
     read_state,
     run_commands,
+    state_of,
     wait_for,
     wait_state,
 )
@@ -91,7 +92,7 @@ def test_agent_goes_idle_when_its_fds_are_gone(targets: Targets, mode: str) -> N
 def test_agent_waits_rather_than_spins_when_the_program_is_out_of_fds(targets: Targets) -> None:
     reuser = start_reuser(targets)
     reuser.commands.write_text("fd-limit\n")
-    wait_state(reuser.state, lambda s: s.get("limited"))
+    wait_state(reuser.state, lambda s: bool(s.get("limited")))
     waiting = Raw(reuser.program.socket_path)  # queued: the agent cannot accept() it now
     share = cpu_share(reuser.program.pid)
     assert share < 0.05, f"the target used {share:.0%} of a core"
@@ -116,7 +117,7 @@ def test_forked_child_keeps_the_files_on_the_agents_old_numbers(targets: Targets
     child = read_state(Path(f"{reuser.state}.child"))
     assert child is not None and child["data_fds"]
     assert child["failures"] == []
-    assert read_state(reuser.state)["failures"] == []
+    assert state_of(reuser.state)["failures"] == []
 
 
 def test_a_new_agent_starts_after_the_old_one_lost_its_fds(targets: Targets) -> None:
@@ -129,7 +130,7 @@ def test_a_new_agent_starts_after_the_old_one_lost_its_fds(targets: Targets) -> 
     assert viewer.hello(token_file.read_text())["ok"]
     top = viewer.call("top", max_age=0.0)
     assert top["ok"] and top["result"]["rows"]
-    assert read_state(reuser.state)["failures"] == []
+    assert state_of(reuser.state)["failures"] == []
 
 
 @pytest.mark.parametrize("minor", ["3.9", "3.14"])
@@ -149,7 +150,7 @@ def test_memtop_attach_works_again_after_the_program_closed_the_agents_fds(
     again = memtop_cli("attach", str(proc.pid), "--json", "-n", "1")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.splitlines()[0])["pid"] == proc.pid
-    wait_for(lambda: read_state(state)["tcp_done"], 20, "the program's TCP clients")
-    final = read_state(state)
+    wait_for(lambda: state_of(state)["tcp_done"], 20, "the program's TCP clients")
+    final = state_of(state)
     assert final["tcp_replies"] == ["target\n"] * TCP_CLIENTS
     assert final["failures"] == []

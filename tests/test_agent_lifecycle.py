@@ -16,8 +16,8 @@ from conftest import (
     interpreters,
     memtop_cli,
     need_interpreter,
-    read_state,
     run_commands,
+    state_of,
     wait_for,
     wait_state,
 )
@@ -41,7 +41,7 @@ def test_target_that_traces_keeps_its_settings(targets: Targets) -> None:
     program, state = targets.start("idle.py", env={"PYTHONTRACEMALLOC": "7"})
     wait_state(state)
     client = Raw(program.socket_path)
-    greeting = client.read()
+    greeting = client.reply()
     assert greeting["tracing_owner"] == "target"
     assert greeting["nframe"] == 7
     client.send({"proto": 1, "token": program.token})
@@ -139,10 +139,10 @@ def test_tracing_the_program_restarted_outlives_an_on_connect_agents_detach(
     run_commands(commands, state, "restart:4")
     reply = viewer.call("detach")["result"]
     assert reply["stays"] and reply["tracing_owner"] == "target"
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     assert wait_state(state, lambda s: s["counter"] > counter + 3)["tracing"] is True
     # The agent stays, and a viewer that comes later finds the program's tracing.
-    greeting = Raw(program.socket_path).read()
+    greeting = Raw(program.socket_path).reply()
     assert greeting["tracing_owner"] == "target"
 
 
@@ -195,9 +195,9 @@ def test_viewer_reports_how_the_target_ended(
         "run", "--json", "-i", "0.2", "tests/targets/exiter.py", str(state), mode, "1.0"
     )
     assert result.returncode == status, result.stderr
-    assert f"target {read_state(state)['pid']} {wording}" in result.stderr
+    assert f"target {state_of(state)['pid']} {wording}" in result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert lines and all(line["pid"] == read_state(state)["pid"] for line in lines)
+    assert lines and all(line["pid"] == state_of(state)["pid"] for line in lines)
     # Whether or not the agent could clean up, no socket or token file is left behind.
     run_dir = Path(rundir.default_run_dir(os.geteuid(), os.environ))
     leftovers = [p for p in run_dir.iterdir() if p.name.startswith(f"{lines[0]['pid']}-")]
@@ -234,9 +234,9 @@ def test_configure_without_idle_timeout_keeps_the_agent(targets: Targets) -> Non
     client = connect(program)
     assert client.call("configure", idle_timeout=None)["result"]["idle_timeout"] is None
     client.close()
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     wait_state(state, lambda s: s["counter"] > counter + 40)  # ≥ 2 s of target time
-    assert read_state(state)["tracing"] is True
+    assert state_of(state)["tracing"] is True
     assert connect(program).call("ping")["ok"]
 
 

@@ -6,7 +6,7 @@ real socket and through the live view."""
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT, Targets, need_interpreter, read_state, wait_state
+from conftest import ROOT, Targets, need_interpreter, state_of, wait_state
 from test_ui_e2e import wait_until
 
 from memtop.leaks import NOT_SHOWN
@@ -51,7 +51,7 @@ def test_types_and_referrers_run_none_of_the_programs_code(targets: Targets, min
     assert "run()" in root and "Thread-" in root, root
 
     # The program reports what its classes recorded since: nothing.
-    seen = read_state(state)["counter"]
+    seen = state_of(state)["counter"]
     after = wait_state(state, lambda s: s["counter"] > seen + 1)
     assert after["calls"] == []
 
@@ -83,5 +83,5 @@ async def test_the_live_view_says_where_a_value_was_not_shown(targets: Targets) 
         assert f"[<__main__.Key key: {NOT_SHOWN}>]" in body
         assert f"{NOT_SHOWN}: showing it would run the program's own code" in body
         await pilot.press("escape", "escape", "q")
-    seen = read_state(state)["counter"]
+    seen = state_of(state)["counter"]
     assert wait_state(state, lambda s: s["counter"] > seen + 1)["calls"] == []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Targets, read_state, wait_for, wait_state
+from conftest import Targets, state_of, wait_for, wait_state
 from wire import Raw, error_code
 
 from memtop.agent import protocol, server
@@ -36,23 +36,23 @@ def still_serving(program, state: Path) -> None:
     def greeted() -> Raw | None:
         # Clients a test just closed free their slots when the agent sees their EOF.
         client = Raw(program.socket_path)
-        if client.read()["status"] == "ok":
+        if client.reply()["status"] == "ok":
             return client
         client.close()
         return None
 
     client = wait_for(greeted, 5, "a free client slot")
     client.send({"proto": protocol.PROTO_MAJOR, "token": program.token})
-    assert client.read()["ok"]
+    assert client.reply()["ok"]
     assert client.call("ping")["ok"]
     client.close()
-    before = read_state(state)["counter"]
+    before = state_of(state)["counter"]
     wait_state(state, lambda s: s["counter"] > before, timeout=5)
 
 
 def test_server_speaks_first_with_its_identity(agent) -> None:
     program, _ = agent
-    greeting = Raw(program.socket_path).read()
+    greeting = Raw(program.socket_path).reply()
     assert greeting["agent"] == "memtop"
     assert greeting["proto"][0] == protocol.PROTO_MAJOR
     assert greeting["pid"] == program.pid
@@ -101,8 +101,8 @@ def test_a_request_sent_with_the_token_in_one_write_is_answered(agent) -> None:
     hello = json.dumps({"proto": protocol.PROTO_MAJOR, "token": program.token}).encode()
     request = json.dumps({"id": 5, "cmd": "ping", "args": {"pad": "x" * 20_000}}).encode()
     client.send_bytes(frame(hello) + frame(request))
-    assert client.read()["ok"]
-    reply = client.read()
+    assert client.reply()["ok"]
+    reply = client.reply()
     assert reply["ok"] and reply["id"] == 5
 
 
@@ -114,7 +114,7 @@ def test_other_major_version_gets_proto_mismatch(agent) -> None:
     client = Raw(program.socket_path)
     client.read()
     client.send({"proto": protocol.PROTO_MAJOR + 1, "token": program.token})
-    reply = client.read()
+    reply = client.reply()
     assert error_code(reply) == "proto_mismatch"
     assert str(protocol.PROTO_MAJOR) in reply["error"]["message"]
     still_serving(program, state)
@@ -125,11 +125,11 @@ def test_fields_of_a_newer_minor_version_are_ignored(agent) -> None:
     client = Raw(program.socket_path)
     client.read()
     client.send({"proto": 1, "token": program.token, "client": "t", "features": ["x"]})
-    assert client.read()["ok"]
+    assert client.reply()["ok"]
     client.send(
         {"id": 7, "cmd": "top", "args": {"limit": 3, "future_option": True}, "trace_id": "abc"}
     )
-    reply = client.read()
+    reply = client.reply()
     assert reply["ok"] and reply["id"] == 7 and len(reply["result"]["rows"]) <= 3
 
 
@@ -223,7 +223,7 @@ def test_garbage_gets_error_codes_and_the_connection_stays_usable(agent, short_t
     ]
     for body, code in cases:
         client.send_bytes(frame(body))
-        reply = client.read()
+        reply = client.reply()
         assert error_code(reply) == code, (body[:40], reply)
         assert client.call("ping")["ok"], body[:40]
     assert not marker.exists()
@@ -303,15 +303,15 @@ def test_fifth_and_later_viewers_get_a_readable_busy_refusal(agent) -> None:
     threads_before = len(os.listdir(f"/proc/{program.pid}/task"))
     viewers = [Raw(program.socket_path) for _ in range(protocol.MAX_CLIENTS)]
     late = Raw(program.socket_path)  # greeted while a seat was free, authenticates too late
-    assert late.read()["status"] == "ok"
+    assert late.reply()["status"] == "ok"
     for viewer in viewers:
         assert viewer.hello(program.token)["ok"]
     late.send({"proto": protocol.PROTO_MAJOR, "token": program.token})
-    reply = late.read()
+    reply = late.reply()
     assert error_code(reply) == "busy"
     assert late.closed_by_peer()
     clients = [Raw(program.socket_path) for _ in range(50)]
-    greetings = [c.read() for c in clients]
+    greetings = [c.reply() for c in clients]
     assert [g["status"] for g in greetings] == ["busy"] * 50
     assert all(g["error"]["code"] == "busy" for g in greetings)
     assert len(os.listdir(f"/proc/{program.pid}/task")) <= threads_before
@@ -338,7 +338,7 @@ def test_token_less_connections_cannot_keep_the_viewer_out(targets: Targets, cou
     wait_state(state)
     sockets_before, rss_before = socket_fds(program.pid), rss(program.pid)
     idle = [Raw(program.socket_path) for _ in range(count)]
-    assert all(c.read()["status"] == "ok" for c in idle)
+    assert all(c.reply()["status"] == "ok" for c in idle)
     # Held open, never authenticating: only a small pool of them stays with the agent.
     pool = protocol.MAX_UNAUTHENTICATED
     assert socket_fds(program.pid) <= sockets_before + pool
@@ -376,21 +376,22 @@ def test_fresh_token_less_connections_do_not_push_out_an_authenticating_viewer(a
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert opener.stdin is not None and opener.stdout is not None
+    stdin, stdout = opener.stdin, opener.stdout
+    assert stdin is not None and stdout is not None
 
     def open_more(count: int) -> None:
-        opener.stdin.write(f"{count}\n")
-        opener.stdin.flush()
-        assert opener.stdout.readline() == "ok\n"
+        stdin.write(f"{count}\n")
+        stdin.flush()
+        assert stdout.readline() == "ok\n"
 
     try:
         open_more(protocol.MAX_UNAUTHENTICATED)  # the pool is full
         viewer = Raw(program.socket_path)
-        assert viewer.read()["status"] == "ok"
+        assert viewer.reply()["status"] == "ok"
         # Before the viewer authenticates, twice a pool's worth of newer connections.
         open_more(2 * protocol.MAX_UNAUTHENTICATED)
         viewer.send({"proto": protocol.PROTO_MAJOR, "token": program.token})
-        assert viewer.read()["ok"]
+        assert viewer.reply()["ok"]
         assert viewer.call("ping")["result"]["clients"] == 1
         assert socket_fds(program.pid) <= 1 + protocol.MAX_UNAUTHENTICATED + 1
     finally:
@@ -495,7 +496,7 @@ def test_a_viewer_waiting_while_a_big_table_is_computed_still_gets_in(targets: T
     busy = Raw(program.socket_path)
     busy.hello(program.token)
     waiting = Raw(program.socket_path)
-    greeting = waiting.read()
+    greeting = waiting.reply()
     assert greeting is not None and greeting["status"] == "ok"
     # Fresh tables, asked for in one write: the agent answers them in one go, seconds
     # longer than the deadline for a token even on an idle machine.
@@ -529,7 +530,7 @@ def test_faults_inside_the_agent_become_internal_errors(targets: Targets, fault:
         for e in ping["result"]["errors"]
         for fault_name in ("MemoryError", "RuntimeError")
     )
-    before = read_state(state)["counter"]
+    before = state_of(state)["counter"]
     final = wait_state(state, lambda s: s["counter"] > before + 2)
     assert final["hooks"] == []
     assert final["threads"] == 2  # the target's main thread and the agent's

@@ -23,6 +23,7 @@ from conftest import (
     need_attachable,
     need_gdb,
     read_state,
+    state_of,
     stream_json,
     wait_for,
     wait_state,
@@ -46,7 +47,7 @@ def settled(state: Path) -> dict:
 def assert_left_clean(state: Path, before: dict) -> None:
     """After detach: tracing off, threads and sockets back to what they were before the
     attach (`before` is the target's state then), and the program still running."""
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     after = wait_state(
         state,
         lambda s: (
@@ -105,7 +106,7 @@ def test_blocked_main_thread_is_diagnosed_when_no_fallback_is_allowed(
     assert "blocked in clock_nanosleep (time.sleep)" in result.stderr
     assert "--method gdb-parked" in result.stderr
     assert time.monotonic() - started < 15
-    assert read_state(state)["threads"] == before["threads"]  # nothing started in the target
+    assert state_of(state)["threads"] == before["threads"]  # nothing started in the target
 
 
 def test_forced_parked_method_on_an_idle_target(plain: Plain) -> None:
@@ -152,7 +153,7 @@ def test_viewer_killed_then_reattached_finds_the_same_agent(plain: Plain) -> Non
     before = json.loads(first.stdout.readline())
     first.kill()  # an SSH session that died: no detach
     first.wait()
-    assert read_state(state)["tracing"] is True
+    assert state_of(state)["tracing"] is True
     line, err = stream_json(
         [str(proc.pid), "--mode", "exact", "--json", "-i", "0.3"],
         lambda line: line["table"]["age"] < 5,
@@ -241,7 +242,7 @@ def test_target_that_opted_out_is_refused_without_gdb(plain: Plain) -> None:
     assert result.returncode == 2
     assert "opted out of remote debugging (PYTHON_DISABLE_REMOTE_DEBUG is set)" in result.stderr
     assert "--force-gdb" in result.stderr
-    assert read_state(state)["agent_loaded"] is False
+    assert state_of(state)["agent_loaded"] is False
     need_gdb()
     forced = memtop_cli("attach", str(proc.pid), "--force-gdb", "--json", "-n", "1")
     assert forced.returncode == 0, forced.stderr
@@ -255,7 +256,7 @@ def test_audit_hook_veto_is_reported(plain: Plain) -> None:
     result = memtop_cli("attach", str(proc.pid), "--timeout", "1.5", "--json", "-n", "1")
     assert result.returncode == 2
     assert "audit hook" in result.stderr
-    assert read_state(state)["agent_loaded"] is False
+    assert state_of(state)["agent_loaded"] is False
 
 
 def test_two_attaches_at_once_share_one_agent(plain: Plain) -> None:
@@ -307,5 +308,5 @@ def test_sigstopped_target_is_refused_untouched(plain: Plain) -> None:
         os.kill(proc.pid, signal.SIGCONT)
     assert result.returncode == 2
     assert f"kill -CONT {proc.pid}" in result.stderr
-    wait_for(lambda: read_state(state)["counter"] > 0, 5, "the target to carry on")
-    assert read_state(state)["agent_loaded"] is False
+    wait_for(lambda: state_of(state)["counter"] > 0, 5, "the target to carry on")
+    assert state_of(state)["agent_loaded"] is False

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import Plain, memtop_cli, need_attachable, read_state, wait_state
+from conftest import Plain, memtop_cli, need_attachable, state_of, wait_state
 
 from memtop.agent import rundir
 
@@ -22,7 +22,7 @@ def cycle(pid: int, state: Path, base: dict, mode: str = "exact") -> dict:
     assert attached.returncode == 0, attached.stderr
     detached = memtop_cli("detach", str(pid), timeout=90)
     assert detached.returncode == 0, detached.stderr
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     return wait_state(
         state,
         lambda s: (

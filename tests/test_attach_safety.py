@@ -38,7 +38,7 @@ from conftest import (
     memtop_cli,
     need_gdb,
     need_interpreter,
-    read_state,
+    state_of,
     wait_for,
     wait_state,
 )
@@ -109,7 +109,7 @@ def nobody_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 def untouched(state: Path) -> dict:
     """The target's state a few turns later: still running, no agent, not tracing."""
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     after = wait_state(state, lambda s: s["counter"] > counter + 2)
     assert after["agent_loaded"] is False
     assert after["tracing"] is False
@@ -786,7 +786,7 @@ def check_python_runs_only_safely(source: str) -> None:
     # pending(): PyRun_SimpleString is only the function pointer given to Py_AddPendingCall
     # (the interpreter calls it later, in the main thread, at a safe point).
     for constant in mentions["pending"]:
-        assert PENDING_CALL.match(constant.value), constant.value
+        assert isinstance(constant.value, str) and PENDING_CALL.match(constant.value), constant
 
     # parked(): the thread loop skips every thread whose PyGILState_Check() is not 0, and
     # PyRun_* runs only when it chose one, in that thread, holding a GILState of its own.

@@ -29,7 +29,7 @@ from conftest import (
     memtop_cli,
     need_gdb,
     need_interpreter,
-    read_state,
+    state_of,
     wait_for,
     wait_state,
 )
@@ -50,12 +50,12 @@ def need_gdb_python(minor: str) -> str:
 
 
 def counts(state: Path) -> dict[str, int]:
-    return read_state(state)["signals"]  # type: ignore[index]
+    return state_of(state)["signals"]  # type: ignore[index]
 
 
 def running(state: Path, turns: int = 2) -> dict:
     """The target's state once it has run `turns` more turns of its loop."""
-    counter = read_state(state)["counter"]  # type: ignore[index]
+    counter = state_of(state)["counter"]  # type: ignore[index]
     return wait_state(state, lambda s: s["counter"] >= counter + turns, timeout=20)
 
 
@@ -163,7 +163,7 @@ def start(plain: Plain, minor: str, kind: str = "parked") -> tuple[subprocess.Po
 @pytest.mark.parametrize("minor", GDB_VERSIONS)
 def test_20_attaches_while_sigusr1_arrives_every_50ms(plain: Plain, minor: str) -> None:
     proc, state = start(plain, minor)
-    base = read_state(state)["threads"]  # type: ignore[index]
+    base = state_of(state)["threads"]  # type: ignore[index]
     failures = []
     with rain(proc.pid, [(signal.SIGUSR1, 0.05)]):
         for number in range(20):
@@ -174,7 +174,7 @@ def test_20_attaches_while_sigusr1_arrives_every_50ms(plain: Plain, minor: str) 
             assert proc.poll() is None, f"the target died at attach {number + 1}: {failures}"
             agent_gone(state, base)
             # Signals sent while gdb held the target were handled once it let go.
-            wait_state(state, lambda s, b=before: s["signals"]["SIGUSR1"] > b)
+            wait_state(state, lambda s, b=before: s["signals"]["SIGUSR1"] > b)  # type: ignore[misc]
     assert failures == []
     running(state)
     assert_clean_log(plain)
@@ -184,7 +184,7 @@ def test_20_attaches_while_sigusr1_arrives_every_50ms(plain: Plain, minor: str) 
 @pytest.mark.parametrize("minor", GDB_VERSIONS)
 def test_20_attaches_while_the_target_is_stopped_and_continued(plain: Plain, minor: str) -> None:
     proc, state = start(plain, minor)
-    base = read_state(state)["threads"]  # type: ignore[index]
+    base = state_of(state)["threads"]  # type: ignore[index]
     outcomes = []
     with rain(proc.pid, [(signal.SIGSTOP, 0.02), (signal.SIGCONT, 0.08)]):
         for number in range(20):
@@ -238,12 +238,12 @@ def test_signal_sent_while_gdb_holds_the_target_reaches_it(
 
 def test_interval_timer_keeps_firing_through_attaches(plain: Plain) -> None:
     proc, state = start(plain, "3.11", kind="itimer")
-    base = read_state(state)["threads"]  # type: ignore[index]
+    base = state_of(state)["threads"]  # type: ignore[index]
     for route in ROUTES:
         before = counts(state)["SIGALRM"]
         assert attach_once(proc.pid, route) is None
         agent_gone(state, base)
-        wait_state(state, lambda s, b=before: s["signals"]["SIGALRM"] > b + 10)
+        wait_state(state, lambda s, b=before: s["signals"]["SIGALRM"] > b + 10)  # type: ignore[misc]
     assert_clean_log(plain)
 
 
@@ -440,7 +440,7 @@ def test_call_cut_short_by_a_fault_is_settled(
     how: str,
 ) -> None:
     proc, state = start(plain, "3.12")
-    base = read_state(state)["threads"]  # type: ignore[index]
+    base = state_of(state)["threads"]  # type: ignore[index]
     before = counts(state)["SIGUSR2"]
     log = with_faults(monkeypatch, short_tmp, function, how)
     # A call gdb unwound is made again (by the script, or by a second gdb run); one it
@@ -470,7 +470,7 @@ def test_gdb_overrunning_its_time_is_left_to_finish_and_never_interrupted(
     plain: Plain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proc, state = start(plain, "3.12", kind="hog")
-    base = read_state(state)["threads"]  # type: ignore[index]
+    base = state_of(state)["threads"]  # type: ignore[index]
     hog = Path(f"{state}.hog")
     hog.touch()
     wait_for(lambda: not hog.exists(), what="the main thread to take the GIL for seconds")

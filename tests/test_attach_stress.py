@@ -13,12 +13,13 @@ from conftest import (
     Plain,
     attach_route,
     need_attachable,
-    read_state,
+    state_of,
     wait_state,
 )
 
 from memtop.agent import rundir
 from memtop.attach.chain import attach
+from memtop.attach.preflight import preflight
 from memtop.attach.session import target_run_dir
 
 
@@ -31,7 +32,7 @@ def cycle(pid: int, state: Path, base: dict, method: str) -> None:
         assert attached.client.request("detach")["detaching"]
     finally:
         attached.client.close()
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     wait_state(
         state,
         lambda s: (
@@ -52,7 +53,7 @@ def test_25_attaches_to_an_allocation_heavy_target(plain: Plain, minor: str) -> 
     for _ in range(25):
         cycle(proc.pid, state, base, attach_route(minor))
     assert proc.poll() is None, "the target died"
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     wait_state(state, lambda s: s["counter"] > counter + 3)  # still running its loop
     assert plain.log(0, "attachable.py") == ""  # nothing printed in the target
 
@@ -68,12 +69,12 @@ def test_100_attach_detach_cycles_leave_nothing_behind(plain: Plain, minor: str)
     for number in range(1, 101):
         cycle(proc.pid, state, base, attach_route(minor))
         if number in (10, 100):
-            blocks[number] = read_state(state)["allocated_blocks"]
+            blocks[number] = state_of(state)["allocated_blocks"]
             rss[number] = process.memory_info().rss
     growth = (blocks[100] - blocks[10]) / 90
     assert growth < 5, f"{growth:.1f} allocated blocks per cycle"
     assert rss[100] - rss[10] < 1024 * 1024, f"RSS grew {rss[100] - rss[10]} bytes"
-    final = read_state(state)
+    final = state_of(state)
     assert (final["threads"], final["fds"], final["socket_fds"]) == (
         base["threads"],
         base["fds"],
@@ -82,7 +83,8 @@ def test_100_attach_detach_cycles_leave_nothing_behind(plain: Plain, minor: str)
     assert plain.log(0, "attachable.py") == ""
     # Of the files an attach writes in the run dir, only the per-process lock stays.
     start = rundir.process_start_time(proc.pid)
-    run = target_run_dir(proc.pid, os.geteuid())
+    target = preflight(proc.pid)
+    run = target_run_dir(target, target.root())
     assert sorted(n for n in os.listdir(run) if n.startswith(f"{proc.pid}-")) == [
         f"{proc.pid}-{start}.lock"
     ]

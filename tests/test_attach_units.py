@@ -206,7 +206,12 @@ def test_a_session_withdrawn_between_read_and_claim_starts_nothing(
     path = tmp_path / "1-2-abcd.session"
     path.write_text(json.dumps({"expires": time.time() + 60, "config": {}}))
     started = []
-    monkeypatch.setattr(lifecycle, "start", lambda config: started.append(config) or {})
+
+    def start(config: object) -> dict[str, object]:
+        started.append(config)
+        return {}
+
+    monkeypatch.setattr(lifecycle, "start", start)
     real_unlink = os.unlink
 
     def viewer_withdraws_first(name: str, *args: object, **kwargs: object) -> None:

@@ -22,6 +22,7 @@ from conftest import (
     marked_lines,
     memtop_cli,
     read_state,
+    state_of,
     wait_for,
 )
 
@@ -104,7 +105,7 @@ def test_json_lines_follow_the_documented_schema(short_tmp: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     first, second = json_lines(result.stdout)
-    schema = {
+    schema: dict[str, type | tuple[type, ...]] = {
         "pid": int,
         "time": float,
         "group_by": str,
@@ -121,7 +122,7 @@ def test_json_lines_follow_the_documented_schema(short_tmp: Path) -> None:
     }
     for name, kind in schema.items():
         assert isinstance(second[name], kind), name
-    row_schema = {
+    row_schema: dict[str, type | tuple[type, ...]] = {
         "key": str,
         "filename": str,
         "lineno": int,
@@ -387,7 +388,7 @@ def test_signals_end_memtop_with_130(short_tmp: Path, sig: signal.Signals) -> No
             wait_for(lambda: not psutil.pid_exists(target_pid), 5, "the program to be gone")
         else:
             assert f"left pid {target_pid} running with its agent serving" in err
-            assert read_state(state_path)["tracing"] is True
+            assert state_of(state_path)["tracing"] is True
             again = memtop_cli(str(target_pid), "--json", "-n", "1")
             assert again.returncode == 0, again.stderr
             assert "via reuse" in again.stderr

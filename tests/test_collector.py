@@ -6,7 +6,8 @@ from __future__ import annotations
 import _tracemalloc
 import gc
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ def expected_key(stat: tracemalloc.Statistic | tracemalloc.StatisticDiff, group_
     return tuple(reversed(frames))  # raw order: most recent first
 
 
-def ours(traces: list, group_by: str, cumulative: bool, include=(), exclude=()) -> dict:
+def ours(traces: Sequence[Any], group_by: str, cumulative: bool, include=(), exclude=()) -> dict:
     sample = collector.take_sample(1, read=lambda: traces)
     keep = collector.filename_filter(include, exclude)
     return collector.group(sample.by_traceback, group_by, cumulative, keep)

@@ -19,7 +19,7 @@ from conftest import ROOT, TARGETS, marked_lines, wait_for
 from ui_fakes import CWD, T0, FakeSource, settle, status
 
 from memtop.compiled import extension_modules, read_extension_modules
-from memtop.model import Query, Sample
+from memtop.model import Query, Refresh
 from memtop.ui.app import MemtopApp
 
 CALLER = TARGETS / "compiled" / "caller.py"
@@ -133,7 +133,7 @@ def test_extension_modules_are_read_from_the_maps_and_the_stdlibs_are_left_out()
 class CompiledProgram(FakeSource):
     """The fake program, with its biggest line holding most memory and extensions loaded."""
 
-    def sample(self, query: Query, n: int) -> Sample:
+    def sample(self, query: Query, n: int) -> Refresh:
         sample = super().sample(query, n)
         top = max(sample.rows, key=lambda row: row.size)
         return dataclasses.replace(

@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -174,7 +176,7 @@ def _descendants(pid: int) -> list[int]:
 
 def _cmdline(pid: int) -> list[str]:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
 
@@ -320,6 +322,41 @@ def test_memtop_detach_stops_a_kept_agent_and_leaves_nothing(boxes: Boxes) -> No
     assert box.files() == before
 
 
+def test_a_detach_leaves_the_agent_copy_that_another_process_of_the_container_uses(
+    boxes: Boxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes of one container share its run dir and the staged agent. memtop
+    attaches one and detaches it while the other's agent serves a viewer: the copy stays,
+    so that agent still loads what it loads lazily (the sampler, on a switch of mode).
+    Once the last agent stops, nothing of memtop's stays."""
+    python = python_for("remote-exec")
+    second = f'(chroot "$root" env -i {python} /app/leaky.py /app/other.json list &)'
+    box = boxes.start(python, MAKER_UID, prepare=second)
+    other = wait_until(
+        lambda: next(
+            (p for p in _descendants(boxes.started[-1].pid) if "/app/other.json" in _cmdline(p)),
+            None,
+        ),
+        30,
+        "the second program",
+    )
+    wait_until(lambda: Path(f"/proc/{other}/root/app/other.json").exists(), 30, "its state")
+    before = box.files()
+    monkeypatch.setenv("PATH", with_host_python(python)["PATH"])
+    watched = attach(other, timeout=10.0)
+    try:
+        done = memtop_cli(str(box.pid), "--json", "-n", "1", "--mode", "exact")
+        assert done.returncode == 0, done.stderr
+        assert "detached from pid" in done.stderr
+        reply = watched.client.request("mode", mode="sampled", rate=65536)
+        assert reply["mode"] == "sampled", reply
+    finally:
+        watched.client.close()
+    stopped = memtop_cli("detach", str(other))
+    assert stopped.returncode == 0, stopped.stderr
+    assert box.files() == before
+
+
 def test_a_run_dir_symlink_planted_in_the_container_is_never_followed(
     boxes: Boxes, short_tmp: Path
 ) -> None:
@@ -336,6 +373,154 @@ def test_a_run_dir_symlink_planted_in_the_container_is_never_followed(
     assert "Traceback" not in result.stderr
     assert sorted(os.listdir(decoy)) == ["keep"]
     assert box.state().get("agent_loaded") is False
+
+
+def test_containers_sharing_tmp_keep_each_others_agents(
+    boxes: Boxes, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two containers, each with a PID namespace of its own, share /tmp (as containers of
+    one pod share an emptyDir): both programs are pid 1 there, and their files share a
+    run dir. Attaching and detaching one leaves the other's serving agent, its socket and
+    its agent copy alone; detaching that one then leaves nothing."""
+    python = python_for("remote-exec")
+    shared = short_tmp / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    share = f'mount --bind {shared} "$root/tmp"'
+    first = boxes.start(python, MAKER_UID, prepare=share)
+    second = boxes.start(python, MAKER_UID, prepare=share)
+    monkeypatch.setenv("PATH", with_host_python(python)["PATH"])
+    kept = attach(second.pid, timeout=10.0)
+    kept.client.close()  # its agent keeps serving, as after `Q`
+    done = memtop_cli(str(first.pid), "--json", "-n", "1", "--mode", "exact")
+    assert done.returncode == 0, done.stderr
+    assert "detached from pid" in done.stderr
+    stopped = memtop_cli("detach", str(second.pid))
+    assert stopped.returncode == 0, stopped.stderr
+    assert "agent stopped" in stopped.stderr
+    assert os.listdir(shared) == []
+
+
+def test_a_directory_the_container_mounts_in_its_run_dir_is_not_emptied_by_root(
+    boxes: Boxes, short_tmp: Path
+) -> None:
+    """A host directory the container sees but may not change (a hostPath volume of root's
+    files): its root mounts it at /tmp/memtop-0/agent-x. When memtop, as root, takes the
+    agent copies away after a detach, it does so with the container user's rights only:
+    the host's file stays."""
+    volume = short_tmp / "volume"
+    volume.mkdir(mode=0o755)
+    (volume / "keep").write_text("the host's\n")
+    plant = (
+        f'mkdir "$root/srv"; mount --bind {volume} "$root/srv"; '
+        'mkdir -p "$root/tmp/memtop-0/agent-x"; chmod 700 "$root/tmp/memtop-0"; '
+        'mount --bind "$root/srv" "$root/tmp/memtop-0/agent-x"; '
+        '! rm "$root/srv/keep" 2>/dev/null'
+    )
+    python = python_for("remote-exec")
+    box = boxes.start(python, MAKER_UID, prepare=plant)
+    _, err = stream_json(
+        [str(box.pid), "--json", "-i", "0.3", "--mode", "exact"],
+        leak_row,
+        env=with_host_python(python),
+    )
+    assert "memtop: detached from pid" in err, err
+    assert "Traceback" not in err
+    assert os.listdir(volume) == ["keep"]
+    assert (volume / "keep").read_text() == "the host's\n"
+
+
+# Run in a container: maps and unmaps a file named like a libpython, over and over.
+MAP_AND_UNMAP = """
+import mmap, sys
+with open(sys.argv[1], "rb") as f:
+    while True:
+        mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ).close()
+"""
+
+
+def test_a_path_a_contained_process_maps_is_never_opened_on_the_host(
+    boxes: Boxes, short_tmp: Path
+) -> None:
+    """memtop reads a contained process's binaries through /proc/PID/map_files, never at
+    the paths its map names (they are the container's). A process that keeps changing its
+    map cannot make root open such a path here: a FIFO on the host at that path would hold
+    memtop for ever."""
+    python = python_for("remote-exec")
+    named = short_tmp / "lib" / "libpython3.99.so"
+    script = short_tmp / "toggle.py"
+    script.write_text(MAP_AND_UNMAP)
+    script.chmod(0o644)
+    toggling = (
+        f'mkdir -p "$root{named.parent}"; head -c 8192 /dev/zero > "$root{named}"; '
+        f'cp {script} "$root/app/"; (chroot "$root" {python} /app/toggle.py {named} &)'
+    )
+    boxes.start(python, MAKER_UID, prepare=toggling)
+    import psutil
+
+    toggler = wait_until(
+        lambda: next(
+            (p for p in psutil.pids() if "/app/toggle.py" in _cmdline(p)),
+            None,
+        ),
+        30,
+        "the mapping process",
+    )
+
+    # The path as this host reads it in the process's map, made a FIFO here.
+    def mapped_path() -> str | None:
+        with open(f"/proc/{toggler}/maps") as f:
+            return next((line.split()[-1] for line in f if "libpython3.99" in line), None)
+
+    host_path = Path(wait_until(mapped_path, 30, "the file in its map"))
+    host_path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(host_path, 0o600)
+    detecting = (
+        "from memtop.attach.pyversion import detect_python\n"
+        f"for _ in range(2000): detect_python({toggler}, contained=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", detecting], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_device_node_planted_in_the_run_dir_is_never_opened(boxes: Boxes) -> None:
+    """Docker's root may make device nodes (CAP_MKNOD) that its device rules forbid it to
+    open, and opening some acts on the device (a watchdog starts). Planted where memtop, as
+    root, opens the lock and reads the token: refused by name, never opened."""
+    from memtop.agent.rundir import process_start_time
+
+    python = python_for("remote-exec")
+    box = boxes.start(python, user_ns=False)
+    run_dir = Path(f"/proc/{box.pid}/root/tmp/memtop-0")
+    run_dir.mkdir(mode=0o700)
+    stem = run_dir / f"1-{process_start_time(box.pid)}"
+    null = os.makedev(1, 3)
+    lock = Path(f"{stem}.lock")
+    os.mknod(lock, 0o600 | stat.S_IFCHR, null)
+    opened = OpenWatch(lock)
+    result = memtop_cli(str(box.pid), "--json", "-n", "1", env=with_host_python(python))
+    assert result.returncode == 2, result.stderr
+    assert f"{lock.name} is not a regular file; remove it" in result.stderr
+    assert opened.events() == 0, "root opened the device node at the lock's name"
+    opened.close()
+    # A socket that answers at the agent's name: memtop reads the token an agent left.
+    lock.unlink()
+    token = Path(f"{stem}.token")
+    os.mknod(token, 0o600 | stat.S_IFCHR, null)
+    opened = OpenWatch(token)
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        listener.bind(f"{stem}.sock")
+        listener.listen()
+        result = memtop_cli(str(box.pid), "--json", "-n", "1", env=with_host_python(python))
+    finally:
+        listener.close()
+    assert result.returncode == 2, result.stderr
+    assert f"{token.name} is not a regular file; remove it" in result.stderr
+    assert opened.events() == 0, "root opened the device node at the token's name"
+    opened.close()
 
 
 def test_the_container_caller_refuses_a_process_that_ended() -> None:
@@ -452,6 +637,107 @@ def test_a_container_runtimes_id_is_read_from_cgroup_paths(
     from memtop.attach.container import container_id
 
     assert container_id(cgroup) == expected
+
+
+# Run in a container as its root: finds memtop's sys.remote_exec caller (it waits on the
+# FIFO the container put at /proc/1/maps), tries to open its memory for writing, says how
+# that went, and lets it go on.
+PTRACE_THE_CALLER = """
+import json, os, time
+while True:
+    for entry in os.listdir("/realproc"):
+        try:
+            with open("/realproc/%s/cmdline" % entry, "rb") as f:
+                if b"memtop-enter" not in f.read():
+                    continue
+        except (OSError, ValueError):
+            continue
+        try:
+            os.close(os.open("/realproc/%s/mem" % entry, os.O_RDWR))
+            outcome = "opened"
+        except OSError as exc:
+            outcome = exc.strerror
+        with open("/app/attack.tmp", "w") as f:
+            json.dump({"mem": outcome}, f)
+        os.rename("/app/attack.tmp", "/app/attack.json")
+        os.close(os.open("/proc/1/maps", os.O_WRONLY))
+        raise SystemExit(0)
+    time.sleep(0.01)
+"""
+
+
+def test_the_container_caller_is_out_of_reach_of_the_containers_root(
+    boxes: Boxes, short_tmp: Path
+) -> None:
+    """memtop's caller of sys.remote_exec is root of the host's mount namespace, chrooted,
+    in the container's PID namespace with its root's uid and capabilities. The container's
+    root (no CAP_SYS_PTRACE, as with Docker) holds it on a fake /proc/1/maps and tries to
+    open its memory: refused, so no code of the container's runs there."""
+    python = python_for("remote-exec")
+    attack = short_tmp / "attack.py"
+    attack.write_text(PTRACE_THE_CALLER)
+    attack.chmod(0o644)
+    fake_proc = (
+        f'cp {attack} "$root/app/"; mkdir "$root/realproc"; '
+        'mount -t proc proc "$root/realproc"; mount -t tmpfs none "$root/proc"; '
+        'ln -s /realproc/self "$root/proc/self"; mkdir "$root/proc/1"; '
+        'mkfifo "$root/proc/1/maps"; '
+        f'({FEWER_CAPABILITIES} chroot "$root" {python} /app/attack.py &)'
+    )
+    box = boxes.start(python, user_ns=False, prepare=fake_proc)
+    result = memtop_cli(
+        str(box.pid), "--json", "-n", "1", "--method", "remote-exec", timeout=90,
+        env=with_host_python(python),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    outcome = json.loads(Path(f"/proc/{box.pid}/root/app/attack.json").read_text())
+    assert outcome["mem"] == "Permission denied"
+
+
+def test_a_container_whose_proc_shows_no_target_is_refused_with_the_fix(boxes: Boxes) -> None:
+    """A /proc in the container that is not its PID namespace's (a tmpfs, or none): the
+    sys.remote_exec caller cannot find the target's map there. Refused before anything is
+    sent, naming the cause and the fix; nothing stays in the container."""
+    python = python_for("remote-exec")
+    no_proc = (
+        'mkdir "$root/realproc"; mount -t proc proc "$root/realproc"; '
+        'mount -t tmpfs none "$root/proc"; ln -s /realproc/self "$root/proc/self"'
+    )
+    box = boxes.start(python, MAKER_UID, prepare=no_proc)
+    before = box.files()
+    result = memtop_cli(str(box.pid), "--json", "-n", "1", env=with_host_python(python))
+    assert result.returncode == 2, result.stderr
+    assert "its /proc shows no pid 1" in result.stderr
+    assert "use --method gdb" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert box.files() == before
+    assert box.state().get("agent_loaded") is False
+
+
+def test_a_call_held_by_the_containers_fake_proc_leaves_no_process_behind(boxes: Boxes) -> None:
+    """A FIFO at the container's /proc/1/maps holds the sys.remote_exec call until memtop
+    gives up on it: memtop says so, and no process of its stays in the container."""
+    python = python_for("remote-exec")
+    fake_proc = (
+        'mkdir "$root/realproc"; mount -t proc proc "$root/realproc"; '
+        'mount -t tmpfs none "$root/proc"; ln -s /realproc/self "$root/proc/self"; '
+        'mkdir "$root/proc/1"; mkfifo "$root/proc/1/maps"'
+    )
+    box = boxes.start(python, user_ns=False, prepare=fake_proc)
+    result = memtop_cli(
+        str(box.pid), "--json", "-n", "1", "--method", "remote-exec", timeout=90,
+        env=with_host_python(python),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "did not return within" in result.stderr
+    assert "Traceback" not in result.stderr
+    import psutil
+
+    def callers() -> list[int]:
+        return [p for p in psutil.pids() if "memtop-enter" in " ".join(_cmdline(p))]
+
+    wait_until(lambda: not callers(), 10, "memtop's caller to end")
 
 
 RACER_SECONDS = 12

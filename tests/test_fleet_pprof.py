@@ -16,7 +16,7 @@ from conftest import (
     Targets,
     marked_lines,
     memtop_cli,
-    read_state,
+    state_of,
     wait_for,
     wait_state,
 )
@@ -57,10 +57,10 @@ def test_go_tool_pprof_reads_the_known_lines_exactly(targets: Targets, tmp_path:
     profile = tmp_path / "heap.pb.gz"
     done = memtop_cli("snapshot", str(program.pid), "--format", "pprof", "-o", str(profile))
     assert done.returncode == 0, done.stderr
-    expected = read_state(state)["expected"]
+    expected = state_of(state)["expected"]
     space, objects = pprof_top(profile, "inuse_space"), pprof_top(profile, "inuse_objects")
     for name in ("records", "buffers"):
-        key = f"{read_state(state)['file']}:{LINES[name]}"
+        key = f"{state_of(state)['file']}:{LINES[name]}"
         assert [space[key], objects[key]] == expected[key], key
     # The line that holds the most is listed first.
     assert next(iter(space)) == max(space, key=lambda k: space[k])

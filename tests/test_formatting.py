@@ -7,7 +7,7 @@ import pytest
 from memtop.batch import render_text
 from memtop.formatting import clean_text, fit, format_count, format_size, location, short_path
 from memtop.history import Suspect, Verdict
-from memtop.model import Query, sample_from_reply
+from memtop.model import Query, refresh_from_reply
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_batch_render_escapes_hostile_rows() -> None:
         "rows": [row],
         "total_rows": 1,
     }
-    sample = sample_from_reply(1, 0.0, Query(), reply, 100, None)
+    sample = refresh_from_reply(1, 0.0, Query(), reply, 100, None)
     text = render_text(sample, Verdict("steady", "steady"), "pid 1", 120)
     assert "\x1b" not in text and "\x07" not in text
     assert "\\x1b[31mevil.py:1" in text
@@ -140,7 +140,7 @@ def test_text_view_marks_suspects_as_the_screen_and_readme_do() -> None:
         "rows": rows,
         "total_rows": 2,
     }
-    sample = sample_from_reply(1, 0.0, Query(), reply, 100, None)
+    sample = refresh_from_reply(1, 0.0, Query(), reply, 100, None)
     suspects = {"/srv/leaky.py:3": Suspect(rate=4096.0, confidence=0.9, points=8)}
     text = render_text(sample, Verdict("steady", "steady"), "pid 1", 120, suspects=suspects)
     leaky = next(line for line in text.splitlines() if line.rstrip().endswith("leaky.py:3"))

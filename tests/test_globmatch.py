@@ -46,7 +46,7 @@ def test_random_patterns_match_as_fnmatch() -> None:
         for _ in range(20000):
             pattern = "".join(rng.choice("ab-!]^[*?\\&z") for _ in range(rng.randint(0, 10)))
             try:
-                expected = fnmatch._compile_pattern(pattern)
+                expected = fnmatch._compile_pattern(pattern)  # type: ignore[attr-defined]
             except (re.error, IndexError):
                 with pytest.raises(GlobError):
                     compile_glob(pattern)

@@ -14,6 +14,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from conftest import (
@@ -27,12 +28,13 @@ from conftest import (
     wait_for,
     wait_state,
 )
-from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines
+from ui_fakes import CWD, T0, FakeSource, header, settle, table_lines, told
 
 from memtop.children import children_of
-from memtop.group import ProcessTotals
+from memtop.group import GroupSource, ProcessTotals
 from memtop.group_ranks import completions
-from memtop.model import Frame, Query, Row, Sample, TableInfo
+from memtop.model import Frame, Query, Refresh, Row, TableInfo
+from memtop.source import HeapInspection, LiveControls, LiveSource, Snapshots
 from memtop.ui.app import MemtopApp
 
 APP = str(TARGETS / "wsgi_leaky.py")
@@ -259,7 +261,7 @@ class FakeGroup(FakeSource):
         self.focus: int | None = None
         self.info = dataclasses.replace(self.info, how="group", cmdline="2 processes: 101 102")
 
-    def sample(self, query: Query, n: int) -> Sample:
+    def sample(self, query: Query, n: int) -> Refresh:
         whole = super().sample(query, n)
         split = {
             pid: tuple(
@@ -302,6 +304,29 @@ async def test_the_live_view_merges_a_group_and_p_shows_each_process() -> None:
         await pilot.press("p", "p")
         await settle(pilot)
         assert source.focus is None and "2 processes merged" in header(app)
+
+
+@pytest.mark.parametrize("key", ["o", "w", "S"])
+async def test_heap_walks_and_snapshots_of_a_group_are_off_and_say_why(key: str) -> None:
+    """A group has LiveControls but walks no heap and saves no snapshot: the key is off and
+    names the processes to watch one at a time."""
+    fakes = {101: FakeSource(), 102: FakeSource()}
+    members = cast("dict[int, LiveSource]", fakes)
+    group = GroupSource(members, members.__getitem__, lambda text: None)
+    assert isinstance(group, LiveControls)
+    assert not isinstance(group, HeapInspection) and not isinstance(group, Snapshots)
+    app = MemtopApp(group, Query(), 1.0, clock=lambda: T0 + 90, cwd=CWD, autorefresh=False)
+    try:
+        async with app.run_test(size=(140, 40)) as pilot:
+            await settle(pilot)
+            assert app.check_action("types", ()) is None
+            await pilot.press(key)
+            await settle(pilot)
+            assert app.screen is app.screen_stack[0]  # no types view, no panel
+            assert any("one process's heap" in m and "101 102" in m for m in told(app))
+            assert not any("snapshot" in c or "types" in c for m in fakes.values() for c in m.calls)
+    finally:
+        group.close()
 
 
 FAMILY = """
@@ -463,13 +488,13 @@ def test_a_baseline_is_set_in_the_processes_that_still_answer(plain: Plain) -> N
         group.close()
 
 
-def ranked(limit: int, total: int, *rows: tuple[str, int]) -> Sample:
+def ranked(limit: int, total: int, *rows: tuple[str, int]) -> Refresh:
     """A process's reply: its top `limit` of `total` rows, as (key, size_diff)."""
     table = TableInfo(1, T0, 0.0, True, 0.0, 1.0, 0.05)
-    return Sample(
+    return Refresh(
         pid=0, time=T0, query=Query(limit=limit, sort="size_diff"), rss=None, uss=None,
         traced_current=0, traced_peak=0, tracemalloc_memory=0, traced_blocks=None, nframe=1,
-        pause_ms=0.0, table=table, total_rows=total,
+        work_ms=0.0, table=table, total_rows=total,
         rows=tuple(
             Row(key, key, 1, max(diff, 0), 1, diff, 0, "", (Frame(key, 1),)) for key, diff in rows
         ),
@@ -508,11 +533,11 @@ def test_a_groups_table_id_grows_when_a_worker_leaves(plain: Plain) -> None:
 
     members = {pid: attach_member(pid) for pid in workers}
     for member in members.values():  # each agent some tables ahead of the group's first
-        wait_for(lambda m=member: m.refresh(Query(), 0.0).table.sample_id >= 5, 60, "tables")
+        wait_for(lambda m=member: m.refresh(Query(), 0.0).table.sample_id >= 5, 60, "tables")  # type: ignore[misc]
     group = GroupSource(members, attach_member, print)
     ids: list[int] = []
 
-    def refresh() -> Sample:
+    def refresh() -> Refresh:
         sample = group.refresh(Query(), 0.0)
         ids.append(sample.table.sample_id)
         return sample

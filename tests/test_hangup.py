@@ -11,7 +11,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import TARGETS, Plain, memtop_cli, need_gdb, read_state, wait_for, wait_state
+from conftest import (
+    TARGETS,
+    Plain,
+    memtop_cli,
+    need_gdb,
+    state_of,
+    wait_for,
+    wait_state,
+)
 from terminal import Terminal
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +59,7 @@ def test_hang_up_under_run_leaves_the_program_and_its_agent(short_tmp: Path) -> 
         terminal.wait_for("LOCATION")
         _hang_up(terminal, done)
         assert psutil.pid_exists(pid)
-        assert read_state(state_path)["tracing"] is True
+        assert state_of(state_path)["tracing"] is True
         _reconnects_without_injection(pid)
         assert "KeyboardInterrupt" not in log.read_text()
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import ROOT, TARGETS, memtop_cli, need_gdb, stream_json, wait_for, wait_state
+from ui_fakes import screen_as
 
 from memtop import snapfile
 from memtop.attach.chain import attach
@@ -113,7 +114,8 @@ def test_preflight_error_quotes_the_tracer_name_inertly(
     try:
         wait_for(lambda: state_path.exists() or tracer.poll() is not None, 10, "the tracer")
         if tracer.poll() is not None:
-            pytest.skip(f"this machine does not allow PTRACE_SEIZE: {tracer.stderr.read()}")
+            told = tracer.stderr.read() if tracer.stderr is not None else ""
+            pytest.skip(f"this machine does not allow PTRACE_SEIZE: {told}")
         refused = memtop_cli(str(pid), "-b", "-n", "1")
     finally:
         tracer.kill()
@@ -178,7 +180,7 @@ async def test_tui_shows_target_text_inertly_and_never_as_markup(
                 lambda: isinstance(app.screen, ReferrersPanel) and app.screen.chain is not None,
                 "the referrer chain",
             )
-            body = app.screen.body_text
+            body = screen_as(app, ReferrersPanel).body_text
             assert_inert(body + _screen_text(app), "the referrers panel")
             assert "\\x1b]2;pwned-title\\x1b\\" in body  # the dict key, visible
             await pilot.press("escape", "escape", "q")

@@ -58,7 +58,8 @@ def test_agent_imports_only_stdlib_and_itself() -> None:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
-                assert node.level > 0 or node.module.split(".")[0] in sys.stdlib_module_names, (
+                top = (node.module or "").split(".")[0]
+                assert node.level > 0 or top in sys.stdlib_module_names, (
                     f"{path.name}: from {node.module}"
                 )
             elif isinstance(node, ast.Import):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -14,7 +15,7 @@ from conftest import (
     Targets,
     marked_lines,
     need_interpreter,
-    read_state,
+    state_of,
     stream_json,
     wait_state,
 )
@@ -69,7 +70,7 @@ def test_types_view_shows_the_leaking_classes_growing(leaking) -> None:
     client, state = leaking
     first = client.request("types", mark=True, limit=100)
     assert first["objects"] > 1000 and first["cost_ms"] > 0
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     wait_state(state, lambda s: s["counter"] >= counter + 10)
     grown = client.request("types", limit=100)
     rows = {row["type"]: row for row in grown["rows"]}
@@ -174,13 +175,13 @@ def test_repeated_use_keeps_nothing_in_the_target(targets: Targets, short_tmp: P
     after = _settled_blocks(state)
     assert after - before < 20, f"{after - before} blocks after 20 uses"
     # No reference survived: once the program drops its widgets, they are freed.
-    assert read_state(state)["watched_alive"] is True
+    assert state_of(state)["watched_alive"] is True
     trigger.touch()
     wait_state(state, lambda s: s["watched_alive"] is False)
 
 
 def _settled_blocks(state: Path) -> int:
-    counter = read_state(state)["counter"]
+    counter = state_of(state)["counter"]
     time.sleep(0.3)
     return wait_state(state, lambda s: s["counter"] > counter + 1)["allocated_blocks"]
 
@@ -201,12 +202,13 @@ def test_bad_arguments_are_refused(leaking) -> None:
     from memtop.errors import AgentError
 
     client, _ = leaking
-    for cmd, args in [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("origins", {"type": 42}),
         ("origins", {"type": ""}),
         ("referrers", {"key": "x"}),
         ("types", {"limit": "all"}),
-    ]:
+    ]
+    for cmd, args in cases:
         with pytest.raises(AgentError) as caught:
             client.request(cmd, **args)
         assert caught.value.code == "bad_args"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from memtop.history import History, judge_growth, seed_from_reply
-from memtop.model import Frame, Query, row_key, sample_from_reply, sample_json
+from memtop.model import Frame, Query, refresh_from_reply, refresh_json, row_key
 
 
 def reply(rows: list[dict], sample_id: int = 1, traced: int = 1000) -> dict:
@@ -57,24 +58,24 @@ def test_row_keys_are_stable_and_distinct_per_grouping() -> None:
     assert row_key("traceback", "/b.py", 2, frames) == "/b.py:2 <- /a.py:1"
 
 
-def test_sample_from_reply_combines_agent_and_procinfo() -> None:
-    sample = sample_from_reply(7, 123.0, Query(), reply([ROW]), rss=5000, uss=4000)
+def test_refresh_from_reply_combines_agent_and_procinfo() -> None:
+    sample = refresh_from_reply(7, 123.0, Query(), reply([ROW]), rss=5000, uss=4000)
     assert sample.pid == 7 and sample.rss == 5000 and sample.uss == 4000
     assert sample.untraced == 5000 - 1000 - 50 - 3  # less traced, the tracer and memtop's
-    assert sample.traced_blocks == 12 and sample.pause_ms == 3.5
+    assert sample.traced_blocks == 12 and sample.work_ms == 3.5
     row = sample.rows[0]
     assert row.key == "/app/cache.py:42" and row.average == 100.0
     assert row.traceback[0] == Frame("/app/main.py", 10, "main()")
 
 
 def test_untraced_is_unknown_without_rss_and_never_negative() -> None:
-    assert sample_from_reply(1, 0.0, Query(), reply([]), rss=None, uss=None).untraced is None
-    over = sample_from_reply(1, 0.0, Query(), reply([], traced=9000), rss=10, uss=None)
+    assert refresh_from_reply(1, 0.0, Query(), reply([]), rss=None, uss=None).untraced is None
+    over = refresh_from_reply(1, 0.0, Query(), reply([], traced=9000), rss=10, uss=None)
     assert over.untraced == 0
 
 
 def test_json_line_has_exactly_the_documented_row_fields() -> None:
-    data = sample_json(sample_from_reply(7, 123.0, Query(), reply([ROW]), rss=5000, uss=None))
+    data = refresh_json(refresh_from_reply(7, 123.0, Query(), reply([ROW]), rss=5000, uss=None))
     for name in (
         "pid",
         "time",
@@ -121,7 +122,7 @@ def test_history_records_trend_points_only_for_new_tables() -> None:
     row = dict(ROW)
     for sample_id, size in [(1, 100), (1, 100), (2, 150), (3, 90)]:
         row["size"] = size
-        sample = sample_from_reply(1, float(sample_id), Query(), reply([row], sample_id), 10, None)
+        sample = refresh_from_reply(1, float(sample_id), Query(), reply([row], sample_id), 10, None)
         history.add(sample)
     assert history.trend("/app/cache.py:42") == (100, 150, 90)
     assert len(history.points) == 4
@@ -129,9 +130,9 @@ def test_history_records_trend_points_only_for_new_tables() -> None:
 
 def test_history_trends_restart_when_the_grouping_changes() -> None:
     history = History()
-    history.add(sample_from_reply(1, 1.0, Query(), reply([ROW], 1), 10, None))
+    history.add(refresh_from_reply(1, 1.0, Query(), reply([ROW], 1), 10, None))
     other = Query(group_by="filename")
-    history.add(sample_from_reply(1, 2.0, other, reply([dict(ROW, lineno=None)], 2), 10, None))
+    history.add(refresh_from_reply(1, 2.0, other, reply([dict(ROW, lineno=None)], 2), 10, None))
     assert history.trend("/app/cache.py:42") == ()
     assert history.trend("/app/cache.py") == (1000,)
 
@@ -171,12 +172,12 @@ def test_history_finds_the_growing_row_and_reports_it_in_json() -> None:
     for i in range(8):
         leak = dict(ROW, size=10_000 + i * 5_000)
         flat = dict(ROW, lineno=7, size=90_000)
-        sample = sample_from_reply(1, float(i), Query(), reply([flat, leak], i + 1), 10, None)
+        sample = refresh_from_reply(1, float(i), Query(), reply([flat, leak], i + 1), 10, None)
         # the table's time drives the rate
         sample = replace(sample, table=replace(sample.table, time=float(i)))
         history.add(sample)
     assert set(history.suspects()) == {"/app/cache.py:42"}
-    data = sample_json(sample, history)
+    data = refresh_json(sample, history)
     rows = {row["key"]: row for row in data["rows"]}
     assert rows["/app/cache.py:42"]["suspect"] is True
     assert abs(rows["/app/cache.py:42"]["growth_rate"] - 300_000) < 1
@@ -193,7 +194,10 @@ def test_growth_that_stopped_is_no_longer_a_suspect() -> None:
 
 def history_reply(group_by: str, session: str = "s1") -> dict:
     """An agent's `history` reply: two points, two tables of one row."""
-    key = {"filename": "/app/cache.py", "lineno": 42 if group_by != "filename" else None}
+    key: dict[str, Any] = {
+        "filename": "/app/cache.py",
+        "lineno": 42 if group_by != "filename" else None,
+    }
     if group_by == "traceback":
         key["traceback"] = [
             {"filename": "/app/main.py", "lineno": 10},
@@ -216,7 +220,7 @@ def test_a_seed_names_rows_as_the_top_reply_does() -> None:
         query = Query(group_by=group_by)
         seed = seed_from_reply(query, history_reply(group_by))
         assert seed is not None
-        row = sample_from_reply(1, 3.0, query, reply([ROW], 3), 10, None).rows[0]
+        row = refresh_from_reply(1, 3.0, query, reply([ROW], 3), 10, None).rows[0]
         history = History()
         history.seed(seed)
         assert history.trend(row.key) == (100, 150), group_by
@@ -225,12 +229,12 @@ def test_a_seed_names_rows_as_the_top_reply_does() -> None:
 
 def test_a_new_grouping_takes_the_agents_trends_and_only_newer_points() -> None:
     history = History()
-    history.add(sample_from_reply(1, 1.5, Query(), reply([ROW], 1), 10, None))
+    history.add(refresh_from_reply(1, 1.5, Query(), reply([ROW], 1), 10, None))
     assert history.trend("/app/cache.py:42") == (1000,)
     other = Query(group_by="filename")
     history.seed(seed_from_reply(other, history_reply("filename")))
     assert [p.time for p in history.points] == [1.5, 2.0]  # the agent's older point is not
-    history.add(sample_from_reply(1, 3.0, other, reply([dict(ROW, lineno=None)], 1), 10, None))
+    history.add(refresh_from_reply(1, 3.0, other, reply([dict(ROW, lineno=None)], 1), 10, None))
     assert history.trend("/app/cache.py") == (100, 150, 1000)
 
 

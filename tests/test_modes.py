@@ -10,7 +10,7 @@ import pytest
 from memtop.batch import render_text
 from memtop.errors import UsageError
 from memtop.history import History
-from memtop.model import Frame, Query, Row, Sample, TableInfo, mode_text
+from memtop.model import Frame, Query, Refresh, Row, TableInfo, mode_text
 from memtop.modes import DEFAULT_RATE, ModeRequest, mode_request, parse_rate
 from memtop.verdict import Verdict
 
@@ -57,10 +57,10 @@ def test_bad_rates_are_refused_with_the_range(text: str) -> None:
         parse_rate(text)
 
 
-def sample(n: int, size: int, error: int, mode: str) -> Sample:
+def sample(n: int, size: int, error: int, mode: str) -> Refresh:
     frames = (Frame("/app/cache.py", 42),)
     row = Row(KEY, "/app/cache.py", 42, size, 1, 0, 0, "", frames, size_error=error)
-    return Sample(
+    return Refresh(
         pid=1,
         time=100.0 + n,
         query=Query(),
@@ -71,7 +71,7 @@ def sample(n: int, size: int, error: int, mode: str) -> Sample:
         tracemalloc_memory=0,
         traced_blocks=1,
         nframe=64,
-        pause_ms=0.1,
+        work_ms=0.1,
         table=TableInfo(n, 100.0 + n, 0.0, True, 0.1, 0.0, 0.05),
         rows=(row,),
         total_rows=1,

@@ -25,6 +25,7 @@ from conftest import (
     need_attachable,
     read_state,
     run_commands,
+    state_of,
     stream_json,
     wait_for,
     wait_state,
@@ -67,7 +68,7 @@ def test_run_in_sampled_mode_estimates_each_line_within_its_error_bars(short_tmp
         lambda out: read_after(state, out) and len(site_rows(out, SITES)) == 6,
         timeout=60,
     )  # fmt: skip
-    truth = read_state(state)["truth"]
+    truth = state_of(state)["truth"]
     assert line["mode"] == "sampled" and line["sample_rate"] == 65536
     rows = site_rows(line, SITES).values()
     assert all(row["size_error"] > 0 and row["count_error"] > 0 for row in rows)
@@ -84,7 +85,7 @@ def test_run_defaults_to_exact_mode_with_exact_sizes(short_tmp: Path) -> None:
         ["run", "--json", "-i", "0.3", str(TARGET), str(state)],
         lambda out: read_after(state, out) and len(site_rows(out, SITES)) == 6,
     )
-    truth = read_state(state)["truth"]
+    truth = state_of(state)["truth"]
     assert line["mode"] == "exact" and line["sample_rate"] is None
     for row in site_rows(line, SITES).values():
         assert (row["size"], row["size_error"], row["count_error"]) == (truth, 0, 0)
@@ -208,7 +209,7 @@ def test_the_mode_command_switches_a_live_agent_both_ways(targets: Targets) -> N
     reply = client.request("mode", mode="sampled", rate=65536)
     assert reply == {"mode": "sampled", "sample_rate": 65536, "mode_note": None}
 
-    def ring_row() -> dict[str, Any] | None:
+    def ring_row() -> tuple[dict[str, Any], dict[str, Any]] | None:
         top = client.request("top", max_age=0.0)
         rows = [r for r in top["rows"] if r["lineno"] == RING]
         return (top, rows[0]) if rows and top["totals"]["mode"] == "sampled" else None

@@ -1,60 +1,113 @@
-"""docs/protocol.md stays true: every command the agent answers is documented, nothing
-documented is gone, and every argument a command reads is listed under it."""
+"""docs/protocol.md stays true to the agent's command registry: every registered command
+is documented by its docstring and nothing else is, every argument it declares and every
+field it replies is named there, and a real agent replies no field its command does not
+declare."""
 
 from __future__ import annotations
 
+import inspect
 import re
+import sys
+from typing import Any
 
-from conftest import ROOT
+import pytest
+from conftest import ROOT, Targets, need_interpreter, wait_state
 
-AGENT = ROOT / "memtop" / "agent"
+from memtop import replies
+from memtop.agent import commands, registry
+from memtop.client import AgentClient
+
 DOC = (ROOT / "docs" / "protocol.md").read_text()
-# Arguments read through the helpers in memtop/agent/checks.py.
-HELPERS = {
-    "grouping_config": ("group_by", "cumulative", "include", "exclude"),
-    "limit": ("limit",),
-    "type_name": ("type",),
-}
-
-
-def handlers() -> dict[str, str]:
-    """{command: body of its cmd_ method} from the agent's source."""
-    source = "\n".join((AGENT / name).read_text() for name in ("commands.py", "object_commands.py"))
-    table = dict(re.findall(r'"(\w+)": self\.cmd_(\w+),', source))
-    bodies = dict(
-        re.findall(
-            r"\n    def cmd_(\w+)\(self, args, client\):(.*?)(?=\n    def |\n\S|\Z)", source, re.S
-        )
-    )
-    assert table and set(table.values()) <= set(bodies)
-    return {command: bodies[method] for command, method in table.items()}
+COMMANDS = registry.COMMANDS
+assert commands.Commands is not None  # importing it registers every command
 
 
 def documented() -> dict[str, str]:
     """{command: its section} from docs/protocol.md."""
-    commands = DOC.split("## Commands", 1)[1]
-    return dict(re.findall(r"### `(\w+)`\n(.*?)(?=\n### |\Z)", commands, re.S))
+    section = DOC.split("## Commands", 1)[1]
+    return dict(re.findall(r"### `(\w+)`\n(.*?)(?=\n### |\Z)", section, re.S))
 
 
-def arguments(body: str) -> set[str]:
-    found = set(re.findall(r'checks\.(?:get|choice|patterns)\(args, "(\w+)"', body))
-    found |= set(re.findall(r'args\.get\("(\w+)"', body))
-    found |= set(re.findall(r'"(\w+)" in args', body))
-    for helper, names in HELPERS.items():
-        if f"checks.{helper}(args" in body:
-            found |= set(names)
-    return found
+def words(text: str) -> str:
+    return " ".join(text.split())
 
 
-def test_every_command_is_documented_and_nothing_else() -> None:
-    assert set(documented()) == set(handlers())
+def test_every_registered_command_is_documented_and_nothing_else() -> None:
+    assert set(documented()) == set(COMMANDS)
 
 
-def test_every_argument_a_command_reads_is_documented() -> None:
-    sections = documented()
-    for command, body in handlers().items():
-        section = sections[command]
-        grouping = "the grouping arguments" in section
-        for name in sorted(arguments(body)):
-            listed = f"`{name}`" in section or (grouping and name in HELPERS["grouping_config"])
-            assert listed, f"{command}: argument {name!r} is not in docs/protocol.md"
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_section_is_its_commands_docstring(name: str) -> None:
+    doc = COMMANDS[name].doc
+    assert doc, f"{name} has no docstring"
+    expected = inspect.cleandoc(doc)
+    assert words(documented()[name]) == words(expected), (
+        f"docs/protocol.md's section on `{name}` should read:\n\n{expected}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_declared_argument_and_reply_field_is_named_in_the_docstring(name: str) -> None:
+    spec = COMMANDS[name]
+    doc = spec.doc or ""
+    grouping = set(registry.GROUPING) <= spec.args and "the grouping arguments" in doc
+    for arg in sorted(spec.args):
+        assert f"`{arg}`" in doc or (grouping and arg in registry.GROUPING), (name, arg)
+    as_stats = "as `stats`" in doc and spec.reply == registry.TOTALS
+    for field in spec.reply:
+        assert f"`{field}`" in doc or as_stats, (name, field)
+
+
+def test_the_viewer_checks_replies_of_registered_commands_only() -> None:
+    assert set(replies.RESULTS) <= set(COMMANDS)
+
+
+def test_a_command_sees_only_the_arguments_it_declares() -> None:
+    spec = COMMANDS["baseline"]
+    args = {"action": "clear", "max_age": 1.0, "limit": 5, "__class__": "x"}
+    assert registry.declared(spec, args) == {"action": "clear", "max_age": 1.0}
+
+
+def _calls(client: AgentClient) -> dict[str, list[dict[str, Any]]]:
+    """One reply or more of every registered command (detach last: it ends the agent)."""
+    results: dict[str, list[dict[str, Any]]] = {}
+
+    def call(cmd: str, **args: Any) -> dict[str, Any]:
+        result: dict[str, Any] = client.request(cmd, **args)  # waits out busy replies
+        results.setdefault(cmd, []).append(result)
+        return result
+
+    call("ping")
+    call("stats")
+    call("configure", idle_timeout=None)
+    call("mode")
+    top = call("top", max_age=0.0)
+    row = top["rows"][0]
+    call("top", max_age=0.0, group_by="traceback")
+    call("tracebacks", key={"filename": row["filename"], "lineno": row["lineno"]})
+    call("history")
+    call("baseline", action="set")
+    call("baseline", action="clear")
+    call("reset_peak")
+    call("types", limit=5)
+    call("origins", type="dict")
+    call("referrers", type="dict", timeout=1.0)
+    call("referrers", key={"filename": "/nowhere.py", "lineno": 1})
+    first = call("snapshot", part=0)
+    for part in range(1, first["parts"]):
+        call("snapshot", part=part, snapshot=first["snapshot"])
+    call("detach")
+    return results
+
+
+@pytest.mark.parametrize("minor", [None, "3.9"], ids=["viewer-python", "3.9"])
+def test_a_real_agent_replies_only_declared_fields(targets: Targets, minor: str | None) -> None:
+    python = sys.executable if minor is None else need_interpreter(minor)
+    program, state = targets.start("idle.py", python=python)
+    wait_state(state)
+    results = _calls(targets.connect(program))
+    assert set(results) == set(COMMANDS), "every registered command is called here"
+    for cmd, replied in results.items():
+        for result in replied:
+            undeclared = set(result) - set(COMMANDS[cmd].reply)
+            assert not undeclared, f"{cmd} replies fields it does not declare: {undeclared}"

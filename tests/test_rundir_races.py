@@ -73,7 +73,7 @@ class Decoys:
 
     def fingerprint(self) -> dict[str, tuple]:
         """Owner, mode, type, mtime and content of every decoy (and of /etc/passwd)."""
-        found = {}
+        found: dict[str, tuple] = {}
         paths = [self.directory, *sorted(self.directory.iterdir()), self.secret]
         for path in [*paths, Path("/etc/passwd"), Path("/etc/shadow")]:
             st = os.lstat(path)

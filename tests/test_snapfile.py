@@ -12,11 +12,12 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import TARGETS, Targets, marked_lines, memtop_cli, read_state, wait_state
+from conftest import TARGETS, Targets, marked_lines, memtop_cli, state_of, wait_state
 
 from memtop import snapfile
 from memtop.agent import collector
@@ -51,7 +52,7 @@ def tracing() -> Iterator[None]:
         tracemalloc.stop()
 
 
-def saved(tmp_path: Path, name: str, traces: list) -> tuple[str, tracemalloc.Snapshot]:
+def saved(tmp_path: Path, name: str, traces: Sequence[Any]) -> tuple[str, tracemalloc.Snapshot]:
     """Write traces through memtop's file format and return the path, with the stdlib's
     snapshot of the very same traces."""
     stdlib = tracemalloc.Snapshot(traces, 6).filter_traces([AGENT])
@@ -142,10 +143,10 @@ def test_live_snapshot_matches_what_the_program_reports(targets: Targets, tmp_pa
     shown = memtop_cli("view", path, "--json", "-l", "500")
     assert shown.returncode == 0, shown.stderr
     rows = {row["key"]: row for row in json.loads(shown.stdout)["rows"]}
-    expected = read_state(state)["expected"]
+    expected = state_of(state)["expected"]
     lines = marked_lines(TARGETS / "known_lines.py")
     for name in ("records", "buffers"):
-        key = f"{read_state(state)['file']}:{lines[name]}"
+        key = f"{state_of(state)['file']}:{lines[name]}"
         assert [rows[key]["size"], rows[key]["count"]] == expected[key]
         assert rows[key]["source"]  # source lines travel in the file
     assert json.loads(shown.stdout)["pid"] == program.pid
@@ -162,7 +163,7 @@ def write_gz(path: Path, lines: list) -> str:
     return str(path)
 
 
-HEADER = {
+HEADER: dict[str, Any] = {
     "format": "memtop-snapshot",
     "version": 1,
     "meta": {},

@@ -139,7 +139,7 @@ async def test_a_resumed_tui_shows_the_suspect_and_charts_at_once(targets: Targe
         await wait_until(pilot, lambda: resumed.shown == 1, "the first table")
         assert key in resumed.history.suspects()
         assert resumed.history.growth_rate(key) == pytest.approx(rate, rel=0.5)
-        assert resumed.table.suspect_count >= 1
+        assert resumed.view is not None and resumed.view.suspect_count >= 1
         assert "suspect" in header(resumed)
         assert len(resumed.history.points) > 3
         await pilot.press("q")

@@ -4,6 +4,7 @@ every state, asserting on what the table and status show."""
 from __future__ import annotations
 
 import io
+import json
 import re
 
 import pytest
@@ -28,6 +29,7 @@ from ui_fakes import (
 from memtop.ending import Ending
 from memtop.errors import AgentError, ConnectionLost
 from memtop.model import SORT_KEYS, Query
+from memtop.record import Recorder
 from memtop.ui.app import MemtopApp, Outcome
 from memtop.ui.help_screen import HelpScreen, help_table
 from memtop.ui.keys import KEYS
@@ -598,7 +600,9 @@ async def test_a_stale_table_says_so_at_every_width(size: tuple[int, int]) -> No
     )
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
-        assert app.table.suspect_count > 0  # the part that used to push the notice out
+        assert (
+            app.view is not None and app.view.suspect_count > 0
+        )  # the part that used to push the notice out
         assert "table 8 s old" in header(app).splitlines()[1]
 
 
@@ -702,3 +706,20 @@ async def test_the_clock_ticking_while_the_app_closes_is_harmless() -> None:
     # A refresh that lands while the app closes draws the memory panel: the same.
     assert app.sample is not None
     app.memory_panel.show(app.sample, app.history, app.history.verdict())
+
+
+async def test_record_gets_every_refresh_the_view_shows_with_its_verdict() -> None:
+    """--record under the TUI: one JSON line per refresh, with the view's verdict."""
+    out = io.StringIO()
+    source = FakeSource()
+    app = MemtopApp(
+        source, Query(), 1.0, clock=lambda: T0 + 90, cwd=CWD, autorefresh=False,
+        record=Recorder(out),
+    )  # fmt: skip
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await refresh(pilot)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == app.shown == 2
+    assert lines[-1]["rows"][0]["key"] == CACHE
+    assert lines[-1]["verdict"] == app.history.verdict().text

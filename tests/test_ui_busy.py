@@ -9,7 +9,7 @@ from ui_fakes import CWD, T0, FakeSource, status
 
 from memtop.errors import AgentBusy
 from memtop.leaks import ReferrerChain, TypesTable
-from memtop.model import Query, Row, Sample
+from memtop.model import Query, Refresh, Row
 from memtop.ui.app import MemtopApp
 from memtop.ui.referrers_panel import ReferrersPanel
 from memtop.ui.types_screen import TypesScreen
@@ -23,14 +23,14 @@ class BusyFirst(FakeSource):
 
     def __init__(self) -> None:
         super().__init__()
-        self.told = set()
+        self.told: set[str] = set()
 
     def _once(self, kind: str) -> None:
         if kind not in self.told:
             self.told.add(kind)
             raise AgentBusy(MESSAGE, WAIT)
 
-    def refresh(self, query: Query, max_age: float) -> Sample:
+    def refresh(self, query: Query, max_age: float) -> Refresh:
         self._once("refresh")
         return super().refresh(query, max_age)
 

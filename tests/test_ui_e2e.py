@@ -20,6 +20,7 @@ from conftest import (
     wait_state,
 )
 from terminal import Terminal
+from ui_fakes import screen_as
 
 from memtop.model import Query
 from memtop.snapfile import load
@@ -108,7 +109,7 @@ async def test_leak_hunting_on_a_real_agent(
             lambda: isinstance(app.screen, OriginsPanel) and app.screen.origins is not None,
             "the origins",
         )
-        body = app.screen.body_text
+        body = screen_as(app, OriginsPanel).body_text
         assert f"→ tests/targets/leaky.py:{leak_line}" in body
         assert "LEAKED.append(Widget(n, bytes(256)))" in body
         await pilot.press("escape", "w")
@@ -117,7 +118,7 @@ async def test_leak_hunting_on_a_real_agent(
             lambda: isinstance(app.screen, ReferrersPanel) and app.screen.chain is not None,
             "the referrer chain",
         )
-        lines = app.screen.body_text.splitlines()
+        lines = screen_as(app, ReferrersPanel).body_text.splitlines()
         assert lines[0] == "  module __main__  global LEAKED"
         assert lines[1].startswith("→ list  [") and "__main__.Widget   ← this object" in lines[2]
         await pilot.press("escape", "escape", "S")

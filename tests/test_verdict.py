@@ -169,7 +169,14 @@ def test_the_words_never_contradict_the_numbers() -> None:
             name: rng.choice((0.0, 0.2, 1.0, 5.0, -3.0)) * MIB
             for name in ("traced", "tracer", "untraced", "memtop")
         }
-        points = account(rng.randint(5, 40), step=rng.choice((1.0, 5.0)), **parts)
+        points = account(
+            rng.randint(5, 40),
+            parts["traced"],
+            parts["tracer"],
+            parts["untraced"],
+            parts["memtop"],
+            step=rng.choice((1.0, 5.0)),
+        )
         if rng.random() < 0.5:
             points = [
                 MemoryPoint(

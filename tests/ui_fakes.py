@@ -6,17 +6,21 @@ import dataclasses
 import fnmatch
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from textual.screen import Screen
+from textual.widget import Widget
 
 from memtop.ending import Ending
 from memtop.errors import AgentError, ConnectionLost
 from memtop.history import MIB, History
 from memtop.leaks import ChainStep, Origins, OriginSite, ReferrerChain, TypeRow, TypesTable
-from memtop.model import Frame, Query, Row, Sample, TableInfo, Tracing
+from memtop.model import Frame, Query, Refresh, Row, TableInfo, Tracing
 from memtop.snapfile import SavedSnapshot
 from memtop.source import TargetInfo, TracebackEntry, switched_text
 from memtop.ui.app import MemtopApp
-from memtop.ui.text_lines import TextLines
+
+S = TypeVar("S", bound=Screen[Any])
 
 T0 = 1_764_000_000.0  # the fake's "now" at its first refresh
 RATE = 256 * 1024  # the fake's sample rate in sampled mode
@@ -149,7 +153,7 @@ class FakeSource:
     def resume(self, query: Query) -> None:
         return None
 
-    def refresh(self, query: Query, max_age: float) -> Sample:
+    def refresh(self, query: Query, max_age: float) -> Refresh:
         self.queries.append(query)
         if self.fail is not None:
             raise self.fail
@@ -290,7 +294,7 @@ class FakeSource:
 
     # --- what the agent would answer -------------------------------------------------
 
-    def sample(self, query: Query, n: int) -> Sample:
+    def sample(self, query: Query, n: int) -> Refresh:
         rows = self.rows(query, n)
         total = sum(self._size(s, n) for s in self.sites)
         table = TableInfo(
@@ -302,7 +306,7 @@ class FakeSource:
             next_in=3.0 if self.stretched else 0.0,
             budget=0.05,
         )
-        return Sample(
+        return Refresh(
             pid=self.info.pid,
             time=T0 + n,
             query=query,
@@ -313,7 +317,7 @@ class FakeSource:
             tracemalloc_memory=8 * MIB,
             traced_blocks=sum(s.count for s in self.sites),
             nframe=self.nframe,
-            pause_ms=12.5,
+            work_ms=12.5,
             table=table,
             rows=tuple(rows[: query.limit]),
             total_rows=len(rows),
@@ -430,8 +434,8 @@ async def until(pilot: Any, condition: Any, what: str, timeout: float = 20.0) ->
 # --- reading the screen -----------------------------------------------------------------
 
 
-def lines_of(widget: TextLines) -> list[str]:
-    """The text of every line a TextLines widget shows."""
+def lines_of(widget: Widget) -> list[str]:
+    """The text of every line a widget of the line API shows."""
     return [widget.render_line(y).text for y in range(widget.size.height)]
 
 
@@ -445,6 +449,13 @@ def header(app: MemtopApp) -> str:
 
 def table_lines(app: MemtopApp) -> list[str]:
     return lines_of(app.table)
+
+
+def screen_as(app: MemtopApp, kind: type[S]) -> S:
+    """The screen on top, which must be a `kind`."""
+    screen = app.screen
+    assert isinstance(screen, kind), f"{type(screen).__name__} is on top, not {kind.__name__}"
+    return screen
 
 
 def told(app: MemtopApp) -> list[str]:

@@ -40,16 +40,23 @@ class Raw:
         except ConnectionResetError:
             return True
 
-    def hello(self, token: str) -> dict[str, Any] | None:
+    def reply(self) -> dict[str, Any]:
+        """The next frame, which must come (a closed connection fails the test)."""
+        frame = self.read()
+        if frame is None:
+            raise ConnectionError("the agent closed the connection instead of replying")
+        return frame
+
+    def hello(self, token: str) -> dict[str, Any]:
         """Read the greeting, authenticate, return the reply."""
         greeting = self.read()
         assert greeting is not None and greeting["status"] == "ok", greeting
         self.send({"proto": protocol.PROTO_MAJOR, "token": token, "client": "test"})
-        return self.read()
+        return self.reply()
 
-    def call(self, cmd: str, request_id: int = 1, **args: Any) -> dict[str, Any] | None:
+    def call(self, cmd: str, request_id: int = 1, **args: Any) -> dict[str, Any]:
         self.send({"id": request_id, "cmd": cmd, "args": args})
-        return self.read()
+        return self.reply()
 
     def close(self, reset: bool = False) -> None:
         if reset:

@@ -3,7 +3,7 @@ range here, and only compared or counted afterwards, never evaluated or used as 
 
 import math
 
-from . import collector
+from . import rowkeys
 from .globmatch import GlobError, compile_glob
 
 # Per list (include, exclude): matching a filename costs time linear in these.
@@ -70,42 +70,20 @@ def limit(args, default, cap):
 
 def grouping_config(args):
     """(group_by, cumulative, include, exclude) from request arguments."""
-    group_by = choice(args, "group_by", collector.GROUP_KEYS, "lineno")
+    group_by = choice(args, "group_by", rowkeys.GROUP_KEYS, "lineno")
     cumulative = get(args, "cumulative", bool, False)
-    if cumulative and group_by == "traceback":
-        raise BadArgs("cumulative applies to lineno and filename grouping only")
+    problem = rowkeys.cumulative_error(group_by, cumulative)
+    if problem is not None:
+        raise BadArgs(problem)
     return (group_by, cumulative, patterns(args, "include"), patterns(args, "exclude"))
 
 
 def row_key(value, group_by):
-    """A row key sent back by the viewer, checked for shape (it is only compared, never used)."""
-    if not isinstance(value, dict):
-        raise BadArgs("key must be an object")
-    if group_by == "traceback":
-        frames = value.get("frames")
-        if not isinstance(frames, list) or not frames or len(frames) > 1024:
-            raise BadArgs("key.frames must be a non-empty list")
-        out = []
-        for frame in frames:
-            if (
-                not isinstance(frame, list)
-                or len(frame) != 2
-                or not isinstance(frame[0], str)
-                or not isinstance(frame[1], int)
-            ):
-                raise BadArgs("key.frames items must be [filename, lineno]")
-            out.append((frame[0], frame[1]))
-        # Frames arrive oldest first; raw tracebacks are most recent first.
-        return tuple(reversed(out))
-    filename = value.get("filename")
-    if not isinstance(filename, str):
-        raise BadArgs("key.filename must be a string")
-    if group_by == "filename":
-        return filename
-    lineno = value.get("lineno")
-    if not isinstance(lineno, int) or isinstance(lineno, bool):
-        raise BadArgs("key.lineno must be an integer")
-    return (filename, lineno)
+    """A row key sent back by the viewer (rowkeys' wire form), checked for shape."""
+    try:
+        return rowkeys.decode(value, group_by)
+    except ValueError as exc:
+        raise BadArgs(str(exc)) from None
 
 
 def row_keys(value, group_by, cap):

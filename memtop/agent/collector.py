@@ -16,10 +16,10 @@ import time
 import tracemalloc
 from operator import itemgetter
 
-from . import footprint
+from . import footprint, rowkeys
 from .globmatch import compile_glob
 
-GROUP_KEYS = ("lineno", "filename", "traceback")
+GROUP_KEYS = rowkeys.GROUP_KEYS
 SORT_KEYS = ("size", "size_diff", "count", "count_diff", "growth")
 
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -190,28 +190,23 @@ def filename_filter(include, exclude):
 
 
 def group(by_traceback, group_by, cumulative, keep=None):
-    """Totals per key: {key: [size, count, heaviest_traceback, its_size]}.
+    """Totals per key (rowkeys): {key: [size, count, heaviest_traceback, its_size]}.
 
-    Keys: (filename, lineno) for lineno, filename for filename, the raw traceback for
-    traceback. Cumulative counts a trace once for every frame of its traceback, as the
-    stdlib does (a recursive frame counts each time it appears).
+    Cumulative counts a trace once for every frame of its traceback, as the stdlib does
+    (a recursive frame counts each time it appears).
     """
     out = {}
+    if cumulative:
+        keys_of = rowkeys.KEYS_OF[group_by]
+        for tb, (size, count) in by_traceback.items():
+            if keep is None or keep(tb[0][0]):
+                for key in keys_of(tb):
+                    _add(out, key, size, count, tb)
+        return out
+    key_of = rowkeys.KEY_OF[group_by]
     for tb, (size, count) in by_traceback.items():
-        if keep is not None and not keep(tb[0][0]):
-            continue
-        if cumulative:
-            for key in tb if group_by == "lineno" else [frame[0] for frame in tb]:
-                _add(out, key, size, count, tb)
-            continue
-        # One existing object as the key (no tuple per traceback: each is traced).
-        if group_by == "lineno":
-            key = tb[0]
-        elif group_by == "filename":
-            key = tb[0][0]
-        else:
-            key = tb
-        _add(out, key, size, count, tb)
+        if keep is None or keep(tb[0][0]):
+            _add(out, key_of(tb), size, count, tb)
     return out
 
 
@@ -225,15 +220,6 @@ def _add(out, key, size, count, tb):
         if size > entry[3]:
             entry[2] = tb
             entry[3] = size
-
-
-def _order_frames(key, group_by):
-    # tracemalloc.Traceback compares its frames oldest first: mirror that for tie-breaks.
-    if group_by == "traceback":
-        return tuple(reversed(key))
-    if group_by == "lineno":
-        return (key,)
-    return ((key, 0),)
 
 
 _SORT_FIELDS = {
@@ -287,7 +273,7 @@ def rank(current, previous, group_by, sort="size", limit=50):
         edge = best[-1][0]
         chosen = {e[1] for e in best}
         best.extend(e for e in entries if e[0] == edge and e[1] not in chosen)
-    best.sort(key=lambda e: (e[0], _order_frames(e[1], group_by)), reverse=True)
+    best.sort(key=lambda e: (e[0], rowkeys.order_frames(e[1], group_by)), reverse=True)
     rows = [(e[1],) + e[2] + (e[3],) for e in best[:limit]]
     return rows, len(entries)
 
@@ -318,15 +304,7 @@ def tracebacks_of(by_traceback, group_by, cumulative, key, keep=None, limit=10):
     for tb, (size, count) in by_traceback.items():
         if keep is not None and not keep(tb[0][0]):
             continue
-        if group_by == "traceback":
-            hit = tb == key
-        elif group_by == "lineno":
-            hit = key in tb if cumulative else tb[0] == key
-        elif cumulative:
-            hit = any(frame[0] == key for frame in tb)
-        else:
-            hit = tb[0][0] == key
-        if hit:
+        if rowkeys.matches(tb, group_by, cumulative, key):
             found.append((size, count, tb))
     found.sort(key=lambda item: (item[0], item[1], tuple(reversed(item[2]))), reverse=True)
     return [(tb, size, count) for size, count, tb in found[:limit]]

@@ -1,6 +1,6 @@
 """The fixed, read-only command set: dispatch, and the commands behind the live table.
-Arguments are checked in args.py; nothing from a request is ever evaluated, imported,
-unpickled or used as a path."""
+Commands are registered in registry.py and their arguments checked in checks.py; nothing
+from a request is ever evaluated, imported, unpickled or used as a path."""
 
 import math
 import os
@@ -8,9 +8,10 @@ import sys
 import time
 import tracemalloc
 
-from . import checks, collector, modes, timeline
+from . import checks, collector, modes, registry, rowkeys, timeline
 from .checks import BadArgs
 from .object_commands import MAX_TRACEBACKS, ObjectCommands
+from .registry import GROUPING, TOTALS, command
 
 MAX_ROWS = 500
 Z95 = 1.959963984540054  # a 95 % interval of a normal estimate: ± Z95 standard deviations
@@ -40,13 +41,6 @@ class ClientState:
         self.__init__()
 
 
-def _frames_out(tb, sources):
-    # Oldest frame first, like tracemalloc.Traceback.
-    return [
-        {"filename": f, "lineno": n, "source": sources.get((f, n), "")} for f, n in reversed(tb)
-    ]
-
-
 class Commands(ObjectCommands):
     """Dispatches requests to handlers; one instance per running agent."""
 
@@ -54,30 +48,37 @@ class Commands(ObjectCommands):
         self.agent = agent
         self.sampler = agent.sampler
         self.sources = agent.sources
+        # A fixed table, not getattr(self, "cmd_" + cmd) per request: since 3.12 getattr
+        # interns the name it is given, and interned strings are immortal there: a leak
+        # per request.
         self.handlers = {
-            "ping": self.cmd_ping,
-            "stats": self.cmd_stats,
-            "top": self.cmd_top,
-            "tracebacks": self.cmd_tracebacks,
-            "baseline": self.cmd_baseline,
-            "reset_peak": self.cmd_reset_peak,
-            "configure": self.cmd_configure,
-            "detach": self.cmd_detach,
-            "types": self.cmd_types,
-            "snapshot": self.cmd_snapshot,
-            "origins": self.cmd_origins,
-            "referrers": self.cmd_referrers,
-            "history": self.cmd_history,
-            "mode": self.cmd_mode,
+            name: (spec, getattr(self, spec.method)) for name, spec in registry.COMMANDS.items()
         }
 
     def handle(self, cmd, args, client):
         """Run one command; returns its result or raises BadArgs / KeyError (unknown)."""
-        # A fixed table, not getattr(self, "cmd_" + cmd): since 3.12 getattr interns the
-        # name it is given, and interned strings are immortal there: a leak per request.
-        return self.handlers[cmd](args, client)
+        spec, method = self.handlers[cmd]
+        return method(registry.declared(spec, args), client)
 
+    @command(
+        "ping",
+        reply=(
+            "agent_version",
+            "uptime",
+            "clients",
+            "allocated_blocks",
+            "threads",
+            "fds",
+            "errors",
+            "samples",
+            "tracing_owner",
+            "idle_timeout",
+        ),
+    )
     def cmd_ping(self, args, client):
+        """No arguments. Reply: `agent_version`, `uptime` (s), `clients`, `allocated_blocks`,
+        `threads`, `fds`, `errors` (the agent's recent internal errors), `samples` (tables
+        read), `tracing_owner` (`agent` or `target`), `idle_timeout`."""
         agent = self.agent
         return {
             "agent_version": agent.version,
@@ -92,10 +93,51 @@ class Commands(ObjectCommands):
             "idle_timeout": agent.idle_timeout,
         }
 
+    @command("stats", reply=TOTALS)
     def cmd_stats(self, args, client):
+        """No arguments. Reply: the totals read now: `tracing`, `traced_current`,
+        `traced_peak`, `tracemalloc_memory`, `nframe`, `allocated_blocks`, `traced_blocks`,
+        `memtop_traced`, `memtop_residue`, `mode` (`exact` or `sampled`), `sample_rate`
+        (bytes; null in exact mode), `sampler_gaps` (times the program unhooked the
+        sampler). In sampled mode the sizes are the sampler's estimates,
+        `tracemalloc_memory` its own memory, `nframe` its depth (64)."""
         return self.sampler.totals()
 
+    @command(
+        "top",
+        args=(*GROUPING, "limit", "sort", "compare", "max_age", "sources", "reuse_rows", "keys"),
+        reply=(
+            "tracing",
+            "baseline_restarted",
+            "group_by",
+            "cumulative",
+            "sort",
+            "compare",
+            "baseline_time",
+            "sample",
+            "totals",
+            "total_rows",
+            "rows",
+            "rows_unchanged",
+        ),
+    )
     def cmd_top(self, args, client):
+        """Arguments: the grouping arguments; `limit` (rows, 1–500, default 50); `sort`
+        (`size`, `size_diff`, `count`, `count_diff`, `growth`); `compare` (`previous` or
+        `baseline`); `max_age` (s: a table younger than this is reused); `sources` (bool:
+        send source lines); `reuse_rows` (the sample id of the rows the viewer holds from
+        its last reply: unchanged rows are not sent again); `keys` (at most 500 row keys,
+        each as `tracebacks` takes `key`: their rows follow the top `limit` rows whatever
+        their rank, a key the table does not hold gets no row; a process group's viewer
+        sums rows over processes; an agent loaded by an older memtop ignores it).
+        Reply: `tracing` (session id, since, owner, `sees_only_new`), `baseline_restarted`,
+        `group_by`, `cumulative`, `sort`, `compare`, `baseline_time`, `sample` (the table:
+        `id`, `time`, `age`, `fresh`, `pause_ms`, `next_in`, `budget`, `work_ms`,
+        `traced_blocks`, `read_peak`), `totals` (as `stats`), `total_rows`, `rows` (each:
+        `filename`, `lineno`, `size`, `count`, `size_diff`, `count_diff`, `source`,
+        `traceback` as `[filename, lineno, source]` newest first; in sampled mode also
+        `size_error` and `count_error`, 95 % half-widths), `rows_unchanged` (true: `rows`
+        is empty and the viewer's held rows stand)."""
         config = checks.grouping_config(args)
         group_by, cumulative = config[0], config[1]
         limit = checks.limit(args, 50, MAX_ROWS)
@@ -191,25 +233,10 @@ class Commands(ObjectCommands):
             lookup = self.sources.lookup(frames)
         reading = time.thread_time() - reading
         out_rows = []
-        for key, size, size_diff, count, count_diff, tb in rows:
-            filename, lineno = tb[0]
-            if group_by == "lineno":
-                filename, lineno = key
-            elif group_by == "filename":
-                filename, lineno = key, None
-            out_rows.append(
-                {
-                    "filename": filename,
-                    "lineno": lineno,
-                    "size": size,
-                    "count": count,
-                    "size_diff": size_diff,
-                    "count_diff": count_diff,
-                    "source": lookup.get((filename, lineno), "") if lineno is not None else "",
-                    "traceback": _frames_out(tb, lookup),
-                    **_errors(variances, key),
-                }
-            )
+        for row in rows:
+            out = rowkeys.wire_row(group_by, *row, lookup)
+            out.update(_errors(variances, row[0]))
+            out_rows.append(out)
         return out_rows, total, reading
 
     def _previous(self, client, config, sample, current):
@@ -228,16 +255,30 @@ class Commands(ObjectCommands):
         client.previous[config] = (sample.id, current, seen_grouping)
         return seen_grouping
 
+    @command(
+        "history",
+        args=GROUPING,
+        reply=("tracing", "session", "since", "points", "point_fields", "keys", "tables"),
+    )
     def cmd_history(self, args, client):
-        """The shared history of the current tracing session for one grouping: memory
-        points and the recent tables' rows, for a viewer to go on from."""
+        """Arguments: the grouping arguments.
+        Reply: `tracing`, the memory points of the current tracing session (`session`,
+        `since`, `points`, `point_fields`) and the recent tables' rows of that grouping
+        (`keys`, `tables`), for a viewer that comes back to go on from."""
         config = checks.grouping_config(args)
         info = self.agent.tracing_info()
         reply = self.agent.timeline.reply(config)
         reply["tracing"] = info
         return reply
 
+    @command(
+        "tracebacks", args=(*GROUPING, "key", "limit"), reply=("sample", "nframe", "tracebacks")
+    )
     def cmd_tracebacks(self, args, client):
+        """Arguments: the grouping arguments; `key` (the row: `{"filename", "lineno"}` or
+        `{"frames": [[filename, lineno], …]}`); `limit` (default 10).
+        Reply: `sample`, `nframe`, `tracebacks` (each: `size`, `count`, `frames`; in
+        sampled mode also `size_error`, `count_error`)."""
         config = checks.grouping_config(args)
         group_by, cumulative = config[0], config[1]
         limit = checks.limit(args, 10, MAX_TRACEBACKS)
@@ -262,14 +303,17 @@ class Commands(ObjectCommands):
                 {
                     "size": size,
                     "count": count,
-                    "frames": _frames_out(tb, lookup),
+                    "frames": rowkeys.frames_out(tb, lookup),
                     **_errors(variances, tb),
                 }
                 for tb, size, count in found
             ],
         }
 
+    @command("baseline", args=("action", "max_age"), reply=("baseline_time", "sample"))
     def cmd_baseline(self, args, client):
+        """Arguments: `action` (`set` or `clear`); `max_age` (s, for the table `set` reads).
+        Reply: `baseline_time` (null after `clear`), `sample`."""
         action = checks.choice(args, "action", ("set", "clear"), "set")
         if action == "clear":
             client.baseline = None
@@ -279,13 +323,21 @@ class Commands(ObjectCommands):
         client.baseline = sample
         return {"baseline_time": sample.time, "sample": self.sampler.describe(sample, 0.0)}
 
+    @command("reset_peak", reply=TOTALS)
     def cmd_reset_peak(self, args, client):
+        """No arguments. Reply: the totals, as `stats`. An error when tracemalloc is not
+        tracing."""
         if self.sampler.byte_sampler is None and not tracemalloc.is_tracing():
             raise BadArgs("tracemalloc is not tracing")
         self.sampler.reset_peak()
         return self.sampler.totals()
 
+    @command("configure", args=("idle_timeout", "keep_token"), reply=("idle_timeout",))
     def cmd_configure(self, args, client):
+        """Arguments: `idle_timeout` (s, positive, or null: never); `keep_token` (bool: the
+        viewer leaves the agent serving; its token is kept in the run directory for the
+        next one).
+        Reply: `idle_timeout`."""
         if checks.get(args, "keep_token", bool, False) and client.token is not None:
             # The viewer leaves the agent serving (`Q`, a dropped terminal): a later viewer
             # reads the token from the run dir instead of injecting a new session.
@@ -299,8 +351,17 @@ class Commands(ObjectCommands):
             self.agent.idle_timeout = value
         return {"idle_timeout": self.agent.idle_timeout}
 
+    @command("mode", args=("mode", "rate"), reply=("mode", "sample_rate", "mode_note"))
     def cmd_mode(self, args, client):
-        """Switch between exact and sampled mode (every viewer's tables start over)."""
+        """Arguments: `mode` (`exact` or `sampled`; without it the reply only says the
+        current mode); `rate` (bytes between samples on average, 1024 to 2^34; default: the
+        agent's rate, or 256 KiB). Switches live: to exact, tracemalloc starts afresh; to
+        sampled, the agent's tracemalloc session stops and the sampler starts. Every
+        viewer's tables, the history and this viewer's baseline start over. An error
+        (`bad_args`) with the reason when sampled mode cannot run (`sampled mode
+        unavailable: …`); the agent then stays as it was.
+        Reply: `mode`, `sample_rate` (null in exact mode), `mode_note` (why sampled mode
+        could not start with the agent, if it could not)."""
         if "mode" not in args:
             return modes.info(self.agent)
         mode = checks.choice(args, "mode", modes.MODES, "exact")
@@ -316,7 +377,10 @@ class Commands(ObjectCommands):
         client.baseline = None
         return modes.info(self.agent)
 
+    @command("detach", reply=("detaching", "tracing_owner", "stays", "other_viewers"))
     def cmd_detach(self, args, client):
+        """No arguments. Reply: `detaching`, `tracing_owner`, `stays` (the agent goes on
+        serving), `other_viewers` (while others watch, nobody is pulled away)."""
         owner = self.agent.tracing_owner
         others = self.agent.client_count() - 1
         if others > 0:

@@ -138,11 +138,30 @@ def check_owned_file(st, shown, uid, limit=None):
         raise UnsafePath("%s is larger than %d bytes" % (shown, limit))
 
 
+def open_regular_at(dir_fd, name, shown, flags):
+    """An fd of the regular file `name` in `dir_fd`, opened with `flags` (READ_FLAGS, maybe
+    with O_RDWR) only once it is known to be one. What else sits there is never opened:
+    opening a device node (one its owner made, out of the reach of its own device rules)
+    acts on the device, as a watchdog's or a tape's does. UnsafePath for anything else;
+    OSError (ELOOP) for a symlink."""
+    where = os.open(name, PATH_FLAGS, dir_fd=dir_fd)
+    try:
+        mode = os.fstat(where).st_mode
+        if stat.S_ISLNK(mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), shown)
+        if not stat.S_ISREG(mode):
+            raise UnsafePath("%s is not a regular file" % shown)
+        # The very inode checked, opened again through the kernel's link to it.
+        return os.open("/proc/self/fd/%d" % where, flags & ~os.O_NOFOLLOW)
+    finally:
+        os.close(where)
+
+
 def read_at(dir_fd, name, shown, uid, limit):
     """The content of file `name` in `dir_fd` (checked by check_owned_file), or None if
     there is none. A symlink there is refused, never followed."""
     try:
-        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
+        fd = open_regular_at(dir_fd, name, shown, READ_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -8,6 +8,7 @@ import tracemalloc
 
 from . import checks, export, objects, referrers, safeview
 from .checks import BadArgs
+from .registry import command
 
 MAX_TRACEBACKS = 50
 # One referrer walk holds the program's GIL this long at most.
@@ -17,9 +18,19 @@ MAX_WALK_SECONDS = 2.0
 class ObjectCommands:
     """Mixed into Commands: needs self.sampler and self.sources."""
 
+    @command(
+        "types",
+        args=("limit", "mark"),
+        reply=("rows", "not_shown", "total_types", "objects", "since", "baseline", "cost_ms"),
+    )
     def cmd_types(self, args, client):
         """Live objects by type from the gc, with growth since the viewer's baseline (or its
-        previous look). Runs only when asked; its cost counts against the budget."""
+        previous look). Runs only when asked; its cost counts against the budget.
+        Arguments: `limit` (rows); `mark` (bool: this walk becomes the baseline later walks
+        are compared with).
+        Reply: `rows` (each: `type`, `count`, `size`, `count_diff`, `size_diff`,
+        `not_shown`), `not_shown` (why a value was not shown: the program defines it),
+        `total_types`, `objects`, `since`, `baseline`, `cost_ms`."""
         limit = checks.limit(args, 50, objects.MAX_TYPES)
         mark = checks.get(args, "mark", bool, False)
         self.sampler.admit("a walk of the gc's objects")
@@ -56,8 +67,17 @@ class ObjectCommands:
             "cost_ms": round(cost * 1000.0, 3),
         }
 
+    @command(
+        "origins",
+        args=("type", "sample", "limit"),
+        reply=("type", "sampled", "untraced", "note", "sites"),
+    )
     def cmd_origins(self, args, client):
-        """Allocation sites of a bounded sample of one type's instances."""
+        """Allocation sites of a bounded sample of one type's instances.
+        Arguments: `type` (a type's qualified name); `sample` (instances to look at,
+        default 200); `limit` (sites, default 10).
+        Reply: `type`, `sampled`, `untraced`, `note`, `sites` (each: `count`, `frames` with
+        `filename`, `lineno`, `source`)."""
         name = checks.type_name(args)
         sample = min(max(checks.get(args, "sample", int, 200), 1), objects.MAX_SAMPLE)
         limit = checks.limit(args, 10, MAX_TRACEBACKS)
@@ -86,9 +106,19 @@ class ObjectCommands:
             ],
         }
 
+    @command(
+        "referrers",
+        args=("type", "key", "timeout"),
+        reply=("found", "what", "steps", "cut", "allocated_at", "note", "reason"),
+    )
     def cmd_referrers(self, args, client):
-        """A referrer chain from a sample object (of a type, or allocated at a line) back
-        to a root. Bounded in time; keeps no reference once answered."""
+        """A referrer chain from a sample object (of a type, or allocated at a line) back to
+        a root. Bounded in time; keeps no reference once answered.
+        Arguments: `type` (the newest instance of a type) or `key` (an object allocated at
+        a line: `{"filename", "lineno"}`); `timeout` (s, at most 2).
+        Reply: `found`, `what`, `steps` (root first: `type`, `edge`, `root`, and for a
+        thread's frame `frame` = `[filename, lineno, function, thread]`), `cut`,
+        `allocated_at`, `note`, `reason`."""
         seconds = min(max(checks.get(args, "timeout", float, 2.0), 0.1), MAX_WALK_SECONDS)
         name = checks.type_name(args) if "type" in args else None
         key = None if name is not None else checks.row_key(args.get("key"), "lineno")
@@ -140,9 +170,20 @@ class ObjectCommands:
             "reason": reason,
         }
 
+    @command(
+        "snapshot",
+        args=("part", "snapshot"),
+        reply=("snapshot", "part", "parts", "header", "frames", "tracebacks", "entries", "sources"),
+    )
     def cmd_snapshot(self, args, client):
-        """One part of a whole snapshot (part 0 builds it; the others are fetched in order
-        and the last one frees it). Counts against the budget like a table."""
+        """One part of a whole snapshot (part 0 builds it; the others are fetched in order and
+        the last one frees it). Counts against the budget like a table.
+        Arguments: `part` (0 starts a snapshot; later parts continue it); `snapshot` (the
+        id part 0 gave).
+        Reply: each part carries `snapshot` (its id), `part` and `parts` (how many); part 0
+        also the snapshot's `header` (with the tracing session it comes from), the others
+        bounded chunks of `frames`, `tracebacks`, their (size, count) `entries` and
+        `sources`. The last part frees the snapshot."""
         part = checks.get(args, "part", int, 0)
         if part == 0:
             self.sampler.admit("a whole snapshot")

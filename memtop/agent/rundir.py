@@ -276,8 +276,11 @@ class RunDir:
             return False
 
     def remove_tree(self, name):
-        """Delete the directory `name` and everything in it, through fds only."""
-        _remove_tree(self.fd, nofollow.check_name(name), self.join(name), 0)
+        """Delete the directory `name` and everything in it, through fds only, with only
+        the owner's rights when creating as the owner: what the owner mounted there (a
+        directory of others it may not change) stays as it is."""
+        with self._creating():
+            _remove_tree(self.fd, nofollow.check_name(name), self.join(name), 0)
 
     def open_lock(self, name):
         """An fd of the lock file `name`, created for the owner if missing. An existing
@@ -289,7 +292,11 @@ class RunDir:
         nofollow.check_name(name)
         for _ in range(8):
             try:
-                fd = os.open(name, os.O_RDWR | nofollow.READ_FLAGS, dir_fd=self.fd)
+                fd = nofollow.open_regular_at(
+                    self.fd, name, self.join(name), os.O_RDWR | nofollow.READ_FLAGS
+                )
+            except UnsafePath as exc:
+                raise RunDirError("refusing to use %s; remove it and retry" % exc) from None
             except FileNotFoundError:
                 try:
                     fd = os.open(
@@ -404,14 +411,14 @@ class RunDir:
 def _remove_tree(dir_fd, name, shown, depth):
     try:
         fd = nofollow.open_dir_at(dir_fd, name, shown)
-    except FileNotFoundError:
-        return
     except UnsafePath:
         try:
             os.unlink(name, dir_fd=dir_fd)  # no longer a directory: only the name goes
         except OSError:
             pass
         return
+    except OSError:
+        return  # gone, or not ours to enter
     try:
         for entry in os.listdir(fd):
             try:
@@ -419,8 +426,10 @@ def _remove_tree(dir_fd, name, shown, depth):
             except IsADirectoryError:
                 if depth < _MAX_TREE_DEPTH:
                     _remove_tree(fd, entry, os.path.join(shown, entry), depth + 1)
-            except FileNotFoundError:
-                pass
+            except OSError:
+                pass  # gone meanwhile, or not ours to remove
+    except OSError:
+        pass  # not ours to read
     finally:
         os.close(fd)
     try:

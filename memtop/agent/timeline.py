@@ -19,6 +19,8 @@ import os
 import time
 import tracemalloc
 
+from . import rowkeys
+
 MAX_POINTS = 1200  # memory points: 20 minutes at one a second
 POINT_SPACING = 1.0  # without a viewer
 VIEWER_SPACING = 0.2  # at a viewer's refreshes
@@ -165,7 +167,7 @@ class Timeline:
                 at = index.get(key)
                 if at is None:
                     at = index[key] = len(wire_keys)
-                    wire_keys.append(_wire_key(key, group_by))
+                    wire_keys.append(rowkeys.history_key(key, group_by))
                 rows.append([at, sizes[position]])
             tables.append({"id": sample_id, "time": when, "rows": rows})
         return {
@@ -196,17 +198,3 @@ def _copy(key):
     if isinstance(key[0], str):
         return (key[0], key[1] + 0)
     return tuple([(filename, lineno + 0) for filename, lineno in key])
-
-
-def _wire_key(key, group_by):
-    """A row key as the `top` rows name it: filename, lineno, and the frames of a traceback
-    (oldest first)."""
-    if group_by == "traceback":
-        return {
-            "filename": key[0][0],
-            "lineno": key[0][1],
-            "traceback": [{"filename": f, "lineno": n} for f, n in reversed(key)],
-        }
-    if group_by == "lineno":
-        return {"filename": key[0], "lineno": key[1]}
-    return {"filename": key, "lineno": None}

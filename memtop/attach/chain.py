@@ -177,7 +177,7 @@ def _attach_to(
         _run_dir(target, create=True) as run_dir,
         AttachLock(run_dir, target.own_pid, target.start),
     ):
-        remove_stale(run_dir, _alive(target))
+        remove_stale(run_dir, _alive(target, run_dir))
         reused = _reuse(target, run_dir)
         if reused is not None:
             client, token, how = reused
@@ -265,11 +265,24 @@ def _run_dir(target: Target, create: bool) -> RunDir:
             root.close()
 
 
-def _alive(target: Target) -> Callable[[int, int], bool]:
-    """Whether a process named in the target's run dir (by its own pid) still runs."""
+def _alive(target: Target, run_dir: RunDir) -> Callable[[int, int], bool]:
+    """Whether a process named in the target's run dir (by its own pid) still runs. In a
+    PID namespace of its own, also whether an agent answers at the name's socket: the run
+    dir may be shared with processes of other PID namespaces (containers of one pod
+    sharing /tmp), whose pids say nothing in the target's."""
     if target.container is None or "PID" not in target.container.namespaces:
         return alive_here
-    return alive_inside(target.container.pid_namespace)
+    running = alive_inside(target.container.pid_namespace)
+
+    def alive(pid: int, start: int) -> bool:
+        if running(pid, start):
+            return True
+        try:
+            return _listening(run_dir, rundir.socket_name(pid, start))
+        except AttachError:
+            return True  # a socket that is not its user's: not memtop's to judge
+
+    return alive
 
 
 def tidy(target: Target, timeout: float = 3.0) -> None:
@@ -294,7 +307,7 @@ def tidy(target: Target, timeout: float = 3.0) -> None:
             _wait_gone(run_dir, socket_name, timeout)
             if run_dir.lstat(socket_name) is not None:
                 return  # an agent serves, and loads its modules from its copy: all stays
-            remove_stale(run_dir, _alive(target))
+            remove_stale(run_dir, _alive(target, run_dir))
             with (
                 contextlib.suppress(AttachError),
                 AttachLock(run_dir, target.own_pid, target.start, wait=0.0) as lock,

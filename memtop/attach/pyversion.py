@@ -42,12 +42,16 @@ def detect_python(pid: int, contained: bool = False) -> PythonInfo | None:
     memory map is not readable (another user, or a non-dumpable process). `contained`:
     it has a mount namespace of its own, so its binaries are read through /proc (the
     paths it names are its own, not memtop's)."""
-    mapped = procfs.mapped_files(pid)
     exe = procfs.exe_path(pid)
     reading: dict[str, str] = {}
     if contained:
+        # One reading of the map: a path it names on a second reading only would be opened
+        # here, as a path of this host's, that the container chose (a FIFO, a device).
         reading = procfs.mapped_file_links(pid)
+        mapped = list(reading)
         reading[exe] = procfs.proc_path(pid, "exe")
+    else:
+        mapped = procfs.mapped_files(pid)
     return _detect(mapped, exe, reading)
 
 

@@ -74,6 +74,15 @@ import os, sys, ctypes
 pid, start, inside, script, kinds, uid, gid = sys.argv[1:8]
 pid, start, inside, uid, gid = int(pid), int(start), int(inside), int(uid), int(gid)
 libc = ctypes.CDLL(None, use_errno=True)
+# Not dumpable, before anything else: this process is root of this host's mount namespace
+# (the chroot below is no wall to code run in it) and joins the container's PID and user
+# namespaces, where the container's root could otherwise ptrace it or write to its memory
+# (it has the same uid and capabilities there). Not dumpable, that takes CAP_SYS_PTRACE
+# in the namespace this process was started in. Its child inherits it.
+PR_SET_DUMPABLE, PR_SET_PDEATHSIG = 4, 1
+if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+    sys.stderr.write("memtop-enter: cannot make this process undumpable\\n")
+    os._exit(3)
 def fail(what):
     sys.stderr.write("memtop-enter: %s\\n" % what)
     sys.stderr.flush()
@@ -133,8 +142,17 @@ if uid == 0 and "user" not in kinds:
                                  effective >> high, permitted >> high, 0)
     if libc.capset(header, data) != 0:
         fail("cannot take pid %d's capabilities: %s" % (pid, os.strerror(ctypes.get_errno())))
+try:
+    os.stat("/proc/%d/maps" % inside)
+except OSError:
+    # CPython's caller finds the interpreter in the target from its map, read there.
+    fail("its /proc shows no pid %d (no procfs of its PID namespace mounted at /proc), and "
+         "sys.remote_exec reads /proc/%d/maps; use --method gdb" % (inside, inside))
 child = os.fork()
 if child == 0:
+    # A container's fake /proc may block the call (a FIFO at /proc/PID/maps): when memtop
+    # kills the parent at its timeout, this child goes too.
+    libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
     try:
         sys.remote_exec(inside, script)
     except BaseException as exc:

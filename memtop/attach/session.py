@@ -293,10 +293,14 @@ def remove_stale(run_dir: RunDir, alive: Callable[[int, int], bool] = alive_here
 def tidy_container_run_dir(run_dir: RunDir, path: str, root: rundir.ProcessRoot) -> None:
     """After an agent in a container stopped: take the staged agent copies away, and the
     run dir itself once empty, so that nothing of memtop's stays in the container's files.
-    (On the host the copy stays for the next attach.)"""
+    (On the host the copy stays for the next attach.) Called once stale files are gone:
+    anything else left names a live process whose agent, attach or request may still load
+    modules from a copy (processes of one container share the run dir), so all stays."""
     try:
         names = run_dir.names()
     except OSError:
+        return
+    if any(not name.startswith("agent-") for name in names):
         return
     for name in names:
         if name.startswith("agent-"):

@@ -16,7 +16,7 @@ from memtop.children import Children
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError, UsageError
 from memtop.fleet.metrics import HeapCollector, Watched
 from memtop.group import MEMBER_WAIT
-from memtop.model import Query, Sample
+from memtop.model import Query, Refresh
 from memtop.source import LiveSource, wait_for_exit
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -73,7 +73,7 @@ def run_export(
     registry.register(collector)
     server = None
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="memtop-export")
-    pending: dict[int, Future[Sample]] = {}  # refreshes under way
+    pending: dict[int, Future[Refresh]] = {}  # refreshes under way
     asked: dict[int, float] = {}  # when each refresh under way was asked for
     slow: set[int] = set()  # processes said not to answer
     patience = max(MEMBER_WAIT, 3 * interval)
@@ -143,7 +143,7 @@ def run_export(
 
 def _refresh(
     pid: int,
-    done: Future[Sample],
+    done: Future[Refresh],
     sources: dict[int, LiveSource],
     watched: dict[int, Watched],
     collector: HeapCollector,

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from memtop.formatting import utf8_text
 from memtop.history import History
-from memtop.model import Sample
+from memtop.model import Refresh
 
 PREFIX = "memtop"
 
@@ -28,7 +28,7 @@ class Watched:
     """The last refresh of one process, and the history its rates come from."""
 
     pid: int
-    sample: Sample | None = None
+    sample: Refresh | None = None
     history: History = field(default_factory=History)
 
 
@@ -39,7 +39,7 @@ class HeapCollector(Collector):
     def __init__(self, top: int) -> None:
         self.top = top
         self._lock = threading.Lock()
-        self._shown: dict[int, tuple[Sample, dict[str, float], dict[str, bool]]] = {}
+        self._shown: dict[int, tuple[Refresh, dict[str, float], dict[str, bool]]] = {}
 
     def update(self, watched: Watched) -> None:
         """Take a process's newest refresh."""
@@ -113,7 +113,7 @@ class HeapCollector(Collector):
                 "untraced_bytes": sample.untraced,
                 "tracer_bytes": sample.tracemalloc_memory,
                 "traced_blocks": sample.traced_blocks,
-                "pause_seconds": sample.pause_ms / 1000.0,
+                "pause_seconds": sample.work_ms / 1000.0,
             }
             for name, value in values.items():
                 if value is not None:

@@ -35,8 +35,17 @@ from memtop.errors import (
 )
 from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
-from memtop.model import Query, Sample, gaps_note
-from memtop.source import LiveSource, Source, wait_for_exit
+from memtop.model import CUMULATIVE_KEYS, Query, Refresh, gaps_note
+from memtop.record import Recorder
+from memtop.source import (
+    HeapInspection,
+    LiveControls,
+    LiveSource,
+    Snapshots,
+    Source,
+    wait_for_exit,
+)
+from memtop.table_view import TableView, table_view
 from memtop.ui import keys
 from memtop.ui.cells import NARROW_BELOW
 from memtop.ui.filter_prompt import FilterPrompt
@@ -49,7 +58,7 @@ from memtop.ui.messages import (
     ConnectionDropped,
     Reconnected,
     RefreshFailed,
-    SampleReady,
+    RefreshReady,
     TargetEnded,
     attempt,
 )
@@ -96,14 +105,20 @@ class MemtopApp(App[Outcome]):
         history: History | None = None,
         autorefresh: bool = True,
         hide_internal: bool = True,
+        record: Recorder | None = None,
     ) -> None:
         """`autorefresh=False` refreshes only on mount and when asked (tests, screenshots).
-        A saved snapshot (source.info.how == "file") never changes: it refreshes only when
-        the query does."""
+        A source without LiveControls (a saved snapshot) never changes: it refreshes only
+        when the query does. `record` gets every refresh too (--record)."""
         super().__init__()
-        offline = source.info.how == "file"
+        # What the source can do besides its table; the keys of what it cannot are off.
+        self.live = source if isinstance(source, LiveControls) else None
+        self.heap = source if isinstance(source, HeapInspection) else None
+        self.snapshots = source if isinstance(source, Snapshots) else None
+        offline = self.live is None
         self.autorefresh = autorefresh and not offline
         self.source = source
+        self.record = record
         if isinstance(source, LiveSource):
             # The table never waits for the agent's time budget: a busy reply is shown and
             # the refresh made again when the agent said (panels wait, showing they do).
@@ -126,9 +141,10 @@ class MemtopApp(App[Outcome]):
             if unknown
             else FILE_VERDICT
         )
-        self.sample: Sample | None = None
+        self.sample: Refresh | None = None
         self.arrived = 0.0  # when self.sample arrived, by self.clock
-        self.on_screen: tuple[Sample, float] | None = None  # the table's sample, its arrival
+        self.on_screen: tuple[Refresh, float] | None = None  # the table's sample, its arrival
+        self.view: TableView | None = None  # what the table shows
         self.shown = 0
         self._busy = False
         self._again = False
@@ -203,23 +219,23 @@ class MemtopApp(App[Outcome]):
 
     def _fetch(self, query: Query, interval: float, connection: str) -> None:
         """Worker thread: one refresh (reconnecting first if the connection dropped)."""
-        source = self.source
+        source, live = self.source, self.live
         try:
-            if connection != "live":
-                status = source.exit_status()
+            if connection != "live" and live is not None:
+                status = live.exit_status()
                 if status is not None:
                     self.post_message(TargetEnded(status))
                     return
-                source.reconnect()
+                live.reconnect()
                 self.post_message(Reconnected())
             seed = None
             grouping = (query.group_by, query.cumulative, query.include, query.exclude)
-            if not self.state.offline and grouping != self._seeded:
-                seed = source.resume(query)
+            if live is not None and grouping != self._seeded:
+                seed = live.resume(query)
                 self._seeded = grouping
             sample = source.refresh(query, max_age=interval * 0.9)
         except ConnectionLost as exc:
-            status = wait_for_exit(source, 1.0)
+            status = wait_for_exit(live, 1.0) if live is not None else None
             self.post_message(TargetEnded(status) if status else ConnectionDropped(exc.message))
         except BadReply as exc:
             self.post_message(AgentUnusable(exc.message, exc.exit_code))
@@ -233,7 +249,7 @@ class MemtopApp(App[Outcome]):
         except Exception as exc:  # never a raw traceback on screen
             self.post_message(RefreshFailed(f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(SampleReady(sample, seed))
+            self.post_message(RefreshReady(sample, seed))
 
     def _fetched(self) -> None:
         self._busy = False
@@ -241,7 +257,7 @@ class MemtopApp(App[Outcome]):
             self._again = False
             self.refresh_now()
 
-    def on_sample_ready(self, message: SampleReady) -> None:
+    def on_refresh_ready(self, message: RefreshReady) -> None:
         sample = message.sample
         if self.sample is not None and sample.sampler_gaps > self.sample.sampler_gaps:
             self._say(gaps_note(sample.sampler_gaps), severity="warning")
@@ -252,6 +268,8 @@ class MemtopApp(App[Outcome]):
             self._say(clean_text(note), severity="warning")
         self.history.seed(message.seed)
         self.history.add(sample)
+        if self.record is not None:
+            self.record.write(sample, self.history)
         self.sample, self.arrived = sample, self.clock()
         self.shown += 1
         hint = compiled_hint(sample, sample.extension_modules)
@@ -263,8 +281,7 @@ class MemtopApp(App[Outcome]):
         if self.state.error or not self.state.live:
             self.state = self.state.replace(error=None, connection="live", attempts=0)
         if sample.query == self.state.query and not self.state.paused:
-            self.table.show(sample, self.history, self.state.suspects_first)
-            self.on_screen = (sample, self.arrived)
+            self._draw_table(sample)
         verdict = self.file_verdict if self.state.offline else self.history.verdict()
         self.memory_panel.show(sample, self.history, verdict)
         self._show_state()
@@ -322,7 +339,8 @@ class MemtopApp(App[Outcome]):
     def _show_state(self) -> None:
         now = self.clock()
         header = self.header_bar
-        header.show(self.state, self.sample, now, self.table.suspect_count, self.on_screen)
+        suspects = self.view.suspect_count if self.view is not None else 0
+        header.show(self.state, self.sample, now, suspects, self.on_screen)
         self.status_line.show(self.state, self.sample is None, self._note, self._hint)
         enabled = tuple(self.check_action(action, ()) for action in STATEFUL_ACTIONS)
         if enabled != self._enabled:
@@ -333,9 +351,9 @@ class MemtopApp(App[Outcome]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Grey out keys that do nothing in the current state."""
         state = self.state
-        if action == "toggle_cumulative" and state.group_by == "traceback":
+        if action == "toggle_cumulative" and state.group_by not in CUMULATIVE_KEYS:
             return None
-        if action in keys.LIVE_ONLY and state.offline:
+        if self._lacks(action) is not None:
             return None
         if action in keys.AGENT_ACTIONS and not state.live:
             return None
@@ -343,11 +361,24 @@ class MemtopApp(App[Outcome]):
             return None
         return True
 
+    def _lacks(self, action: str) -> str | None:
+        """Why the source cannot do `action` (None: it can)."""
+        if action in keys.LIVE_ONLY and self.live is None:
+            return "needs the live process; a saved snapshot does not change"
+        if (action in keys.HEAP_ACTIONS and self.heap is None) or (
+            action in keys.SNAPSHOT_ACTIONS and self.snapshots is None
+        ):
+            pids = " ".join(str(pid) for pid in sorted(getattr(self.source, "members", ())))
+            return f"walks one process's heap: run `memtop PID` for one of {pids}"
+        return None
+
     def on_key(self, event: Key) -> None:
-        """A live-only key on a saved snapshot: say why nothing happens."""
-        if self.state.offline and event.key in keys.LIVE_ONLY_KEYS:
-            name = keys.LIVE_ONLY_KEYS[event.key]
-            self._say(f"{name}: needs the live process; a saved snapshot does not change.")
+        """A key this source cannot serve (live-only on a saved snapshot, a heap walk of a
+        group): say why nothing happens."""
+        name, action = keys.MAIN_KEYS.get(event.key, ("", ""))
+        why = self._lacks(action)
+        if why is not None:
+            self._say(f"{name}: {why}.")
 
     # --- actions ------------------------------------------------------------------------
 
@@ -368,9 +399,14 @@ class MemtopApp(App[Outcome]):
         """Show the last refresh again (the order changed, not the query)."""
         sample = self.sample
         if sample is not None and sample.query == self.state.query and not self.state.paused:
-            self.table.show(sample, self.history, self.state.suspects_first)
-            self.on_screen = (sample, self.arrived)
+            self._draw_table(sample)
             self._show_state()
+
+    def _draw_table(self, sample: Refresh) -> None:
+        """Lay the refresh out once (memtop.table_view); the table and header draw it."""
+        self.view = table_view(sample, self.history, self.state.suspects_first)
+        self.table.show(self.view)
+        self.on_screen = (sample, self.arrived)
 
     def action_cycle_process(self) -> None:
         """A group: the merged table, then each process on its own, in turn."""
@@ -430,24 +466,30 @@ class MemtopApp(App[Outcome]):
         current = self.sample.mode if self.sample is not None else self.source.info.mode
         target = "exact" if current == "sampled" else "sampled"
         self._say(f"Switching to {target} mode…")
-        self._command("mode", partial(self.source.set_mode, target, None))
+        if self.live is not None:
+            self._command("mode", partial(self.live.set_mode, target, None))
 
     def action_set_baseline(self) -> None:
-        self._command("baseline", self.source.set_baseline)
+        if self.live is not None:
+            self._command("baseline", self.live.set_baseline)
 
     def action_clear_baseline(self) -> None:
-        self._command("clear_baseline", self.source.clear_baseline)
+        if self.live is not None:
+            self._command("clear_baseline", self.live.clear_baseline)
 
     def action_reset_peak(self) -> None:
-        self._command("reset_peak", self.source.reset_peak)
+        if self.live is not None:
+            self._command("reset_peak", self.live.reset_peak)
 
     def action_save_snapshot(self) -> None:
+        if self.snapshots is None:
+            return
         if self._saving:
             self._say("A snapshot is being saved already.")
             return
         self._saving = True
         self._say("Saving a snapshot…")
-        self._command("snapshot", partial(save_snapshot, self.source))
+        self._command("snapshot", partial(save_snapshot, self.snapshots))
 
     def _command(self, action: str, call: Callable[[], str | None]) -> None:
         def work() -> None:
@@ -500,7 +542,8 @@ class MemtopApp(App[Outcome]):
         self.status_line.show(self.state, self.sample is None, self._note, self._hint)
 
     def action_types(self) -> None:
-        self.push_screen(TypesScreen(self.source, self.cwd))
+        if self.heap is not None:
+            self.push_screen(TypesScreen(self.heap, self.cwd))
 
     def action_who_keeps_alive(self) -> None:
         row = self.table.selected_row()
@@ -513,7 +556,8 @@ class MemtopApp(App[Outcome]):
                 severity="warning",
             )
             return
-        self.push_screen(ReferrersPanel(self.source, row=row, cwd=self.cwd))
+        if self.heap is not None:
+            self.push_screen(ReferrersPanel(self.heap, row=row, cwd=self.cwd))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -538,19 +582,25 @@ class MemtopApp(App[Outcome]):
         self.notify(message, severity=severity, timeout=timeout, markup=False)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Every key's action in the command palette, by name (on a saved snapshot, not
-        those that need the live process)."""
+        """Every key's action in the command palette, by name (not those the source cannot
+        serve: live-only ones on a saved snapshot, heap walks of a group)."""
         yield from super().get_system_commands(screen)
         for key in keys.KEYS:
-            live_only = key.action.split("(")[0] in keys.LIVE_ONLY
-            if key.screen != "main" or (live_only and self.state.offline):
+            if key.screen != "main" or self._lacks(key.action.split("(")[0]) is not None:
                 continue
             title = f"{key.label} ({key.shown})"
             yield SystemCommand(title, key.help, partial(self.run_action, key.action))
 
 
-def run_tui(source: Source, query: Query, interval: float, hide_internal: bool = True) -> Outcome:
+def run_tui(
+    source: Source,
+    query: Query,
+    interval: float,
+    hide_internal: bool = True,
+    record: Recorder | None = None,
+) -> Outcome:
     """Run the viewer in this terminal until the user quits; no mouse capture, so the
     terminal's own text selection keeps working over SSH."""
-    outcome = MemtopApp(source, query, interval, hide_internal=hide_internal).run(mouse=False)
+    app = MemtopApp(source, query, interval, hide_internal=hide_internal, record=record)
+    outcome = app.run(mouse=False)
     return outcome if outcome is not None else Outcome()

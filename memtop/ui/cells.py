@@ -18,14 +18,13 @@ from rich.text import Text
 from textual.renderables.sparkline import Sparkline
 
 from memtop.formatting import fit, format_count, format_size, location, short_path
-from memtop.history import Suspect, format_rate
-from memtop.model import Frame, Query, Row
+from memtop.history import format_rate
+from memtop.model import Frame, Query
+from memtop.table_view import ViewRow
 from memtop.ui.suspects import MARK
 
 NARROW_BELOW = 110  # terminal columns under which the table drops columns
 TREND_WIDTH = 8
-HOT_SHARE = 0.25  # a row holding this share of traced memory is "hot"
-WARM_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -118,26 +117,17 @@ def trend_values(sizes: tuple[int, ...]) -> tuple[float, ...]:
     return tuple(float(s) for s in sizes)
 
 
-def heat_level(size: int, traced: int) -> str:
-    """'hot', 'warm' or '' by the row's share of all traced memory."""
-    share = size / traced if traced > 0 else 0.0
-    return "hot" if share >= HOT_SHARE else "warm" if share >= WARM_SHARE else ""
-
-
 def row_cells(
     columns: tuple[Column, ...],
-    rank: int,
-    row: Row,
-    trend: tuple[int, ...],
-    traced: int,
+    shown: ViewRow,
     group_by: str,
     styles: Mapping[str, Style],
     cwd: str | None,
     where_width: int,
-    suspect: Suspect | None = None,
 ) -> tuple[Text, ...]:
     """The cells of one row, in column order; a suspect's rank carries the mark."""
-    heat = styles.get(heat_level(row.size, traced), "")
+    row, rank, suspect = shown.row, shown.rank, shown.suspect
+    heat = styles.get(shown.heat, "")
     cells: list[Text] = []
     for column in columns:
         key = column.key
@@ -165,7 +155,7 @@ def row_cells(
         elif key == "trend":
             cells.append(
                 trend_text(
-                    trend_values(trend),
+                    trend_values(shown.trend),
                     column.width or TREND_WIDTH,
                     styles["trend-low"].color or Color.parse("grey50"),
                     styles["trend-high"].color or Color.parse("white"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from memtop.formatting import clean_text, display_command, format_size
-from memtop.model import Sample, empty_note, only_new_note
+from memtop.model import Refresh, empty_note, only_new_note
 from memtop.source import TargetInfo
 from memtop.ui.suspects import MARK
 from memtop.ui.text_lines import TextLines
@@ -35,8 +35,8 @@ class HeaderBar(TextLines):
         self.info = info
         self.state = state
         self.file = file
-        self.sample: Sample | None = None
-        self.on_screen: Sample | None = None
+        self.sample: Refresh | None = None
+        self.on_screen: Refresh | None = None
         self.frozen_age = 0.0
         self.uptime = ""
         self.suspects = 0
@@ -45,10 +45,10 @@ class HeaderBar(TextLines):
     def show(
         self,
         state: ViewState,
-        sample: Sample | None,
+        sample: Refresh | None,
         now: float,
         suspects: int = 0,
-        on_screen: tuple[Sample, float] | None = None,
+        on_screen: tuple[Refresh, float] | None = None,
     ) -> None:
         """Redraw if something shown changed (it is asked every second).
 
@@ -127,7 +127,7 @@ class HeaderBar(TextLines):
         if sample is None:
             return Text("cost …")
         return Text(
-            f"cost {sample.pause_ms:.1f} ms/refresh, {format_size(sample.tracemalloc_memory)}"
+            f"cost {sample.work_ms:.1f} ms/refresh, {format_size(sample.tracemalloc_memory)}"
         )
 
     def table_line(self, width: int) -> Text:
@@ -165,7 +165,7 @@ class HeaderBar(TextLines):
                 parts.append((Text(f"{len(sample.rows)} of {sample.total_rows} rows"), 3))
             if not self.file:
                 newest = self.sample if self.sample is not None else sample
-                parts.append((Text(f"pause {newest.pause_ms:.1f} ms"), 4))
+                parts.append((Text(f"pause {newest.work_ms:.1f} ms"), 4))
                 # How old the rows on screen are is never dropped: a stale table read as a
                 # fresh one misleads. Paused, the table on screen ages by the clock.
                 if state.paused:

@@ -238,11 +238,14 @@ LIVE_ONLY = {
     "types",
     "who_keeps_alive",
 }
-LIVE_ONLY_KEYS = {
-    key.key: key.label
-    for key in KEYS
-    if key.screen == "main" and key.action.split("(")[0] in LIVE_ONLY
-} | {"equals_sign": "Slower"}
+# Actions that walk one process's heap (a source with HeapInspection), and that save its
+# snapshot (Snapshots): a group of processes has neither.
+HEAP_ACTIONS = {"types", "who_keeps_alive"}
+SNAPSHOT_ACTIONS = {"save_snapshot"}
+# The main screen's keys by Textual key name: (footer label, action name).
+MAIN_KEYS = {
+    key.key: (key.label, key.action.split("(")[0]) for key in KEYS if key.screen == "main"
+} | {"equals_sign": ("Slower", "interval")}
 
 SECTIONS = (GROUPING, DELTAS, VIEW, LEAKS, LEAVING, TYPES)
 

@@ -10,7 +10,7 @@ from textual.widgets import Sparkline
 
 from memtop.formatting import format_size
 from memtop.history import History, Verdict
-from memtop.model import Sample
+from memtop.model import Refresh
 from memtop.ui.share_bar import ShareBar
 from memtop.ui.text_lines import TextLines
 from memtop.ui.verdict_line import VerdictLine
@@ -75,7 +75,7 @@ class MemoryPanel(Widget):
     def on_mount(self) -> None:
         self.labels.set_lines(_labels(None))
 
-    def show(self, sample: Sample, history: History, verdict: Verdict) -> None:
+    def show(self, sample: Refresh, history: History, verdict: Verdict) -> None:
         """Put one refresh and the history up to it on screen."""
         self.labels.set_lines(_labels(sample, verdict))
         extras = [
@@ -105,7 +105,7 @@ class MemoryPanel(Widget):
         verdict_widget.show(parts)
 
 
-def _labels(sample: Sample | None, verdict: Verdict | None = None) -> list[Text]:
+def _labels(sample: Refresh | None, verdict: Verdict | None = None) -> list[Text]:
     """The three big numbers, labelled, each with its own rate once there is history."""
     if sample is None:
         values = ["…", "…", "…"]

@@ -11,7 +11,7 @@ from memtop.ending import Ending
 from memtop.errors import AgentBusy, MemtopError
 from memtop.history import HistorySeed
 from memtop.leaks import Origins, ReferrerChain, TypesTable
-from memtop.model import Sample
+from memtop.model import Refresh
 from memtop.source import TracebackEntry
 
 T = TypeVar("T")
@@ -44,10 +44,10 @@ def attempt_or_wait(call: Callable[[], T]) -> tuple[T | None, str | None, float 
     return result, error, busy[0] if busy else None
 
 
-class SampleReady(Message):
+class RefreshReady(Message):
     """A refresh arrived (the first one with the history the agent kept, if any)."""
 
-    def __init__(self, sample: Sample, seed: HistorySeed | None = None) -> None:
+    def __init__(self, sample: Refresh, seed: HistorySeed | None = None) -> None:
         super().__init__()
         self.sample = sample
         self.seed = seed

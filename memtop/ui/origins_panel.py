@@ -7,7 +7,7 @@ from rich.text import Text
 
 from memtop.formatting import clean_text
 from memtop.leaks import Origins
-from memtop.source import Source
+from memtop.source import HeapInspection
 from memtop.ui.detail_panel import DetailPanel
 from memtop.ui.messages import OriginsReady, attempt
 from memtop.ui.traceback_panel import frames_text
@@ -52,7 +52,7 @@ def origins_text(origins: Origins, cwd: str | None = None) -> Text:
 class OriginsPanel(DetailPanel):
     """The allocation sites of a sample of one type's live instances."""
 
-    def __init__(self, source: Source, type_name: str, cwd: str | None = None) -> None:
+    def __init__(self, source: HeapInspection, type_name: str, cwd: str | None = None) -> None:
         super().__init__(
             f"Where {clean_text(type_name)} instances were allocated",
             Text(f"sampling up to {SAMPLE} of the newest instances…", style="dim"),

@@ -8,7 +8,7 @@ from rich.text import Text
 from memtop.formatting import clean_text, location
 from memtop.leaks import NOT_SHOWN, ReferrerChain, values_not_shown
 from memtop.model import Row
-from memtop.source import Source
+from memtop.source import HeapInspection
 from memtop.ui.detail_panel import DetailPanel
 from memtop.ui.messages import ChainReady, attempt_or_wait
 
@@ -72,7 +72,7 @@ class ReferrersPanel(DetailPanel):
 
     def __init__(
         self,
-        source: Source,
+        source: HeapInspection,
         *,
         type_name: str | None = None,
         row: Row | None = None,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from memtop import offline
-from memtop.source import Source
+from memtop import snapfile
+from memtop.source import Snapshots
 
 
 def free_path(path: str, exists: Callable[[str], bool] = os.path.exists) -> str:
@@ -20,11 +20,11 @@ def free_path(path: str, exists: Callable[[str], bool] = os.path.exists) -> str:
     return candidate
 
 
-def save_snapshot(source: Source) -> str:
+def save_snapshot(source: Snapshots) -> str:
     """Save the snapshot to memtop-PID-TIME.memtop here; returns what to tell the user."""
     snapshot = source.snapshot()
-    path = free_path(os.path.abspath(offline.default_snapshot_path(source.info.pid)))
-    offline.write(snapshot, path, "memtop")
+    path = free_path(os.path.abspath(snapfile.default_snapshot_path(source.info.pid)))
+    snapfile.write(snapshot, path, "memtop")
     blocks = sum(count for _, _, count in snapshot.entries)
     name = os.path.basename(path)
     return f"Snapshot saved: {path} ({blocks:,} traced blocks). Open it with: memtop view {name}"

@@ -1,9 +1,7 @@
-"""Leak suspects in the top table: which rows, in what order, and what the status line says
-about the selected one. Pure functions over the model's rows and suspects, no widgets."""
+"""Leak suspects in the top table: their mark, and what the status line says about the
+selected one (which rows, in what order: memtop.table_view)."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 
@@ -18,18 +16,6 @@ RULE = (
     "its size rose steadily over at least 5 of its recent tables (most steps up, few down, "
     "close to a straight line), not in one jump; a one-off spike is not a suspect"
 )
-
-
-def weight(suspect: Suspect) -> float:
-    """How strongly a row is suspected: its growth rate scaled by the confidence."""
-    return suspect.rate * suspect.confidence
-
-
-def suspect_order(rows: Sequence[Row], suspects: Mapping[str, Suspect]) -> tuple[Row, ...]:
-    """Suspect rows by rate × confidence, then the others in their order (the agent's)."""
-    flagged = [row for row in rows if row.key in suspects]
-    flagged.sort(key=lambda row: (-weight(suspects[row.key]), row.key))
-    return (*flagged, *(row for row in rows if row.key not in suspects))
 
 
 def suspect_note(row: Row, suspect: Suspect, cwd: str | None = None) -> Text:

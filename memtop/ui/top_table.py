@@ -19,17 +19,10 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from memtop.history import History, Suspect
-from memtop.model import Row, Sample
-from memtop.ui.cells import (
-    Column,
-    columns_for,
-    header_cells,
-    heat_level,
-    line_text,
-    row_cells,
-)
-from memtop.ui.suspects import suspect_order
+from memtop.history import Suspect
+from memtop.model import Row
+from memtop.table_view import TableView, ViewRow
+from memtop.ui.cells import Column, columns_for, header_cells, line_text, row_cells
 
 STYLE_NAMES = (
     "growth",
@@ -84,11 +77,11 @@ class TopTable(ScrollView, can_focus=True):
         self._order: list[str] = []
         self._cells: dict[str, tuple[Text, ...]] = {}
         self._strips: dict[str, Strip] = {}
-        self._inputs: dict[str, tuple[object, ...]] = {}  # what each row's cells came from
+        self._inputs: dict[str, ViewRow] = {}  # what each row's cells came from
         self._style_cache: Mapping[str, Style] | None = None
         self._header: Strip | None = None
-        self._last: tuple[Sample, History, bool] | None = None
-        self._suspects: dict[str, Suspect] = {}
+        self._last: TableView | None = None
+        self._suspects: Mapping[str, Suspect] = {}
         self._highlighted: tuple[str, Suspect | None] | None = None
 
     # --- what is shown ------------------------------------------------------------------
@@ -104,22 +97,19 @@ class TopTable(ScrollView, can_focus=True):
             return self._rows[self._order[self.cursor_row]]
         return None
 
-    @property
-    def suspect_count(self) -> int:
-        """How many of the rows shown are leak suspects."""
-        return sum(1 for key in self._order if key in self._suspects)
-
-    def show(self, sample: Sample, history: History, suspects_first: bool = False) -> None:
-        """Show one refresh; only rows whose cells changed are drawn again. With
-        `suspects_first`, steady growers lead (by rate × confidence)."""
-        self._last = (sample, history, suspects_first)
+    def show(self, view: TableView) -> None:
+        """Draw one refresh as memtop.table_view laid it out; only rows whose cells
+        changed are drawn again."""
+        self._last = view
+        sample = view.sample
         query = sample.query
-        suspects = self._suspects = history.suspects()
-        rows = suspect_order(sample.rows, suspects) if suspects_first else sample.rows
+        self._suspects = view.suspects
         width = self._width()
-        group = bool(sample.processes) and any(row.procs for row in sample.rows)
         columns = fit_columns(
-            columns_for(query, self.narrow, suspects_first, group, sample.error_bars), width
+            columns_for(
+                query, self.narrow, view.suspects_first, view.grouped_processes, sample.error_bars
+            ),
+            width,
         )
         where_width = _where_room(columns, width)
         grouping = (query.group_by, query.cumulative, query.include, query.exclude)
@@ -136,31 +126,18 @@ class TopTable(ScrollView, can_focus=True):
         self._rows = {}
         order = []
         changed = set()
-        for rank, row in enumerate(rows, 1):
-            trend = history.trend(row.key)
-            suspect = suspects.get(row.key)
-            inputs = (rank, row, trend, heat_level(row.size, sample.traced_current), suspect)
-            if self._inputs.get(row.key) == inputs and row.key in self._cells:
+        for shown in view.rows:
+            row = shown.row
+            if self._inputs.get(row.key) == shown and row.key in self._cells:
                 self._rows[row.key] = row
                 order.append(row.key)
                 continue  # nothing shown in this row changed
-            self._inputs[row.key] = inputs
-            cells = row_cells(
-                columns,
-                rank,
-                row,
-                trend,
-                sample.traced_current,
-                query.group_by,
-                styles,
-                self.cwd,
-                where_width,
-                suspect,
-            )
+            self._inputs[row.key] = shown
+            cells = row_cells(columns, shown, query.group_by, styles, self.cwd, where_width)
             if self._cells.get(row.key) != cells:
                 self._cells[row.key] = cells
                 self._strips.pop(row.key, None)
-                changed.add(rank - 1)
+                changed.add(shown.rank - 1)
             self._rows[row.key] = row
             order.append(row.key)
         for gone in set(self._cells) - set(self._rows):
@@ -196,7 +173,7 @@ class TopTable(ScrollView, can_focus=True):
             self.narrow = narrow
             self.set_class(narrow, "narrow")
             if self._last is not None:
-                self.show(*self._last)
+                self.show(self._last)
 
     def _tell_highlighted(self) -> None:
         """Post Highlighted when the cursor's row, or its suspect reading, changed."""
@@ -209,7 +186,7 @@ class TopTable(ScrollView, can_focus=True):
 
     def on_resize(self, event: Resize) -> None:
         if self._last is not None:
-            self.show(*self._last)
+            self.show(self._last)
 
     # --- drawing ------------------------------------------------------------------------
 
@@ -259,7 +236,7 @@ class TopTable(ScrollView, can_focus=True):
         self._inputs.clear()
         self._header = None
         if self._last is not None:
-            self.show(*self._last)
+            self.show(self._last)
 
     # --- the cursor ---------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from memtop.formatting import clean_text
 from memtop.leaks import NOT_SHOWN, TypesTable
-from memtop.source import Source
+from memtop.source import HeapInspection
 from memtop.ui import keys
 from memtop.ui.messages import TypesReady, attempt_or_wait
 from memtop.ui.origins_panel import OriginsPanel
@@ -66,7 +66,7 @@ class TypesScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = keys.bindings("types")
 
-    def __init__(self, source: Source, cwd: str | None = None) -> None:
+    def __init__(self, source: HeapInspection, cwd: str | None = None) -> None:
         super().__init__()
         self.source = source
         self.cwd = cwd

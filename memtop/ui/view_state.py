@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from memtop import model
 from memtop.ending import Ending
-from memtop.model import INTERNAL_PATTERNS, SORT_KEYS, Query
+from memtop.model import CUMULATIVE_KEYS, INTERNAL_PATTERNS, SORT_KEYS, Query
 
 # The s cycle: the agent's sort orders, then suspects (the agent's growth order, steady
 # growers moved to the top by the viewer from its history).
@@ -89,9 +89,9 @@ class ViewState:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def grouped(self, group_by: str) -> ViewState:
-        """Group by another key; cumulative does not apply to whole tracebacks."""
+        """Group by another key; cumulative applies to some groupings only."""
         return self.replace(
-            group_by=group_by, cumulative=self.cumulative and group_by != "traceback"
+            group_by=group_by, cumulative=self.cumulative and group_by in CUMULATIVE_KEYS
         )
 
     @property
