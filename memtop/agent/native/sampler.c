@@ -127,6 +127,49 @@ static region_t set_region;
 static sample_t *set_slots;
 static uint64_t set_cap, set_used, set_live;
 
+/* How many sampled blocks live at addresses of each hash: counted up when a block is
+ * sampled, down when it is forgotten. A free whose count is zero cannot be of a sampled
+ * block and leaves at once, without the thread-state read and the set lookup: pymalloc
+ * hands the same few addresses out again and again, so a set lookup per free made every
+ * free pay for the few sampled blocks alive. Threads of another interpreter may read it
+ * while the main interpreter's (which alone write it, under its GIL) change it: relaxed
+ * atomics, and a non-zero count only leads on to the full check. */
+#define FILTER_SLOTS (1u << 16)
+#define FILTER_STUCK 0xFFFFu /* counts this high stay: never a wrong zero */
+static uint16_t filter[FILTER_SLOTS];
+
+static inline uint32_t filter_slot(uintptr_t ptr)
+{
+    return (uint32_t)((((uint64_t)ptr >> 4) * 0xD6E8FEB86659FD93ULL) >> (64 - 16));
+}
+
+static inline void filter_add(uintptr_t ptr)
+{
+    uint16_t *c = &filter[filter_slot(ptr)];
+    uint16_t v = __atomic_load_n(c, __ATOMIC_RELAXED);
+    if (v != FILTER_STUCK)
+        __atomic_store_n(c, (uint16_t)(v + 1), __ATOMIC_RELAXED);
+}
+
+static inline void filter_remove(uintptr_t ptr)
+{
+    uint16_t *c = &filter[filter_slot(ptr)];
+    uint16_t v = __atomic_load_n(c, __ATOMIC_RELAXED);
+    if (v != 0 && v != FILTER_STUCK)
+        __atomic_store_n(c, (uint16_t)(v - 1), __ATOMIC_RELAXED);
+}
+
+static inline int filter_may_hold(uintptr_t ptr)
+{
+    return __atomic_load_n(&filter[filter_slot(ptr)], __ATOMIC_RELAXED) != 0;
+}
+
+static void filter_clear(void)
+{
+    for (uint32_t i = 0; i < FILTER_SLOTS; i++)
+        __atomic_store_n(&filter[i], 0, __ATOMIC_RELAXED);
+}
+
 static region_t stack_region, frame_region, index_region;
 static stack_t_ *stacks;
 static frame_t *frames;
@@ -400,6 +443,7 @@ static int rebuild_set(uint64_t ncap)
             j = (j + 1) & (ncap - 1);
         p[j] = oslots[i];
     }
+
     set_region.base = p;
     set_region.bytes = ncap * sizeof(sample_t);
     set_slots = p;
@@ -450,6 +494,7 @@ static void forget(uintptr_t ptr)
     uint64_t j = slot_of(ptr, set_cap);
     for (; set_slots[j].ptr; j = (j + 1) & (set_cap - 1)) {
         if (set_slots[j].ptr == ptr) {
+            filter_remove(ptr);
             account(set_slots[j].stack, set_slots[j].size, -1);
             set_slots[j].ptr = TOMBSTONE;
             set_live--;
@@ -497,6 +542,7 @@ static void take_sample(hook_t *h, void *ptr, size_t size)
     set_slots[j].ptr = (uintptr_t)ptr;
     set_slots[j].size = size;
     set_slots[j].stack = sid;
+    filter_add((uintptr_t)ptr);
     set_live++;
     sampled_total++;
     account(sid, size, +1);
@@ -504,7 +550,8 @@ static void take_sample(hook_t *h, void *ptr, size_t size)
 
 static inline void on_free(void *ptr)
 {
-    if (set_live && ptr && !foreign_thread(check_interp ? api.tstate_get() : NULL))
+    if (set_live && ptr && filter_may_hold((uintptr_t)ptr) &&
+        !foreign_thread(check_interp ? api.tstate_get() : NULL))
         forget((uintptr_t)ptr);
 }
 
@@ -568,6 +615,7 @@ static uint64_t release_stacks(void)
     unmap(&index_region);
     set_slots = NULL;
     set_cap = set_used = set_live = 0;
+    filter_clear();
     stacks = NULL;
     stack_index = NULL;
     stack_cap = stack_count = index_cap = 0;
