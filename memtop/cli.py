@@ -21,7 +21,6 @@ from memtop.cliargs import build_parser
 from memtop.client import AgentClient
 from memtop.ending import Ending
 from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
-from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
 from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.modes import ModeRequest, mode_request, settle_mode
@@ -227,6 +226,10 @@ def _view(
 
 
 def _view_file(args: argparse.Namespace) -> int:
+    # Here only: a saved file's rows are grouped by the agent's own collector, which a
+    # live view (grouped in the target) does not load.
+    from memtop.filesource import FileSource
+
     if args.trust_pickle:
         sys.stderr.write(f"memtop: {PICKLE_WARNING}\n")
     current = load(args.file, args.trust_pickle)

@@ -8,20 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from memtop.agent import checks, collector, rowkeys
+from memtop.agent import protocol, rowkeys
 from memtop.formatting import format_size
 
 # What the agent accepts in one list of filename patterns (include, exclude).
-MAX_PATTERNS = checks.MAX_PATTERNS
-MAX_PATTERN_CHARS = checks.MAX_PATTERN_CHARS
+MAX_PATTERNS = protocol.MAX_PATTERNS
+MAX_PATTERN_CHARS = protocol.MAX_PATTERN_CHARS
 
 if TYPE_CHECKING:
     from memtop.history import History
 
-# The agent's grouping keys and sort orders, one copy (memtop.agent.rowkeys, collector).
+# The agent's grouping keys and sort orders, one copy (memtop.agent.rowkeys).
 GROUP_KEYS = rowkeys.GROUP_KEYS
 CUMULATIVE_KEYS = rowkeys.CUMULATIVE_KEYS  # the groupings that may count every frame
-SORT_KEYS = collector.SORT_KEYS
+SORT_KEYS = rowkeys.SORT_KEYS
 
 
 # Allocations that are rarely what a leak hunt is after: the import system, frames
