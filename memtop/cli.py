@@ -16,6 +16,7 @@ from typing import TextIO
 from memtop import signals, snapfile
 from memtop.attach.chain import attach, detach, tidy
 from memtop.attach.discovery import as_tree, python_processes
+from memtop.attach.runner import Program, log_tail, start_program
 from memtop.batch import run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
@@ -25,7 +26,6 @@ from memtop.formatting import display_command, fit, format_size
 from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.modes import ModeRequest, mode_request, settle_mode
 from memtop.record import Recorder
-from memtop.runner import Program, log_tail, start_program
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource, Source, fetch_snapshot
 from memtop.terminal import SafeStream, clean_text

@@ -64,7 +64,7 @@ def fit(text: str, width: int) -> str:
 
 
 # `memtop run` starts `python -c BOOTSTRAP cfg_fd status_fd kind target args...`; the
-# bootstrap ends with this line (memtop/runner.py).
+# bootstrap ends with this line (memtop/attach/runner.py).
 _BOOTSTRAP_END = "l.main(sys.argv[1:])\n"
 
 

@@ -47,7 +47,8 @@ def test_agent_and_model_import_no_ui_and_no_psutil() -> None:
 def test_headless_views_import_no_textual() -> None:
     assert (
         imported(
-            ["memtop.batch", "memtop.client", "memtop.runner", "memtop.source"], {"textual", "rich"}
+            ["memtop.batch", "memtop.client", "memtop.attach.runner", "memtop.source"],
+            {"textual", "rich"},
         )
         == []
     )

@@ -22,7 +22,7 @@ from memtop.agent import rundir
 from memtop.ending import Ending
 from memtop.errors import AttachError, TargetExited, UsageError
 
-AGENT_DIR = str(Path(__file__).resolve().parent / "agent")
+AGENT_DIR = str(Path(__file__).resolve().parent.parent / "agent")
 
 # Runs as `python -c`; loads the agent package by path under a private name, so nothing
 # needs to be installed in the program's environment.
