@@ -347,6 +347,7 @@ def _reuse(target: Target, run_dir: RunDir) -> tuple[AgentClient, str, str] | No
 
 
 def _listening(run_dir: RunDir, name: str) -> bool:
+    """rundir.listening, as `memtop ps` asks it; a socket of another user stops the attach."""
     try:
         return rundir.listening(run_dir, name)
     except RunDirError as exc:
