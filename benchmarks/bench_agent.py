@@ -37,10 +37,10 @@ from typing import Any
 
 from memtop import __version__ as memtop_version
 from memtop.agent import protocol
+from memtop.attach.runner import Program, start_program
 from memtop.client import AgentClient
 from memtop.errors import MemtopError
 from memtop.model import Query
-from memtop.runner import Program, start_program
 
 BENCH_DIR = Path(__file__).resolve().parent
 PAUSE_TARGET = str(BENCH_DIR / "pause_target.py")

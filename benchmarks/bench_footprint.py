@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from memtop.attach.runner import start_program  # noqa: E402
 from memtop.client import AgentClient  # noqa: E402
-from memtop.runner import start_program  # noqa: E402
 
 TARGET = str(ROOT / "benchmarks" / "footprint_target.py")
 MIB = 1024 * 1024

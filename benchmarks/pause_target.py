@@ -3,7 +3,7 @@ costs it: the `_get_traces()` floor, memtop's agent, and the stdlib snapshot API
 
 argv: RESULT BLOCKS REPEATS WORKDIR
 
-Meant to run under `memtop.runner.start_program` (the agent traces with nframe 4 and
+Meant to run under `memtop.attach.runner.start_program` (the agent traces with nframe 4 and
 serves the same heap over its socket once the in-process numbers are written); run
 directly, it starts tracemalloc itself. Measurements run round-robin, so slow drift of
 the machine hits every column alike. Results go to RESULT as JSON; then the process

@@ -1,11 +1,11 @@
-"""Headless views: `--batch` text refreshes like `top -b`, and `--json` lines."""
+"""Headless views: `--batch` text refreshes like `top -b` (or `--json` lines,
+memtop.json_lines), fed by the batch loop."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TextIO
 
@@ -22,9 +22,8 @@ from memtop.model import (
     gaps_note,
     mode_text,
     only_new_note,
-    refresh_json,
 )
-from memtop.record import Recorder
+from memtop.sink import Sink, feed
 from memtop.source import LiveControls, Source, wait_for_exit
 
 _COLUMNS = "    #       SIZE      dSIZE    COUNT   dCOUNT      AVG  "
@@ -135,33 +134,26 @@ def render_text(
     return "\n".join(lines) + "\n"
 
 
-def render_json(
-    sample: Refresh,
-    verdict: Verdict,
-    history: History | None = None,
-    unknown: tuple[str, ...] = (),
-) -> str:
-    """One `--json` line; the fields in `unknown` (a saved snapshot does not record them)
-    are null."""
-    data = refresh_json(sample, history)
-    for name in unknown:
-        if name in data:
-            data[name] = None
-    if "time" in unknown:
-        data["table"]["age"] = None
-    data["verdict"] = verdict.text
-    data["verdict_kind"] = verdict.kind
-    # Most memory at one line while compiled code is loaded (see memtop.compiled), or null.
-    hint = compiled_hint(sample, sample.extension_modules)
-    data["compiled_code"] = hint.as_json() if hint is not None else None
-    # Bytes per minute of each part of the account the verdict read (see memtop.verdict).
-    data["rates"] = {
-        "rss": round(verdict.rss.per_minute),
-        "traced": round(verdict.traced.per_minute),
-        "tracer": round(verdict.tracer.per_minute),
-        "untraced": round(verdict.untraced.per_minute),
-    }
-    return json.dumps(data, separators=(",", ":"))
+class TextView:
+    """The `--batch` view: plain text refreshes on `out`, like `top -b`."""
+
+    def __init__(self, out: TextIO, source: Source, width: int = 120) -> None:
+        self.out = out
+        self.width = width
+        self.cwd = os.getcwd()
+        info = source.info
+        self.label = clean_text(f"pid {info.pid} - python {info.python} - {info.how}")
+        self.taken: str | None = None
+        describe = getattr(source, "describe", None)  # a saved snapshot says what it knows
+        if describe is not None:
+            self.label, self.taken = (clean_text(text) for text in describe())
+
+    def write(self, refresh: Refresh, history: History, verdict: Verdict) -> None:
+        text = render_text(
+            refresh, verdict, self.label, self.width, self.cwd, history.suspects(), self.taken
+        )
+        self.out.write(text + "\n")
+        self.out.flush()
 
 
 def run_batch(
@@ -170,25 +162,16 @@ def run_batch(
     *,
     interval: float,
     iterations: int | None,
-    as_json: bool,
-    out: TextIO,
+    sinks: Sequence[Sink],
     err: TextIO,
-    width: int = 120,
     sleep: Callable[[float], None] = time.sleep,
-    record: Recorder | None = None,
 ) -> int:
-    """Print refreshes until `iterations`, the target's exit or Ctrl-C; returns the exit code
-    (after the target's exit: its own status, see memtop.ending). `record` gets every
-    refresh too (--record)."""
+    """Feed refreshes to `sinks` (the text view or JSON lines, --record) until `iterations`,
+    the target's exit or Ctrl-C; returns the exit code (after the target's exit: its own
+    status, see memtop.ending)."""
     history = History()
     shown = 0
     info = source.info
-    label = clean_text(f"pid {info.pid} - python {info.python} - {info.how}")
-    taken = None
-    describe = getattr(source, "describe", None)  # a saved snapshot says what it knows
-    if describe is not None:
-        label, taken = (clean_text(text) for text in describe())
-    cwd = os.getcwd()
     live = source if isinstance(source, LiveControls) else None
     try:
         while iterations is None or shown < iterations:
@@ -205,16 +188,7 @@ def run_batch(
                 err.write(f"memtop: target {info.pid} {status}\n")
                 return status.exit_status if shown else EXIT_TARGET_GONE
             history.add(sample)
-            if record is not None:
-                record.write(sample, history)
-            verdict = history.verdict()
-            out.write(
-                render_json(sample, verdict, history, getattr(source, "unknown_fields", ())) + "\n"
-                if as_json
-                else render_text(sample, verdict, label, width, cwd, history.suspects(), taken)
-                + "\n"
-            )
-            out.flush()
+            feed(sinks, sample, history)
             shown += 1
             if iterations is not None and shown >= iterations:
                 break

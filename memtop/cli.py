@@ -16,17 +16,18 @@ from typing import TextIO
 from memtop import signals, snapfile
 from memtop.attach.chain import attach, detach, tidy
 from memtop.attach.discovery import as_tree, python_processes
-from memtop.batch import run_batch
+from memtop.attach.runner import Program, log_tail, start_program
+from memtop.batch import TextView, run_batch
 from memtop.cliargs import build_parser
 from memtop.client import AgentClient
 from memtop.ending import Ending
 from memtop.errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, MemtopError, TargetExited, UsageError
-from memtop.filesource import FileSource
 from memtop.formatting import display_command, fit, format_size
+from memtop.json_lines import JsonLines
 from memtop.model import INTERNAL_PATTERNS, Query
 from memtop.modes import ModeRequest, mode_request, settle_mode
 from memtop.record import Recorder
-from memtop.runner import Program, log_tail, start_program
+from memtop.sink import Sink
 from memtop.snapfile import PICKLE_WARNING, load
 from memtop.source import LiveSource, Source, fetch_snapshot
 from memtop.terminal import SafeStream, clean_text
@@ -189,30 +190,32 @@ def _view(
     record = None
     keep = False
     try:
-        recorder = None
+        sinks: list[Sink] = []
         if getattr(args, "record", None):
             try:
                 record = open(args.record, "a", encoding="utf-8")  # noqa: SIM115 - closed below
             except OSError as exc:
                 raise UsageError(f"cannot write {args.record}: {exc.strerror}") from exc
-            recorder = Recorder(record)
+            sinks.append(Recorder(record))
         terminal = all(stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr))
         if args.batch or args.json or args.iterations is not None or not terminal:
+            view: Sink = (
+                JsonLines(sys.stdout, getattr(source, "unknown_fields", ()))
+                if args.json
+                else TextView(sys.stdout, source, _batch_width())
+            )
             code = run_batch(
                 source,
                 query,
                 interval=args.interval,
                 iterations=args.iterations,
-                as_json=args.json,
-                out=sys.stdout,
+                sinks=[view, *sinks],
                 err=sys.stderr,
-                width=_batch_width(),
-                record=recorder,
             )
         else:
             from memtop.ui.app import run_tui  # Textual loads only when the TUI runs
 
-            outcome = run_tui(source, query, args.interval, args.hide_internal, recorder)
+            outcome = run_tui(source, query, args.interval, args.hide_internal, sinks)
             if outcome.error is not None:
                 raise MemtopError(outcome.error, outcome.exit_code)
             if outcome.ended is not None:  # said on screen; said again once it is gone
@@ -227,6 +230,10 @@ def _view(
 
 
 def _view_file(args: argparse.Namespace) -> int:
+    # Here only: a saved file's rows are grouped by the agent's own collector, which a
+    # live view (grouped in the target) does not load.
+    from memtop.filesource import FileSource
+
     if args.trust_pickle:
         sys.stderr.write(f"memtop: {PICKLE_WARNING}\n")
     current = load(args.file, args.trust_pickle)

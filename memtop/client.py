@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import time
 from typing import Any
 
@@ -12,19 +11,10 @@ from memtop import __version__, replies
 from memtop.agent import protocol, rundir
 from memtop.errors import AgentBusy, AgentError, AttachError, BadReply, ConnectionLost
 
-_CRED = struct.Struct("3i")
 DEFAULT_TIMEOUT = 60.0
 # How long a request may wait in all for the agent's time budget (busy replies) before
 # AgentBusy is raised; a view that would rather show a notice sets a shorter wait.
 DEFAULT_BUSY_WAIT = 30.0
-
-
-def peer_pid(sock: socket.socket) -> int:
-    """The pid at the other end of a Unix socket (SO_PEERCRED)."""
-    pid, _uid, _gid = _CRED.unpack(
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
-    )
-    return int(pid)
 
 
 class AgentClient:
@@ -75,7 +65,7 @@ class AgentClient:
             ) from exc
         try:
             if expected_pid is not None:
-                served_by = peer_pid(sock)
+                served_by, _uid, _gid = rundir.peer_credentials(sock)
                 if served_by != expected_pid:
                     # A socket planted at the expected path by someone else.
                     raise AttachError(

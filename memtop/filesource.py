@@ -118,7 +118,7 @@ class FileSource:
         against = None
         if self._base_by_tb is not None:
             against = collector.group(self._base_by_tb, config[0], config[1], keep)
-        sort = query.sort if query.sort in collector.SORT_KEYS else "size"
+        sort = query.sort if query.sort in rowkeys.SORT_KEYS else "size"
         rows, total = collector.rank(current, against, query.group_by, sort, query.limit)
         meta = self.current.meta
         taken = float(meta.get("time") or 0.0)

@@ -64,13 +64,13 @@ def fit(text: str, width: int) -> str:
 
 
 # `memtop run` starts `python -c BOOTSTRAP cfg_fd status_fd kind target args...`; the
-# bootstrap ends with this line (memtop/runner.py).
-_BOOTSTRAP_END = "l.main(sys.argv[1:])\n"
+# bootstrap ends with this line (memtop/attach/bootstrap.py).
+RUN_BOOTSTRAP_END = "l.main(sys.argv[1:])\n"
 
 
 def display_command(cmdline: str) -> str:
     """The command line as a person would have typed it (not memtop's bootstrap code)."""
-    head, found, tail = cmdline.partition(_BOOTSTRAP_END)
+    head, found, tail = cmdline.partition(RUN_BOOTSTRAP_END)
     parts = tail.split()
     if found and len(parts) >= 4:
         python = os.path.basename(head.split(" ", 1)[0]) or "python"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from memtop.agent.safeview import NOT_SHOWN
+from memtop.agent.protocol import NOT_SHOWN
 from memtop.model import Frame
 
 

@@ -6,22 +6,19 @@ No IO, no Textual. The batch output and the TUI are two views of these objects.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from memtop.agent import checks, collector, rowkeys
+from memtop.agent import protocol, rowkeys
 from memtop.formatting import format_size
 
 # What the agent accepts in one list of filename patterns (include, exclude).
-MAX_PATTERNS = checks.MAX_PATTERNS
-MAX_PATTERN_CHARS = checks.MAX_PATTERN_CHARS
+MAX_PATTERNS = protocol.MAX_PATTERNS
+MAX_PATTERN_CHARS = protocol.MAX_PATTERN_CHARS
 
-if TYPE_CHECKING:
-    from memtop.history import History
-
-# The agent's grouping keys and sort orders, one copy (memtop.agent.rowkeys, collector).
+# The agent's grouping keys and sort orders, one copy (memtop.agent.rowkeys).
 GROUP_KEYS = rowkeys.GROUP_KEYS
 CUMULATIVE_KEYS = rowkeys.CUMULATIVE_KEYS  # the groupings that may count every frame
-SORT_KEYS = collector.SORT_KEYS
+SORT_KEYS = rowkeys.SORT_KEYS
 
 
 # Allocations that are rarely what a leak hunt is after: the import system, frames
@@ -336,80 +333,3 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def tracing_json(sample: Refresh) -> dict[str, Any]:
-    """The tracing session's fields of a `--json` line."""
-    tracing = sample.tracing
-    return {
-        "tracing_since": tracing.since if tracing is not None else None,
-        "tracing_session": tracing.session if tracing is not None else None,
-        "sees_only_new": tracing.sees_only_new if tracing is not None else False,
-        "baseline_restarted": sample.baseline_restarted,
-    }
-
-
-def refresh_json(sample: Refresh, history: History | None = None) -> dict[str, Any]:
-    """The `--json` line of one refresh (schema in DESIGN.md §2; fields are only added).
-
-    With the `history` of the refreshes so far, rows carry `growth_rate` (bytes/min over
-    their recent tables, null while too few) and `suspect` (steady growth: a likely leak)."""
-    suspects = history.suspects() if history is not None else {}
-    return {
-        "pid": sample.pid,
-        "time": sample.time,
-        "mode": sample.mode,
-        "sample_rate": sample.sample_rate if sample.sampled else None,
-        "sampler_gaps": sample.sampler_gaps,
-        "group_by": sample.query.group_by,
-        "cumulative": sample.query.cumulative,
-        "rss": sample.rss,
-        "uss": sample.uss,
-        "traced_current": sample.traced_current,
-        "traced_peak": sample.traced_peak,
-        "tracemalloc_memory": sample.tracemalloc_memory,
-        "traced_blocks": sample.traced_blocks,
-        "nframe": sample.nframe,
-        "pause_ms": sample.work_ms,  # its JSON name since the first release (DESIGN.md §2)
-        "untraced": sample.untraced,
-        "memtop_traced": sample.memtop_traced,
-        "memtop_residue": sample.memtop_residue,
-        "read_peak": sample.read_peak,
-        "total_rows": sample.total_rows,
-        **tracing_json(sample),
-        "table": {
-            "age": round(sample.table.age, 3),
-            "fresh": sample.table.fresh,
-            "pause_ms": sample.table.pause_ms,
-            "next_in": sample.table.next_in,
-            "budget": sample.table.budget,
-        },
-        "rows": [
-            {
-                "key": row.key,
-                "filename": row.filename,
-                "lineno": row.lineno,
-                "size": row.size,
-                "count": row.count,
-                "size_error": row.size_error,
-                "count_error": row.count_error,
-                "size_diff": row.size_diff,
-                "count_diff": row.count_diff,
-                "source": row.source,
-                "traceback": [{"filename": f.filename, "lineno": f.lineno} for f in row.traceback],
-                "growth_rate": history.growth_rate(row.key) if history is not None else None,
-                "suspect": row.key in suspects,
-                "suspect_confidence": suspects[row.key].confidence if row.key in suspects else 0.0,
-                **_contributions(row),
-            }
-            for row in sample.rows
-        ],
-        **({"processes": [p.as_json() for p in sample.processes]} if sample.processes else {}),
-    }
-
-
-def _contributions(row: Row) -> dict[str, Any]:
-    """A group's row: what each process holds of it (DESIGN.md §7 "pids")."""
-    if not row.procs:
-        return {}
-    return {"pids": [{"pid": pid, "size": size, "count": n} for pid, size, n in row.procs]}

@@ -6,19 +6,21 @@ import json
 from typing import TextIO
 
 from memtop.history import History
-from memtop.model import Refresh, refresh_json
+from memtop.json_lines import refresh_json
+from memtop.model import Refresh
+from memtop.verdict import Verdict
 
 
 class Recorder:
-    """Fed once per refresh by the view (batch or TUI) with the refresh and the view's own
-    history; the file belongs to the caller, who closes it."""
+    """A sink (memtop.sink) of the batch view or the TUI; the file belongs to the caller,
+    who closes it."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
-    def write(self, sample: Refresh, history: History) -> None:
-        """One line: the refresh as `--json` shapes it, and the history's verdict."""
-        line = refresh_json(sample, history)
-        line["verdict"] = history.verdict().text
+    def write(self, refresh: Refresh, history: History, verdict: Verdict) -> None:
+        """One line: the refresh as `--json` shapes it, and the view's verdict."""
+        line = refresh_json(refresh, history)
+        line["verdict"] = verdict.text
         self.out.write(json.dumps(line, separators=(",", ":")) + "\n")
         self.out.flush()

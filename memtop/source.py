@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 from memtop import __version__
 from memtop.attach import procfs
 from memtop.attach.diagnose import ending_of
+from memtop.attach.runner import Program
 from memtop.client import DEFAULT_BUSY_WAIT, AgentClient
 from memtop.compiled import crowded_line, read_extension_modules
 from memtop.ending import Ending
@@ -33,7 +34,6 @@ from memtop.leaks import (
 )
 from memtop.model import Frame, Query, Refresh, Row, refresh_from_reply, wire_key
 from memtop.procinfo import ProcInfo
-from memtop.runner import Program
 from memtop.snapfile import SavedSnapshot, assemble
 
 

@@ -20,10 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from memtop.attach.runner import start_program
 from memtop.cli import DEMO_PROGRAM
 from memtop.client import AgentClient
 from memtop.model import Query
-from memtop.runner import start_program
 from memtop.source import LiveSource
 from memtop.ui.app import MemtopApp
 from memtop.ui.referrers_panel import ReferrersPanel

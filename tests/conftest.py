@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from memtop.attach.runner import Program, start_program
 from memtop.client import AgentClient
-from memtop.runner import Program, start_program
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ROOT / "tests" / "targets"

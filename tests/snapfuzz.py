@@ -186,9 +186,10 @@ def exercise(path: str, out_dir: str) -> str | None:
     """Open `path` as `memtop view -b`, `--json` and `memtop convert` (to each format) do;
     None when every one ended cleanly or with a MemtopError, else the traceback."""
     from memtop import snapfile
-    from memtop.batch import run_batch
+    from memtop.batch import TextView, run_batch
     from memtop.errors import MemtopError
     from memtop.filesource import FileSource
+    from memtop.json_lines import JsonLines
     from memtop.model import Query
     from memtop.snapfile import load
 
@@ -203,8 +204,9 @@ def exercise(path: str, out_dir: str) -> str | None:
                     Query(),
                     interval=1.0,
                     iterations=1,
-                    as_json=as_json,
-                    out=out,
+                    sinks=[
+                        JsonLines(out, source.unknown_fields) if as_json else TextView(out, source)
+                    ],
                     err=io.StringIO(),
                 )
                 raw = [c for c in "\x1b\x07\x9b\r\u202e" if c in out.getvalue()]

@@ -12,7 +12,7 @@ from conftest import Targets, need_interpreter, state_of, wait_for, wait_state
 from wire import Raw, error_code
 
 from memtop.agent import checks, sampler
-from memtop.runner import Program
+from memtop.attach.runner import Program
 
 FILES = 2000
 

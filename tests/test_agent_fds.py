@@ -24,7 +24,7 @@ from conftest import (
 )
 from wire import Raw
 
-from memtop.runner import Program
+from memtop.attach.runner import Program
 
 TCP_CLIENTS = 20
 

@@ -47,10 +47,29 @@ def test_agent_and_model_import_no_ui_and_no_psutil() -> None:
 def test_headless_views_import_no_textual() -> None:
     assert (
         imported(
-            ["memtop.batch", "memtop.client", "memtop.runner", "memtop.source"], {"textual", "rich"}
+            ["memtop.batch", "memtop.client", "memtop.attach.runner", "memtop.source"],
+            {"textual", "rich"},
         )
         == []
     )
+
+
+# What the live viewer uses of the agent package: the wire, the run dir, row identity.
+VIEWER_AGENT_MODULES = {
+    "memtop.agent",
+    "memtop.agent.nofollow",
+    "memtop.agent.protocol",
+    "memtop.agent.rowkeys",
+    "memtop.agent.rundir",
+}
+
+
+@pytest.mark.parametrize(
+    "module", ["memtop.client", "memtop.source", "memtop.cli", "memtop.ui.app"]
+)
+def test_live_viewer_loads_only_the_agent_modules_it_uses(module: str) -> None:
+    loaded = set(imported([module], {"memtop"}))
+    assert {m for m in loaded if m.startswith("memtop.agent")} <= VIEWER_AGENT_MODULES
 
 
 def test_agent_imports_only_stdlib_and_itself() -> None:

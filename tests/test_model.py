@@ -6,7 +6,8 @@ from dataclasses import replace
 from typing import Any
 
 from memtop.history import History, judge_growth, seed_from_reply
-from memtop.model import Frame, Query, refresh_from_reply, refresh_json, row_key
+from memtop.json_lines import refresh_json
+from memtop.model import Frame, Query, refresh_from_reply, row_key
 
 
 def reply(rows: list[dict], sample_id: int = 1, traced: int = 1000) -> dict:

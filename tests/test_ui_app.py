@@ -714,7 +714,7 @@ async def test_record_gets_every_refresh_the_view_shows_with_its_verdict() -> No
     source = FakeSource()
     app = MemtopApp(
         source, Query(), 1.0, clock=lambda: T0 + 90, cwd=CWD, autorefresh=False,
-        record=Recorder(out),
+        sinks=[Recorder(out)],
     )  # fmt: skip
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)

@@ -5,10 +5,7 @@ import math
 
 from . import rowkeys
 from .globmatch import GlobError, compile_glob
-
-# Per list (include, exclude): matching a filename costs time linear in these.
-MAX_PATTERNS = 16
-MAX_PATTERN_CHARS = 256
+from .protocol import MAX_PATTERN_CHARS, MAX_PATTERNS
 
 
 class BadArgs(Exception):

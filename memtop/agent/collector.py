@@ -20,7 +20,7 @@ from . import footprint, rowkeys
 from .globmatch import compile_glob
 
 GROUP_KEYS = rowkeys.GROUP_KEYS
-SORT_KEYS = ("size", "size_diff", "count", "count_diff", "growth")
+SORT_KEYS = rowkeys.SORT_KEYS
 
 _AGENT_DIR = os.path.dirname(os.path.abspath(__file__))
 # The agent's modules, as their code objects name them. The launcher hands control to

@@ -53,7 +53,7 @@ class Agent:
         self.pid = os.getpid()
         self.start_time = rundir.process_start_time(self.pid)
         self.run_dir = config.get("rundir") or rundir.default_run_dir(self.uid, os.environ)
-        self.socket_path = os.path.join(self.run_dir, rundir.socket_name(self.pid, self.start_time))
+        self.socket_path = rundir.socket_path(self.run_dir, self.pid, self.start_time)
         self.token_path = None
         self.token_file = None  # (st_dev, st_ino) of the token file the agent wrote
         self.tokens = []

@@ -15,6 +15,12 @@ MAX_REQUEST = 64 * 1024
 MAX_RESPONSE = 16 * 1024 * 1024
 FRAME_TIMEOUT = 5.0
 MAX_CLIENTS = 4  # authenticated viewers
+# Per list of filename patterns (include, exclude): matching a filename costs time linear
+# in these.
+MAX_PATTERNS = 16
+MAX_PATTERN_CHARS = 256
+# Said in place of a value whose text only the program's own code could give.
+NOT_SHOWN = "value not shown: defined by the program"
 # Connections that have not yet authenticated have their own small pool, so that
 # token-less connections can never take a viewer's place; the oldest makes room.
 MAX_UNAUTHENTICATED = 8

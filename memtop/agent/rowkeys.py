@@ -13,6 +13,7 @@ GROUP_KEYS = ("lineno", "filename", "traceback")
 # Counting every frame of a traceback (not only the allocating one) gives rows of lines or
 # files; a whole-traceback row is already every frame.
 CUMULATIVE_KEYS = ("lineno", "filename")
+SORT_KEYS = ("size", "size_diff", "count", "count_diff", "growth")
 MAX_WIRE_FRAMES = 1024
 
 

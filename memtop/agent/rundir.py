@@ -20,7 +20,9 @@ reaching its own directory, uses the very same functions, so there is one code p
 
 import binascii
 import os
+import socket
 import stat
+import struct
 
 from . import nofollow
 from .nofollow import UnsafePath
@@ -30,6 +32,8 @@ MAX_SOCKET_PATH = 107
 # Session results and token files are a few hundred bytes.
 MAX_SMALL_FILE = 64 * 1024
 _MAX_TREE_DEPTH = 8
+# struct ucred: pid, uid, gid.
+_CRED = struct.Struct("3i")
 
 
 def _random_suffix():
@@ -517,6 +521,44 @@ def parse_socket_name(name):
     if not sep or not pid.isdigit() or not start.isdigit():
         return None
     return int(pid), int(start)
+
+
+def socket_path(run_dir, pid, start_time):
+    """Path of the agent socket of one process in the run directory at `run_dir`."""
+    return os.path.join(run_dir, socket_name(pid, start_time))
+
+
+def listening(run_dir, name, timeout=2.0):
+    """Whether an agent accepts connections at the socket `name` of the open RunDir
+    `run_dir`. False when nothing, or something else than a socket (stale), is there, or
+    nobody accepts; True when a connect succeeds, or the socket exists and answers oddly
+    (the real connect reports that). RunDirError when the socket is not the owner's."""
+    try:
+        fd = run_dir.open_socket(name)
+    except RunDirError:
+        info = run_dir.lstat(name)
+        if info is not None and not stat.S_ISSOCK(info.st_mode):
+            return False
+        raise
+    if fd is None:
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        nofollow.connect_fd(probe, fd)
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.close()
+        os.close(fd)
+
+
+def peer_credentials(sock):
+    """(pid, uid, gid) of a connected Unix socket's peer (SO_PEERCRED)."""
+    return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
 
 
 def token_name(pid, start_time):

@@ -12,7 +12,7 @@ from exact builtin values. Where a value would need the program's code, NOT_SHOW
 import sys
 import types
 
-NOT_SHOWN = "value not shown: defined by the program"
+from .protocol import NOT_SHOWN
 
 _QUALNAME = type.__dict__["__qualname__"].__get__
 _MODULE = type.__dict__["__module__"].__get__

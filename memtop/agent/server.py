@@ -10,14 +10,13 @@ program closed the listener, serving ends without touching the number again.
 
 import collections
 import select
-import socket
-import struct
 import time
 
 from . import protocol
 from .checks import BadArgs, Busy
 from .commands import ClientState
 from .ownsocket import ForeignFd
+from .rundir import peer_credentials
 
 POLL_MS = 250
 # A viewer sends its token as soon as it has read the greeting: one round trip.
@@ -37,7 +36,6 @@ LARGE_REPLY = 64 * 1024
 BUSY_PAUSE = 0.25
 BURST_PAUSE = 0.05
 REQUEST_BURST = 8
-_CRED = struct.Struct("3i")
 
 
 def trusted_uids(own_uid):
@@ -56,11 +54,6 @@ def trusted_uids(own_uid):
     except (OSError, ValueError):
         pass
     return frozenset(trusted)
-
-
-def peer_credentials(sock):
-    """(pid, uid, gid) of a Unix socket's peer (SO_PEERCRED)."""
-    return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
 
 
 class Connection:

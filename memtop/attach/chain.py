@@ -9,16 +9,13 @@ memtop.agent.rundir): the target's user may swap anything in it at any moment.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from memtop.agent import nofollow, rundir
+from memtop.agent import rundir
 from memtop.agent.rundir import RunDir, RunDirError
 from memtop.attach import gdb, procfs, remote_exec
 from memtop.attach.container import alive_inside
@@ -350,28 +347,11 @@ def _reuse(target: Target, run_dir: RunDir) -> tuple[AgentClient, str, str] | No
 
 
 def _listening(run_dir: RunDir, name: str) -> bool:
-    """Whether the socket `name` accepts connections; a non-socket there is stale too."""
+    """rundir.listening, as `memtop ps` asks it; a socket of another user stops the attach."""
     try:
-        fd = run_dir.open_socket(name)
+        return rundir.listening(run_dir, name)
     except RunDirError as exc:
-        info = run_dir.lstat(name)
-        if info is not None and not stat.S_ISSOCK(info.st_mode):
-            return False  # a file or link at the socket's name: stale, removed
         raise AttachError(str(exc)) from exc
-    if fd is None:
-        return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
-    try:
-        nofollow.connect_fd(probe, fd)
-        return True
-    except (ConnectionRefusedError, FileNotFoundError):
-        return False
-    except OSError:
-        return True  # exists and answers oddly: let the real connect report it
-    finally:
-        probe.close()
-        os.close(fd)
 
 
 def _connect(run_dir: RunDir, name: str, token: str, target: Target) -> AgentClient:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -123,28 +122,22 @@ def _parent(pid: int) -> int:
 
 
 def agent_serving(pid: int, uid: int, gid: int) -> bool:
-    """True when the process's agent socket exists and accepts connections (reached
-    without following a symlink: as root, the run dir belongs to the process's user; in
-    a container, from the process's own root)."""
+    """True when the process's agent socket accepts connections (rundir.listening, as an
+    attach asks it: as root, in the run dir of the process's user; in a container, from
+    the process's own root)."""
     try:
         start = rundir.process_start_time(pid)
         box = container.container_of(pid, uid, gid)
         root = rundir.ProcessRoot(pid, start) if box and box.other_mounts else None
     except (OSError, ValueError, rundir.RunDirError):
         return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
     try:
         own_pid, own_uid = (box.pid_inside, box.uid_inside) if box else (pid, uid)
-        path = os.path.join(
-            rundir.default_run_dir(own_uid, read_environ(pid), root, uid),
-            rundir.socket_name(own_pid, start),
-        )
-        rundir.connect_path(probe, path, uid, root)
-        return True
+        path = rundir.default_run_dir(own_uid, read_environ(pid), root, uid)
+        with rundir.open_run_dir(path, uid, root=root) as run_dir:
+            return rundir.listening(run_dir, rundir.socket_name(own_pid, start))
     except (rundir.RunDirError, OSError):
         return False
     finally:
-        probe.close()
         if root is not None:
             root.close()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from memtop.agent import nofollow, rundir
 from memtop.agent.rundir import RunDir, RunDirError, RunDirMissing
+from memtop.attach.bootstrap import attach_code
 from memtop.attach.preflight import Target
 from memtop.attach.procfs import read_environ
 from memtop.errors import AttachError
@@ -31,32 +32,6 @@ from memtop.errors import AttachError
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent"
 SESSION_LIFETIME = 60.0
 PAGE_PLACEHOLDER = "0x0000000000000000"
-
-# Runs in a fresh namespace inside the target (sys.remote_exec, or exec() of a gdb pending
-# call); kept under 1 KB. It frees the gdb page it was written into (through
-# ctypes.pythonapi, a handle on the whole process that ctypes keeps: a new CDLL per attach
-# would leave objects behind), does nothing if the
-# viewer withdrew its session (a late run), loads the agent by path at most once per
-# process (a second attach reuses it), and never lets an exception out.
-_BOOTSTRAP = """import sys,os
-def _memtop(s,a,p):
- try:
-  if p:
-   import ctypes
-   ctypes.pythonapi.munmap(ctypes.c_void_p(p),4096)
-  if not os.path.exists(s):return
-  m=sys.modules.get('_memtop_agent') or sys.modules.get('memtop.agent')
-  if m is None:
-   import importlib.util as u
-   q=u.spec_from_file_location('_memtop_agent',a+'/__init__.py',submodule_search_locations=[a])
-   m=u.module_from_spec(q);sys.modules[q.name]=m
-   try:q.loader.exec_module(m)
-   except BaseException:
-    del sys.modules[q.name];raise
-  m.boot(s)
- except BaseException:pass
-_memtop(%r,%r,%s)
-"""
 
 
 def target_run_dir(target: Target, root: rundir.ProcessRoot | None) -> str:
@@ -174,7 +149,7 @@ class Session:
 
     def bootstrap(self, gdb_page: bool = False) -> str:
         """Python source that hands this session to the agent inside the target."""
-        return _BOOTSTRAP % (self.path, self.agent_dir, PAGE_PLACEHOLDER if gdb_page else "0")
+        return attach_code(self.path, self.agent_dir, PAGE_PLACEHOLDER if gdb_page else "0")
 
     def withdraw(self) -> bool:
         """Delete the session: a bootstrap that runs later finds nothing to do. False when

@@ -14,9 +14,11 @@ from prometheus_client.exposition import start_http_server
 
 from memtop.children import Children
 from memtop.errors import EXIT_OK, EXIT_TARGET_GONE, ConnectionLost, MemtopError, UsageError
-from memtop.fleet.metrics import HeapCollector, Watched
+from memtop.fleet.metrics import HeapCollector, ProcessMetrics
 from memtop.group import MEMBER_WAIT
+from memtop.history import History
 from memtop.model import Query, Refresh
+from memtop.sink import feed
 from memtop.source import LiveSource, wait_for_exit
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -67,7 +69,7 @@ def run_export(
             "program's source files and lines\n"
         )
     sources: dict[int, LiveSource] = {}
-    watched: dict[int, Watched] = {}
+    watched: dict[int, tuple[History, ProcessMetrics]] = {}  # each its history and sink
     collector = HeapCollector(top)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
@@ -85,7 +87,7 @@ def run_export(
 
     def watch(pid: int, source: LiveSource) -> None:
         sources[pid] = source
-        watched[pid] = Watched(pid)
+        watched[pid] = (History(), ProcessMetrics(collector, pid))
         family.watching(pid)
         note(f"attached to pid {pid} via {source.info.how}")
 
@@ -145,7 +147,7 @@ def _refresh(
     pid: int,
     done: Future[Refresh],
     sources: dict[int, LiveSource],
-    watched: dict[int, Watched],
+    watched: dict[int, tuple[History, ProcessMetrics]],
     collector: HeapCollector,
     err: TextIO,
 ) -> None:
@@ -163,7 +165,6 @@ def _refresh(
     except MemtopError as exc:
         err.write(f"memtop: pid {pid}: {exc.message}\n")
         return
-    entry = watched[pid]
-    entry.history.add(sample)
-    entry.sample = sample
-    collector.update(entry)
+    history, metrics = watched[pid]
+    history.add(sample)
+    feed([metrics], sample, history)

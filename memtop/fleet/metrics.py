@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -19,17 +18,9 @@ from prometheus_client.registry import Collector
 from memtop.formatting import utf8_text
 from memtop.history import History
 from memtop.model import Refresh
+from memtop.verdict import Verdict
 
 PREFIX = "memtop"
-
-
-@dataclass
-class Watched:
-    """The last refresh of one process, and the history its rates come from."""
-
-    pid: int
-    sample: Refresh | None = None
-    history: History = field(default_factory=History)
 
 
 class HeapCollector(Collector):
@@ -41,20 +32,17 @@ class HeapCollector(Collector):
         self._lock = threading.Lock()
         self._shown: dict[int, tuple[Refresh, dict[str, float], dict[str, bool]]] = {}
 
-    def update(self, watched: Watched) -> None:
-        """Take a process's newest refresh."""
-        sample = watched.sample
-        if sample is None:
-            return
+    def update(self, pid: int, sample: Refresh, history: History) -> None:
+        """Take process `pid`'s newest refresh (already in its `history`)."""
         top = sorted(sample.rows, key=lambda r: r.size, reverse=True)[: self.top]
         rates = {}
         for row in top:
-            rate = watched.history.growth_rate(row.key)
+            rate = history.growth_rate(row.key)
             if rate is not None:
                 rates[row.key] = rate
-        suspects = {key: True for key in watched.history.suspects()}
+        suspects = {key: True for key in history.suspects()}
         with self._lock:
-            self._shown[watched.pid] = (sample, rates, suspects)
+            self._shown[pid] = (sample, rates, suspects)
 
     def forget(self, pid: int) -> None:
         """A process that ended: its series go."""
@@ -129,3 +117,15 @@ class HeapCollector(Collector):
         yield from process.values()
         yield mode
         yield from sites.values()
+
+
+class ProcessMetrics:
+    """The sink (memtop.sink) of one watched process: each refresh replaces what /metrics
+    serves of it."""
+
+    def __init__(self, collector: HeapCollector, pid: int) -> None:
+        self.collector = collector
+        self.pid = pid
+
+    def write(self, refresh: Refresh, history: History, verdict: Verdict) -> None:
+        self.collector.update(self.pid, refresh, history)

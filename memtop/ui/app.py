@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import ClassVar
@@ -36,7 +36,7 @@ from memtop.errors import (
 from memtop.formatting import clean_text, location
 from memtop.history import History, Verdict
 from memtop.model import CUMULATIVE_KEYS, Query, Refresh, gaps_note
-from memtop.record import Recorder
+from memtop.sink import Sink, feed
 from memtop.source import (
     HeapInspection,
     LiveControls,
@@ -105,11 +105,11 @@ class MemtopApp(App[Outcome]):
         history: History | None = None,
         autorefresh: bool = True,
         hide_internal: bool = True,
-        record: Recorder | None = None,
+        sinks: Sequence[Sink] = (),
     ) -> None:
         """`autorefresh=False` refreshes only on mount and when asked (tests, screenshots).
         A source without LiveControls (a saved snapshot) never changes: it refreshes only
-        when the query does. `record` gets every refresh too (--record)."""
+        when the query does. `sinks` get every refresh too (--record)."""
         super().__init__()
         # What the source can do besides its table; the keys of what it cannot are off.
         self.live = source if isinstance(source, LiveControls) else None
@@ -118,7 +118,7 @@ class MemtopApp(App[Outcome]):
         offline = self.live is None
         self.autorefresh = autorefresh and not offline
         self.source = source
-        self.record = record
+        self.sinks = sinks
         if isinstance(source, LiveSource):
             # The table never waits for the agent's time budget: a busy reply is shown and
             # the refresh made again when the agent said (panels wait, showing they do).
@@ -268,8 +268,7 @@ class MemtopApp(App[Outcome]):
             self._say(clean_text(note), severity="warning")
         self.history.seed(message.seed)
         self.history.add(sample)
-        if self.record is not None:
-            self.record.write(sample, self.history)
+        feed(self.sinks, sample, self.history)
         self.sample, self.arrived = sample, self.clock()
         self.shown += 1
         hint = compiled_hint(sample, sample.extension_modules)
@@ -597,10 +596,10 @@ def run_tui(
     query: Query,
     interval: float,
     hide_internal: bool = True,
-    record: Recorder | None = None,
+    sinks: Sequence[Sink] = (),
 ) -> Outcome:
     """Run the viewer in this terminal until the user quits; no mouse capture, so the
     terminal's own text selection keeps working over SSH."""
-    app = MemtopApp(source, query, interval, hide_internal=hide_internal, record=record)
+    app = MemtopApp(source, query, interval, hide_internal=hide_internal, sinks=sinks)
     outcome = app.run(mouse=False)
     return outcome if outcome is not None else Outcome()

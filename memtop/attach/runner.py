@@ -19,24 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memtop.agent import rundir
+from memtop.attach.bootstrap import run_code
 from memtop.ending import Ending
 from memtop.errors import AttachError, TargetExited, UsageError
 
-AGENT_DIR = str(Path(__file__).resolve().parent / "agent")
-
-# Runs as `python -c`; loads the agent package by path under a private name, so nothing
-# needs to be installed in the program's environment.
-BOOTSTRAP = (
-    "import sys,importlib.util as u\n"
-    "m=sys.modules.get('_memtop_agent')\n"
-    "if m is None:\n"
-    " p=%r\n"
-    " s=u.spec_from_file_location('_memtop_agent',p+'/__init__.py',\n"
-    "  submodule_search_locations=[p])\n"
-    " m=u.module_from_spec(s);sys.modules['_memtop_agent']=m;s.loader.exec_module(m)\n"
-    "import _memtop_agent.launch as l\n"
-    "l.main(sys.argv[1:])\n"
-)
+AGENT_DIR = str(Path(__file__).resolve().parent.parent / "agent")
 
 
 @dataclass
@@ -148,7 +135,7 @@ def start_program(
             [
                 python,
                 "-c",
-                BOOTSTRAP % AGENT_DIR,
+                run_code(AGENT_DIR),
                 str(config_r),
                 str(status_w),
                 kind,
