@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from memtop.attach.runner import start_program
 from memtop.client import AgentClient
 from memtop.errors import MemtopError
-from memtop.runner import start_program
 
 BENCH_DIR = Path(__file__).resolve().parent
 TARGET = str(BENCH_DIR / "refresh_target.py")

@@ -5,6 +5,7 @@ agent's live switch, and a sampled snapshot viewed from its file."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -216,6 +217,16 @@ def test_the_mode_command_switches_a_live_agent_both_ways(targets: Targets) -> N
 
     top, row = wait_for(ring_row, 20, "a sampled row at the ring line")
     assert row["size_error"] > 0
+    # A table read for the request says so, though a sampled read takes microseconds.
+    seen = [top["sample"]]
+
+    def new_table() -> dict[str, Any] | None:
+        seen.append(client.request("top", max_age=0.0)["sample"])
+        return seen[-1] if seen[-1]["id"] != seen[-2]["id"] else None
+
+    assert wait_for(new_table, 20, "a new sampled table")["fresh"], seen[-3:]
+    for before, after in itertools.pairwise(seen):
+        assert after["fresh"] == (after["id"] != before["id"]), seen
     assert top["totals"]["sample_rate"] == 65536 and top["totals"]["nframe"] == 64
     key = {"filename": row["filename"], "lineno": RING}
     panel = client.request("tracebacks", group_by="lineno", key=key)

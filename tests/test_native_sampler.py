@@ -215,8 +215,17 @@ def test_the_wheel_is_tagged_for_its_platform(tmp_path: Path) -> None:
     """A wheel holding the native library claims this platform (and any Python 3), not
     `any`: pip elsewhere would install a library for the wrong machine."""
     need_library()
+    # From a copy: pip builds in the source tree, and the checkout must stay as it is.
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "*.so"
+        ),
+    )
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(tmp_path)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -153,6 +153,7 @@ class Commands(ObjectCommands):
         # each row over processes, and a row near the top there may rank low in this one.
         keys = tuple(checks.row_keys(args.get("keys", []), group_by, MAX_ROWS))
 
+        before = self.sampler.latest  # a sample read from here on is this request's
         self.agent.follow_tracing()  # a table of an ended tracing session is not served
         # Totals first: read after the agent's own work they would include its temporaries.
         totals = self.sampler.totals()
@@ -185,7 +186,7 @@ class Commands(ObjectCommands):
         # Reading source files is not snapshot work: it is cached and bounded on its own,
         # and charging it would freeze the first table for seconds.
         self.sampler.charge(time.thread_time() - started - reading, sample)
-        described = self.sampler.describe(sample, cost)
+        described = self.sampler.describe(sample, sample is not before)
         described["work_ms"] = round((cost + time.thread_time() - started) * 1000.0, 3)
         return {
             "tracing": self.agent.tracing_info(),
@@ -297,7 +298,7 @@ class Commands(ObjectCommands):
         self.sampler.charge(time.thread_time() - started, sample)
         variances = sample.variances
         return {
-            "sample": self.sampler.describe(sample, 0.0),
+            "sample": self.sampler.describe(sample, False),
             "nframe": self.agent.traceback_depth(),
             "tracebacks": [
                 {
@@ -321,7 +322,7 @@ class Commands(ObjectCommands):
         self.agent.follow_tracing()
         sample, _ = self.sampler.sample(checks.get(args, "max_age", float, 0.0))
         client.baseline = sample
-        return {"baseline_time": sample.time, "sample": self.sampler.describe(sample, 0.0)}
+        return {"baseline_time": sample.time, "sample": self.sampler.describe(sample, False)}
 
     @command("reset_peak", reply=TOTALS)
     def cmd_reset_peak(self, args, client):

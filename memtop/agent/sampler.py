@@ -236,14 +236,16 @@ class Sampler:
             "sampler_gaps": self.byte_sampler.gaps,
         }
 
-    def describe(self, sample, cost):
-        """What a reply says about the sample behind its rows."""
+    def describe(self, sample, fresh):
+        """What a reply says about the sample behind its rows (`fresh`: read for this
+        request; not "it cost time": a sampled-mode read may take less than the clock
+        shows)."""
         now = time.time()
         return {
             "id": sample.id,
             "time": sample.time,
             "age": max(0.0, now - sample.time),
-            "fresh": cost > 0,
+            "fresh": fresh,
             "pause_ms": round(sample.cost * 1000.0, 3),
             "next_in": round(self.next_allowed_in(), 3),
             "budget": self.budget,
