@@ -153,6 +153,9 @@ def test_viewer_killed_then_reattached_finds_the_same_agent(plain: Plain) -> Non
     before = json.loads(first.stdout.readline())
     first.kill()  # an SSH session that died: no detach
     first.wait()
+    # The program reports its state every so often: the next report still traces.
+    after = state_of(state)["counter"]
+    wait_state(state, lambda s: s["counter"] > after)
     assert state_of(state)["tracing"] is True
     line, err = stream_json(
         [str(proc.pid), "--mode", "exact", "--json", "-i", "0.3"],

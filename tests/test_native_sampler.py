@@ -358,6 +358,41 @@ def test_instructions_without_a_line_get_line_0_as_in_tracemalloc(minor: str) ->
     assert len(json.loads(seen)) >= 4, seen  # the function's own lines were found
 
 
+OWN_WORK_PROBE = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from memtop.agent import bytesampler, collector
+sampler = bytesampler.load()
+sampler.start(256)
+# The agent's own work as its thread does it: the stdlib's json called from an agent file.
+agent_file = os.path.join(os.path.dirname(collector.__file__), "protocol.py")
+source = "def work(text):\\n    return [json.loads(text) for _ in range(3000)]\\n"
+space = {"json": json}
+exec(compile(source, agent_file, "exec"), space)
+held = space["work"]("[" + ",".join(["1.5"] * 40) + "]")
+table = sampler.table()
+sampler.stop()
+shown = [tb for tb in table.by_traceback if any(f[0].endswith("decoder.py") for f in tb)]
+print(json.dumps({"shown": len(shown), "own_size": table.own_size}))
+"""
+
+
+@pytest.mark.parametrize("minor", ["3.9", "3.12", "3.14"])
+def test_the_agents_own_work_is_never_a_row_wherever_it_allocates(minor: str) -> None:
+    """Blocks the stdlib allocates for the agent (json decoding a request) count as the
+    agent's own, not as a row of the program's: their stacks pass through agent files."""
+    done = subprocess.run(
+        [python_for(minor), "-c", OWN_WORK_PROBE, str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["shown"] == 0, result
+    assert result["own_size"] > 0, result
+
+
 NOEXEC_PROBE = """
 import ctypes, os, sys
 sys.path.insert(0, sys.argv[1])

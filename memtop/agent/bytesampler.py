@@ -235,7 +235,9 @@ class ByteSampler:
                     frames.append(where)
                 w += 2 * depth
                 tb = tuple(frames)
-                if frames and collector.is_agent_file(frames[0][0]):
+                # The agent's own work, wherever it allocates (the stdlib's json for a
+                # request, say): the agent's thread and its bootstrap run through its files.
+                if any(collector.is_agent_file(frame[0]) for frame in frames):
                     out.own_size += size
                     out.own_count += count
                     continue

@@ -42,6 +42,9 @@ POLL = 0.05
 PARKED_ATTEMPTS = 3
 ABANDONED_ATTEMPTS = 2
 PARKED_AFTER = 1.0
+# At least this long for sys.remote_exec's caller (twice the attach timeout if longer):
+# its call takes milliseconds, unless something holds it up (a container's fake /proc).
+CALL_TIMEOUT = 10.0
 
 
 @dataclass
@@ -78,6 +81,7 @@ def _through(
     target: Target,
     new: Callable[[], Session],
     wait: Callable[[Session], T],
+    timeout: float,
 ) -> tuple[T, Session]:
     """Inject a new session through `route` and wait for its outcome. A request whose gdb
     calls a fault cut short is made once more, with a new session: the first may have been
@@ -86,7 +90,7 @@ def _through(
     for attempt in range(1, ABANDONED_ATTEMPTS + 1):
         session = new()
         try:
-            _inject(route, target, session)
+            _inject(route, target, session, max(CALL_TIMEOUT, 2 * timeout))
             return wait(session), session
         except _CutShort as exc:
             session.withdraw()
@@ -187,7 +191,7 @@ def _attach_to(
             fallback = index + 1 < len(routes) and routes[index + 1] == "gdb-parked"
             wait = partial(_await_agent, target, route=route, timeout=timeout, fallback=fallback)
             try:
-                client, session = _through(route, target, new, wait)
+                client, session = _through(route, target, new, wait, timeout)
             except _NoAnswer as exc:
                 if not (fallback and exc.blocked):
                     raise AttachError(exc.message) from None
@@ -240,7 +244,7 @@ def _stop_agent(
     new = partial(new_session, run_dir, target.own_pid, target.start, agent_dir, {"action": "stop"})
     wait = partial(_await_result, target, route=route, timeout=timeout)
     try:
-        _, session = _through(route, target, new, wait)
+        _, session = _through(route, target, new, wait, timeout)
     except _NoAnswer as exc:
         raise AttachError(exc.message) from None
     session.withdraw()
@@ -382,7 +386,7 @@ def _token_file(run_dir: RunDir, target: Target) -> str | None:
     return data.decode("ascii", "replace").strip() or None
 
 
-def _inject(route: str, target: Target, session: Session) -> None:
+def _inject(route: str, target: Target, session: Session, call_timeout: float) -> None:
     if route == "remote-exec":
         # One script name per target. It stays while a request may still run it (one
         # that timed out: a missing script makes CPython print an error on the target's
@@ -395,7 +399,7 @@ def _inject(route: str, target: Target, session: Session) -> None:
         except OSError as exc:
             raise AttachError(f"cannot write the bootstrap: {exc}") from exc
         try:
-            remote_exec.inject(target, session.run_dir.join(session.script))
+            remote_exec.inject(target, session.run_dir.join(session.script), call_timeout)
         except remote_exec.NothingSent:
             session.run_dir.remove(session.script)  # no request can run it
             raise

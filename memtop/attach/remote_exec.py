@@ -246,8 +246,9 @@ def caller_command(target: Target, script: str) -> list[str] | None:
     return command
 
 
-def inject(target: Target, script: str) -> None:
-    """Ask the target's main thread to run `script` at its next safe point."""
+def inject(target: Target, script: str, timeout: float = 30.0) -> None:
+    """Ask the target's main thread to run `script` at its next safe point (the call
+    itself takes milliseconds; `timeout` bounds a caller held up)."""
     command = caller_command(target, script)
     if command is None:
         try:
@@ -258,9 +259,11 @@ def inject(target: Target, script: str) -> None:
             raise NothingSent(f"permission denied: {exc}") from exc
         return
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=30, env={}, cwd="/")
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env={}, cwd="/"
+        )
     except subprocess.TimeoutExpired as exc:
-        raise AttachError("sys.remote_exec did not return within 30 s") from exc
+        raise AttachError(f"sys.remote_exec did not return within {timeout:.0f} s") from exc
     except OSError as exc:
         # e.g. the interpreter path could not be read (root without CAP_SYS_PTRACE)
         raise NothingSent(
