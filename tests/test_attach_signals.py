@@ -317,10 +317,10 @@ def test_target_that_died_under_remote_exec_is_reported_as_killed(
     wait_state(state, lambda s: s["counter"] >= 3)
     inject = remote_exec.inject
 
-    def killed_first(target, script):  # type: ignore[no-untyped-def]
+    def killed_first(target, script, timeout):  # type: ignore[no-untyped-def]
         os.kill(proc.pid, signal.SIGKILL)
         wait_for(lambda: proc_state(proc.pid) == "Z", what="the target to be a zombie")
-        return inject(target, script)
+        return inject(target, script, timeout)
 
     monkeypatch.setattr(remote_exec, "inject", killed_first)
     with pytest.raises(TargetExited) as ended:
