@@ -253,12 +253,7 @@ def rank(current, previous, group_by, sort="size", limit=50):
     for key, entry in current.items():
         size, count = entry[0], entry[1]
         old = previous.get(key) if previous is not None else None
-        if old is not None:
-            size_diff, count_diff = size - old[0], count - old[1]
-        elif previous is not None:
-            size_diff, count_diff = size, count
-        else:
-            size_diff = count_diff = 0
+        size_diff, count_diff = _diffs(size, count, old, previous)
         numbers = (size, size_diff, count, count_diff)
         entries.append((fields(*numbers), key, numbers, entry[2]))
     if previous is not None:
@@ -278,6 +273,16 @@ def rank(current, previous, group_by, sort="size", limit=50):
     return rows, len(entries)
 
 
+def _diffs(size, count, old, previous):
+    """(size, count) changes of a row since `previous` (its entry there `old`); none
+    without a previous table, the whole row when it is new."""
+    if old is not None:
+        return size - old[0], count - old[1]
+    if previous is not None:
+        return size, count
+    return 0, 0
+
+
 def rows_of(current, previous, keys):
     """The rows of `keys` as `rank` makes them, whatever their rank; a key in neither
     table is left out (it holds nothing)."""
@@ -288,12 +293,7 @@ def rows_of(current, previous, keys):
         if entry is None and old is None:
             continue
         size, count, tb = (entry[0], entry[1], entry[2]) if entry is not None else (0, 0, old[2])
-        if old is not None:
-            size_diff, count_diff = size - old[0], count - old[1]
-        elif previous is not None:
-            size_diff, count_diff = size, count
-        else:
-            size_diff = count_diff = 0
+        size_diff, count_diff = _diffs(size, count, old, previous)
         rows.append((key, size, size_diff, count, count_diff, tb))
     return rows
 

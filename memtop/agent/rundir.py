@@ -183,18 +183,10 @@ def ensure_private_dir(path, uid):
     open_run_dir(path, uid, create=True).close()
 
 
-class RunDir:
-    """An open, verified run directory of user `uid`: every operation goes through its fd.
+class _HoldsFd:
+    """Closes its `fd` once, also as a context manager."""
 
-    Files are created 0600 and, when the caller is root, owned by `uid`:`gid` (the
-    target reads them, nobody else may). Names are plain entry names, never paths."""
-
-    def __init__(self, path, fd, uid, gid=-1, as_owner=False):
-        self.path = path
-        self.fd = fd
-        self.uid = uid
-        self.gid = gid
-        self.as_owner = as_owner  # creates as its owner (OwnerIds)
+    fd = -1
 
     def close(self):
         if self.fd >= 0:
@@ -206,6 +198,20 @@ class RunDir:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class RunDir(_HoldsFd):
+    """An open, verified run directory of user `uid`: every operation goes through its fd.
+
+    Files are created 0600 and, when the caller is root, owned by `uid`:`gid` (the
+    target reads them, nobody else may). Names are plain entry names, never paths."""
+
+    def __init__(self, path, fd, uid, gid=-1, as_owner=False):
+        self.path = path
+        self.fd = fd
+        self.uid = uid
+        self.gid = gid
+        self.as_owner = as_owner  # creates as its owner (OwnerIds)
 
     def join(self, name):
         """The path others (the target) use for `name`."""
@@ -451,7 +457,7 @@ def process_start_time(pid):
     return int(fields[19])
 
 
-class ProcessRoot:
+class ProcessRoot(_HoldsFd):
     """The root directory of process `pid` (`/proc/PID/root`, the kernel's own link, never
     a path anyone else names), open as `fd`: where the paths of a process in another mount
     namespace, such as a container's, start. `uids`: the uids that own its system
@@ -468,17 +474,6 @@ class ProcessRoot:
             os.close(self.fd)
             raise
         self.uids = (0,) if inside_root in (None, 0) else (0, inside_root)
-
-    def close(self):
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def outside_id(pid, map_name, inside):
